@@ -1,0 +1,3 @@
+//! dropship: inventory + playbook → parallel SSH deploys of compose apps.
+
+pub mod transport;
