@@ -1,3 +1,14 @@
 //! dropship: inventory + playbook → parallel SSH deploys of compose apps.
 
+pub mod cli;
+pub mod diagnostic;
+pub mod executor;
+pub mod inventory;
+pub mod paths;
+pub mod plan;
+pub mod playbook;
+pub mod remote;
+pub mod report;
+pub mod secrets;
+pub mod template;
 pub mod transport;

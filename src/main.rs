@@ -1,3 +1,32 @@
 //! The `dropship` binary: parse arguments, run, map the outcome to an exit status.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use dropship::cli::{self, Cli, Outcome};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DROPSHIP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dropship: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(cli::run(cli));
+    if let Outcome::BadInput(error) = &outcome {
+        eprintln!("error: {error}");
+    }
+    ExitCode::from(outcome.exit_code())
+}

@@ -1,5 +1,7 @@
 //! The one seam between the executor and the network: connect to a host, run a command with stdin.
 
+mod auth;
+mod known_hosts;
 pub mod ssh;
 
 use std::future::Future;
@@ -7,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How to treat a host key that is not yet in known_hosts. A changed key is always refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
     /// Unknown hosts are refused.
@@ -52,19 +54,40 @@ impl ExecOutput {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot reach {address}:{port}: {reason}")]
-    Unreachable { address: String, port: u16, reason: String },
+    Unreachable {
+        address: String,
+        port: u16,
+        reason: String,
+    },
     #[error("connection to {address}:{port} timed out after {}", humantime::format_duration(*.after))]
-    Timeout { address: String, port: u16, after: Duration },
+    Timeout {
+        address: String,
+        port: u16,
+        after: Duration,
+    },
     #[error(
         "host key for {host} is not known ({fingerprint}); it is not in {known_hosts}\n  hint: verify the fingerprint, then add it with `ssh-keyscan` or set host_key_policy = \"accept-new\""
     )]
-    UnknownHostKey { host: String, fingerprint: String, known_hosts: String },
+    UnknownHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
     #[error(
         "HOST KEY CHANGED for {host} (now {fingerprint}); it does not match {known_hosts} line {line}\n  hint: if the server was really re-installed, remove that line; otherwise someone may be intercepting the connection"
     )]
-    ChangedHostKey { host: String, fingerprint: String, known_hosts: String, line: usize },
+    ChangedHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+        line: usize,
+    },
     #[error("permission denied for {user}@{host} (publickey); keys tried: {}", if .tried.is_empty() { "none found".to_string() } else { .tried.join(", ") })]
-    AuthRefused { user: String, host: String, tried: Vec<String> },
+    AuthRefused {
+        user: String,
+        host: String,
+        tried: Vec<String>,
+    },
     #[error("ssh: {0}")]
     Protocol(String),
 }
@@ -72,14 +95,21 @@ pub enum TransportError {
 /// Opens connections. Shared by every host task, so it must be cheap to share.
 pub trait Connector: Send + Sync + 'static {
     type Conn: Connection;
-    fn connect(&self, spec: &ConnectSpec) -> impl Future<Output = Result<Self::Conn, TransportError>> + Send;
+    fn connect(
+        &self,
+        spec: &ConnectSpec,
+    ) -> impl Future<Output = Result<Self::Conn, TransportError>> + Send;
 }
 
 /// One open, authenticated connection; every step of a host runs over it.
 pub trait Connection: Send + Sync + 'static {
     /// Runs `command` through the remote user's shell, writes `stdin` to it and closes stdin,
     /// then collects stdout, stderr and the exit status.
-    fn exec(&self, command: &str, stdin: &[u8]) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send;
+    fn exec(
+        &self,
+        command: &str,
+        stdin: &[u8],
+    ) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send;
     /// Closes the connection politely.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }

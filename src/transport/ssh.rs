@@ -1,1 +1,489 @@
 //! The russh implementation of the transport: key auth, known_hosts verification, exec with stdin.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle, Msg};
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PublicKeyOrCertificate};
+use russh::{Channel, ChannelMsg, Disconnect, Preferred, cipher, compression, kex};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
+
+use super::auth::{KeySources, authenticate};
+use super::known_hosts::HostKeyCheck;
+use super::{ConnectSpec, Connection, Connector, ExecOutput, TransportError};
+
+/// Stdin is handed to russh in pieces this big; it splits them further by packet size and window.
+const STDIN_CHUNK: usize = 256 * 1024;
+
+/// OpenSSH's default `MaxSessions` is 10; more concurrent session channels would be refused.
+const MAX_SESSIONS: usize = 10;
+
+/// Retries of a refused session open when none of our other commands could be holding a slot.
+const OPEN_RETRIES: u32 = 6;
+
+/// Fast and modern first; the rest only so older servers still work.
+const KEX: &[kex::Name] = &[
+    kex::CURVE25519,
+    kex::CURVE25519_PRE_RFC_8731,
+    kex::MLKEM768X25519_SHA256,
+    kex::ECDH_SHA2_NISTP256,
+    kex::DH_GEX_SHA256,
+    kex::DH_G16_SHA512,
+    kex::DH_G14_SHA256,
+    kex::EXTENSION_SUPPORT_AS_CLIENT,
+    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+];
+
+/// AES-GCM first: with AES-NI (via aws-lc) it outruns chacha20 for bulk stdin.
+const CIPHERS: &[cipher::Name] = &[
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_128_GCM,
+    cipher::AES_256_CTR,
+    cipher::AES_128_CTR,
+];
+
+const HOST_KEYS: &[Algorithm] = &[
+    Algorithm::Ed25519,
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP256,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP384,
+    },
+    Algorithm::Ecdsa {
+        curve: EcdsaCurve::NistP521,
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256),
+    },
+];
+
+/// Opens SSH connections with russh. Cheap to share between host tasks.
+#[derive(Debug, Clone)]
+pub struct SshConnector {
+    sources: KeySources,
+}
+
+impl Default for SshConnector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SshConnector {
+    /// Uses `identity_file`, then ssh-agent, then the default keys in `~/.ssh`.
+    pub fn new() -> Self {
+        Self {
+            sources: KeySources {
+                agent: true,
+                default_keys: true,
+            },
+        }
+    }
+
+    /// Whether to offer the keys held by the agent at `SSH_AUTH_SOCK`.
+    pub fn with_agent(mut self, enabled: bool) -> Self {
+        self.sources.agent = enabled;
+        self
+    }
+
+    /// Whether to offer `~/.ssh/id_ed25519`, `id_ecdsa` and `id_rsa`.
+    pub fn with_default_keys(mut self, enabled: bool) -> Self {
+        self.sources.default_keys = enabled;
+        self
+    }
+
+    async fn connect_inner(&self, spec: &ConnectSpec) -> Result<SshConnection, TransportError> {
+        let stream = tcp_connect(spec).await?;
+        let state = Arc::new(SessionState::default());
+        let handler = ClientHandler {
+            spec: spec.clone(),
+            state: Arc::clone(&state),
+        };
+        let check = host_key_check(spec);
+        let config = Arc::new(client_config(&check.known_algorithms()));
+        let mut handle = client::connect_stream(config, stream, handler)
+            .await
+            .map_err(|e| handshake_error(spec, e))?;
+        authenticate(&mut handle, spec, self.sources).await?;
+        Ok(SshConnection {
+            handle,
+            state,
+            sessions: Semaphore::new(MAX_SESSIONS),
+            session_ended: Notify::new(),
+        })
+    }
+}
+
+impl Connector for SshConnector {
+    type Conn = SshConnection;
+
+    async fn connect(&self, spec: &ConnectSpec) -> Result<SshConnection, TransportError> {
+        tokio::time::timeout(spec.connect_timeout, self.connect_inner(spec))
+            .await
+            .map_err(|_| TransportError::Timeout {
+                address: spec.address.clone(),
+                port: spec.port,
+                after: spec.connect_timeout,
+            })?
+    }
+}
+
+/// One authenticated connection; commands run on their own channels, possibly concurrently.
+pub struct SshConnection {
+    handle: Handle<ClientHandler>,
+    state: Arc<SessionState>,
+    /// Keeps concurrent session channels under the server's default MaxSessions.
+    sessions: Semaphore,
+    /// Signalled whenever one of our commands finishes, freeing a server session slot.
+    session_ended: Notify,
+}
+
+impl SshConnection {
+    /// Opens a `direct-tcpip` channel to `host:port` as seen from the remote machine.
+    pub async fn open_direct_tcpip(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Channel<Msg>, TransportError> {
+        self.handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| self.channel_error(e))
+    }
+
+    fn channel_error(&self, e: russh::Error) -> TransportError {
+        match e {
+            russh::Error::ChannelOpenFailure(reason) => {
+                TransportError::Protocol(format!("server refused to open a channel: {reason:?}"))
+            }
+            e => self.connection_lost(&e.to_string()),
+        }
+    }
+
+    fn connection_lost(&self, fallback: &str) -> TransportError {
+        let reason = self
+            .state
+            .disconnect_reason()
+            .unwrap_or_else(|| fallback.to_string());
+        TransportError::Protocol(format!("connection lost: {reason}"))
+    }
+
+    /// Opens a session channel, waiting out MaxSessions refusals. OpenSSH frees a closed
+    /// session's slot only after the packet batch that closed it, so an open right behind a
+    /// close can be refused; and a server may set MaxSessions below our own limit.
+    async fn open_session(&self) -> Result<Channel<Msg>, TransportError> {
+        let mut delay = Duration::from_millis(10);
+        let mut retries = 0;
+        loop {
+            // Created before trying, so an end signalled meanwhile is not missed.
+            let ended = self.session_ended.notified();
+            match self.handle.channel_open_session().await {
+                Ok(channel) => return Ok(channel),
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    let others_running = MAX_SESSIONS - self.sessions.available_permits() > 1;
+                    tracing::debug!(?reason, others_running, "session channel refused; retrying");
+                    // While our own commands hold slots, keep waiting: one of them will end.
+                    if !others_running {
+                        if retries == OPEN_RETRIES {
+                            return Err(
+                                self.channel_error(russh::Error::ChannelOpenFailure(reason))
+                            );
+                        }
+                        retries += 1;
+                    }
+                    tokio::select! {
+                        () = ended => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(self.channel_error(e)),
+            }
+        }
+    }
+
+    async fn run(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        let channel = self.open_session().await?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        let (mut rx, tx) = channel.split();
+
+        // Stdin is written while output is read: a command that echoes its input would
+        // otherwise fill both windows and deadlock.
+        let write = async {
+            for chunk in stdin.chunks(STDIN_CHUNK) {
+                tx.data_bytes(chunk.to_vec()).await?;
+            }
+            tx.eof().await
+        };
+        let read = async {
+            let mut out = ExecOutput::default();
+            while let Some(msg) = rx.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        tracing::debug!(signal = ?signal_name, "remote command killed by signal");
+                    }
+                    ChannelMsg::Failure => {
+                        return Err(TransportError::Protocol(format!(
+                            "server refused to run `{command}`"
+                        )));
+                    }
+                    ChannelMsg::Close => return Ok(out),
+                    _ => {}
+                }
+            }
+            // The channel ended without a Close: the whole connection went away.
+            Err(self.connection_lost("connection closed"))
+        };
+
+        let mut write = std::pin::pin!(write);
+        let mut read = std::pin::pin!(read);
+        let mut writing = true;
+        loop {
+            tokio::select! {
+                result = &mut read => {
+                    // Dropping the writer is fine: a command may exit without reading all stdin.
+                    if result.is_err() {
+                        let _ = tx.close().await;
+                    }
+                    return result;
+                }
+                written = &mut write, if writing => {
+                    writing = false;
+                    // A failed write means the session is gone; the reader reports why.
+                    if let Err(e) = written {
+                        tracing::debug!(error = %e, "writing stdin failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Connection for SshConnection {
+    async fn exec(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        let _permit = self
+            .sessions
+            .acquire()
+            .await
+            .map_err(|_| TransportError::Protocol("connection closed".into()))?;
+        let result = self.run(command, stdin).await;
+        self.session_ended.notify_waiters();
+        result
+    }
+
+    async fn close(&self) {
+        self.sessions.close();
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+/// What the session task learned that the caller needs later.
+#[derive(Default)]
+struct SessionState {
+    disconnect: Mutex<Option<String>>,
+}
+
+impl SessionState {
+    fn disconnect_reason(&self) -> Option<String> {
+        self.disconnect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Carries a host key refusal out of the handshake as the precise transport error.
+#[derive(Debug)]
+enum HandlerError {
+    Ssh(russh::Error),
+    Refused(TransportError),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Ssh(e)
+    }
+}
+
+struct ClientHandler {
+    spec: ConnectSpec,
+    state: Arc<SessionState>,
+}
+
+impl client::Handler for ClientHandler {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, HandlerError> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            // We never advertise certificate host-key types, so this is a misbehaving server.
+            return Err(HandlerError::Refused(TransportError::Protocol(
+                "server presented a host certificate, which dropship does not verify".into(),
+            )));
+        };
+        let (spec, key) = (self.spec.clone(), key.clone());
+        // File I/O and a possibly contended flock: keep them off the async workers.
+        tokio::task::spawn_blocking(move || host_key_check(&spec).verify(&key))
+            .await
+            .map_err(|e| {
+                HandlerError::Refused(TransportError::Protocol(format!(
+                    "host key check failed: {e}"
+                )))
+            })?
+            .map_err(HandlerError::Refused)?;
+        Ok(true)
+    }
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut client::Session,
+    ) -> Result<(), HandlerError> {
+        tracing::debug!(
+            host = %self.spec.host_name,
+            kex = ?names.kex,
+            host_key = %names.key,
+            cipher = ?names.cipher,
+            "ssh algorithms negotiated"
+        );
+        Ok(())
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<HandlerError>,
+    ) -> Result<(), HandlerError> {
+        let text = match &reason {
+            client::DisconnectReason::ReceivedDisconnect(info) if info.message.is_empty() => {
+                format!("server disconnected ({:?})", info.reason_code)
+            }
+            client::DisconnectReason::ReceivedDisconnect(info) => {
+                format!("server disconnected: {}", info.message)
+            }
+            client::DisconnectReason::Error(HandlerError::Ssh(e)) => e.to_string(),
+            client::DisconnectReason::Error(HandlerError::Refused(e)) => e.to_string(),
+        };
+        *self
+            .state
+            .disconnect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(text);
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => Err(e),
+        }
+    }
+}
+
+fn host_key_check(spec: &ConnectSpec) -> HostKeyCheck<'_> {
+    HostKeyCheck {
+        known_hosts: &spec.known_hosts,
+        address: &spec.address,
+        port: spec.port,
+        policy: spec.host_key_policy,
+    }
+}
+
+fn client_config(known: &[Algorithm]) -> client::Config {
+    // Ask first for key types known_hosts has for this host, so a recorded ecdsa key is
+    // checked as ecdsa instead of the server's ed25519 looking "unknown".
+    let rsa = |a: &Algorithm| matches!(a, Algorithm::Rsa { .. });
+    let is_known = |alg: &Algorithm| known.iter().any(|k| k == alg || (rsa(k) && rsa(alg)));
+    let (mut key, rest): (Vec<_>, Vec<_>) = HOST_KEYS.iter().cloned().partition(is_known);
+    key.extend(rest);
+    client::Config {
+        preferred: Preferred {
+            kex: Cow::Borrowed(KEX),
+            key: Cow::Owned(key),
+            cipher: Cow::Borrowed(CIPHERS),
+            compression: Cow::Borrowed(&[compression::NONE]),
+            ..Preferred::DEFAULT
+        },
+        inactivity_timeout: None,
+        keepalive_interval: None,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+async fn tcp_connect(spec: &ConnectSpec) -> Result<TcpStream, TransportError> {
+    let unreachable = |reason: String| TransportError::Unreachable {
+        address: spec.address.clone(),
+        port: spec.port,
+        reason,
+    };
+    let addrs: Vec<_> = tokio::net::lookup_host((spec.address.as_str(), spec.port))
+        .await
+        .map_err(|e| unreachable(format!("cannot resolve host name ({e})")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(unreachable(
+            "cannot resolve host name (no addresses)".into(),
+        ));
+    }
+    let mut last = String::new();
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Many small request/response packets: Nagle would add latency to each.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "set_nodelay failed");
+                }
+                return Ok(stream);
+            }
+            Err(e) => last = io_reason(&e),
+        }
+    }
+    Err(unreachable(last))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+            format!("connection closed by the server during the handshake ({e})")
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn handshake_error(spec: &ConnectSpec, e: HandlerError) -> TransportError {
+    let unreachable = |reason: String| TransportError::Unreachable {
+        address: spec.address.clone(),
+        port: spec.port,
+        reason,
+    };
+    match e {
+        HandlerError::Refused(e) => e,
+        HandlerError::Ssh(russh::Error::IO(io)) => unreachable(io_reason(&io)),
+        HandlerError::Ssh(russh::Error::Disconnect | russh::Error::HUP) => {
+            unreachable("connection closed by the server during the handshake".into())
+        }
+        HandlerError::Ssh(e) => TransportError::Protocol(format!(
+            "handshake with {}:{} failed: {e}",
+            spec.address, spec.port
+        )),
+    }
+}

@@ -1,0 +1,98 @@
+//! Results of a run and the `Reporter` trait through which the executor tells the world.
+
+pub mod json;
+pub mod plain;
+
+use serde::Serialize;
+
+/// How one step ended on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Changed,
+    Ok,
+    Failed,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Changed => "changed",
+            Self::Ok => "ok",
+            Self::Failed => "FAILED",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub name: String,
+    pub outcome: Outcome,
+    /// A short note (file path, versions, skip reason) or, on failure, the error with the
+    /// tail of the command's stderr. Secrets are already masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostResult {
+    pub host: String,
+    pub address: String,
+    /// Why the host failed before or outside a step (unreachable, host key, auth), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<StepResult>,
+    pub elapsed_ms: u64,
+}
+
+impl HostResult {
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.steps.iter().any(|s| s.outcome == Outcome::Failed)
+    }
+
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.steps.iter().filter(|s| s.outcome == outcome).count()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub command: String,
+    pub ok: bool,
+    pub hosts: Vec<HostResult>,
+    pub elapsed_ms: u64,
+}
+
+/// What the executor reports while it works.
+pub enum Event<'a> {
+    HostStarted { host: &'a str },
+    StepFinished { host: &'a str, step: &'a StepResult },
+    HostFinished { result: &'a HostResult },
+}
+
+/// Receives events from many host tasks at once; implementations serialise their own output.
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: &Event<'_>);
+    /// Called once with the whole report after every host finished.
+    fn finished(&self, report: &RunReport);
+}
+
+/// Sends every event to several reporters (e.g. the plain printer and the JSON writer).
+pub struct Fanout(pub Vec<Box<dyn Reporter>>);
+
+impl Reporter for Fanout {
+    fn event(&self, event: &Event<'_>) {
+        for r in &self.0 {
+            r.event(event);
+        }
+    }
+
+    fn finished(&self, report: &RunReport) {
+        for r in &self.0 {
+            r.finished(report);
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The plain line printer (CI, no TTY): one line per host and step, then a summary table.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use super::{Event, Outcome, Reporter, RunReport};
+
+pub struct PlainReporter {
+    /// Human output goes to stderr when stdout carries JSON.
+    to_stderr: bool,
+    lock: Mutex<()>,
+}
+
+impl PlainReporter {
+    pub fn new(to_stderr: bool) -> Self {
+        Self {
+            to_stderr,
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn write(&self, text: &str) {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = if self.to_stderr {
+            std::io::stderr().lock().write_all(text.as_bytes())
+        } else {
+            std::io::stdout().lock().write_all(text.as_bytes())
+        };
+    }
+}
+
+impl Reporter for PlainReporter {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::HostStarted { .. } => {}
+            Event::StepFinished { host, step } => {
+                let mut line = format!("[{host}] {:<8} {}", step.outcome.label(), step.name);
+                if let Some(detail) = &step.detail {
+                    if step.outcome == Outcome::Failed && detail.contains('\n') {
+                        line.push_str(":\n");
+                        for l in detail.lines() {
+                            line.push_str(&format!("[{host}]     {l}\n"));
+                        }
+                        line.pop();
+                    } else {
+                        line.push_str(&format!(" ({detail})"));
+                    }
+                }
+                line.push('\n');
+                self.write(&line);
+            }
+            Event::HostFinished { result } => {
+                if let Some(error) = &result.error {
+                    let mut text = String::new();
+                    for (i, l) in error.lines().enumerate() {
+                        let prefix = if i == 0 { "FAILED   " } else { "    " };
+                        text.push_str(&format!("[{}] {prefix}{l}\n", result.host));
+                    }
+                    self.write(&text);
+                }
+            }
+        }
+    }
+
+    fn finished(&self, report: &RunReport) {
+        self.write(&summary_table(report));
+    }
+}
+
+/// The table printed at the end of every run.
+pub fn summary_table(report: &RunReport) -> String {
+    let header = [
+        "HOST", "CHANGED", "OK", "FAILED", "SKIPPED", "TIME", "RESULT",
+    ];
+    let mut rows: Vec<[String; 7]> = Vec::new();
+    for h in &report.hosts {
+        let result = match (&h.error, h.failed()) {
+            (Some(e), _) => format!("failed: {}", e.lines().next().unwrap_or("")),
+            (None, true) => {
+                let step = h.steps.iter().find(|s| s.outcome == Outcome::Failed);
+                format!("failed at `{}`", step.map_or("?", |s| s.name.as_str()))
+            }
+            (None, false) => "ok".to_string(),
+        };
+        rows.push([
+            h.host.clone(),
+            h.count(Outcome::Changed).to_string(),
+            h.count(Outcome::Ok).to_string(),
+            h.count(Outcome::Failed).to_string(),
+            h.count(Outcome::Skipped).to_string(),
+            format!("{:.1}s", h.elapsed_ms as f64 / 1000.0),
+            result,
+        ]);
+    }
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let format_row = |cells: &[&str]| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        line.trim_end().to_string() + "\n"
+    };
+    let mut out = String::from("\n");
+    out.push_str(&format_row(&header));
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        out.push_str(&format_row(&cells));
+    }
+    let failed = report.hosts.iter().filter(|h| h.failed()).count();
+    out.push_str(&format!(
+        "{} host(s): {} ok, {} failed in {:.1}s\n",
+        report.hosts.len(),
+        report.hosts.len() - failed,
+        failed,
+        report.elapsed_ms as f64 / 1000.0
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{HostResult, StepResult};
+    use super::*;
+
+    #[test]
+    fn table_lists_each_host_with_counts() {
+        let step = |outcome| StepResult {
+            name: "s".into(),
+            outcome,
+            detail: None,
+            elapsed_ms: 1,
+        };
+        let report = RunReport {
+            command: "deploy".into(),
+            ok: false,
+            elapsed_ms: 1500,
+            hosts: vec![
+                HostResult {
+                    host: "web-1".into(),
+                    address: "a".into(),
+                    error: None,
+                    steps: vec![step(Outcome::Changed), step(Outcome::Ok)],
+                    elapsed_ms: 1200,
+                },
+                HostResult {
+                    host: "web-2".into(),
+                    address: "b".into(),
+                    error: Some("cannot reach b:22: connection refused".into()),
+                    steps: vec![step(Outcome::Skipped)],
+                    elapsed_ms: 10,
+                },
+            ],
+        };
+        assert_eq!(
+            summary_table(&report),
+            "\nHOST   CHANGED  OK  FAILED  SKIPPED  TIME  RESULT\n\
+             web-1  1        1   0       0        1.2s  ok\n\
+             web-2  0        0   0       1        0.0s  failed: cannot reach b:22: connection refused\n\
+             2 host(s): 1 ok, 1 failed in 1.5s\n"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! Secrets: the `Secret` type that never prints, resolving `[secrets]` sources, and redaction.
+
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::diagnostic::{InputError, SourceFile};
+
+/// What every secret looks like in output.
+pub const MASK: &str = "********";
+
+/// A secret value. `Debug` and `Display` print `********`; only `expose` gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value: use it only to write file contents or a channel's stdin.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+/// Where a secret comes from, as written in a playbook's `[secrets]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// An environment variable of the dropship process.
+    pub env: Option<String>,
+    /// A local file (relative to the playbook's directory, else its parent); one trailing newline trimmed.
+    pub file: Option<String>,
+    /// A local shell command; its stdout, trailing newline trimmed.
+    pub command: Option<String>,
+    /// A key of the age-encrypted secrets file (not supported yet).
+    pub vault: Option<String>,
+}
+
+/// Resolves every secret once, locally, before any connection. Errors point at the playbook.
+pub fn resolve_all(
+    sources: &IndexMap<toml::Spanned<String>, toml::Spanned<SecretSource>>,
+    playbook: &SourceFile,
+    base_dirs: &[&Path],
+) -> Result<IndexMap<String, Secret>, InputError> {
+    let mut out = IndexMap::new();
+    for (name, source) in sources {
+        let span = source.span();
+        let err = |message: String| {
+            playbook
+                .error_at(span.clone(), message)
+                .with_key(format!("secrets.{}", name.get_ref()))
+        };
+        let value = resolve_one(name.get_ref(), source.get_ref(), base_dirs).map_err(
+            |(message, hint)| {
+                let e = err(message);
+                match hint {
+                    Some(h) => e.with_hint(h),
+                    None => e,
+                }
+            },
+        )?;
+        out.insert(name.get_ref().clone(), value);
+    }
+    Ok(out)
+}
+
+type SourceError = (String, Option<String>);
+
+fn resolve_one(
+    name: &str,
+    source: &SecretSource,
+    base_dirs: &[&Path],
+) -> Result<Secret, SourceError> {
+    let given: Vec<&str> = [
+        source.env.as_ref().map(|_| "env"),
+        source.file.as_ref().map(|_| "file"),
+        source.command.as_ref().map(|_| "command"),
+        source.vault.as_ref().map(|_| "vault"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() != 1 {
+        return Err((
+            format!(
+                "secret `{name}` needs exactly one source, found {}",
+                if given.is_empty() { "none".to_string() } else { given.join(" and ") }
+            ),
+            Some("write e.g. `{ env = \"VAR\" }`, `{ file = \"path\" }` or `{ command = \"pass show x\" }`".into()),
+        ));
+    }
+    if let Some(var) = &source.env {
+        return match std::env::var(var) {
+            Ok(v) => Ok(Secret::new(v)),
+            Err(_) => Err((
+                format!("secret `{name}`: environment variable `{var}` is not set"),
+                Some(format!("export {var}=... before running dropship")),
+            )),
+        };
+    }
+    if let Some(file) = &source.file {
+        let path = crate::paths::resolve_existing(file, base_dirs);
+        return match std::fs::read_to_string(&path) {
+            Ok(mut v) => {
+                trim_one_newline(&mut v);
+                Ok(Secret::new(v))
+            }
+            Err(e) => Err((
+                format!("secret `{name}`: cannot read `{}`: {e}", path.display()),
+                None,
+            )),
+        };
+    }
+    if let Some(command) = &source.command {
+        return run_secret_command(name, command);
+    }
+    Err((
+        format!("secret `{name}`: `vault` sources are not supported yet"),
+        Some("use `env`, `file` or `command` for now".into()),
+    ))
+}
+
+fn run_secret_command(name: &str, command: &str) -> Result<Secret, SourceError> {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            (
+                format!("secret `{name}`: cannot run its command: {e}"),
+                None,
+            )
+        })?;
+    if !output.status.success() {
+        // The command's own stderr may echo part of a secret; it is not shown.
+        return Err((
+            format!(
+                "secret `{name}`: its command failed ({}); its output is not shown",
+                output.status
+            ),
+            Some("run the command yourself to see why".into()),
+        ));
+    }
+    let mut value = String::from_utf8(output.stdout).map_err(|_| {
+        (
+            format!("secret `{name}`: its command printed non-UTF-8 bytes"),
+            None,
+        )
+    })?;
+    while value.ends_with('\n') || value.ends_with('\r') {
+        value.pop();
+    }
+    Ok(Secret::new(value))
+}
+
+fn trim_one_newline(value: &mut String) {
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+}
+
+/// Replaces every secret value in text meant for people or machines with `********`.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Longest first, so a secret containing another is masked whole.
+    values: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
+        let mut values: Vec<String> = secrets
+            .into_iter()
+            .map(|s| s.expose().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        Self { values }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for value in &self.values {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    /// True when `text` contains any secret value.
+    pub fn reveals_secret(&self, text: &[u8]) -> bool {
+        self.values
+            .iter()
+            .any(|v| text.windows(v.len()).any(|w| w == v.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_prints_masked() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "******** ********");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn redactor_masks_longest_first() {
+        let a = Secret::new("abc");
+        let b = Secret::new("abcdef");
+        let r = Redactor::new([&a, &b]);
+        assert_eq!(r.redact("x abcdef y abc"), "x ******** y ********");
+        assert!(r.reveals_secret(b"..abc.."));
+        assert!(!r.reveals_secret(b"..ab.."));
+    }
+
+    #[test]
+    fn command_source_trims_trailing_newline() {
+        let s = run_secret_command("k", "printf 'v1\\n'").unwrap();
+        assert_eq!(s.expose(), "v1");
+        let err = run_secret_command("k", "echo leaked >&2; exit 3").unwrap_err();
+        assert!(err.0.contains("secret `k`: its command failed"));
+        assert!(!err.0.contains("leaked"));
+    }
+}

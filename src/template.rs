@@ -1,0 +1,319 @@
+//! Rendering with minijinja: template files, templated playbook fields, `when` expressions.
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+
+use crate::diagnostic::{InputError, SourceFile};
+use crate::playbook::{Playbook, StepKind, Templated};
+
+/// Holds every template file of a playbook, compiled once, shared by all hosts.
+pub struct Renderer {
+    env: Environment<'static>,
+    /// Template name → its source, to point errors at lines.
+    sources: BTreeMap<String, SourceFile>,
+}
+
+impl Renderer {
+    pub fn new(playbook: &Playbook) -> Result<Self, InputError> {
+        let mut env = new_environment();
+        let mut sources = BTreeMap::new();
+        for step in &playbook.steps {
+            if let StepKind::Template(f) = &step.kind {
+                if sources.contains_key(&f.src_name) {
+                    continue;
+                }
+                let text = String::from_utf8(f.content.to_vec()).map_err(|_| {
+                    playbook
+                        .file
+                        .error_at(
+                            f.src_span.clone(),
+                            format!("template `{}` is not UTF-8 text", f.src_name),
+                        )
+                        .with_hint("use a `copy` step for binary files")
+                })?;
+                let source = SourceFile {
+                    path: f.src_path.clone(),
+                    text: text.clone(),
+                };
+                if let Err(e) = env.add_template_owned(f.src_name.clone(), text) {
+                    return Err(template_error(&source, &e, None));
+                }
+                sources.insert(f.src_name.clone(), source);
+            }
+        }
+        Ok(Self { env, sources })
+    }
+
+    /// Renders a template file for one host.
+    pub fn render_file(&self, name: &str, ctx: &Value) -> Result<String, InputError> {
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| InputError::plain(format!("template `{name}`: {e}")))?;
+        tmpl.render(ctx).map_err(|e| {
+            let source = &self.sources[name];
+            let missing =
+                undefined_variable(&tmpl.undeclared_variables(true), ctx, &e, &source.text);
+            template_error(source, &e, missing)
+        })
+    }
+
+    /// Renders a templated playbook string field (`dest`, `run`, …) for one host.
+    pub fn render_field(
+        &self,
+        field: &Templated,
+        ctx: &Value,
+        playbook: &SourceFile,
+    ) -> Result<String, InputError> {
+        let text = field.get_ref();
+        if !text.contains("{{") && !text.contains("{%") {
+            return Ok(text.clone());
+        }
+        let tmpl = self
+            .env
+            .template_from_str(text)
+            .map_err(|e| field_error(playbook, field, &e, None))?;
+        tmpl.render(ctx).map_err(|e| {
+            let missing = undefined_variable(&tmpl.undeclared_variables(true), ctx, &e, text);
+            field_error(playbook, field, &e, missing)
+        })
+    }
+
+    /// Evaluates a `when` expression for one host.
+    pub fn eval_when(
+        &self,
+        expr: &Templated,
+        ctx: &Value,
+        playbook: &SourceFile,
+    ) -> Result<bool, InputError> {
+        let compiled = self
+            .env
+            .compile_expression(expr.get_ref())
+            .map_err(|e| field_error(playbook, expr, &e, None))?;
+        compiled.eval(ctx).map(|v| v.is_true()).map_err(|e| {
+            let missing = undefined_variable(
+                &compiled.undeclared_variables(true),
+                ctx,
+                &e,
+                expr.get_ref(),
+            );
+            field_error(playbook, expr, &e, missing)
+        })
+    }
+
+    /// True when a templated field reads `secrets` (then it must never reach a command line).
+    pub fn uses_secrets(&self, field: &Templated) -> bool {
+        match self.env.template_from_str(field.get_ref()) {
+            Ok(t) => t.undeclared_variables(false).contains("secrets"),
+            Err(_) => false,
+        }
+    }
+
+    /// True when the named template file reads `secrets`.
+    pub fn file_uses_secrets(&self, name: &str) -> bool {
+        self.env
+            .get_template(name)
+            .map(|t| t.undeclared_variables(false).contains("secrets"))
+            .unwrap_or(false)
+    }
+}
+
+fn new_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Config files must keep their final newline.
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+/// The first variable the template reads that the context cannot resolve, preferring one
+/// named on the failing line.
+fn undefined_variable(
+    declared: &std::collections::HashSet<String>,
+    ctx: &Value,
+    error: &minijinja::Error,
+    source: &str,
+) -> Option<String> {
+    if error.kind() != ErrorKind::UndefinedError {
+        return None;
+    }
+    let mut missing: Vec<&String> = declared
+        .iter()
+        .filter(|path| !resolves(ctx, path))
+        .collect();
+    missing.sort();
+    let line = error
+        .line()
+        .and_then(|l| source.lines().nth(l.saturating_sub(1)))
+        .unwrap_or("");
+    missing
+        .iter()
+        .find(|m| line.contains(m.as_str()))
+        .or_else(|| missing.first())
+        .map(|m| m.to_string())
+}
+
+fn resolves(ctx: &Value, path: &str) -> bool {
+    let mut value = ctx.clone();
+    for part in path.split('.') {
+        match value.get_attr(part) {
+            Ok(v) if !v.is_undefined() => value = v,
+            _ => return false,
+        }
+    }
+    true
+}
+
+const UNDEFINED_HINT: &str = "define it in the inventory ([vars], a group or a host), the playbook's [vars], or with --var NAME=VALUE; secrets are `secrets.NAME`";
+
+fn template_error(
+    source: &SourceFile,
+    error: &minijinja::Error,
+    missing: Option<String>,
+) -> InputError {
+    let message = match &missing {
+        Some(var) => format!(
+            "undefined variable `{var}` in template `{}`",
+            error.name().unwrap_or("?")
+        ),
+        None => format!("template error: {}", error_summary(error)),
+    };
+    let err = match error.range() {
+        Some(range) => source.error_at_span(range, message),
+        None => {
+            let line = error.line().unwrap_or(1);
+            let offset: usize = source
+                .text
+                .lines()
+                .take(line - 1)
+                .map(|l| l.len() + 1)
+                .sum();
+            source.error_at_span(offset..offset, message)
+        }
+    };
+    match missing {
+        Some(_) => err.with_hint(UNDEFINED_HINT),
+        None => err,
+    }
+}
+
+fn field_error(
+    playbook: &SourceFile,
+    field: &Templated,
+    error: &minijinja::Error,
+    missing: Option<String>,
+) -> InputError {
+    let message = match &missing {
+        Some(var) => format!("undefined variable `{var}`"),
+        None => format!("template error: {}", error_summary(error)),
+    };
+    let err = playbook.error_at(field.span(), message);
+    match missing {
+        Some(_) => err.with_hint(UNDEFINED_HINT),
+        None => err,
+    }
+}
+
+fn error_summary(error: &minijinja::Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn playbook_with_template(dir: &Path, template: &str) -> Playbook {
+        std::fs::write(dir.join("t.j2"), template).unwrap();
+        Playbook::parse(SourceFile {
+            path: dir.join("pb.toml"),
+            text: "name = \"t\"\napp = \"a\"\n[[steps]]\ntemplate = { src = \"t.j2\", dest = \"{{ app_dir }}/x\" }\n".into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_keeping_the_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = playbook_with_template(dir.path(), "a={{ a }}\n");
+        let r = Renderer::new(&pb).unwrap();
+        let out = r
+            .render_file("t.j2", &minijinja::context! { a => 1 })
+            .unwrap();
+        assert_eq!(out, "a=1\n");
+    }
+
+    #[test]
+    fn undefined_variable_names_template_line_and_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = playbook_with_template(dir.path(), "ok={{ a }}\nport={{ nginx_port }}\n");
+        let r = Renderer::new(&pb).unwrap();
+        let err = r
+            .render_file("t.j2", &minijinja::context! { a => 1 })
+            .unwrap_err();
+        let path = dir.path().join("t.j2");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2:9: undefined variable `nginx_port` in template `t.j2`\n  |\n2 | port={{{{ nginx_port }}}}\n  |         ^^^^^^^^^^\n  hint: {UNDEFINED_HINT}",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn undefined_nested_secret_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = playbook_with_template(dir.path(), "K={{ secrets.django_key }}\n");
+        let r = Renderer::new(&pb).unwrap();
+        let ctx = minijinja::context! { secrets => minijinja::context! { other => "x" } };
+        let err = r.render_file("t.j2", &ctx).unwrap_err();
+        assert!(
+            err.message
+                .contains("undefined variable `secrets.django_key`"),
+            "{err}"
+        );
+        assert!(r.file_uses_secrets("t.j2"));
+    }
+
+    #[test]
+    fn field_errors_point_into_the_playbook() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = playbook_with_template(dir.path(), "x\n");
+        let r = Renderer::new(&pb).unwrap();
+        let StepKind::Template(f) = &pb.steps[0].kind else {
+            panic!()
+        };
+        let err = r
+            .render_field(&f.dest, &minijinja::context! {}, &pb.file)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pb.toml:4:35: undefined variable `app_dir`"),
+            "{err}"
+        );
+        assert_eq!(err.key.as_deref(), Some("steps.0.template.dest"));
+    }
+
+    #[test]
+    fn syntax_error_names_the_template_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.j2"), "a\n{% if %}\n").unwrap();
+        let pb = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: "name = \"t\"\napp = \"a\"\n[[steps]]\ntemplate = { src = \"t.j2\", dest = \"/x\" }\n".into(),
+        })
+        .unwrap();
+        let err = Renderer::new(&pb).err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:2:", dir.path().join("t.j2").display())),
+            "{err}"
+        );
+        assert!(err.message.contains("syntax error"), "{err}");
+    }
+}

@@ -1,0 +1,4 @@
+//! The single integration-test binary (cargo target `integration`).
+
+mod support;
+mod transport;

@@ -1,0 +1,540 @@
+//! The SSH transport against real OpenSSH sshd processes on loopback.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dropship::transport::ssh::SshConnector;
+use dropship::transport::{ConnectSpec, Connection, Connector, HostKeyPolicy, TransportError};
+use sha2::{Digest, Sha256};
+
+/// One sshd on 127.0.0.1 with its own host key and one authorized client key; killed on drop.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        keygen(&dir.path().join("host_key"), "");
+        keygen(&dir.path().join("client_key"), "");
+        fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .expect("authorized_keys");
+        fs::create_dir_all("/run/sshd").expect("privilege separation dir");
+        // Ports are picked by binding :0 and releasing; another process may grab one in between.
+        for _ in 0..5 {
+            let port = free_port();
+            let config = dir.path().join("sshd_config");
+            let d = dir.path().display();
+            fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                     AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPermitRootLogin yes\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n"
+                ),
+            )
+            .expect("sshd_config");
+            let log = fs::File::create(dir.path().join("sshd.log")).expect("sshd.log");
+            let mut child = Command::new("/usr/sbin/sshd")
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn sshd");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Sshd { dir, port, child };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "sshd did not start:\n{}",
+            fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// This host's entry as OpenSSH writes it: `[127.0.0.1]:PORT ssh-ed25519 AAAA...`.
+    fn known_hosts_line(&self) -> String {
+        let public = fs::read_to_string(self.path("host_key.pub")).expect("host_key.pub");
+        let mut fields = public.split_whitespace();
+        let (alg, key) = (fields.next().expect("alg"), fields.next().expect("key"));
+        format!("[127.0.0.1]:{} {alg} {key}", self.port)
+    }
+
+    /// `SHA256:...` as `ssh-keygen -l` prints it.
+    fn fingerprint(&self) -> String {
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(self.path("host_key.pub"))
+            .output()
+            .expect("ssh-keygen -l");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .expect("fingerprint")
+            .to_string()
+    }
+
+    fn spec(&self, known_hosts: &Path, policy: HostKeyPolicy) -> ConnectSpec {
+        ConnectSpec {
+            host_name: format!("test-{}", self.port),
+            address: "127.0.0.1".into(),
+            port: self.port,
+            user: "root".into(),
+            identity_file: Some(self.path("client_key")),
+            known_hosts: known_hosts.to_path_buf(),
+            host_key_policy: policy,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A known_hosts file in this sshd's dir that already trusts it.
+    fn trusted_known_hosts(&self) -> PathBuf {
+        let path = self.path("known_hosts");
+        fs::write(&path, format!("{}\n", self.known_hosts_line())).expect("known_hosts");
+        path
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("KEEP_SSHD_LOG").is_some() {
+            let _ = fs::copy(
+                self.path("sshd.log"),
+                format!("/tmp/sshd-{}.log", self.port),
+            );
+        }
+    }
+}
+
+fn keygen(path: &Path, passphrase: &str) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-C", "", "-N", passphrase, "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success(), "ssh-keygen failed for {}", path.display());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("local_addr")
+        .port()
+}
+
+/// Only the spec's identity file: the developer's agent and ~/.ssh must not influence tests.
+fn connector() -> SshConnector {
+    SshConnector::new()
+        .with_agent(false)
+        .with_default_keys(false)
+}
+
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_commands_with_stdin_and_exit_status() {
+    let sshd = Sshd::start();
+    let conn = connector()
+        .connect(&sshd.spec(&sshd.trusted_known_hosts(), HostKeyPolicy::Strict))
+        .await
+        .expect("connect");
+
+    let out = conn.exec("cat", b"hello over ssh").await.expect("cat");
+    assert_eq!(out.stdout, b"hello over ssh");
+    assert_eq!(out.status, Some(0));
+    assert!(out.success());
+
+    let out = conn
+        .exec("echo to-out; echo to-err >&2; exit 3", b"")
+        .await
+        .expect("exit 3");
+    assert_eq!(out.stdout, b"to-out\n");
+    // ends_with: the remote user's shell rc files may chatter on stderr (root's pyenv does here).
+    assert!(
+        out.stderr.ends_with(b"to-err\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status, Some(3));
+
+    // More concurrent commands than OpenSSH's default MaxSessions (10) on the one connection.
+    let runs = (0..16).map(|i| {
+        let conn = &conn;
+        async move {
+            let input = format!("input-{i}\n").repeat(1000);
+            let out = conn
+                .exec(&format!("cat; echo done-{i} >&2"), input.as_bytes())
+                .await
+                .expect("concurrent exec");
+            assert_eq!(out.stdout, input.as_bytes(), "stdout of run {i}");
+            assert!(
+                out.stderr.ends_with(format!("done-{i}\n").as_bytes()),
+                "stderr of run {i}"
+            );
+            assert_eq!(out.status, Some(0));
+        }
+    });
+    futures::future::join_all(runs).await;
+
+    let big = pseudo_random(5 * 1024 * 1024);
+    let out = conn.exec("sha256sum", &big).await.expect("sha256sum");
+    let expected = hex::encode(Sha256::digest(&big));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next(),
+        Some(expected.as_str())
+    );
+
+    // Echoing megabytes back needs stdin written while stdout is read.
+    let out = conn.exec("cat", &big).await.expect("cat 5 MiB");
+    assert!(
+        out.stdout == big,
+        "5 MiB did not round-trip through cat ({} bytes back)",
+        out.stdout.len()
+    );
+
+    // A command that ignores its stdin must not leave us blocked on the send window.
+    let out = tokio::time::timeout(Duration::from_secs(20), conn.exec("exit 0", &big))
+        .await
+        .expect("exec with unread stdin hung")
+        .expect("exit 0");
+    assert_eq!(out.status, Some(0));
+
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_unknown_host_key_under_strict() {
+    let sshd = Sshd::start();
+    let known_hosts = sshd.path("known_hosts");
+    for existing in [
+        None,
+        Some(
+            "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n",
+        ),
+    ] {
+        if let Some(content) = existing {
+            fs::write(&known_hosts, content).unwrap();
+        }
+        let err = connector()
+            .connect(&sshd.spec(&known_hosts, HostKeyPolicy::Strict))
+            .await
+            .err()
+            .expect("must refuse");
+        match err {
+            TransportError::UnknownHostKey {
+                host,
+                fingerprint,
+                known_hosts: path,
+            } => {
+                assert_eq!(host, format!("[127.0.0.1]:{}", sshd.port));
+                assert_eq!(fingerprint, sshd.fingerprint());
+                assert_eq!(path, known_hosts.display().to_string());
+            }
+            other => panic!("expected UnknownHostKey, got {other:?}"),
+        }
+        // Strict never writes.
+        assert_eq!(fs::read_to_string(&known_hosts).ok().as_deref(), existing);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn learns_unknown_host_key_under_accept_new() {
+    let sshd = Sshd::start();
+    // Missing directory and file: "nothing known", both get created.
+    let known_hosts = sshd.path("fresh/dir/known_hosts");
+    let conn = connector()
+        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::AcceptNew))
+        .await
+        .expect("accept-new");
+    assert_eq!(
+        conn.exec("echo hi", b"").await.expect("exec").stdout,
+        b"hi\n"
+    );
+    conn.close().await;
+
+    assert_eq!(
+        fs::read_to_string(&known_hosts).unwrap(),
+        format!("{}\n", sshd.known_hosts_line())
+    );
+    assert_eq!(
+        fs::metadata(&known_hosts).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // OpenSSH itself must find the entry.
+    let found = Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(format!("[127.0.0.1]:{}", sshd.port))
+        .arg("-f")
+        .arg(&known_hosts)
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "ssh-keygen -F did not find the learned key"
+    );
+
+    let conn = connector()
+        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::Strict))
+        .await
+        .expect("now known");
+    conn.close().await;
+    let conn = connector()
+        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::AcceptNew))
+        .await
+        .expect("known again");
+    conn.close().await;
+    assert_eq!(
+        fs::read_to_string(&known_hosts).unwrap().lines().count(),
+        1,
+        "learned twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_changed_host_key_naming_the_line() {
+    let sshd = Sshd::start();
+    keygen(&sshd.path("impostor"), "");
+    let impostor = fs::read_to_string(sshd.path("impostor.pub")).unwrap();
+    let impostor_key = impostor
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let known_hosts = sshd.path("known_hosts");
+    let content = format!(
+        "# managed by hand\nother.example ssh-ed25519 {}\n[127.0.0.1]:{} {impostor_key}\n",
+        impostor.split_whitespace().nth(1).unwrap(),
+        sshd.port
+    );
+    fs::write(&known_hosts, &content).unwrap();
+
+    for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+        let err = connector()
+            .connect(&sshd.spec(&known_hosts, policy))
+            .await
+            .err()
+            .expect("must refuse");
+        match &err {
+            TransportError::ChangedHostKey {
+                host,
+                fingerprint,
+                known_hosts: path,
+                line,
+            } => {
+                assert_eq!(host, &format!("[127.0.0.1]:{}", sshd.port));
+                assert_eq!(fingerprint, &sshd.fingerprint());
+                assert_eq!(path, &known_hosts.display().to_string());
+                assert_eq!(*line, 3, "{policy:?}");
+            }
+            other => panic!("expected ChangedHostKey under {policy:?}, got {other:?}"),
+        }
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert_eq!(
+            fs::read_to_string(&known_hosts).unwrap(),
+            content,
+            "known_hosts modified under {policy:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_new_is_safe_under_concurrent_learning() {
+    let hosts = [Sshd::start(), Sshd::start(), Sshd::start()];
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let connector = connector();
+    let attempts = (0..21).map(|i| {
+        let spec = hosts[i % hosts.len()].spec(&known_hosts, HostKeyPolicy::AcceptNew);
+        let connector = connector.clone();
+        tokio::spawn(async move {
+            let conn = connector.connect(&spec).await?;
+            let out = conn.exec("true", b"").await?;
+            conn.close().await;
+            Ok::<_, TransportError>(out.status)
+        })
+    });
+    for result in futures::future::join_all(attempts).await {
+        assert_eq!(result.expect("task").expect("connect"), Some(0));
+    }
+    let content = fs::read_to_string(&known_hosts).unwrap();
+    let mut lines: Vec<&str> = content.lines().collect();
+    lines.sort();
+    let mut expected: Vec<String> = hosts.iter().map(Sshd::known_hosts_line).collect();
+    expected.sort();
+    assert_eq!(lines, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_auth_refused_listing_keys_tried() {
+    let sshd = Sshd::start();
+    let known_hosts = sshd.trusted_known_hosts();
+    let stranger = sshd.path("stranger");
+    keygen(&stranger, "");
+    let mut spec = sshd.spec(&known_hosts, HostKeyPolicy::Strict);
+    spec.identity_file = Some(stranger.clone());
+    match connector()
+        .connect(&spec)
+        .await
+        .err()
+        .expect("must be refused")
+    {
+        TransportError::AuthRefused { user, host, tried } => {
+            assert_eq!(user, "root");
+            assert_eq!(host, spec.host_name);
+            assert_eq!(tried, vec![stranger.display().to_string()]);
+        }
+        other => panic!("expected AuthRefused, got {other:?}"),
+    }
+
+    // Identity files that cannot be used are named, not silently skipped.
+    let locked = sshd.path("locked");
+    keygen(&locked, "secret passphrase");
+    for (path, why) in [
+        (sshd.path("no-such-key"), "not found"),
+        (locked, "passphrase"),
+    ] {
+        spec.identity_file = Some(path.clone());
+        match connector().connect(&spec).await.err().expect("must fail") {
+            TransportError::Protocol(msg) => {
+                assert!(
+                    msg.contains(&path.display().to_string()) && msg.contains(why),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected Protocol naming {}, got {other:?}", path.display()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_port_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConnectSpec {
+        host_name: "closed".into(),
+        address: "127.0.0.1".into(),
+        port: free_port(),
+        user: "root".into(),
+        identity_file: None,
+        known_hosts: dir.path().join("known_hosts"),
+        host_key_policy: HostKeyPolicy::Strict,
+        connect_timeout: Duration::from_secs(5),
+    };
+    match connector().connect(&spec).await.err().expect("closed port") {
+        TransportError::Unreachable { reason, .. } => {
+            assert!(reason.contains("refused"), "{reason}")
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+
+    let spec = ConnectSpec {
+        address: "no-such-host.invalid".into(),
+        ..spec
+    };
+    match connector().connect(&spec).await.err().expect("bad name") {
+        TransportError::Unreachable { reason, .. } => {
+            assert!(reason.contains("cannot resolve host name"), "{reason}")
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_server_times_out() {
+    // The kernel completes the TCP handshake for the backlog; nobody ever speaks SSH.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConnectSpec {
+        host_name: "silent".into(),
+        address: "127.0.0.1".into(),
+        port: listener.local_addr().unwrap().port(),
+        user: "root".into(),
+        identity_file: None,
+        known_hosts: dir.path().join("known_hosts"),
+        host_key_policy: HostKeyPolicy::Strict,
+        connect_timeout: Duration::from_secs(1),
+    };
+    let started = Instant::now();
+    match connector()
+        .connect(&spec)
+        .await
+        .err()
+        .expect("silent server")
+    {
+        TransportError::Timeout { after, .. } => assert_eq!(after, Duration::from_secs(1)),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_connection_lost_mid_command() {
+    let sshd = Sshd::start();
+    let conn = connector()
+        .connect(&sshd.spec(&sshd.trusted_known_hosts(), HostKeyPolicy::Strict))
+        .await
+        .expect("connect");
+    // The shell's parent is the sshd process serving this connection.
+    let err = conn
+        .exec("kill -9 $PPID; sleep 10", b"")
+        .await
+        .err()
+        .expect("connection must drop");
+    match err {
+        TransportError::Protocol(msg) => assert!(msg.starts_with("connection lost"), "{msg}"),
+        other => panic!("expected connection lost, got {other:?}"),
+    }
+    // Later commands fail the same way instead of hanging.
+    let err = conn
+        .exec("true", b"")
+        .await
+        .err()
+        .expect("connection is gone");
+    assert!(
+        matches!(&err, TransportError::Protocol(msg) if msg.starts_with("connection lost")),
+        "{err:?}"
+    );
+}
