@@ -39,17 +39,15 @@ impl SourceFile {
 
     /// An error pointing at `span` of this TOML file, naming the key there.
     pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> InputError {
-        let key = key_path_at(&self.text, span.start);
-        InputError {
-            key,
-            ..self.error_at_span(span, message)
-        }
+        let mut error = self.error_at_span(span.clone(), message);
+        error.key = key_path_at(&self.text, span.start);
+        error
     }
 
     /// An error pointing at `span` of this file (any format: no key path).
     pub fn error_at_span(&self, span: Range<usize>, message: impl Into<String>) -> InputError {
         let (line, column) = self.line_col(span.start);
-        InputError {
+        InputError(Box::new(InputErrorDetails {
             location: Some(Location {
                 file: self.path.display().to_string(),
                 line,
@@ -59,7 +57,7 @@ impl SourceFile {
             message: message.into(),
             excerpt: Some(self.excerpt(span)),
             hint: None,
-        }
+        }))
     }
 
     /// Converts a TOML deserialisation error, keeping its position.
@@ -102,9 +100,26 @@ pub struct Location {
     pub column: usize,
 }
 
-/// Bad input: reported before any host is touched; the process exits 2.
+/// Bad input: reported before any host is touched; the process exits 2. Boxed: errors are
+/// rare and `Result`s carrying them stay small.
 #[derive(Debug, Clone)]
-pub struct InputError {
+pub struct InputError(Box<InputErrorDetails>);
+
+impl std::ops::Deref for InputError {
+    type Target = InputErrorDetails;
+    fn deref(&self) -> &InputErrorDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for InputError {
+    fn deref_mut(&mut self) -> &mut InputErrorDetails {
+        &mut self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InputErrorDetails {
     pub location: Option<Location>,
     /// Dotted key path, e.g. `hosts.web-1.adress`.
     pub key: Option<String>,
@@ -115,13 +130,13 @@ pub struct InputError {
 
 impl InputError {
     pub fn plain(message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(InputErrorDetails {
             location: None,
             key: None,
             message: message.into(),
             excerpt: None,
             hint: None,
-        }
+        }))
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

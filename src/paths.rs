@@ -8,10 +8,10 @@ pub fn expand_home(path: &str) -> PathBuf {
         if let Some(home) = std::env::var_os("HOME") {
             return Path::new(&home).join(rest);
         }
-    } else if path == "~" {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home);
-        }
+    } else if path == "~"
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home);
     }
     PathBuf::from(path)
 }

@@ -167,11 +167,11 @@ pub fn build(
                 steps.push(skip("once: runs on the first host"));
                 continue;
             }
-            if let Some(when) = &step.when {
-                if !renderer.eval_when(when, &ctx, &playbook.file)? {
-                    steps.push(skip("when is false"));
-                    continue;
-                }
+            if let Some(when) = &step.when
+                && !renderer.eval_when(when, &ctx, &playbook.file)?
+            {
+                steps.push(skip("when is false"));
+                continue;
             }
             let field = |f| renderer.render_field(f, &ctx, &playbook.file);
             let dir = step.dir.as_ref().map(field).transpose()?;

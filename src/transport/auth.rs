@@ -11,18 +11,39 @@ use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, load_secret_key};
 use super::{ConnectSpec, TransportError};
 
 /// Which key sources beyond `identity_file` may be used.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct KeySources {
-    pub agent: bool,
+    pub agent: AgentSource,
     pub default_keys: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum AgentSource {
+    Off,
+    /// Whatever `SSH_AUTH_SOCK` names, if set.
+    FromEnv,
+    Socket(PathBuf),
+}
+
+impl AgentSource {
+    fn socket(&self) -> Option<PathBuf> {
+        match self {
+            AgentSource::Off => None,
+            AgentSource::FromEnv => std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            AgentSource::Socket(path) => Some(path.clone()),
+        }
+    }
 }
 
 /// Tries each key in order until the server accepts one.
 pub(crate) async fn authenticate<H: Handler>(
     handle: &mut Handle<H>,
     spec: &ConnectSpec,
-    sources: KeySources,
+    sources: &KeySources,
 ) -> Result<(), TransportError> {
+    let agent_socket = sources.agent.socket();
     let mut attempt = Attempt {
         handle,
         spec,
@@ -38,9 +59,7 @@ pub(crate) async fn authenticate<H: Handler>(
                 }
             }
             // No passphrase prompt here: an encrypted key can only be used through the agent.
-            Err(russh::keys::Error::KeyIsEncrypted)
-                if sources.agent && agent_socket().is_some() =>
-            {
+            Err(russh::keys::Error::KeyIsEncrypted) if agent_socket.is_some() => {
                 attempt
                     .tried
                     .push(format!("{} (encrypted; left to ssh-agent)", path.display()));
@@ -49,7 +68,9 @@ pub(crate) async fn authenticate<H: Handler>(
         }
     }
 
-    if sources.agent && agent_socket().is_some() && attempt.with_agent().await? {
+    if let Some(socket) = &agent_socket
+        && attempt.with_agent(socket).await?
+    {
         return Ok(());
     }
 
@@ -104,8 +125,8 @@ impl<H: Handler> Attempt<'_, H> {
     }
 
     /// Offers each key the agent holds; a missing or broken agent is not fatal.
-    async fn with_agent(&mut self) -> Result<bool, TransportError> {
-        let mut agent = match AgentClient::connect_env().await {
+    async fn with_agent(&mut self, socket: &Path) -> Result<bool, TransportError> {
+        let mut agent = match AgentClient::connect_uds(socket).await {
             Ok(agent) => agent,
             Err(e) => {
                 tracing::debug!(error = %e, "ssh-agent unavailable");
@@ -187,10 +208,6 @@ impl<H: Handler> Attempt<'_, H> {
             tried,
         }
     }
-}
-
-fn agent_socket() -> Option<std::ffi::OsString> {
-    std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty())
 }
 
 fn default_keys() -> Vec<PathBuf> {

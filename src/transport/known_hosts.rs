@@ -216,4 +216,35 @@ mod tests {
         assert_eq!(physical_line(&path, 1), 2);
         assert_eq!(physical_line(&path, 3), 5);
     }
+
+    #[test]
+    fn concurrent_learners_record_a_host_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/known_hosts");
+        let key = russh::keys::parse_public_key_base64(
+            "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
+        )
+        .unwrap();
+        let barrier = std::sync::Barrier::new(32);
+        std::thread::scope(|scope| {
+            for _ in 0..32 {
+                scope.spawn(|| {
+                    let check = HostKeyCheck {
+                        known_hosts: &path,
+                        address: "10.0.0.1",
+                        port: 2222,
+                        policy: HostKeyPolicy::AcceptNew,
+                    };
+                    barrier.wait();
+                    // Straight to learning, as if every thread had just seen the host as unknown.
+                    check.learn(&key).unwrap();
+                });
+            }
+        });
+        let content = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            content,
+            "[10.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The russh implementation of the transport: key auth, known_hosts verification, exec with stdin.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use russh::{Channel, ChannelMsg, Disconnect, Preferred, cipher, compression, kex
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 
-use super::auth::{KeySources, authenticate};
+use super::auth::{AgentSource, KeySources, authenticate};
 use super::known_hosts::HostKeyCheck;
 use super::{ConnectSpec, Connection, Connector, ExecOutput, TransportError};
 
@@ -81,7 +82,7 @@ impl SshConnector {
     pub fn new() -> Self {
         Self {
             sources: KeySources {
-                agent: true,
+                agent: AgentSource::FromEnv,
                 default_keys: true,
             },
         }
@@ -89,7 +90,17 @@ impl SshConnector {
 
     /// Whether to offer the keys held by the agent at `SSH_AUTH_SOCK`.
     pub fn with_agent(mut self, enabled: bool) -> Self {
-        self.sources.agent = enabled;
+        self.sources.agent = if enabled {
+            AgentSource::FromEnv
+        } else {
+            AgentSource::Off
+        };
+        self
+    }
+
+    /// Uses the agent listening at `socket` instead of `SSH_AUTH_SOCK`.
+    pub fn with_agent_socket(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.sources.agent = AgentSource::Socket(socket.into());
         self
     }
 
@@ -106,12 +117,16 @@ impl SshConnector {
             spec: spec.clone(),
             state: Arc::clone(&state),
         };
-        let check = host_key_check(spec);
-        let config = Arc::new(client_config(&check.known_algorithms()));
+        let owned = spec.clone();
+        // known_hosts may be large; read it off the async workers like the key check does.
+        let known = tokio::task::spawn_blocking(move || host_key_check(&owned).known_algorithms())
+            .await
+            .unwrap_or_default();
+        let config = Arc::new(client_config(&known));
         let mut handle = client::connect_stream(config, stream, handler)
             .await
             .map_err(|e| handshake_error(spec, e))?;
-        authenticate(&mut handle, spec, self.sources).await?;
+        authenticate(&mut handle, spec, &self.sources).await?;
         Ok(SshConnection {
             handle,
             state,
@@ -143,6 +158,14 @@ pub struct SshConnection {
     sessions: Semaphore,
     /// Signalled whenever one of our commands finishes, freeing a server session slot.
     session_ended: Notify,
+}
+
+impl std::fmt::Debug for SshConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshConnection")
+            .field("closed", &self.handle.is_closed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SshConnection {
@@ -420,9 +443,9 @@ fn client_config(known: &[Algorithm]) -> client::Config {
             compression: Cow::Borrowed(&[compression::NONE]),
             ..Preferred::DEFAULT
         },
+        // Steps can be silent for minutes (image pulls); never drop a connection for quiet.
         inactivity_timeout: None,
         keepalive_interval: None,
-        nodelay: true,
         ..Default::default()
     }
 }

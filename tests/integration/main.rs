@@ -1,4 +1,8 @@
 //! The single integration-test binary (cargo target `integration`).
 
+mod cli_support;
+mod deploy;
+mod failures;
+mod host_keys;
 mod support;
 mod transport;

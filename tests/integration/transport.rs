@@ -20,9 +20,23 @@ struct Sshd {
 
 impl Sshd {
     fn start() -> Sshd {
+        Sshd::start_with("ed25519")
+    }
+
+    /// `key_type` is used for both the host key and the client key. Ed25519 servers also
+    /// offer a second, ecdsa host key (`host_key_ecdsa`).
+    fn start_with(key_type: &str) -> Sshd {
         let dir = tempfile::tempdir().expect("tempdir");
-        keygen(&dir.path().join("host_key"), "");
-        keygen(&dir.path().join("client_key"), "");
+        keygen_typed(&dir.path().join("host_key"), key_type, "");
+        keygen_typed(&dir.path().join("client_key"), key_type, "");
+        let mut host_keys = format!("HostKey {}/host_key\n", dir.path().display());
+        if key_type == "ed25519" {
+            keygen_typed(&dir.path().join("host_key_ecdsa"), "ecdsa", "");
+            host_keys.push_str(&format!(
+                "HostKey {}/host_key_ecdsa\n",
+                dir.path().display()
+            ));
+        }
         fs::copy(
             dir.path().join("client_key.pub"),
             dir.path().join("authorized_keys"),
@@ -37,7 +51,7 @@ impl Sshd {
             fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+                    "Port {port}\nListenAddress 127.0.0.1\n{host_keys}PidFile {d}/sshd.pid\n\
                      AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPermitRootLogin yes\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n"
                 ),
@@ -79,7 +93,11 @@ impl Sshd {
 
     /// This host's entry as OpenSSH writes it: `[127.0.0.1]:PORT ssh-ed25519 AAAA...`.
     fn known_hosts_line(&self) -> String {
-        let public = fs::read_to_string(self.path("host_key.pub")).expect("host_key.pub");
+        self.known_hosts_line_for("host_key.pub")
+    }
+
+    fn known_hosts_line_for(&self, public_key_file: &str) -> String {
+        let public = fs::read_to_string(self.path(public_key_file)).expect("host public key");
         let mut fields = public.split_whitespace();
         let (alg, key) = (fields.next().expect("alg"), fields.next().expect("key"));
         format!("[127.0.0.1]:{} {alg} {key}", self.port)
@@ -134,8 +152,12 @@ impl Drop for Sshd {
 }
 
 fn keygen(path: &Path, passphrase: &str) {
+    keygen_typed(path, "ed25519", passphrase);
+}
+
+fn keygen_typed(path: &Path, key_type: &str, passphrase: &str) {
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-C", "", "-N", passphrase, "-f"])
+        .args(["-q", "-t", key_type, "-C", "", "-N", passphrase, "-f"])
         .arg(path)
         .status()
         .expect("ssh-keygen");
@@ -258,8 +280,7 @@ async fn refuses_unknown_host_key_under_strict() {
         let err = connector()
             .connect(&sshd.spec(&known_hosts, HostKeyPolicy::Strict))
             .await
-            .err()
-            .expect("must refuse");
+            .expect_err("must refuse");
         match err {
             TransportError::UnknownHostKey {
                 host,
@@ -352,8 +373,7 @@ async fn refuses_changed_host_key_naming_the_line() {
         let err = connector()
             .connect(&sshd.spec(&known_hosts, policy))
             .await
-            .err()
-            .expect("must refuse");
+            .expect_err("must refuse");
         match &err {
             TransportError::ChangedHostKey {
                 host,
@@ -415,8 +435,7 @@ async fn reports_auth_refused_listing_keys_tried() {
     match connector()
         .connect(&spec)
         .await
-        .err()
-        .expect("must be refused")
+        .expect_err("must be refused")
     {
         TransportError::AuthRefused { user, host, tried } => {
             assert_eq!(user, "root");
@@ -434,7 +453,7 @@ async fn reports_auth_refused_listing_keys_tried() {
         (locked, "passphrase"),
     ] {
         spec.identity_file = Some(path.clone());
-        match connector().connect(&spec).await.err().expect("must fail") {
+        match connector().connect(&spec).await.expect_err("must fail") {
             TransportError::Protocol(msg) => {
                 assert!(
                     msg.contains(&path.display().to_string()) && msg.contains(why),
@@ -444,6 +463,150 @@ async fn reports_auth_refused_listing_keys_tried() {
             other => panic!("expected Protocol naming {}, got {other:?}", path.display()),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uses_rsa_keys_with_sha2_signatures() {
+    // OpenSSH 8.8+ refuses SHA-1 `ssh-rsa`, so success here means rsa-sha2-* on both sides.
+    let sshd = Sshd::start_with("rsa");
+    let known_hosts = sshd.path("known_hosts");
+    let conn = connector()
+        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::AcceptNew))
+        .await
+        .expect("rsa connect");
+    assert_eq!(conn.exec("echo rsa", b"").await.unwrap().stdout, b"rsa\n");
+    conn.close().await;
+    assert_eq!(
+        fs::read_to_string(&known_hosts).unwrap(),
+        format!("{}\n", sshd.known_hosts_line())
+    );
+    let conn = connector()
+        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::Strict))
+        .await
+        .expect("rsa host key known");
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verifies_the_host_key_type_already_known() {
+    // The server offers ed25519 and ecdsa; only ecdsa is recorded. OpenSSH then asks for
+    // ecdsa rather than calling the host unknown, and so must we.
+    let sshd = Sshd::start();
+    let known_hosts = sshd.path("known_hosts");
+    let ecdsa_line = sshd.known_hosts_line_for("host_key_ecdsa.pub");
+    fs::write(&known_hosts, format!("{ecdsa_line}\n")).unwrap();
+    for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+        let conn = connector()
+            .connect(&sshd.spec(&known_hosts, policy))
+            .await
+            .expect("ecdsa key is known");
+        conn.close().await;
+    }
+    assert_eq!(
+        fs::read_to_string(&known_hosts).unwrap(),
+        format!("{ecdsa_line}\n")
+    );
+}
+
+/// A private ssh-agent on a socket in a temp dir; killed on drop.
+struct Agent {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ssh-agent");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent {
+            _dir: dir,
+            socket,
+            child,
+        }
+    }
+
+    fn add(&self, key: &Path) {
+        let status = Command::new("ssh-add")
+            .arg("-q")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .status()
+            .expect("ssh-add");
+        assert!(status.success(), "ssh-add {}", key.display());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authenticates_through_ssh_agent() {
+    let sshd = Sshd::start();
+    let known_hosts = sshd.trusted_known_hosts();
+    let agent = Agent::start();
+    let via_agent = || connector().with_agent_socket(&agent.socket);
+
+    // A stranger key in the agent is offered and named.
+    let stranger = sshd.path("stranger");
+    keygen(&stranger, "");
+    Command::new("ssh-keygen")
+        .args(["-q", "-c", "-C", "stranger@test", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    agent.add(&stranger);
+    let mut spec = sshd.spec(&known_hosts, HostKeyPolicy::Strict);
+    spec.identity_file = None;
+    match via_agent().connect(&spec).await.expect_err("stranger only") {
+        TransportError::AuthRefused { tried, .. } => {
+            assert_eq!(tried, vec!["agent: stranger@test".to_string()])
+        }
+        other => panic!("expected AuthRefused, got {other:?}"),
+    }
+
+    // A passphrase-protected identity file is left to the agent, which holds the same key.
+    let locked = sshd.path("locked");
+    keygen(&locked, "secret passphrase");
+    let unlocked = sshd.path("unlocked");
+    fs::copy(&locked, &unlocked).unwrap();
+    fs::set_permissions(&unlocked, fs::Permissions::from_mode(0o600)).unwrap();
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "secret passphrase", "-N", "", "-f"])
+        .arg(&unlocked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    agent.add(&unlocked);
+    let mut authorized = fs::read_to_string(sshd.path("authorized_keys")).unwrap();
+    authorized.push_str(&fs::read_to_string(sshd.path("locked.pub")).unwrap());
+    fs::write(sshd.path("authorized_keys"), authorized).unwrap();
+    spec.identity_file = Some(locked);
+    let conn = via_agent()
+        .connect(&spec)
+        .await
+        .expect("agent key accepted");
+    assert_eq!(
+        conn.exec("echo via-agent", b"").await.unwrap().stdout,
+        b"via-agent\n"
+    );
+    conn.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,7 +622,7 @@ async fn unreachable_port_is_reported() {
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout: Duration::from_secs(5),
     };
-    match connector().connect(&spec).await.err().expect("closed port") {
+    match connector().connect(&spec).await.expect_err("closed port") {
         TransportError::Unreachable { reason, .. } => {
             assert!(reason.contains("refused"), "{reason}")
         }
@@ -470,7 +633,7 @@ async fn unreachable_port_is_reported() {
         address: "no-such-host.invalid".into(),
         ..spec
     };
-    match connector().connect(&spec).await.err().expect("bad name") {
+    match connector().connect(&spec).await.expect_err("bad name") {
         TransportError::Unreachable { reason, .. } => {
             assert!(reason.contains("cannot resolve host name"), "{reason}")
         }
@@ -494,12 +657,7 @@ async fn silent_server_times_out() {
         connect_timeout: Duration::from_secs(1),
     };
     let started = Instant::now();
-    match connector()
-        .connect(&spec)
-        .await
-        .err()
-        .expect("silent server")
-    {
+    match connector().connect(&spec).await.expect_err("silent server") {
         TransportError::Timeout { after, .. } => assert_eq!(after, Duration::from_secs(1)),
         other => panic!("expected Timeout, got {other:?}"),
     }
@@ -521,8 +679,7 @@ async fn reports_connection_lost_mid_command() {
     let err = conn
         .exec("kill -9 $PPID; sleep 10", b"")
         .await
-        .err()
-        .expect("connection must drop");
+        .expect_err("connection must drop");
     match err {
         TransportError::Protocol(msg) => assert!(msg.starts_with("connection lost"), "{msg}"),
         other => panic!("expected connection lost, got {other:?}"),
@@ -531,8 +688,7 @@ async fn reports_connection_lost_mid_command() {
     let err = conn
         .exec("true", b"")
         .await
-        .err()
-        .expect("connection is gone");
+        .expect_err("connection is gone");
     assert!(
         matches!(&err, TransportError::Protocol(msg) if msg.starts_with("connection lost")),
         "{err:?}"

@@ -1,0 +1,378 @@
+//! Bad input, unreachable hosts and failing steps: what `dropship deploy` reports and what it
+//! leaves alone.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use crate::cli_support::{
+    Secrets, deploy_shop, dropship, files_in, fixture, logins, shop_playbook,
+};
+use crate::support::{Fleet, toml_str};
+
+const PULL: &str = "compose -p shop pull";
+const UP: &str = "compose -p shop up -d --remove-orphans";
+
+/// `path:line:col` of the first `needle` in the file at `path` (1-based, as dropship prints).
+fn location_of(path: &Path, needle: &str) -> String {
+    let text = fs::read_to_string(path).unwrap();
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in {}", path.display()));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("{}:{line}:{col}", path.display())
+}
+
+#[track_caller]
+fn assert_untouched(fleet: &Fleet) {
+    for h in &fleet.hosts {
+        assert_eq!(
+            logins(&h.sshd_log()),
+            0,
+            "{} got a login:\n{}",
+            h.name,
+            h.sshd_log()
+        );
+        assert!(files_in(&h.root).is_empty(), "{} has files", h.name);
+        assert_eq!(h.docker_log(), "", "{} ran docker", h.name);
+    }
+}
+
+#[test]
+fn bad_playbook_exits_2_before_touching_any_host() {
+    let fleet = Fleet::start(2);
+    let inv = fleet.write_inventory("");
+    let inv_s = inv.to_str().unwrap();
+    let secrets = Secrets::fresh();
+
+    let cases = [
+        // (playbook, where the error points, what it says)
+        (
+            fixture("playbooks/bad_unknown_key.toml"),
+            location_of(&fixture("playbooks/bad_unknown_key.toml"), "retries = 3"),
+            "unknown field `retries`",
+        ),
+        (
+            fixture("playbooks/bad_undefined_var.toml"),
+            location_of(
+                &fixture("templates/undefined_var.j2"),
+                "nginx_upstream_port",
+            ),
+            "undefined variable `nginx_upstream_port` in template `templates/undefined_var.j2`",
+        ),
+        (
+            fixture("playbooks/bad_missing_secret.toml"),
+            location_of(
+                &fixture("playbooks/bad_missing_secret.toml"),
+                "{ env = \"DROPSHIP_TEST_UNSET_SECRET\" }",
+            ),
+            "secret `db_password`: environment variable `DROPSHIP_TEST_UNSET_SECRET` is not set",
+        ),
+    ];
+    for (playbook, location, message) in &cases {
+        for sub in ["deploy", "check"] {
+            let run = dropship(
+                &[sub, "-i", inv_s, playbook.to_str().unwrap()],
+                Some(&secrets),
+            );
+            run.assert_code(2);
+            assert!(
+                run.stderr
+                    .starts_with(&format!("error: {location}: {message}")),
+                "{sub} {}: expected `{location}: {message}`\n{}",
+                playbook.display(),
+                run.all()
+            );
+            assert!(run.stderr.contains("\n  hint: "), "{}", run.all());
+            assert_eq!(run.stdout, "", "{}", run.all());
+        }
+    }
+    // The undefined variable's hint says where variables come from.
+    let run = dropship(
+        &[
+            "deploy",
+            "-i",
+            inv_s,
+            fixture("playbooks/bad_undefined_var.toml")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    assert!(run.stderr.contains("--var NAME=VALUE"), "{}", run.all());
+    // The missing secret's hint says what to export.
+    let run = dropship(
+        &[
+            "deploy",
+            "-i",
+            inv_s,
+            fixture("playbooks/bad_missing_secret.toml")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        run.stderr
+            .contains("hint: export DROPSHIP_TEST_UNSET_SECRET=..."),
+        "{}",
+        run.all()
+    );
+    // The main playbook without its secrets is refused the same way.
+    let run = dropship(
+        &["deploy", "-i", inv_s, shop_playbook().to_str().unwrap()],
+        None,
+    );
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("environment variable `DROPSHIP_TEST_DB_PASSWORD` is not set"),
+        "{}",
+        run.all()
+    );
+
+    assert_untouched(&fleet);
+}
+
+#[test]
+fn down_host_fails_alone() {
+    let mut fleet = Fleet::start(5);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    fleet.host_mut("h3").stop();
+    let port = fleet.host("h3").port;
+
+    let run = deploy_shop(&inv, &secrets, &[]);
+    run.assert_code(1);
+    let h3 = run.host_text("h3");
+    assert!(
+        h3.contains(&format!(
+            "[h3] FAILED   cannot reach 127.0.0.1:{port}: connection refused"
+        )),
+        "{}",
+        run.all()
+    );
+    let row = run.summary_row("h3").unwrap();
+    assert!(row.contains("failed: cannot reach 127.0.0.1:"), "{row}");
+    assert!(files_in(&fleet.host("h3").root).is_empty());
+    assert_eq!(fleet.host("h3").docker_log(), "");
+
+    for name in ["h1", "h2", "h4", "h5"] {
+        let h = fleet.host(name);
+        assert_eq!(
+            files_in(&h.root),
+            [".env", "docker-compose.yml", "nginx.conf"],
+            "{name}"
+        );
+        let cmds = h.docker_commands();
+        assert!(cmds.iter().any(|c| c == PULL), "{name}: {cmds:?}");
+        assert!(cmds.iter().any(|c| c == UP), "{name}: {cmds:?}");
+        assert!(run.summary_row(name).unwrap().ends_with("  ok"), "{name}");
+    }
+    assert!(
+        run.stdout.contains("5 host(s): 4 ok, 1 failed"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn failing_step_reports_stderr_tail_and_skips_the_rest_on_that_host() {
+    let fleet = Fleet::start(3);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    fleet.host("h2").set_docker_fail(Some("pull"));
+
+    let run = deploy_shop(&inv, &secrets, &[]);
+    run.assert_code(1);
+    assert_eq!(
+        run.outcome("h2", "pull images").as_deref(),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    let h2 = run.host_text("h2");
+    assert!(
+        h2.contains("[h2] FAILED   pull images:\n[h2]     exit status 1\n[h2]     error: simulated failure of pull"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(run.outcome("h2", "start stack").as_deref(), Some("skipped"));
+    assert!(
+        h2.contains("[h2] skipped  start stack (after a failed step)"),
+        "{h2}"
+    );
+    // Steps before the failure did their work.
+    assert_eq!(run.outcome("h2", "env file").as_deref(), Some("changed"));
+    assert!(fleet.host("h2").root.join(".env").is_file());
+    let cmds = fleet.host("h2").docker_commands();
+    assert!(cmds.iter().any(|c| c == PULL), "{cmds:?}");
+    assert!(
+        !cmds.iter().any(|c| c == UP),
+        "up ran after pull failed: {cmds:?}"
+    );
+    assert!(
+        run.summary_row("h2")
+            .unwrap()
+            .ends_with("failed at `pull images`"),
+        "{}",
+        run.all()
+    );
+
+    for name in ["h1", "h3"] {
+        let cmds = fleet.host(name).docker_commands();
+        assert!(cmds.iter().any(|c| c == UP), "{name}: {cmds:?}");
+        assert!(run.summary_row(name).unwrap().ends_with("  ok"), "{name}");
+    }
+    assert!(
+        run.stdout.contains("3 host(s): 2 ok, 1 failed"),
+        "{}",
+        run.all()
+    );
+}
+
+/// Replaces a host's docker with a wrapper whose `login` fails echoing the password it read,
+/// as a careless registry client might; everything else goes to the stand-in.
+fn install_echoing_login(dir: &Path) {
+    let bin = dir.join("bin");
+    fs::rename(bin.join("docker"), bin.join("docker-standin")).unwrap();
+    let script = "#!/bin/sh\n\
+        if [ \"$1\" = login ]; then\n\
+        \x20   pw=$(cat)\n\
+        \x20   echo \"Error response from daemon: login attempt with password '$pw' failed: unauthorized\" >&2\n\
+        \x20   exit 1\n\
+        fi\n\
+        exec \"$(dirname \"$0\")/docker-standin\" \"$@\"\n";
+    fs::write(bin.join("docker"), script).unwrap();
+    fs::set_permissions(bin.join("docker"), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn wrong_registry_password_is_masked() {
+    let fleet = Fleet::start(2);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    let json = fleet.dir.path().join("report.json");
+    fleet.host("h1").set_docker_fail(Some("login"));
+    install_echoing_login(&fleet.host("h2").dir);
+
+    let run = deploy_shop(&inv, &secrets, &["--json", json.to_str().unwrap()]);
+    run.assert_code(1);
+    for h in ["h1", "h2"] {
+        assert_eq!(
+            run.outcome(h, "registry login").as_deref(),
+            Some("FAILED"),
+            "{}",
+            run.all()
+        );
+        assert_eq!(run.outcome(h, "pull images").as_deref(), Some("skipped"));
+    }
+    assert!(
+        run.host_text("h1")
+            .contains("error: simulated failure of login"),
+        "{}",
+        run.all()
+    );
+    // h2's registry echoed the password: it is shown masked.
+    assert!(
+        run.host_text("h2")
+            .contains("login attempt with password '********' failed"),
+        "{}",
+        run.all()
+    );
+    let report = fs::read_to_string(&json).unwrap();
+    assert!(report.contains("password '********' failed"), "{report}");
+    for s in secrets.values() {
+        assert!(!run.all().contains(s), "secret in output:\n{}", run.all());
+        assert!(!report.contains(s), "secret in JSON report:\n{report}");
+    }
+    // It did reach the stand-in on h1, on stdin.
+    assert_eq!(
+        fleet.host("h1").docker_stdin_log(),
+        secrets.registry_password
+    );
+}
+
+#[test]
+fn failing_command_output_with_a_secret_is_masked() {
+    let fleet = Fleet::start(1);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    // A run step that prints the rendered .env (holding the db password) and fails.
+    let playbook = fleet.dir.path().join("leaky.toml");
+    let text = format!(
+        r#"name = "leaky"
+app = "shop"
+
+[vars]
+version = "1"
+
+[secrets]
+db_password = {{ env = "DROPSHIP_TEST_DB_PASSWORD" }}
+
+[[steps]]
+name = "env file"
+template = {{ src = {src}, dest = "{{{{ app_dir }}}}/.env", mode = "0600" }}
+
+[[steps]]
+name = "show env"
+dir = "{{{{ app_dir }}}}"
+run = "cat .env >&2; exit 7"
+"#,
+        src = toml_str(fixture("templates/env.j2").to_str().unwrap())
+    );
+    fs::write(&playbook, text).unwrap();
+    let run = dropship(
+        &[
+            "deploy",
+            "-i",
+            inv.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        Some(&secrets),
+    );
+    run.assert_code(1);
+    let h1 = run.host_text("h1");
+    assert!(h1.contains("[h1] FAILED   show env:"), "{}", run.all());
+    assert!(h1.contains("exit status 7"), "{}", run.all());
+    assert!(
+        h1.contains("[h1]     POSTGRES_PASSWORD=********"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains(&secrets.db_password), "{}", run.all());
+}
+
+#[test]
+fn secret_in_run_command_is_refused() {
+    let fleet = Fleet::start(1);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    let playbook = fixture("playbooks/bad_secret_in_run.toml");
+
+    for sub in ["deploy", "check"] {
+        let run = dropship(
+            &[sub, "-i", inv.to_str().unwrap(), playbook.to_str().unwrap()],
+            Some(&secrets),
+        );
+        run.assert_code(2);
+        let location = location_of(&playbook, "\"createuser");
+        assert!(
+            run.stderr.starts_with(&format!(
+                "error: {location}: `secrets` cannot be used here: this value ends up on a command line"
+            )),
+            "{}",
+            run.all()
+        );
+        assert!(run.stderr.contains("key: `steps.0.run`"), "{}", run.all());
+        assert!(
+            run.stderr.contains("hint: write the secret into a file"),
+            "{}",
+            run.all()
+        );
+        assert!(!run.all().contains(&secrets.db_password), "{}", run.all());
+    }
+    assert_untouched(&fleet);
+}
