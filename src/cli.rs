@@ -247,6 +247,20 @@ pub fn describe_plan(plan: &Plan) -> String {
                 } => {
                     format!("compose {} in {dir} (project {project})", command.as_str())
                 }
+                Action::Health(check) => match &check.probe {
+                    crate::health::Probe::Http(t) => format!(
+                        "GET http://{}:{}{} from the host until HTTP {} (timeout {})",
+                        t.host,
+                        t.port,
+                        t.path,
+                        check.expect,
+                        humantime::format_duration(check.timeout)
+                    ),
+                    crate::health::Probe::Command { command, .. } => format!(
+                        "run `{command}` until it exits 0 (timeout {})",
+                        humantime::format_duration(check.timeout)
+                    ),
+                },
                 Action::Facts => "report versions".to_string(),
                 Action::Skip { reason } => format!("skip ({reason})"),
             };

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::health::{self, HealthCheck, Probe};
 use crate::plan::{Action, HostPlan, Plan, PlannedStep, Upload};
 use crate::remote::{self, ComposeFlavor, RemoteFile};
 use crate::report::{Event, HostResult, Outcome, Reporter, RunReport, StepResult};
@@ -292,6 +293,7 @@ impl<T: Connection> HostWorker<'_, T> {
                 };
                 Ok((outcome, None))
             }
+            Action::Health(check) => self.health(check).await,
             Action::Facts => {
                 let out = self.exec(remote::facts(), &[]).await?;
                 require_success(&out)?;
@@ -301,6 +303,75 @@ impl<T: Connection> HostWorker<'_, T> {
                         &out.stdout,
                     ))),
                 ))
+            }
+        }
+    }
+
+    /// Retries the check every `interval` until it passes or `timeout` runs out; the failure
+    /// names the last status (and a body excerpt) seen.
+    async fn health(&self, check: &HealthCheck) -> Result<(Outcome, Option<String>), String> {
+        let started = Instant::now();
+        let deadline = started + check.timeout;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                remaining.max(Duration::from_millis(100)),
+                self.health_attempt(check),
+            )
+            .await;
+            let last = match attempt {
+                Ok(Ok(summary)) => {
+                    return Ok((
+                        Outcome::Ok,
+                        Some(format!(
+                            "{summary} after {attempts} attempt(s), {:.1}s",
+                            started.elapsed().as_secs_f64()
+                        )),
+                    ));
+                }
+                Ok(Err(last)) => last,
+                Err(_) => "no answer before the timeout".to_string(),
+            };
+            if Instant::now() + check.interval >= deadline {
+                return Err(format!(
+                    "unhealthy after {} ({attempts} attempt(s)); last: {last}",
+                    humantime::format_duration(check.timeout)
+                ));
+            }
+            tokio::time::sleep(check.interval).await;
+        }
+    }
+
+    async fn health_attempt(&self, check: &HealthCheck) -> Result<String, String> {
+        match &check.probe {
+            Probe::Http(target) => {
+                let raw = self
+                    .conn
+                    .tcp_request(
+                        &target.host,
+                        target.port,
+                        &health::request(target),
+                        64 * 1024,
+                    )
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot connect to {}:{} from the host: {e}",
+                            target.host, target.port
+                        )
+                    })?;
+                let (status, body) = health::parse_response(&raw)?;
+                health::judge(check, status, &body)?;
+                Ok(format!("HTTP {status}"))
+            }
+            Probe::Command { command, dir } => {
+                let out = self
+                    .exec(&remote::run(command, dir.as_deref()), &[])
+                    .await?;
+                require_success(&out)?;
+                Ok("command passed".to_string())
             }
         }
     }

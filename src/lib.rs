@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod diagnostic;
 pub mod executor;
+pub mod health;
 pub mod inventory;
 pub mod paths;
 pub mod plan;

@@ -7,6 +7,7 @@ use minijinja::Value;
 use sha2::{Digest, Sha256};
 
 use crate::diagnostic::InputError;
+use crate::health::{self, HealthCheck, Probe};
 use crate::inventory::{Host, Inventory};
 use crate::playbook::{ComposeCommand, Playbook, StepKind};
 use crate::secrets::{Redactor, Secret};
@@ -43,6 +44,8 @@ pub enum Action {
         project: String,
         services: Vec<String>,
     },
+    /// Wait until the host is healthy, or fail at the timeout.
+    Health(HealthCheck),
     /// Report docker and compose versions (`ping`).
     Facts,
     /// `when` was false, or the step is `once` and runs on another host.
@@ -198,6 +201,31 @@ pub fn build(
                         password,
                     }
                 }
+                StepKind::Health(h) => {
+                    let probe = match (&h.url, &h.command) {
+                        (Some(url), _) => {
+                            let rendered = field(url)?;
+                            Probe::Http(health::parse_url(&rendered).map_err(|e| {
+                                playbook
+                                    .file
+                                    .error_at(url.span(), format!("bad health URL: {e}"))
+                                    .with_hint("write e.g. http://127.0.0.1:8080/healthz; it is fetched from the host's side")
+                            })?)
+                        }
+                        (None, Some(command)) => Probe::Command {
+                            command: field(command)?,
+                            dir,
+                        },
+                        (None, None) => unreachable!("playbook validation requires url or command"),
+                    };
+                    Action::Health(HealthCheck {
+                        probe,
+                        expect: h.expect,
+                        contains: h.contains.clone(),
+                        timeout: h.timeout,
+                        interval: h.interval,
+                    })
+                }
                 StepKind::Compose(c) => {
                     let compose_dir = match (&c.dir, dir) {
                         (Some(d), _) => field(d)?,
@@ -316,6 +344,10 @@ fn check_no_secrets_on_command_lines(
             StepKind::Compose(c) => {
                 fields.extend(c.dir.iter());
                 fields.extend(c.project.iter());
+            }
+            StepKind::Health(h) => {
+                fields.extend(h.url.iter());
+                fields.extend(h.command.iter());
             }
         }
         for field in fields {

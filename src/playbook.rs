@@ -50,7 +50,7 @@ struct RawStep {
     run: Option<Spanned<String>>,
     docker_login: Option<Spanned<RawLogin>>,
     compose: Option<Spanned<RawCompose>>,
-    health: Option<Spanned<toml::Value>>,
+    health: Option<Spanned<RawHealth>>,
     apt: Option<Spanned<toml::Value>>,
     activate: Option<Spanned<toml::Value>>,
     #[serde(rename = "become")]
@@ -72,6 +72,17 @@ struct RawLogin {
     registry: Spanned<String>,
     username: Spanned<String>,
     password: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    url: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    expect: Option<u16>,
+    contains: Option<String>,
+    timeout: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +148,17 @@ pub struct ComposeStep {
     pub services: Vec<String>,
 }
 
+/// An HTTP check made from the host's side (`url`) or a command that must exit 0.
+#[derive(Debug, Clone)]
+pub struct HealthStep {
+    pub url: Option<Templated>,
+    pub command: Option<Templated>,
+    pub expect: u16,
+    pub contains: Option<String>,
+    pub timeout: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
 #[derive(Debug, Clone)]
 pub enum StepKind {
     Copy(FileStep),
@@ -144,6 +166,7 @@ pub enum StepKind {
     Run(Templated),
     DockerLogin(LoginStep),
     Compose(ComposeStep),
+    Health(HealthStep),
 }
 
 #[derive(Debug, Clone)]
@@ -231,10 +254,40 @@ impl Playbook {
 
 fn not_supported_yet(file: &SourceFile, span: std::ops::Range<usize>, what: &str) -> InputError {
     file.error_at(span, format!("{what} is not supported yet"))
-        .with_hint("this dropship version deploys with copy, template, run, docker_login and compose steps; remove it for now")
+        .with_hint("this dropship version deploys with copy, template, run, docker_login, compose and health steps; remove it for now")
 }
 
-const STEP_KINDS: &str = "`copy`, `template`, `run`, `docker_login` or `compose`";
+const STEP_KINDS: &str = "`copy`, `template`, `run`, `docker_login`, `compose` or `health`";
+
+fn convert_health(file: &SourceFile, raw: Spanned<RawHealth>) -> Result<HealthStep, InputError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if raw.url.is_some() == raw.command.is_some() {
+        return Err(file
+            .error_at(span, "a health check needs exactly one of `url` and `command`")
+            .with_hint("write health = { url = \"http://127.0.0.1:8080/\", expect = 200, timeout = \"60s\" } or health = { command = \"…\" }"));
+    }
+    if raw.command.is_some() && (raw.expect.is_some() || raw.contains.is_some()) {
+        return Err(file
+            .error_at(span, "`expect` and `contains` apply to `url` checks only")
+            .with_hint("a `command` check passes when the command exits 0"));
+    }
+    let duration = |field: &Option<Spanned<String>>, default: u64| match field {
+        None => Ok(std::time::Duration::from_secs(default)),
+        Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
+            file.error_at(t.span(), format!("bad duration `{}`: {e}", t.get_ref()))
+                .with_hint("write e.g. \"60s\", \"2m\" or \"500ms\"")
+        }),
+    };
+    Ok(HealthStep {
+        url: raw.url,
+        command: raw.command,
+        expect: raw.expect.unwrap_or(200),
+        contains: raw.contains,
+        timeout: duration(&raw.timeout, 60)?,
+        interval: duration(&raw.interval, 1)?,
+    })
+}
 
 fn convert_step(
     file: &SourceFile,
@@ -245,7 +298,6 @@ fn convert_step(
     let span = raw.span();
     let raw = raw.into_inner();
     for (key, value) in [
-        ("`health`", &raw.health),
         ("`apt`", &raw.apt),
         ("`activate`", &raw.activate),
         ("`become`", &raw.become_root),
@@ -290,6 +342,9 @@ fn convert_step(
                 services: c.services,
             }),
         ));
+    }
+    if let Some(h) = raw.health {
+        kinds.push(("health", StepKind::Health(convert_health(file, h)?)));
     }
     let kind = match kinds.len() {
         1 => kinds.pop().map(|(_, k)| k),
@@ -337,6 +392,11 @@ fn default_step_name(kind: &StepKind) -> String {
         }
         StepKind::DockerLogin(l) => format!("docker login {}", l.registry.get_ref()),
         StepKind::Compose(c) => format!("compose {}", c.command.as_str()),
+        StepKind::Health(h) => match (&h.url, &h.command) {
+            (Some(url), _) => format!("health {}", url.get_ref()),
+            (None, Some(c)) => format!("health `{}`", c.get_ref()),
+            (None, None) => "health".to_string(),
+        },
     }
 }
 
@@ -427,11 +487,11 @@ compose = { command = "up", dir = "/srv" }
 
     #[test]
     fn later_features_are_rejected_with_not_supported_yet() {
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\nhealth = { url = \"http://x/\" }\n")
+        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"x\"] }\n")
             .unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "/nonexistent/pb.toml:4:10: `health` is not supported yet\n  key: `steps.0.health`"
+                "/nonexistent/pb.toml:4:7: `apt` is not supported yet\n  key: `steps.0.apt`"
             ),
             "{err}"
         );
@@ -440,6 +500,24 @@ compose = { command = "up", dir = "/srv" }
             err.to_string().contains("[rollout] is not supported yet"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn health_needs_exactly_one_of_url_and_command() {
+        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\nhealth = { timeout = \"5s\" }\n")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("exactly one of `url` and `command`"),
+            "{err}"
+        );
+        let pb = parse("name = \"t\"\napp = \"a\"\n[[steps]]\nhealth = { url = \"http://127.0.0.1:81/\", timeout = \"5s\" }\n").unwrap();
+        let StepKind::Health(h) = &pb.steps[0].kind else {
+            panic!()
+        };
+        assert_eq!(h.expect, 200);
+        assert_eq!(h.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(pb.steps[0].name, "health http://127.0.0.1:81/");
     }
 
     #[test]

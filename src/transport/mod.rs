@@ -110,6 +110,16 @@ pub trait Connection: Send + Sync + 'static {
         command: &str,
         stdin: &[u8],
     ) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send;
+    /// Opens a TCP connection from the remote host's side (SSH `direct-tcpip`) to `host:port`,
+    /// sends `request`, and returns everything the peer sent until it closed (at most `limit`
+    /// bytes). Used for HTTP health checks without curl on the host.
+    fn tcp_request(
+        &self,
+        host: &str,
+        port: u16,
+        request: &[u8],
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
     /// Closes the connection politely.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }

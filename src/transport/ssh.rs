@@ -309,6 +309,36 @@ impl Connection for SshConnection {
         result
     }
 
+    async fn tcp_request(
+        &self,
+        host: &str,
+        port: u16,
+        request: &[u8],
+        limit: usize,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut channel = self.open_direct_tcpip(host, port).await?;
+        channel
+            .data(request)
+            .await
+            .map_err(|e| TransportError::Protocol(format!("forwarded connection: {e}")))?;
+        let mut response = Vec::new();
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    let room = limit.saturating_sub(response.len());
+                    response.extend_from_slice(&data[..data.len().min(room)]);
+                    if response.len() >= limit {
+                        break;
+                    }
+                }
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let _ = channel.close().await;
+        Ok(response)
+    }
+
     async fn close(&self) {
         self.sessions.close();
         let _ = self

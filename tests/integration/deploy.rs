@@ -356,7 +356,11 @@ fn limit_restricts_hosts() {
     for name in ["h2", "h4"] {
         let h = fleet.host(name);
         assert!(h.root.join(".env").is_file(), "{name}");
-        assert!(h.docker_commands().iter().any(|c| c == UP), "{name}");
+        assert!(
+            h.docker_commands().iter().any(|c| c == UP),
+            "{name}\n{}",
+            run.all()
+        );
     }
     for name in ["h1", "h3"] {
         let h = fleet.host(name);

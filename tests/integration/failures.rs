@@ -3,18 +3,19 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli_support::{
-    Secrets, deploy_shop, dropship, files_in, fixture, logins, shop_playbook,
+    Run, Secrets, deploy_shop, dropship, files_in, fixture, logins, shop_playbook,
 };
 use crate::support::{Fleet, toml_str};
 
 const PULL: &str = "compose -p shop pull";
 const UP: &str = "compose -p shop up -d --remove-orphans";
 
-/// `path:line:col` of the first `needle` in the file at `path` (1-based, as dropship prints).
-fn location_of(path: &Path, needle: &str) -> String {
+/// Where the first `needle` is in the file at `path`: the canonical path, line and column
+/// (1-based, as dropship prints them).
+fn location_of(path: &Path, needle: &str) -> (PathBuf, usize, usize) {
     let text = fs::read_to_string(path).unwrap();
     let offset = text
         .find(needle)
@@ -22,7 +23,33 @@ fn location_of(path: &Path, needle: &str) -> String {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let col = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    format!("{}:{line}:{col}", path.display())
+    (path.canonicalize().unwrap(), line, col)
+}
+
+/// Asserts that stderr starts with `error: FILE:LINE:COL: MESSAGE`, FILE naming the file
+/// of `at` (in whatever spelling, e.g. `playbooks/../templates/x.j2`).
+#[track_caller]
+fn assert_error_at(run: &Run, at: &(PathBuf, usize, usize), message: &str) {
+    let first = run.stderr.lines().next().unwrap_or("");
+    let located = first
+        .strip_prefix("error: ")
+        .and_then(|rest| rest.split_once(&format!(": {message}")))
+        .map(|(location, _)| location)
+        .unwrap_or_else(|| panic!("expected `error: FILE:LINE:COL: {message}`\n{}", run.all()));
+    let mut parts = located.rsplitn(3, ':');
+    let (col, line, file) = (parts.next(), parts.next(), parts.next());
+    let file = file.map(|f| Path::new(f).canonicalize().unwrap_or_else(|_| f.into()));
+    let got = (
+        file,
+        line.and_then(|l| l.parse().ok()),
+        col.and_then(|c| c.parse().ok()),
+    );
+    assert_eq!(
+        got,
+        (Some(at.0.clone()), Some(at.1), Some(at.2)),
+        "wrong location `{located}`\n{}",
+        run.all()
+    );
 }
 
 #[track_caller]
@@ -78,13 +105,7 @@ fn bad_playbook_exits_2_before_touching_any_host() {
                 Some(&secrets),
             );
             run.assert_code(2);
-            assert!(
-                run.stderr
-                    .starts_with(&format!("error: {location}: {message}")),
-                "{sub} {}: expected `{location}: {message}`\n{}",
-                playbook.display(),
-                run.all()
-            );
+            assert_error_at(&run, location, message);
             assert!(run.stderr.contains("\n  hint: "), "{}", run.all());
             assert_eq!(run.stdout, "", "{}", run.all());
         }
@@ -167,8 +188,16 @@ fn down_host_fails_alone() {
             "{name}"
         );
         let cmds = h.docker_commands();
-        assert!(cmds.iter().any(|c| c == PULL), "{name}: {cmds:?}");
-        assert!(cmds.iter().any(|c| c == UP), "{name}: {cmds:?}");
+        assert!(
+            cmds.iter().any(|c| c == PULL),
+            "{name}: {cmds:?}\n{}",
+            run.all()
+        );
+        assert!(
+            cmds.iter().any(|c| c == UP),
+            "{name}: {cmds:?}\n{}",
+            run.all()
+        );
         assert!(run.summary_row(name).unwrap().ends_with("  ok"), "{name}");
     }
     assert!(
@@ -223,7 +252,11 @@ fn failing_step_reports_stderr_tail_and_skips_the_rest_on_that_host() {
 
     for name in ["h1", "h3"] {
         let cmds = fleet.host(name).docker_commands();
-        assert!(cmds.iter().any(|c| c == UP), "{name}: {cmds:?}");
+        assert!(
+            cmds.iter().any(|c| c == UP),
+            "{name}: {cmds:?}\n{}",
+            run.all()
+        );
         assert!(run.summary_row(name).unwrap().ends_with("  ok"), "{name}");
     }
     assert!(
@@ -358,13 +391,10 @@ fn secret_in_run_command_is_refused() {
             Some(&secrets),
         );
         run.assert_code(2);
-        let location = location_of(&playbook, "\"createuser");
-        assert!(
-            run.stderr.starts_with(&format!(
-                "error: {location}: `secrets` cannot be used here: this value ends up on a command line"
-            )),
-            "{}",
-            run.all()
+        assert_error_at(
+            &run,
+            &location_of(&playbook, "\"createuser"),
+            "`secrets` cannot be used here: this value ends up on a command line",
         );
         assert!(run.stderr.contains("key: `steps.0.run`"), "{}", run.all());
         assert!(

@@ -3,6 +3,7 @@
 mod cli_support;
 mod deploy;
 mod failures;
+mod health;
 mod host_keys;
 mod support;
 mod transport;

@@ -1,0 +1,157 @@
+//! `health` steps against real sshd hosts: HTTP fetched through the SSH connection
+//! (direct-tcpip to the host's loopback), and command checks.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::cli_support::{Run, dropship};
+use crate::support::Fleet;
+
+/// A tiny HTTP server on 127.0.0.1 that answers `status` (and `body`) for the first
+/// `unhealthy_first` requests with 503, then with `status`. Returns its port and a request counter.
+fn http_server(status: u16, body: &'static str, unhealthy_first: usize) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let (code, text) = if n < unhealthy_first {
+                (503, "starting")
+            } else {
+                (status, body)
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (port, count)
+}
+
+fn playbook(fleet: &Fleet, health: &str) -> std::path::PathBuf {
+    let path = fleet.dir.path().join("health.toml");
+    std::fs::write(
+        &path,
+        format!("name = \"health\"\napp = \"h\"\nhosts = \"web\"\n\n[[steps]]\nname = \"healthy\"\nhealth = {health}\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn deploy(fleet: &Fleet, health: &str) -> Run {
+    let inventory = fleet.write_inventory("");
+    let pb = playbook(fleet, health);
+    dropship(
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            pb.to_str().unwrap(),
+        ],
+        None,
+    )
+}
+
+#[test]
+fn http_health_check_retries_until_healthy() {
+    let fleet = Fleet::start(2);
+    let (port, count) = http_server(200, "version=A db=ok", 2);
+    let run = deploy(
+        &fleet,
+        &format!(
+            "{{ url = \"http://127.0.0.1:{port}/healthz\", contains = \"db=ok\", timeout = \"20s\", interval = \"200ms\" }}"
+        ),
+    );
+    run.assert_code(0);
+    for host in ["h1", "h2"] {
+        assert_eq!(
+            run.outcome(host, "healthy").as_deref(),
+            Some("ok"),
+            "{}",
+            run.all()
+        );
+    }
+    assert!(run.stdout.contains("HTTP 200 after"), "{}", run.all());
+    // Two hosts, the first two answers were 503: at least 4 requests reached the server.
+    assert!(count.load(Ordering::SeqCst) >= 4);
+}
+
+#[test]
+fn http_health_check_that_never_passes_reports_the_last_status() {
+    let fleet = Fleet::start(1);
+    let (port, _) = http_server(502, "<h1>Bad Gateway</h1>", 0);
+    let started = std::time::Instant::now();
+    let run = deploy(
+        &fleet,
+        &format!(
+            "{{ url = \"http://127.0.0.1:{port}/\", timeout = \"2s\", interval = \"300ms\" }}"
+        ),
+    );
+    run.assert_code(1);
+    assert_eq!(
+        run.outcome("h1", "healthy").as_deref(),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    let text = run.host_text("h1");
+    assert!(text.contains("unhealthy after 2s"), "{text}");
+    assert!(
+        text.contains("last: HTTP 502 (expected 200): <h1>Bad Gateway</h1>"),
+        "{text}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
+fn http_health_check_to_a_closed_port_fails_with_the_reason() {
+    let fleet = Fleet::start(1);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = deploy(
+        &fleet,
+        &format!(
+            "{{ url = \"http://127.0.0.1:{port}/\", timeout = \"1s\", interval = \"200ms\" }}"
+        ),
+    );
+    run.assert_code(1);
+    let text = run.host_text("h1");
+    assert!(
+        text.contains(&format!("cannot connect to 127.0.0.1:{port} from the host")),
+        "{text}"
+    );
+}
+
+#[test]
+fn command_health_check_passes_on_exit_zero() {
+    let fleet = Fleet::start(1);
+    let marker = fleet.host("h1").root.join("ready");
+    // The check passes once the file exists; a background job creates it after a moment.
+    let run = deploy(
+        &fleet,
+        &format!(
+            "{{ command = \"test -f {m} || {{ (sleep 1; touch {m}) >/dev/null 2>&1 & exit 1; }}\", timeout = \"10s\", interval = \"300ms\" }}",
+            m = marker.display()
+        ),
+    );
+    run.assert_code(0);
+    assert_eq!(
+        run.outcome("h1", "healthy").as_deref(),
+        Some("ok"),
+        "{}",
+        run.all()
+    );
+    assert!(marker.exists());
+}
