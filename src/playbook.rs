@@ -9,6 +9,7 @@ use toml::Spanned;
 use crate::diagnostic::{InputError, SourceFile};
 use crate::inventory::Vars;
 use crate::paths::{playbook_bases, resolve_existing};
+use crate::rollout::{Amount, OnFailure, Policy};
 use crate::secrets::SecretSource;
 
 #[derive(Debug, Deserialize)]
@@ -22,10 +23,41 @@ struct RawPlaybook {
     vars: Vars,
     #[serde(default)]
     secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
-    rollout: Option<Spanned<toml::Value>>,
-    release: Option<Spanned<toml::Value>>,
+    rollout: Option<Spanned<RawRollout>>,
+    release: Option<Spanned<RawRelease>>,
     #[serde(default)]
     steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    canary: Option<usize>,
+    batch: Option<Spanned<CountOrPercent>>,
+    pause: Option<Spanned<String>>,
+    max_failures: Option<Spanned<CountOrPercent>>,
+    on_failure: Option<OnFailure>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CountOrPercent {
+    Count(usize),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelease {
+    root: Spanned<String>,
+    keep: Option<Spanned<usize>>,
+}
+
+/// `[release]` as written: `root` is rendered per host.
+#[derive(Debug, Clone)]
+pub struct ReleaseConfig {
+    pub root: Templated,
+    pub keep: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +84,7 @@ struct RawStep {
     compose: Option<Spanned<RawCompose>>,
     health: Option<Spanned<RawHealth>>,
     apt: Option<Spanned<toml::Value>>,
-    activate: Option<Spanned<toml::Value>>,
+    activate: Option<Spanned<bool>>,
     #[serde(rename = "become")]
     become_root: Option<Spanned<toml::Value>>,
     become_user: Option<Spanned<toml::Value>>,
@@ -167,6 +199,8 @@ pub enum StepKind {
     DockerLogin(LoginStep),
     Compose(ComposeStep),
     Health(HealthStep),
+    /// Switch `current` to the new release (implied after the last file step).
+    Activate,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +226,8 @@ pub struct Playbook {
     pub vars: Vars,
     pub secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
     pub steps: Vec<Step>,
+    pub rollout: Policy,
+    pub release: Option<ReleaseConfig>,
     /// Where relative paths (templates, secret files) are looked up, in order.
     pub bases: Vec<PathBuf>,
 }
@@ -205,11 +241,26 @@ impl Playbook {
     pub fn parse(file: SourceFile) -> Result<Self, InputError> {
         let raw: RawPlaybook = toml::from_str(&file.text).map_err(|e| file.toml_error(&e))?;
         let bases = playbook_bases(&file.path);
-        for (key, value) in [("rollout", &raw.rollout), ("release", &raw.release)] {
-            if let Some(v) = value {
-                return Err(not_supported_yet(&file, v.span(), &format!("[{key}]")));
+        let rollout = match &raw.rollout {
+            Some(r) => convert_rollout(&file, r)?,
+            None => Policy::default(),
+        };
+        let release = match raw.release {
+            Some(r) => {
+                let r = r.into_inner();
+                let keep = match r.keep {
+                    Some(k) if *k.get_ref() == 0 => {
+                        return Err(file
+                            .error_at(k.span(), "`keep` must be at least 1")
+                            .with_hint("the current and the previous release are always kept anyway"));
+                    }
+                    Some(k) => *k.get_ref(),
+                    None => 5,
+                };
+                Some(ReleaseConfig { root: r.root, keep })
             }
-        }
+            None => None,
+        };
         let app = raw.app.get_ref();
         if app.is_empty()
             || !app
@@ -246,10 +297,53 @@ impl Playbook {
             vars: raw.vars,
             secrets: raw.secrets,
             steps,
+            rollout,
+            release,
             bases,
             file,
         })
     }
+}
+
+fn convert_rollout(file: &SourceFile, raw: &Spanned<RawRollout>) -> Result<Policy, InputError> {
+    let r = raw.get_ref();
+    let amount = |field: &Option<Spanned<CountOrPercent>>| -> Result<Option<Amount>, InputError> {
+        match field {
+            None => Ok(None),
+            Some(v) => {
+                let parsed = match v.get_ref() {
+                    CountOrPercent::Count(n) => Ok(Amount::Count(*n)),
+                    CountOrPercent::Text(t) => Amount::parse(t),
+                };
+                parsed.map(Some).map_err(|e| {
+                    file.error_at(v.span(), e)
+                        .with_hint("write a count (3) or a percentage of the targeted hosts (\"25%\")")
+                })
+            }
+        }
+    };
+    let batch = amount(&r.batch)?;
+    if let Some(b) = &r.batch
+        && matches!(batch, Some(Amount::Count(0)) | Some(Amount::Percent(0)))
+    {
+        return Err(file
+            .error_at(b.span(), "`batch` must be at least one host")
+            .with_hint("leave `batch` out to deploy all hosts after the canary at once"));
+    }
+    let pause = match &r.pause {
+        None => std::time::Duration::ZERO,
+        Some(p) => humantime::parse_duration(p.get_ref()).map_err(|e| {
+            file.error_at(p.span(), format!("bad duration `{}`: {e}", p.get_ref()))
+                .with_hint("write e.g. \"30s\" or \"2m\"")
+        })?,
+    };
+    Ok(Policy {
+        canary: r.canary.unwrap_or(0),
+        batch,
+        pause,
+        max_failures: amount(&r.max_failures)?.unwrap_or(Amount::Count(0)),
+        on_failure: r.on_failure.unwrap_or(OnFailure::Halt),
+    })
 }
 
 fn not_supported_yet(file: &SourceFile, span: std::ops::Range<usize>, what: &str) -> InputError {
@@ -299,7 +393,6 @@ fn convert_step(
     let raw = raw.into_inner();
     for (key, value) in [
         ("`apt`", &raw.apt),
-        ("`activate`", &raw.activate),
         ("`become`", &raw.become_root),
         ("`become_user`", &raw.become_user),
     ] {
@@ -342,6 +435,14 @@ fn convert_step(
                 services: c.services,
             }),
         ));
+    }
+    if let Some(a) = &raw.activate {
+        if !*a.get_ref() {
+            return Err(file
+                .error_at(a.span(), "`activate = false` does nothing")
+                .with_hint("write `activate = true` where `current` should switch to the new release, or remove the step"));
+        }
+        kinds.push(("activate", StepKind::Activate));
     }
     if let Some(h) = raw.health {
         kinds.push(("health", StepKind::Health(convert_health(file, h)?)));
@@ -392,6 +493,7 @@ fn default_step_name(kind: &StepKind) -> String {
         }
         StepKind::DockerLogin(l) => format!("docker login {}", l.registry.get_ref()),
         StepKind::Compose(c) => format!("compose {}", c.command.as_str()),
+        StepKind::Activate => "activate release".to_string(),
         StepKind::Health(h) => match (&h.url, &h.command) {
             (Some(url), _) => format!("health {}", url.get_ref()),
             (None, Some(c)) => format!("health `{}`", c.get_ref()),
@@ -495,9 +597,9 @@ compose = { command = "up", dir = "/srv" }
             ),
             "{err}"
         );
-        let err = parse("name = \"t\"\napp = \"a\"\n[rollout]\ncanary = 1\n").unwrap_err();
+        let err = parse("name = \"t\"\napp = \"a\"\n[rollout]\nbatch = \"lots\"\n").unwrap_err();
         assert!(
-            err.to_string().contains("[rollout] is not supported yet"),
+            err.to_string().starts_with("/nonexistent/pb.toml:4:9: `lots` is neither a count nor a percentage"),
             "{err}"
         );
     }

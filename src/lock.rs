@@ -1,0 +1,215 @@
+//! The deploy lock and the audit log on each host: where they live, the scripts, the holder.
+
+use crate::remote::quote;
+
+/// A host's state directory for one app, as a shell word ready to paste into scripts: under the
+/// release root when `[release]` is set, else `$HOME/.dropship/<app>` of the remote user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDir(String);
+
+impl StateDir {
+    pub fn under_release_root(root: &str) -> Self {
+        Self(format!("{}/.dropship", quote(root.trim_end_matches('/'))))
+    }
+
+    pub fn in_home(app: &str) -> Self {
+        Self(format!("\"$HOME\"/.dropship/{}", quote(app)))
+    }
+
+    pub fn shell(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Who holds (or wants) a lock: written into the lock as `key=value` lines.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Holder {
+    /// `user@machine` of the workstation or CI job.
+    pub who: String,
+    pub since: String,
+    pub playbook: String,
+    pub command: String,
+    pub release: String,
+    /// Unique per run, so a run only ever removes its own lock.
+    pub token: String,
+}
+
+impl Holder {
+    pub fn to_lines(&self) -> String {
+        format!(
+            "holder={}\nsince={}\nplaybook={}\ncommand={}\nrelease={}\ntoken={}\n",
+            one_line(&self.who),
+            one_line(&self.since),
+            one_line(&self.playbook),
+            one_line(&self.command),
+            one_line(&self.release),
+            one_line(&self.token)
+        )
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .unwrap_or("")
+                .to_string()
+        };
+        let who = get("holder");
+        if who.is_empty() {
+            return None;
+        }
+        Some(Self {
+            who,
+            since: get("since"),
+            playbook: get("playbook"),
+            command: get("command"),
+            release: get("release"),
+            token: get("token"),
+        })
+    }
+
+    /// `alice@laptop since 2026-11-22T17:55:12Z (deploy of "Deploy Pixel", release X)`.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} since {} ({}", self.who, self.since, self.command);
+        if !self.playbook.is_empty() {
+            text.push_str(&format!(" of \"{}\"", self.playbook));
+        }
+        if !self.release.is_empty() {
+            text.push_str(&format!(", release {}", self.release));
+        }
+        text.push(')');
+        text
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+/// `user@machine` of this process.
+pub fn local_identity() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}")
+}
+
+/// Takes the lock with `mkdir` (atomic) and writes the holder (read from stdin) into it.
+/// Prints `acquired`, or `held` followed by the holder's lines.
+pub fn acquire(state: &StateDir) -> String {
+    let s = state.shell();
+    format!(
+        "mkdir -p {s} && if mkdir {s}/lock 2>/dev/null; then cat > {s}/lock/info; echo acquired; \
+         else cat >/dev/null; echo held; cat {s}/lock/info 2>/dev/null; fi"
+    )
+}
+
+/// Removes the lock if it is ours (same token), after appending the audit line (stdin).
+pub fn release_and_audit(state: &StateDir, token: &str) -> String {
+    let s = state.shell();
+    format!(
+        "mkdir -p {s} && cat >> {s}/audit.log; \
+         if grep -qx {tok} {s}/lock/info 2>/dev/null; then rm -rf {s}/lock; fi",
+        tok = quote(&format!("token={token}"))
+    )
+}
+
+/// Appends stdin to the audit log (for runs that took no lock).
+pub fn audit_only(state: &StateDir) -> String {
+    let s = state.shell();
+    format!("mkdir -p {s} && cat >> {s}/audit.log")
+}
+
+/// Prints the lock's holder lines, or nothing when unlocked.
+pub fn status(state: &StateDir) -> String {
+    let s = state.shell();
+    format!("cat {s}/lock/info 2>/dev/null || true")
+}
+
+/// Removes the lock whoever holds it (`dropship lock release`), printing who held it.
+pub fn force_release(state: &StateDir) -> String {
+    let s = state.shell();
+    format!("cat {s}/lock/info 2>/dev/null || true; rm -rf {s}/lock")
+}
+
+/// The last `lines` lines of the audit log.
+pub fn audit_tail(state: &StateDir, lines: usize) -> String {
+    let s = state.shell();
+    format!("tail -n {lines} {s}/audit.log 2>/dev/null || true")
+}
+
+/// One audit line: time, who, command, playbook, release, result.
+pub fn audit_line(holder: &Holder, host: &str, result: &str) -> String {
+    format!(
+        "{} {} {} host={} playbook=\"{}\" release={} result={}\n",
+        holder.since,
+        holder.who,
+        holder.command,
+        host,
+        holder.playbook.replace('"', "'"),
+        if holder.release.is_empty() { "-" } else { &holder.release },
+        one_line(result)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder() -> Holder {
+        Holder {
+            who: "alice@laptop".into(),
+            since: "2026-11-22T17:55:12Z".into(),
+            playbook: "Deploy Pixel".into(),
+            command: "deploy".into(),
+            release: "r1".into(),
+            token: "t-1".into(),
+        }
+    }
+
+    #[test]
+    fn holder_round_trips_and_describes_itself() {
+        let h = holder();
+        assert_eq!(Holder::parse(&h.to_lines()), Some(h.clone()));
+        assert_eq!(
+            h.describe(),
+            "alice@laptop since 2026-11-22T17:55:12Z (deploy of \"Deploy Pixel\", release r1)"
+        );
+        assert_eq!(Holder::parse(""), None);
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_only_its_owner_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::under_release_root(dir.path().to_str().unwrap());
+        let sh = |script: &str, stdin: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+        };
+        let a = holder();
+        let b = Holder { who: "bob@ci".into(), token: "t-2".into(), ..holder() };
+        assert_eq!(sh(&acquire(&state), &a.to_lines()), "acquired\n");
+        let second = sh(&acquire(&state), &b.to_lines());
+        assert!(second.starts_with("held\n"));
+        assert_eq!(Holder::parse(&second).unwrap().who, "alice@laptop");
+        // Bob's release leaves Alice's lock in place but records his audit line.
+        sh(&release_and_audit(&state, &b.token), &audit_line(&b, "h1", "refused"));
+        assert!(sh(&status(&state), "").contains("holder=alice@laptop"));
+        sh(&release_and_audit(&state, &a.token), &audit_line(&a, "h1", "ok"));
+        assert_eq!(sh(&status(&state), ""), "");
+        let audit = sh(&audit_tail(&state, 5), "");
+        assert_eq!(audit.lines().count(), 2);
+        assert!(audit.contains("alice@laptop deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=ok"));
+    }
+}

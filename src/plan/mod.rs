@@ -1,0 +1,367 @@
+//! Planning: inventory + playbook + secrets + CLI vars → per-host actions, all rendered up front.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use minijinja::Value;
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::InputError;
+use crate::health::HealthCheck;
+use crate::inventory::{Host, Inventory};
+use crate::lock::StateDir;
+use crate::playbook::{ComposeCommand, Playbook};
+use crate::release::{self, ReleaseSite};
+use crate::rollout::Policy;
+use crate::secrets::{Redactor, Secret};
+use crate::template::Renderer;
+use crate::transport::ConnectSpec;
+
+mod steps;
+
+/// A file to place on a host.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub dest: String,
+    pub mode: u32,
+    pub content: Arc<[u8]>,
+    pub sha256: String,
+    /// The content carries a secret: never shown, never diffed.
+    pub sensitive: bool,
+}
+
+/// What one step does on one host. Everything is rendered; nothing is left to decide remotely.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Upload(Upload),
+    Run {
+        command: String,
+        dir: Option<String>,
+    },
+    DockerLogin {
+        registry: String,
+        username: String,
+        password: Secret,
+    },
+    Compose {
+        command: ComposeCommand,
+        dir: String,
+        project: String,
+        services: Vec<String>,
+    },
+    /// Wait until the host is healthy, or fail at the timeout.
+    Health(HealthCheck),
+    /// Point `current` at release `id` (and prune old releases).
+    Activate { site: ReleaseSite, id: String },
+    /// Report docker and compose versions (`ping`).
+    Facts,
+    /// `when` was false, or the step is `once` and runs on another host.
+    Skip {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    pub name: String,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    pub host: Host,
+    pub connect: ConnectSpec,
+    pub steps: Vec<PlannedStep>,
+    /// Where this host keeps releases, when the playbook has `[release]`.
+    pub release: Option<ReleaseSite>,
+    /// Where the lock and the audit log live on this host.
+    pub state: StateDir,
+    /// Steps from this index on run after the new release is active; a rollback re-runs them.
+    pub post_activate: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub app: String,
+    pub playbook_name: String,
+    pub hosts: Vec<HostPlan>,
+    /// The id of the release this run creates, when the playbook has `[release]`.
+    pub release_id: Option<String>,
+    pub rollout: Policy,
+    pub redactor: Redactor,
+}
+
+/// Options from the command line that shape the plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub limit: Option<String>,
+    pub vars: Vec<(String, String)>,
+    pub tags: Vec<String>,
+}
+
+pub fn connect_spec(host: &Host) -> ConnectSpec {
+    ConnectSpec {
+        host_name: host.name.clone(),
+        address: host.address.clone(),
+        port: host.ssh.port,
+        user: host.ssh.user.clone(),
+        identity_file: host.ssh.identity_file.clone(),
+        known_hosts: host.ssh.known_hosts.clone(),
+        host_key_policy: host.ssh.host_key_policy,
+        connect_timeout: host.ssh.connect_timeout,
+    }
+}
+
+/// The hosts a run targets: `pattern` (e.g. the playbook's `hosts`) narrowed by `--limit`.
+pub fn target_hosts(
+    inventory: &Inventory,
+    pattern: &str,
+    limit: Option<&str>,
+) -> Result<Vec<Host>, InputError> {
+    let mut selected = inventory.select(pattern).map_err(|e| {
+        InputError::plain(format!("hosts: {e}"))
+            .with_hint("check the playbook's `hosts` against the inventory")
+    })?;
+    if let Some(limit) = limit {
+        let limited = inventory.select(limit).map_err(|e| {
+            InputError::plain(format!("--limit: {e}")).with_hint(
+                "--limit takes host names, group names or globs, comma-separated; `!x` excludes",
+            )
+        })?;
+        selected.retain(|i| limited.contains(i));
+        if selected.is_empty() {
+            return Err(InputError::plain(format!(
+                "--limit `{limit}` leaves no host of `{pattern}`"
+            )));
+        }
+    }
+    Ok(selected
+        .into_iter()
+        .map(|i| inventory.hosts[i].clone())
+        .collect())
+}
+
+/// Builds the plan of a playbook run. Renders every template for every host, so any bad
+/// input is found before the first connection. With `[release]`, templates are rendered twice:
+/// once to learn the content the release id hashes, once with that id in scope.
+pub fn build(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    secrets: &IndexMap<String, Secret>,
+    options: &PlanOptions,
+) -> Result<Plan, InputError> {
+    let renderer = Renderer::new(playbook)?;
+    steps::check_no_secrets_on_command_lines(playbook, &renderer)?;
+    let hosts = playbook_targets(inventory, playbook, options)?;
+    let secrets_value = Value::from_iter(
+        secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.expose()))),
+    );
+    let sites = release_sites(&hosts, playbook, &renderer, options)?;
+
+    let release_id = match &playbook.release {
+        None => None,
+        Some(_) => {
+            let mut rendered: Vec<Arc<[u8]>> = Vec::new();
+            for (index, host) in hosts.iter().enumerate() {
+                let release = sites[index].as_ref().map(|s| (s, "pending"));
+                let ctx = host_context(host, playbook, &options.vars, &secrets_value, release);
+                let planned = steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
+                for step in &planned.steps {
+                    if let Action::Upload(u) = &step.action {
+                        rendered.push(u.dest.as_bytes().into());
+                        rendered.push(u.content.clone());
+                    }
+                }
+            }
+            let parts: Vec<&[u8]> = rendered.iter().map(|p| &p[..]).collect();
+            Some(release::release_id(std::time::SystemTime::now(), &parts))
+        }
+    };
+
+    let mut passwords: Vec<Secret> = secrets.values().cloned().collect();
+    let mut host_plans = Vec::with_capacity(hosts.len());
+    for (index, host) in hosts.into_iter().enumerate() {
+        let site = sites[index].clone();
+        let release = site.as_ref().zip(release_id.as_deref());
+        let ctx = host_context(&host, playbook, &options.vars, &secrets_value, release);
+        let planned = steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
+        passwords.extend(planned.passwords);
+        let mut steps = planned.steps;
+        let post_activate = match (&site, &release_id) {
+            (Some(site), Some(id)) => steps::insert_activation(&mut steps, site, id),
+            _ => 0,
+        };
+        let state = match &site {
+            Some(s) => StateDir::under_release_root(&s.root),
+            None => StateDir::in_home(&playbook.app),
+        };
+        host_plans.push(HostPlan {
+            connect: connect_spec(&host),
+            host,
+            steps,
+            release: site,
+            state,
+            post_activate,
+        });
+    }
+    Ok(Plan {
+        app: playbook.app.clone(),
+        playbook_name: playbook.name.clone(),
+        hosts: host_plans,
+        release_id,
+        rollout: playbook.rollout.clone(),
+        redactor: Redactor::new(passwords.iter()),
+    })
+}
+
+/// The targeted hosts with where each keeps releases and its lock, without rendering any step
+/// (and without secrets): for `releases`, `lock` and `rollback`'s bookkeeping.
+pub fn sites(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    options: &PlanOptions,
+) -> Result<Plan, InputError> {
+    let renderer = Renderer::new(playbook)?;
+    let hosts = playbook_targets(inventory, playbook, options)?;
+    let sites = release_sites(&hosts, playbook, &renderer, options)?;
+    Ok(Plan {
+        app: playbook.app.clone(),
+        playbook_name: playbook.name.clone(),
+        hosts: hosts
+            .into_iter()
+            .zip(sites)
+            .map(|(host, site)| HostPlan {
+                connect: connect_spec(&host),
+                state: match &site {
+                    Some(s) => StateDir::under_release_root(&s.root),
+                    None => StateDir::in_home(&playbook.app),
+                },
+                host,
+                steps: Vec::new(),
+                release: site,
+                post_activate: 0,
+            })
+            .collect(),
+        release_id: None,
+        rollout: playbook.rollout.clone(),
+        redactor: Redactor::default(),
+    })
+}
+
+fn playbook_targets(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    options: &PlanOptions,
+) -> Result<Vec<Host>, InputError> {
+    target_hosts(inventory, &playbook.hosts, options.limit.as_deref()).map_err(|e| {
+        match &playbook.hosts_span {
+            Some(span) if !e.message.starts_with("--limit") => {
+                let mut located = playbook.file.error_at(span.clone(), e.message.clone());
+                located.hint = e.hint.clone();
+                located
+            }
+            _ => e,
+        }
+    })
+}
+
+/// `[release] root` rendered for each host (secrets are not in scope there).
+fn release_sites(
+    hosts: &[Host],
+    playbook: &Playbook,
+    renderer: &Renderer,
+    options: &PlanOptions,
+) -> Result<Vec<Option<ReleaseSite>>, InputError> {
+    let Some(config) = &playbook.release else {
+        return Ok(vec![None; hosts.len()]);
+    };
+    hosts
+        .iter()
+        .map(|host| {
+            let ctx = host_context(host, playbook, &options.vars, &Value::UNDEFINED, None);
+            let root = renderer.render_field(&config.root, &ctx, &playbook.file)?;
+            if !root.starts_with('/') {
+                return Err(playbook
+                    .file
+                    .error_at(config.root.span(), format!("release root `{root}` is not an absolute path"))
+                    .with_hint("write e.g. root = \"/srv/pixel\" or \"{{ app_dir }}\""));
+            }
+            Ok(Some(ReleaseSite {
+                root,
+                keep: config.keep,
+            }))
+        })
+        .collect()
+}
+
+/// A plan running the same action on every host (for `exec` and `ping`).
+pub fn adhoc(hosts: Vec<Host>, name: &str, action: Action) -> Plan {
+    Plan {
+        app: String::new(),
+        playbook_name: String::new(),
+        hosts: hosts
+            .into_iter()
+            .map(|host| HostPlan {
+                connect: connect_spec(&host),
+                host,
+                steps: vec![PlannedStep {
+                    name: name.to_string(),
+                    action: action.clone(),
+                }],
+                release: None,
+                state: StateDir::in_home("adhoc"),
+                post_activate: 0,
+            })
+            .collect(),
+        release_id: None,
+        rollout: Policy::default(),
+        redactor: Redactor::default(),
+    }
+}
+
+pub(crate) fn upload(dest: String, mode: u32, content: Arc<[u8]>, sensitive: bool) -> Upload {
+    Upload {
+        sha256: hex::encode(Sha256::digest(&content)),
+        dest,
+        mode,
+        content,
+        sensitive,
+    }
+}
+
+/// Variables, lowest precedence first: inventory vars, group vars, host vars (already merged
+/// into `host.vars`), playbook vars, `--var`; then the built-ins `host`, `app`, `secrets`
+/// and, with `[release]`, `release` (`id`, `dir`, `root`).
+pub fn host_context(
+    host: &Host,
+    playbook: &Playbook,
+    cli_vars: &[(String, String)],
+    secrets: &Value,
+    release: Option<(&ReleaseSite, &str)>,
+) -> Value {
+    let mut map: IndexMap<String, Value> = IndexMap::new();
+    for (k, v) in host.vars.iter().chain(playbook.vars.iter()) {
+        map.insert(k.clone(), Value::from_serialize(v));
+    }
+    for (k, v) in cli_vars {
+        map.insert(k.clone(), Value::from(v.clone()));
+    }
+    map.insert(
+        "host".into(),
+        minijinja::context! { name => host.name, address => host.address, groups => host.groups },
+    );
+    map.insert("app".into(), Value::from(playbook.app.clone()));
+    if !secrets.is_undefined() {
+        map.insert("secrets".into(), secrets.clone());
+    }
+    if let Some((site, id)) = release {
+        map.insert(
+            "release".into(),
+            minijinja::context! { id => id, dir => site.dir(id), root => site.root },
+        );
+    }
+    Value::from_iter(map)
+}
+
