@@ -120,6 +120,7 @@ async fn run_host<C: Connector>(shared: &Shared<C>, index: usize) -> HostResult 
                 compose: ComposeFlavor::Missing,
             };
             let (steps, error) = worker.run_steps().await;
+            let error = error.map(|e| shared.plan.redactor.redact(&e));
             conn.close().await;
             HostResult {
                 host: host_plan.host.name.clone(),
@@ -148,6 +149,7 @@ fn host_failure(host_plan: &HostPlan, error: String, elapsed_ms: u64) -> HostRes
                 name: s.name.clone(),
                 outcome: Outcome::Skipped,
                 detail: Some("host failed".into()),
+                output: None,
                 elapsed_ms: 0,
             })
             .collect(),
@@ -177,6 +179,7 @@ impl<T: Connection> HostWorker<'_, T> {
                     name: s.name.clone(),
                     outcome: Outcome::Skipped,
                     detail: Some("host failed".into()),
+                    output: None,
                     elapsed_ms: 0,
                 })
                 .collect();
@@ -186,8 +189,12 @@ impl<T: Connection> HostWorker<'_, T> {
         let mut failed = false;
         for step in &self.host_plan.steps {
             let started = Instant::now();
-            let (outcome, detail) = if failed {
-                (Outcome::Skipped, Some("after a failed step".to_string()))
+            let (outcome, detail, output) = if failed {
+                (
+                    Outcome::Skipped,
+                    Some("after a failed step".to_string()),
+                    None,
+                )
             } else {
                 self.run_step(step).await
             };
@@ -196,6 +203,7 @@ impl<T: Connection> HostWorker<'_, T> {
                 name: step.name.clone(),
                 outcome,
                 detail: detail.map(|d| self.redactor.redact(&d)),
+                output: output.map(|o| self.redactor.redact(&o)),
                 elapsed_ms: started.elapsed().as_millis() as u64,
             };
             self.reporter.event(&Event::StepFinished {
@@ -244,23 +252,26 @@ impl<T: Connection> HostWorker<'_, T> {
         Ok(())
     }
 
-    async fn run_step(&mut self, step: &PlannedStep) -> (Outcome, Option<String>) {
+    async fn run_step(&mut self, step: &PlannedStep) -> (Outcome, Option<String>, Option<String>) {
         match self.step_action(&step.action).await {
-            Ok(done) => done,
-            Err(e) => (Outcome::Failed, Some(e)),
+            Ok(done) => (done.outcome, done.detail, done.output),
+            Err(e) => (Outcome::Failed, Some(e), None),
         }
     }
 
-    async fn step_action(&mut self, action: &Action) -> Result<(Outcome, Option<String>), String> {
+    async fn step_action(&mut self, action: &Action) -> Result<Done, String> {
         match action {
-            Action::Skip { reason } => Ok((Outcome::Skipped, Some(reason.clone()))),
+            Action::Skip { reason } => Ok(Done::new(Outcome::Skipped, Some(reason.clone()))),
             Action::Upload(upload) => self.upload(upload).await,
             Action::Run { command, dir } => {
                 let out = self
                     .exec(&remote::run(command, dir.as_deref()), &[])
                     .await?;
                 require_success(&out)?;
-                Ok((Outcome::Changed, None))
+                Ok(Done {
+                    output: output_tail(&out.stdout),
+                    ..Done::new(Outcome::Changed, None)
+                })
             }
             Action::DockerLogin {
                 registry,
@@ -270,7 +281,10 @@ impl<T: Connection> HostWorker<'_, T> {
                 let script = remote::docker_login(registry, username);
                 let out = self.exec(&script, password.expose().as_bytes()).await?;
                 require_success(&out)?;
-                Ok((Outcome::Ok, Some(format!("logged in to {registry}"))))
+                Ok(Done::new(
+                    Outcome::Ok,
+                    Some(format!("logged in to {registry}")),
+                ))
             }
             Action::Compose {
                 command,
@@ -291,13 +305,13 @@ impl<T: Connection> HostWorker<'_, T> {
                 } else {
                     Outcome::Ok
                 };
-                Ok((outcome, None))
+                Ok(Done::new(outcome, None))
             }
             Action::Health(check) => self.health(check).await,
             Action::Facts => {
                 let out = self.exec(remote::facts(), &[]).await?;
                 require_success(&out)?;
-                Ok((
+                Ok(Done::new(
                     Outcome::Ok,
                     Some(remote::summarize_facts(&String::from_utf8_lossy(
                         &out.stdout,
@@ -309,7 +323,7 @@ impl<T: Connection> HostWorker<'_, T> {
 
     /// Retries the check every `interval` until it passes or `timeout` runs out; the failure
     /// names the last status (and a body excerpt) seen.
-    async fn health(&self, check: &HealthCheck) -> Result<(Outcome, Option<String>), String> {
+    async fn health(&self, check: &HealthCheck) -> Result<Done, String> {
         let started = Instant::now();
         let deadline = started + check.timeout;
         let mut attempts = 0u32;
@@ -323,7 +337,7 @@ impl<T: Connection> HostWorker<'_, T> {
             .await;
             let last = match attempt {
                 Ok(Ok(summary)) => {
-                    return Ok((
+                    return Ok(Done::new(
                         Outcome::Ok,
                         Some(format!(
                             "{summary} after {attempts} attempt(s), {:.1}s",
@@ -376,18 +390,18 @@ impl<T: Connection> HostWorker<'_, T> {
         }
     }
 
-    async fn upload(&mut self, upload: &Upload) -> Result<(Outcome, Option<String>), String> {
+    async fn upload(&mut self, upload: &Upload) -> Result<Done, String> {
         let wanted = RemoteFile {
             sha256: upload.sha256.clone(),
             mode: upload.mode,
         };
         if self.remote_files.get(&upload.dest) == Some(&Some(wanted.clone())) {
-            return Ok((Outcome::Ok, Some(upload.dest.clone())));
+            return Ok(Done::new(Outcome::Ok, Some(upload.dest.clone())));
         }
         let out = self.exec(&remote::upload(upload), &upload.content).await?;
         require_success(&out)?;
         self.remote_files.insert(upload.dest.clone(), Some(wanted));
-        Ok((Outcome::Changed, Some(upload.dest.clone())))
+        Ok(Done::new(Outcome::Changed, Some(upload.dest.clone())))
     }
 
     async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, String> {
@@ -396,6 +410,35 @@ impl<T: Connection> HostWorker<'_, T> {
             .exec(script, stdin)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// How a step ended: outcome, a short note, and (for `run`) what the command printed.
+struct Done {
+    outcome: Outcome,
+    detail: Option<String>,
+    output: Option<String>,
+}
+
+impl Done {
+    fn new(outcome: Outcome, detail: Option<String>) -> Self {
+        Self {
+            outcome,
+            detail,
+            output: None,
+        }
+    }
+}
+
+/// The last 50 non-empty lines of a command's stdout, if it printed anything.
+fn output_tail(stdout: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(50)..].join("\n");
+    if tail.trim().is_empty() {
+        None
+    } else {
+        Some(tail)
     }
 }
 

@@ -24,14 +24,36 @@ pub fn resolve_existing(path: &str, bases: &[&Path]) -> PathBuf {
         return expanded;
     }
     for base in bases {
-        let candidate = base.join(&expanded);
+        let candidate = normalize(&base.join(&expanded));
         if candidate.exists() {
             return candidate;
         }
     }
     bases
         .first()
-        .map_or(expanded.clone(), |b| b.join(&expanded))
+        .map_or(expanded.clone(), |b| normalize(&b.join(&expanded)))
+}
+
+/// Removes `.` and `dir/..` pairs without touching the file system, so messages show
+/// `templates/env.j2` rather than `playbooks/../templates/env.j2`.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::ParentDir if matches!(out.last(), Some(Component::RootDir)) => {}
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
 }
 
 /// The directories a playbook's relative paths are tried against: its own directory, then
@@ -45,4 +67,20 @@ pub fn playbook_bases(playbook: &Path) -> Vec<PathBuf> {
     let parent = dir.join("..");
     bases.push(parent);
     bases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_drops_dot_and_dot_dot() {
+        assert_eq!(
+            normalize(Path::new("playbooks/../templates/env.j2")),
+            PathBuf::from("templates/env.j2")
+        );
+        assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("/srv/../etc")), PathBuf::from("/etc"));
+    }
 }

@@ -34,6 +34,9 @@ pub struct StepResult {
     /// tail of the command's stderr. Secrets are already masked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What a `run` command printed on stdout (its last lines), secrets masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     pub elapsed_ms: u64,
 }
 

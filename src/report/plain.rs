@@ -47,6 +47,11 @@ impl Reporter for PlainReporter {
                     }
                 }
                 line.push('\n');
+                if let Some(output) = &step.output {
+                    for l in output.lines() {
+                        line.push_str(&format!("[{host}]     {l}\n"));
+                    }
+                }
                 self.write(&line);
             }
             Event::HostFinished { result } => {
@@ -137,6 +142,7 @@ mod tests {
             name: "s".into(),
             outcome,
             detail: None,
+            output: None,
             elapsed_ms: 1,
         };
         let report = RunReport {

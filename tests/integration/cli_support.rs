@@ -7,9 +7,9 @@ use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::support::Fleet;
+use crate::support::{Fleet, TestHost};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dropship");
 
@@ -19,6 +19,37 @@ pub const REGISTRY_PASSWORD_VAR: &str = "DROPSHIP_TEST_REGISTRY_PASSWORD";
 
 /// The steps of `playbooks/shop.toml`, in order.
 pub const FILE_STEPS: [&str; 3] = ["compose file", "nginx config", "env file"];
+
+/// `Fleet::start(n)`, making sure every host's port is served by that host's own sshd.
+///
+/// The harness picks a free port, releases it and starts sshd on it, then waits until the
+/// port accepts a connection. When a concurrently starting test's sshd grabbed the same port
+/// first, our sshd fails to bind, yet the connect may reach the other test's sshd before ours
+/// has exited: the host then silently has someone else's sshd (and host key). Such a fleet
+/// is thrown away and started again.
+pub fn start_fleet(n: usize) -> Fleet {
+    for _ in 0..3 {
+        let fleet = Fleet::start(n);
+        if fleet.hosts.iter().all(|h| listening_count(h) > 0) {
+            return fleet;
+        }
+    }
+    panic!("could not start a fleet of {n} sshd with their own ports");
+}
+
+/// How many times this host's sshd logged that it listens on its port, waiting up to 3 s
+/// for the first time (sshd logs it right after listen(), so a connect can come first).
+pub fn listening_count(h: &TestHost) -> usize {
+    let want = format!("Server listening on 127.0.0.1 port {}.", h.port);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = h.sshd_log().matches(&want).count();
+        if n > 0 || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {

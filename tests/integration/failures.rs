@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::cli_support::{
-    Run, Secrets, deploy_shop, dropship, files_in, fixture, logins, shop_playbook,
+    Run, Secrets, deploy_shop, dropship, files_in, fixture, logins, shop_playbook, start_fleet,
 };
 use crate::support::{Fleet, toml_str};
 
@@ -69,7 +69,7 @@ fn assert_untouched(fleet: &Fleet) {
 
 #[test]
 fn bad_playbook_exits_2_before_touching_any_host() {
-    let fleet = Fleet::start(2);
+    let fleet = start_fleet(2);
     let inv = fleet.write_inventory("");
     let inv_s = inv.to_str().unwrap();
     let secrets = Secrets::fresh();
@@ -159,7 +159,7 @@ fn bad_playbook_exits_2_before_touching_any_host() {
 
 #[test]
 fn down_host_fails_alone() {
-    let mut fleet = Fleet::start(5);
+    let mut fleet = start_fleet(5);
     let inv = fleet.write_inventory("");
     let secrets = Secrets::fresh();
     fleet.host_mut("h3").stop();
@@ -209,7 +209,7 @@ fn down_host_fails_alone() {
 
 #[test]
 fn failing_step_reports_stderr_tail_and_skips_the_rest_on_that_host() {
-    let fleet = Fleet::start(3);
+    let fleet = start_fleet(3);
     let inv = fleet.write_inventory("");
     let secrets = Secrets::fresh();
     fleet.host("h2").set_docker_fail(Some("pull"));
@@ -284,7 +284,7 @@ fn install_echoing_login(dir: &Path) {
 
 #[test]
 fn wrong_registry_password_is_masked() {
-    let fleet = Fleet::start(2);
+    let fleet = start_fleet(2);
     let inv = fleet.write_inventory("");
     let secrets = Secrets::fresh();
     let json = fleet.dir.path().join("report.json");
@@ -330,7 +330,7 @@ fn wrong_registry_password_is_masked() {
 
 #[test]
 fn failing_command_output_with_a_secret_is_masked() {
-    let fleet = Fleet::start(1);
+    let fleet = start_fleet(1);
     let inv = fleet.write_inventory("");
     let secrets = Secrets::fresh();
     // A run step that prints the rendered .env (holding the db password) and fails.
@@ -380,7 +380,7 @@ run = "cat .env >&2; exit 7"
 
 #[test]
 fn secret_in_run_command_is_refused() {
-    let fleet = Fleet::start(1);
+    let fleet = start_fleet(1);
     let inv = fleet.write_inventory("");
     let secrets = Secrets::fresh();
     let playbook = fixture("playbooks/bad_secret_in_run.toml");

@@ -5,8 +5,10 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::cli_support::{Secrets, deploy_shop, files_in, inventory_with_ssh, logins};
-use crate::support::{Fleet, TestHost, toml_str};
+use crate::cli_support::{
+    Secrets, deploy_shop, files_in, inventory_with_ssh, listening_count, logins, start_fleet,
+};
+use crate::support::{TestHost, toml_str};
 
 const UP: &str = "compose -p shop up -d --remove-orphans";
 
@@ -31,7 +33,7 @@ fn path_toml(p: &Path) -> String {
 
 #[test]
 fn refuses_unknown_host_under_strict() {
-    let fleet = Fleet::start(3);
+    let fleet = start_fleet(3);
     let empty = fleet.dir.path().join("known_hosts.empty");
     fs::write(&empty, "").unwrap();
     let inv = inventory_with_ssh(&fleet, &[("known_hosts", path_toml(&empty))]);
@@ -71,7 +73,7 @@ fn refuses_unknown_host_under_strict() {
 
 #[test]
 fn learns_unknown_host_under_accept_new() {
-    let fleet = Fleet::start(3);
+    let fleet = start_fleet(3);
     let learned = fleet.dir.path().join("known_hosts.learned");
     fs::write(&learned, "").unwrap();
     let secrets = Secrets::fresh();
@@ -121,12 +123,24 @@ fn learns_unknown_host_under_accept_new() {
 
 #[test]
 fn refuses_changed_host_key() {
-    let mut fleet = Fleet::start(3);
+    let mut fleet = start_fleet(3);
     // A comment first, so the reported line number must be the physical one.
     let original = fs::read_to_string(&fleet.known_hosts).unwrap();
     let known = format!("# test fleet\n{original}");
     fs::write(&fleet.known_hosts, &known).unwrap();
+    let listened = listening_count(fleet.host("h2"));
     fleet.host_mut("h2").regenerate_host_key();
+    // The restarted sshd really got its port back (nobody took it while it was down).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while listening_count(fleet.host("h2")) == listened {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "harness: h2's sshd did not get port {} back:\n{}",
+            fleet.host("h2").port,
+            fleet.host("h2").sshd_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let secrets = Secrets::fresh();
 
     for policy in ["strict", "accept-new"] {

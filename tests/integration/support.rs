@@ -68,6 +68,8 @@ pub struct TestHost {
     config: PathBuf,
     host_key: PathBuf,
     child: Option<Child>,
+    /// "Server listening" lines in sshd.log before the last spawn.
+    listen_lines_before: usize,
 }
 
 impl Fleet {
@@ -236,6 +238,7 @@ impl TestHost {
             config,
             host_key,
             child: None,
+            listen_lines_before: 0,
         };
         h.port = free_port();
         h.write_config(authorized_keys);
@@ -280,6 +283,7 @@ impl TestHost {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "{}: sshd already running", self.name);
+        self.listen_lines_before = self.listen_lines();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -298,6 +302,16 @@ impl TestHost {
         self.child = Some(child);
     }
 
+    /// How often sshd.log says this host's sshd listens on its current port.
+    fn listen_lines(&self) -> usize {
+        self.sshd_log()
+            .matches(&format!(
+                "Server listening on 127.0.0.1 port {}.",
+                self.port
+            ))
+            .count()
+    }
+
     /// Waits until the port accepts; Ok(()) or Err(sshd log) if sshd exited.
     fn wait_ready(&mut self) -> Result<(), String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
@@ -313,7 +327,11 @@ impl TestHost {
                     self.sshd_log()
                 ));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // Our sshd must say it listens: a TCP connect alone could reach another test's
+            // sshd that grabbed the port between picking it and binding.
+            if self.listen_lines() > self.listen_lines_before
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {

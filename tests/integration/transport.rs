@@ -70,7 +70,10 @@ impl Sshd {
                 .expect("spawn sshd");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let listening = fs::read_to_string(dir.path().join("sshd.log"))
+                    .unwrap_or_default()
+                    .contains(&format!("Server listening on 127.0.0.1 port {port}."));
+                if listening && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Sshd { dir, port, child };
                 }
                 if child.try_wait().ok().flatten().is_some() {
