@@ -1,19 +1,16 @@
 //! The command line: arguments, and each command wired from input files to the executor.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands;
 use crate::diagnostic::InputError;
-use crate::executor::{self, ExecOptions};
 use crate::inventory::Inventory;
-use crate::plan::{self, Action, Plan, PlanOptions};
+use crate::plan::{self, Action, PlanOptions};
 use crate::playbook::Playbook;
-use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
+use crate::report::RunReport;
 use crate::secrets;
-use crate::transport::ssh::SshConnector;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +54,40 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Point `current` back at the previous release (or --to ID), then re-run the steps after activation.
+    Rollback {
+        #[command(flatten)]
+        target: PlaybookArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// The release to go back to (default: the one before the current).
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<String>,
+    },
+    /// Each host's releases, which one is current, and the tail of its audit log.
+    Releases {
+        #[command(flatten)]
+        target: PlaybookArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Show or clear the deploy lock on each host.
+    Lock {
+        #[arg(value_enum)]
+        action: LockAction,
+        #[command(flatten)]
+        target: PlaybookArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LockAction {
+    /// Who holds the lock on each host.
+    Status,
+    /// Remove the lock whoever holds it (a stale lock after a crash).
+    Release,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +132,9 @@ pub struct RunArgs {
     /// Plain lines even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// If a host is locked by another run, keep trying this long (e.g. 5m) instead of failing.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait_lock: Option<std::time::Duration>,
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -116,6 +150,8 @@ pub enum Outcome {
     Success,
     HostsFailed,
     BadInput(InputError),
+    /// SIGINT/SIGTERM: running steps finished, locks released.
+    Interrupted,
 }
 
 impl Outcome {
@@ -124,16 +160,16 @@ impl Outcome {
             Self::Success => 0,
             Self::HostsFailed => 1,
             Self::BadInput(_) => 2,
+            Self::Interrupted => 130,
         }
     }
 }
 
 pub async fn run(cli: Cli) -> Outcome {
     match dispatch(cli).await {
-        Ok(report) => match report {
-            Some(r) if !r.ok => Outcome::HostsFailed,
-            _ => Outcome::Success,
-        },
+        Ok(Some(r)) if r.interrupted => Outcome::Interrupted,
+        Ok(Some(r)) if !r.ok => Outcome::HostsFailed,
+        Ok(_) => Outcome::Success,
         Err(e) => Outcome::BadInput(e),
     }
 }
@@ -142,12 +178,28 @@ async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
     match cli.command {
         Command::Check { target } => {
             let plan = load_plan(&target)?;
-            print!("{}", describe_plan(&plan));
+            print!("{}", commands::check::describe_plan(&plan));
             Ok(None)
         }
         Command::Deploy { target, run } => {
             let plan = load_plan(&target)?;
-            Ok(Some(execute("deploy", plan, &run).await))
+            Ok(Some(commands::deploy(plan, &run).await))
+        }
+        Command::Rollback { target, run, to } => {
+            let plan = load_plan(&target)?;
+            Ok(Some(commands::rollback(plan, &run, to.as_deref()).await))
+        }
+        Command::Releases { target, run } => {
+            let plan = load_sites(&target)?;
+            Ok(Some(commands::inspect::releases(plan, &run).await))
+        }
+        Command::Lock {
+            action,
+            target,
+            run,
+        } => {
+            let plan = load_sites(&target)?;
+            Ok(Some(commands::inspect::lock(plan, &run, action).await))
         }
         Command::Exec {
             hosts,
@@ -157,120 +209,42 @@ async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
             let inventory = Inventory::load(&hosts.inventory)?;
             let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
             let command = command.join(" ");
-            let plan = plan::adhoc(
-                targets,
-                &command,
-                Action::Run {
-                    command: command.clone(),
-                    dir: None,
-                },
-            );
-            Ok(Some(execute("exec", plan, &run).await))
+            let action = Action::Run {
+                command: command.clone(),
+                dir: None,
+            };
+            let plan = plan::adhoc(targets, &command, action);
+            Ok(Some(commands::adhoc("exec", plan, &run).await))
         }
         Command::Ping { hosts, run } => {
             let inventory = Inventory::load(&hosts.inventory)?;
             let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
             let plan = plan::adhoc(targets, "ping", Action::Facts);
-            Ok(Some(execute("ping", plan, &run).await))
+            Ok(Some(commands::adhoc("ping", plan, &run).await))
         }
+    }
+}
+
+fn plan_options(target: &PlaybookArgs) -> PlanOptions {
+    PlanOptions {
+        limit: target.limit.clone(),
+        vars: target.vars.clone(),
+        tags: target.tags.clone(),
     }
 }
 
 /// Everything that can be checked without a network: parse, resolve secrets, render all.
-fn load_plan(target: &PlaybookArgs) -> Result<Plan, InputError> {
+fn load_plan(target: &PlaybookArgs) -> Result<plan::Plan, InputError> {
     let inventory = Inventory::load(&target.inventory)?;
     let playbook = Playbook::load(&target.playbook)?;
     let bases: Vec<&std::path::Path> = playbook.bases.iter().map(PathBuf::as_path).collect();
     let secrets = secrets::resolve_all(&playbook.secrets, &playbook.file, &bases)?;
-    let options = PlanOptions {
-        limit: target.limit.clone(),
-        vars: target.vars.clone(),
-        tags: target.tags.clone(),
-    };
-    plan::build(&inventory, &playbook, &secrets, &options)
+    plan::build(&inventory, &playbook, &secrets, &plan_options(target))
 }
 
-async fn execute(command: &str, plan: Plan, run: &RunArgs) -> RunReport {
-    let json_to_stdout = run.json.as_deref() == Some("-");
-    // Live per-host lines are planned for terminals; until then every output is plain lines.
-    let _interactive = !run.plain && std::io::stdout().is_terminal();
-    let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(PlainReporter::new(json_to_stdout))];
-    if let Some(target) = &run.json {
-        reporters.push(Box::new(JsonReporter::new(target)));
-    }
-    let options = ExecOptions {
-        forks: run.forks,
-        handshakes: run.handshakes,
-    };
-    executor::run(
-        command,
-        Arc::new(SshConnector::new()),
-        Arc::new(plan),
-        options,
-        Arc::new(Fanout(reporters)),
-    )
-    .await
-}
-
-/// What `check` prints: every host and what each step would do, secrets masked.
-pub fn describe_plan(plan: &Plan) -> String {
-    let mut out = String::new();
-    for hp in &plan.hosts {
-        out.push_str(&format!(
-            "{} ({}@{}:{})\n",
-            hp.host.name, hp.connect.user, hp.host.address, hp.connect.port
-        ));
-        for step in &hp.steps {
-            let what = match &step.action {
-                Action::Upload(u) => format!(
-                    "file {} ({:04o}, {} bytes, sha256 {}{})",
-                    u.dest,
-                    u.mode,
-                    u.content.len(),
-                    &u.sha256[..12],
-                    if u.sensitive { ", holds secrets" } else { "" }
-                ),
-                Action::Run { command, dir } => match dir {
-                    Some(d) => format!("run in {d}: {}", plan.redactor.redact(command)),
-                    None => format!("run: {}", plan.redactor.redact(command)),
-                },
-                Action::DockerLogin {
-                    registry, username, ..
-                } => {
-                    format!("docker login {registry} as {username} (password on stdin)")
-                }
-                Action::Compose {
-                    command,
-                    dir,
-                    project,
-                    ..
-                } => {
-                    format!("compose {} in {dir} (project {project})", command.as_str())
-                }
-                Action::Health(check) => match &check.probe {
-                    crate::health::Probe::Http(t) => format!(
-                        "GET http://{}:{}{} from the host until HTTP {} (timeout {})",
-                        t.host,
-                        t.port,
-                        t.path,
-                        check.expect,
-                        humantime::format_duration(check.timeout)
-                    ),
-                    crate::health::Probe::Command { command, .. } => format!(
-                        "run `{command}` until it exits 0 (timeout {})",
-                        humantime::format_duration(check.timeout)
-                    ),
-                },
-                Action::Facts => "report versions".to_string(),
-                Action::Skip { reason } => format!("skip ({reason})"),
-            };
-            out.push_str(&format!("  - {}: {what}\n", step.name));
-        }
-    }
-    let steps = plan.hosts.first().map_or(0, |h| h.steps.len());
-    out.push_str(&format!(
-        "ok: {} host(s), {steps} step(s) each; every template rendered\n",
-        plan.hosts.len()
-    ));
-    out
+/// The hosts and where they keep releases and locks; no secrets needed.
+fn load_sites(target: &PlaybookArgs) -> Result<plan::Plan, InputError> {
+    let inventory = Inventory::load(&target.inventory)?;
+    let playbook = Playbook::load(&target.playbook)?;
+    plan::sites(&inventory, &playbook, &plan_options(target))
 }

@@ -1,6 +1,8 @@
 //! dropship: inventory + playbook → parallel SSH deploys of compose apps.
 
 pub mod cli;
+pub mod commands;
+pub mod deploy;
 pub mod diagnostic;
 pub mod executor;
 pub mod health;

@@ -150,7 +150,11 @@ pub fn audit_line(holder: &Holder, host: &str, result: &str) -> String {
         holder.command,
         host,
         holder.playbook.replace('"', "'"),
-        if holder.release.is_empty() { "-" } else { &holder.release },
+        if holder.release.is_empty() {
+            "-"
+        } else {
+            &holder.release
+        },
         one_line(result)
     )
 }
@@ -194,22 +198,39 @@ mod tests {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
             String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
         };
         let a = holder();
-        let b = Holder { who: "bob@ci".into(), token: "t-2".into(), ..holder() };
+        let b = Holder {
+            who: "bob@ci".into(),
+            token: "t-2".into(),
+            ..holder()
+        };
         assert_eq!(sh(&acquire(&state), &a.to_lines()), "acquired\n");
         let second = sh(&acquire(&state), &b.to_lines());
         assert!(second.starts_with("held\n"));
         assert_eq!(Holder::parse(&second).unwrap().who, "alice@laptop");
         // Bob's release leaves Alice's lock in place but records his audit line.
-        sh(&release_and_audit(&state, &b.token), &audit_line(&b, "h1", "refused"));
+        sh(
+            &release_and_audit(&state, &b.token),
+            &audit_line(&b, "h1", "refused"),
+        );
         assert!(sh(&status(&state), "").contains("holder=alice@laptop"));
-        sh(&release_and_audit(&state, &a.token), &audit_line(&a, "h1", "ok"));
+        sh(
+            &release_and_audit(&state, &a.token),
+            &audit_line(&a, "h1", "ok"),
+        );
         assert_eq!(sh(&status(&state), ""), "");
         let audit = sh(&audit_tail(&state, 5), "");
         assert_eq!(audit.lines().count(), 2);
-        assert!(audit.contains("alice@laptop deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=ok"));
+        assert!(audit.contains(
+            "alice@laptop deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=ok"
+        ));
     }
 }

@@ -252,7 +252,9 @@ impl Playbook {
                     Some(k) if *k.get_ref() == 0 => {
                         return Err(file
                             .error_at(k.span(), "`keep` must be at least 1")
-                            .with_hint("the current and the previous release are always kept anyway"));
+                            .with_hint(
+                                "the current and the previous release are always kept anyway",
+                            ));
                     }
                     Some(k) => *k.get_ref(),
                     None => 5,
@@ -316,8 +318,9 @@ fn convert_rollout(file: &SourceFile, raw: &Spanned<RawRollout>) -> Result<Polic
                     CountOrPercent::Text(t) => Amount::parse(t),
                 };
                 parsed.map(Some).map_err(|e| {
-                    file.error_at(v.span(), e)
-                        .with_hint("write a count (3) or a percentage of the targeted hosts (\"25%\")")
+                    file.error_at(v.span(), e).with_hint(
+                        "write a count (3) or a percentage of the targeted hosts (\"25%\")",
+                    )
                 })
             }
         }
@@ -599,7 +602,9 @@ compose = { command = "up", dir = "/srv" }
         );
         let err = parse("name = \"t\"\napp = \"a\"\n[rollout]\nbatch = \"lots\"\n").unwrap_err();
         assert!(
-            err.to_string().starts_with("/nonexistent/pb.toml:4:9: `lots` is neither a count nor a percentage"),
+            err.to_string().starts_with(
+                "/nonexistent/pb.toml:4:9: `lots` is neither a count nor a percentage"
+            ),
             "{err}"
         );
     }

@@ -18,8 +18,9 @@ impl ReleaseSite {
     }
 }
 
-/// A release id: UTC time of the run, then a short hash of everything rendered for it, e.g.
-/// `20261122T175512Z-3f9a1c2e`. Ids sort in time order, which pruning and `previous` rely on.
+/// A release id: UTC time of the run (to the millisecond), then a short hash of everything
+/// rendered for it, e.g. `20261122T175512.042Z-3f9a1c2e`. Ids have a fixed width and sort in
+/// time order, which pruning and `previous` rely on.
 pub fn release_id(now: std::time::SystemTime, rendered: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     for part in rendered {
@@ -27,7 +28,15 @@ pub fn release_id(now: std::time::SystemTime, rendered: &[&[u8]]) -> String {
         hasher.update(part);
     }
     let hash = hex::encode(hasher.finalize());
-    format!("{}-{}", utc_stamp(now), &hash[..8])
+    let stamp = utc_stamp(now);
+    let millis = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    format!(
+        "{}.{millis:03}Z-{}",
+        stamp.trim_end_matches('Z'),
+        &hash[..8]
+    )
 }
 
 /// `YYYYMMDDTHHMMSSZ`.
@@ -108,6 +117,16 @@ pub fn list(site: &ReleaseSite) -> String {
     )
 }
 
+/// Human-readable release list: one line per release, oldest first, `*` on the current one.
+pub fn human_list(site: &ReleaseSite) -> String {
+    let root = quote(&site.root);
+    format!(
+        "if cd {root} 2>/dev/null && [ -d releases ]; then cur=$(readlink current 2>/dev/null || true); cur=${{cur#releases/}}; \
+         for r in $(ls -1 releases | sort); do if [ \"$r\" = \"$cur\" ]; then echo \"* $r (current)\"; else echo \"  $r\"; fi; done; \
+         else echo '(no releases yet)'; fi"
+    )
+}
+
 /// What `list` found on a host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Listing {
@@ -150,10 +169,14 @@ mod tests {
         let a = release_id(t, &[b"compose", b"env"]);
         let b = release_id(t, &[b"compose", b"env2"]);
         assert!(a.starts_with("20261122T"), "{a}");
-        assert_eq!(a.len(), "20261122T175512Z-".len() + 8);
+        assert!(a.contains(".000Z-"), "{a}");
+        assert_eq!(a.len(), "20261122T175512.000Z-".len() + 8);
         assert_ne!(a, b);
         assert_eq!(utc_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229T000000Z");
+        assert_eq!(
+            utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "20000229T000000Z"
+        );
     }
 
     #[test]
@@ -163,7 +186,10 @@ mod tests {
         assert_eq!(l.current.as_deref(), Some("b"));
         assert_eq!(l.previous.as_deref(), Some("a"));
         assert_eq!(parse_list("current=\nprevious=\n"), Listing::default());
-        assert_eq!(parse_previous("previous=x\npruned=y\n").as_deref(), Some("x"));
+        assert_eq!(
+            parse_previous("previous=x\npruned=y\n").as_deref(),
+            Some("x")
+        );
         assert_eq!(parse_previous("previous=\n"), None);
     }
 
@@ -171,10 +197,21 @@ mod tests {
     fn activate_and_prune_work_in_a_real_shell() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_str().unwrap().to_string();
-        let site = ReleaseSite { root: root.clone(), keep: 2 };
+        let site = ReleaseSite {
+            root: root.clone(),
+            keep: 2,
+        };
         let sh = |script: &str| {
-            let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         for id in ["r1", "r2", "r3"] {
@@ -197,6 +234,10 @@ mod tests {
         let listing = parse_list(&sh(&list(&site)));
         assert_eq!(listing.current.as_deref(), Some("r2"));
         assert_eq!(listing.releases, ["r2", "r3"]);
-        assert!(std::fs::read_link(dir.path().join("current")).unwrap().ends_with("releases/r2"));
+        assert!(
+            std::fs::read_link(dir.path().join("current"))
+                .unwrap()
+                .ends_with("releases/r2")
+        );
     }
 }

@@ -126,7 +126,10 @@ mod tests {
 
     #[test]
     fn count_batches_and_no_canary() {
-        assert_eq!(policy(0, "2").batches(5), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(
+            policy(0, "2").batches(5),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
         assert_eq!(Policy::default().batches(3), vec![vec![0, 1, 2]]);
         assert_eq!(policy(5, "1").batches(2), vec![vec![0, 1]]);
         assert!(Policy::default().batches(0).is_empty());

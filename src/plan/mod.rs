@@ -52,7 +52,10 @@ pub enum Action {
     /// Wait until the host is healthy, or fail at the timeout.
     Health(HealthCheck),
     /// Point `current` at release `id` (and prune old releases).
-    Activate { site: ReleaseSite, id: String },
+    Activate {
+        site: ReleaseSite,
+        id: String,
+    },
     /// Report docker and compose versions (`ping`).
     Facts,
     /// `when` was false, or the step is `once` and runs on another host.
@@ -167,7 +170,8 @@ pub fn build(
             for (index, host) in hosts.iter().enumerate() {
                 let release = sites[index].as_ref().map(|s| (s, "pending"));
                 let ctx = host_context(host, playbook, &options.vars, &secrets_value, release);
-                let planned = steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
+                let planned =
+                    steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
                 for step in &planned.steps {
                     if let Action::Upload(u) = &step.action {
                         rendered.push(u.dest.as_bytes().into());
@@ -255,15 +259,15 @@ fn playbook_targets(
     playbook: &Playbook,
     options: &PlanOptions,
 ) -> Result<Vec<Host>, InputError> {
-    target_hosts(inventory, &playbook.hosts, options.limit.as_deref()).map_err(|e| {
-        match &playbook.hosts_span {
-            Some(span) if !e.message.starts_with("--limit") => {
-                let mut located = playbook.file.error_at(span.clone(), e.message.clone());
-                located.hint = e.hint.clone();
-                located
-            }
-            _ => e,
+    target_hosts(inventory, &playbook.hosts, options.limit.as_deref()).map_err(|e| match &playbook
+        .hosts_span
+    {
+        Some(span) if !e.message.starts_with("--limit") => {
+            let mut located = playbook.file.error_at(span.clone(), e.message.clone());
+            located.hint = e.hint.clone();
+            located
         }
+        _ => e,
     })
 }
 
@@ -285,7 +289,10 @@ fn release_sites(
             if !root.starts_with('/') {
                 return Err(playbook
                     .file
-                    .error_at(config.root.span(), format!("release root `{root}` is not an absolute path"))
+                    .error_at(
+                        config.root.span(),
+                        format!("release root `{root}` is not an absolute path"),
+                    )
                     .with_hint("write e.g. root = \"/srv/pixel\" or \"{{ app_dir }}\""));
             }
             Ok(Some(ReleaseSite {
@@ -364,4 +371,3 @@ pub fn host_context(
     }
     Value::from_iter(map)
 }
-

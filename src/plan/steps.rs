@@ -152,8 +152,15 @@ pub(super) fn plan_steps(
 
 /// Puts the `activate` action right after the last file step, unless the playbook placed one
 /// itself. Returns the index of the first step after activation.
-pub(super) fn insert_activation(steps: &mut Vec<PlannedStep>, site: &ReleaseSite, id: &str) -> usize {
-    if let Some(i) = steps.iter().position(|s| matches!(s.action, Action::Activate { .. })) {
+pub(super) fn insert_activation(
+    steps: &mut Vec<PlannedStep>,
+    site: &ReleaseSite,
+    id: &str,
+) -> usize {
+    if let Some(i) = steps
+        .iter()
+        .position(|s| matches!(s.action, Action::Activate { .. }))
+    {
         return i + 1;
     }
     let at = steps

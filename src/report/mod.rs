@@ -48,10 +48,28 @@ pub struct HostResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub steps: Vec<StepResult>,
+    /// The release this host was rolled back to after its batch failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
+    /// Why the host was not deployed although nothing failed on it (rollout halted, interrupted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub elapsed_ms: u64,
 }
 
 impl HostResult {
+    pub fn new(host: &str, address: &str) -> Self {
+        Self {
+            host: host.to_string(),
+            address: address.to_string(),
+            error: None,
+            steps: Vec::new(),
+            rolled_back: None,
+            note: None,
+            elapsed_ms: 0,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.error.is_some() || self.steps.iter().any(|s| s.outcome == Outcome::Failed)
     }
@@ -65,15 +83,39 @@ impl HostResult {
 pub struct RunReport {
     pub command: String,
     pub ok: bool,
+    /// The release this run created or rolled back to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Why the rollout stopped before its last batch, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+    pub interrupted: bool,
     pub hosts: Vec<HostResult>,
     pub elapsed_ms: u64,
 }
 
 /// What the executor reports while it works.
 pub enum Event<'a> {
-    HostStarted { host: &'a str },
-    StepFinished { host: &'a str, step: &'a StepResult },
-    HostFinished { result: &'a HostResult },
+    HostStarted {
+        host: &'a str,
+    },
+    StepFinished {
+        host: &'a str,
+        step: &'a StepResult,
+    },
+    HostFinished {
+        result: &'a HostResult,
+    },
+    /// A rollout batch starts (1-based `number` of `of`).
+    BatchStarted {
+        number: usize,
+        of: usize,
+        hosts: &'a [String],
+    },
+    /// Something about the whole run (pause, halt, lock).
+    Note {
+        text: &'a str,
+    },
 }
 
 /// Receives events from many host tasks at once; implementations serialise their own output.

@@ -54,6 +54,12 @@ impl Reporter for PlainReporter {
                 }
                 self.write(&line);
             }
+            Event::BatchStarted { number, of, hosts } => {
+                if *of > 1 {
+                    self.write(&format!("== batch {number}/{of}: {}\n", hosts.join(", ")));
+                }
+            }
+            Event::Note { text } => self.write(&format!("== {text}\n")),
             Event::HostFinished { result } => {
                 if let Some(error) = &result.error {
                     let mut text = String::new();
@@ -79,14 +85,18 @@ pub fn summary_table(report: &RunReport) -> String {
     ];
     let mut rows: Vec<[String; 7]> = Vec::new();
     for h in &report.hosts {
-        let result = match (&h.error, h.failed()) {
-            (Some(e), _) => format!("failed: {}", e.lines().next().unwrap_or("")),
-            (None, true) => {
+        let mut result = match (&h.error, h.failed(), &h.note) {
+            (Some(e), _, _) => format!("failed: {}", e.lines().next().unwrap_or("")),
+            (None, true, _) => {
                 let step = h.steps.iter().find(|s| s.outcome == Outcome::Failed);
                 format!("failed at `{}`", step.map_or("?", |s| s.name.as_str()))
             }
-            (None, false) => "ok".to_string(),
+            (None, false, Some(note)) => note.clone(),
+            (None, false, None) => "ok".to_string(),
         };
+        if let Some(to) = &h.rolled_back {
+            result.push_str(&format!(", rolled back to {to}"));
+        }
         rows.push([
             h.host.clone(),
             h.count(Outcome::Changed).to_string(),
@@ -121,13 +131,27 @@ pub fn summary_table(report: &RunReport) -> String {
         out.push_str(&format_row(&cells));
     }
     let failed = report.hosts.iter().filter(|h| h.failed()).count();
+    let not_run = report
+        .hosts
+        .iter()
+        .filter(|h| !h.failed() && h.note.is_some())
+        .count();
     out.push_str(&format!(
-        "{} host(s): {} ok, {} failed in {:.1}s\n",
+        "{} host(s): {} ok, {} failed",
         report.hosts.len(),
-        report.hosts.len() - failed,
+        report.hosts.len() - failed - not_run,
         failed,
-        report.elapsed_ms as f64 / 1000.0
     ));
+    if not_run > 0 {
+        out.push_str(&format!(", {not_run} not deployed"));
+    }
+    out.push_str(&format!(" in {:.1}s\n", report.elapsed_ms as f64 / 1000.0));
+    if let Some(reason) = &report.halted {
+        out.push_str(&format!("rollout halted: {reason}\n"));
+    }
+    if report.interrupted {
+        out.push_str("interrupted: no new work was started after the signal; locks released\n");
+    }
     out
 }
 
@@ -148,6 +172,9 @@ mod tests {
         let report = RunReport {
             command: "deploy".into(),
             ok: false,
+            release: None,
+            halted: None,
+            interrupted: false,
             elapsed_ms: 1500,
             hosts: vec![
                 HostResult {
@@ -155,6 +182,8 @@ mod tests {
                     address: "a".into(),
                     error: None,
                     steps: vec![step(Outcome::Changed), step(Outcome::Ok)],
+                    rolled_back: None,
+                    note: None,
                     elapsed_ms: 1200,
                 },
                 HostResult {
@@ -162,6 +191,8 @@ mod tests {
                     address: "b".into(),
                     error: Some("cannot reach b:22: connection refused".into()),
                     steps: vec![step(Outcome::Skipped)],
+                    rolled_back: None,
+                    note: None,
                     elapsed_ms: 10,
                 },
             ],

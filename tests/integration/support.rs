@@ -270,12 +270,13 @@ impl TestHost {
              PrintLastLog no\n\
              X11Forwarding no\n\
              Subsystem sftp internal-sftp\n\
-             SetEnv PATH={bin}:{std} SHLVL=1\n",
+             SetEnv PATH={bin}:{std} SHLVL=1 HOME={home}\n",
             port = self.port,
             key = self.host_key.display(),
             pid = self.dir.join("sshd.pid").display(),
             ak = authorized_keys.display(),
             bin = bin.display(),
+            home = self.dir.display(),
             std = STD_PATH,
         );
         fs::write(&self.config, cfg).expect("write sshd_config");

@@ -1,0 +1,69 @@
+//! `dropship check`: what each step would do on each host, from the plan alone.
+
+use crate::plan::{Action, Plan};
+
+/// What `check` prints: every host and what each step would do, secrets masked.
+pub fn describe_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    for hp in &plan.hosts {
+        out.push_str(&format!(
+            "{} ({}@{}:{})\n",
+            hp.host.name, hp.connect.user, hp.host.address, hp.connect.port
+        ));
+        for step in &hp.steps {
+            let what = match &step.action {
+                Action::Upload(u) => format!(
+                    "file {} ({:04o}, {} bytes, sha256 {}{})",
+                    u.dest,
+                    u.mode,
+                    u.content.len(),
+                    &u.sha256[..12],
+                    if u.sensitive { ", holds secrets" } else { "" }
+                ),
+                Action::Run { command, dir } => match dir {
+                    Some(d) => format!("run in {d}: {}", plan.redactor.redact(command)),
+                    None => format!("run: {}", plan.redactor.redact(command)),
+                },
+                Action::DockerLogin {
+                    registry, username, ..
+                } => {
+                    format!("docker login {registry} as {username} (password on stdin)")
+                }
+                Action::Compose {
+                    command,
+                    dir,
+                    project,
+                    ..
+                } => {
+                    format!("compose {} in {dir} (project {project})", command.as_str())
+                }
+                Action::Health(check) => match &check.probe {
+                    crate::health::Probe::Http(t) => format!(
+                        "GET http://{}:{}{} from the host until HTTP {} (timeout {})",
+                        t.host,
+                        t.port,
+                        t.path,
+                        check.expect,
+                        humantime::format_duration(check.timeout)
+                    ),
+                    crate::health::Probe::Command { command, .. } => format!(
+                        "run `{command}` until it exits 0 (timeout {})",
+                        humantime::format_duration(check.timeout)
+                    ),
+                },
+                Action::Activate { site, id } => {
+                    format!("point {}/current at releases/{id}", site.root)
+                }
+                Action::Facts => "report versions".to_string(),
+                Action::Skip { reason } => format!("skip ({reason})"),
+            };
+            out.push_str(&format!("  - {}: {what}\n", step.name));
+        }
+    }
+    let steps = plan.hosts.first().map_or(0, |h| h.steps.len());
+    out.push_str(&format!(
+        "ok: {} host(s), {steps} step(s) each; every template rendered\n",
+        plan.hosts.len()
+    ));
+    out
+}

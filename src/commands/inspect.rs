@@ -1,0 +1,60 @@
+//! `dropship releases` and `dropship lock status|release`: read-only (or lock-clearing) scripts
+//! run on every host, their output shown per host.
+
+use crate::cli::{LockAction, RunArgs};
+use crate::lock;
+use crate::plan::{Action, Plan, PlannedStep};
+use crate::release;
+use crate::report::RunReport;
+
+/// Lists each host's releases (marking the current one) and the tail of its audit log.
+pub async fn releases(mut plan: Plan, run: &RunArgs) -> RunReport {
+    for hp in &mut plan.hosts {
+        let mut script = match &hp.release {
+            Some(site) => release::human_list(site),
+            None => "echo '(the playbook has no [release] section)'".to_string(),
+        };
+        script.push_str(&format!(
+            "; echo 'audit (last 5):'; {} | sed 's/^/  /'",
+            lock::audit_tail(&hp.state, 5)
+        ));
+        hp.steps = vec![PlannedStep {
+            name: "releases".into(),
+            action: Action::Run {
+                command: script,
+                dir: None,
+            },
+        }];
+    }
+    super::adhoc("releases", plan, run).await
+}
+
+/// Shows who holds each host's lock, or clears it.
+pub async fn lock(mut plan: Plan, run: &RunArgs, action: LockAction) -> RunReport {
+    for hp in &mut plan.hosts {
+        let (name, script) = match action {
+            LockAction::Status => (
+                "lock status",
+                format!(
+                    "info=$({}); if [ -n \"$info\" ]; then echo \"locked:\"; echo \"$info\" | sed 's/^/  /'; else echo unlocked; fi",
+                    lock::status(&hp.state)
+                ),
+            ),
+            LockAction::Release => (
+                "lock release",
+                format!(
+                    "info=$({}); if [ -n \"$info\" ]; then echo \"released the lock of:\"; echo \"$info\" | grep -v '^token=' | sed 's/^/  /'; else echo 'was not locked'; fi",
+                    lock::force_release(&hp.state)
+                ),
+            ),
+        };
+        hp.steps = vec![PlannedStep {
+            name: name.into(),
+            action: Action::Run {
+                command: script,
+                dir: None,
+            },
+        }];
+    }
+    super::adhoc("lock", plan, run).await
+}

@@ -1,0 +1,225 @@
+//! What each action does on a host over its connection: uploads, commands, logins, compose,
+//! health checks, release activation; and how failures are summarised.
+
+use std::time::{Duration, Instant};
+
+use super::HostSession;
+use crate::health::{self, HealthCheck, Probe};
+use crate::plan::{Action, Upload};
+use crate::release;
+use crate::remote::{self, ComposeFlavor, RemoteFile};
+use crate::report::Outcome;
+use crate::transport::{Connection, ExecOutput};
+
+impl<T: Connection> HostSession<T> {
+    pub(super) async fn step_action(&mut self, action: &Action) -> Result<Done, String> {
+        match action {
+            Action::Skip { reason } => Ok(Done::new(Outcome::Skipped, Some(reason.clone()))),
+            Action::Upload(upload) => self.upload(upload).await,
+            Action::Run { command, dir } => {
+                let out = self
+                    .exec(&remote::run(command, dir.as_deref()), &[])
+                    .await?;
+                require_success(&out)?;
+                Ok(Done {
+                    output: output_tail(&out.stdout),
+                    ..Done::new(Outcome::Changed, None)
+                })
+            }
+            Action::DockerLogin {
+                registry,
+                username,
+                password,
+            } => {
+                let script = remote::docker_login(registry, username);
+                let out = self.exec(&script, password.expose().as_bytes()).await?;
+                require_success(&out)?;
+                Ok(Done::new(
+                    Outcome::Ok,
+                    Some(format!("logged in to {registry}")),
+                ))
+            }
+            Action::Compose {
+                command,
+                dir,
+                project,
+                services,
+            } => {
+                if self.compose == ComposeFlavor::Missing {
+                    return Err("neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose".into());
+                }
+                let script = remote::compose(self.compose, *command, dir, project, services);
+                let out = self.exec(&script, &[]).await?;
+                require_success(&out)?;
+                let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                    + &String::from_utf8_lossy(&out.stdout);
+                let outcome = if remote::compose_changed(*command, &text) {
+                    Outcome::Changed
+                } else {
+                    Outcome::Ok
+                };
+                Ok(Done::new(outcome, None))
+            }
+            Action::Health(check) => self.health(check).await,
+            Action::Activate { site, id } => {
+                let out = self.exec(&release::activate(site, id), &[]).await?;
+                require_success(&out)?;
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                self.previous_release = release::parse_previous(&stdout);
+                self.activated = true;
+                Ok(Done::new(Outcome::Changed, Some(format!("current → {id}"))))
+            }
+            Action::Facts => {
+                let out = self.exec(remote::facts(), &[]).await?;
+                require_success(&out)?;
+                Ok(Done::new(
+                    Outcome::Ok,
+                    Some(remote::summarize_facts(&String::from_utf8_lossy(
+                        &out.stdout,
+                    ))),
+                ))
+            }
+        }
+    }
+
+    /// Retries the check every `interval` until it passes or `timeout` runs out; the failure
+    /// names the last status (and a body excerpt) seen.
+    pub(super) async fn health(&self, check: &HealthCheck) -> Result<Done, String> {
+        let started = Instant::now();
+        let deadline = started + check.timeout;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(
+                remaining.max(Duration::from_millis(100)),
+                self.health_attempt(check),
+            )
+            .await;
+            let last = match attempt {
+                Ok(Ok(summary)) => {
+                    return Ok(Done::new(
+                        Outcome::Ok,
+                        Some(format!(
+                            "{summary} after {attempts} attempt(s), {:.1}s",
+                            started.elapsed().as_secs_f64()
+                        )),
+                    ));
+                }
+                Ok(Err(last)) => last,
+                Err(_) => "no answer before the timeout".to_string(),
+            };
+            if Instant::now() + check.interval >= deadline {
+                return Err(format!(
+                    "unhealthy after {} ({attempts} attempt(s)); last: {last}",
+                    humantime::format_duration(check.timeout)
+                ));
+            }
+            tokio::time::sleep(check.interval).await;
+        }
+    }
+
+    async fn health_attempt(&self, check: &HealthCheck) -> Result<String, String> {
+        match &check.probe {
+            Probe::Http(target) => {
+                let raw = self
+                    .conn()?
+                    .tcp_request(
+                        &target.host,
+                        target.port,
+                        &health::request(target),
+                        64 * 1024,
+                    )
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot connect to {}:{} from the host: {e}",
+                            target.host, target.port
+                        )
+                    })?;
+                let (status, body) = health::parse_response(&raw)?;
+                health::judge(check, status, &body)?;
+                Ok(format!("HTTP {status}"))
+            }
+            Probe::Command { command, dir } => {
+                let out = self
+                    .exec(&remote::run(command, dir.as_deref()), &[])
+                    .await?;
+                require_success(&out)?;
+                Ok("command passed".to_string())
+            }
+        }
+    }
+
+    async fn upload(&mut self, upload: &Upload) -> Result<Done, String> {
+        let wanted = RemoteFile {
+            sha256: upload.sha256.clone(),
+            mode: upload.mode,
+        };
+        if self.remote_files.get(&upload.dest) == Some(&Some(wanted.clone())) {
+            return Ok(Done::new(Outcome::Ok, Some(upload.dest.clone())));
+        }
+        let out = self.exec(&remote::upload(upload), &upload.content).await?;
+        require_success(&out)?;
+        self.remote_files.insert(upload.dest.clone(), Some(wanted));
+        Ok(Done::new(Outcome::Changed, Some(upload.dest.clone())))
+    }
+}
+
+/// How a step ended: outcome, a short note, and (for `run`) what the command printed.
+pub(super) struct Done {
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+    pub output: Option<String>,
+}
+
+impl Done {
+    pub fn new(outcome: Outcome, detail: Option<String>) -> Self {
+        Self {
+            outcome,
+            detail,
+            output: None,
+        }
+    }
+}
+
+/// The last 50 non-empty lines of a command's stdout, if it printed anything.
+fn output_tail(stdout: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(50)..].join("\n");
+    if tail.trim().is_empty() {
+        None
+    } else {
+        Some(tail)
+    }
+}
+
+pub(super) fn require_success(out: &ExecOutput) -> Result<(), String> {
+    if out.success() {
+        Ok(())
+    } else {
+        Err(failure_text(out))
+    }
+}
+
+/// The exit status and the last lines of stderr (or stdout when stderr is empty).
+pub fn failure_text(out: &ExecOutput) -> String {
+    let status = match out.status {
+        Some(s) => format!("exit status {s}"),
+        None => "killed or disconnected without an exit status".to_string(),
+    };
+    let stream = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+        &out.stderr
+    } else {
+        &out.stdout
+    };
+    let text = String::from_utf8_lossy(stream);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(8)..];
+    if tail.is_empty() {
+        status
+    } else {
+        format!("{status}\n{}", tail.join("\n"))
+    }
+}

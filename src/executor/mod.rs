@@ -1,0 +1,345 @@
+//! Host sessions: one connection per host, opened for many hosts at once within the handshake
+//! cap, steps run in order within the fork cap, results collected per host, Ctrl-C observed.
+
+mod actions;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Instant;
+
+use futures::future::join_all;
+use tokio::sync::{Semaphore, watch};
+
+use crate::plan::{Action, Plan};
+use crate::release;
+use crate::remote::{self, ComposeFlavor, RemoteFile};
+use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
+use crate::transport::{Connection, Connector, ExecOutput};
+
+pub use actions::failure_text;
+use actions::{Done, require_success};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ExecOptions {
+    /// Hosts worked on at once.
+    pub forks: usize,
+    /// SSH handshakes in flight at once (sshd's MaxStartups drops bursts).
+    pub handshakes: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self {
+            forks: 64,
+            handshakes: 32,
+        }
+    }
+}
+
+/// Set once on SIGINT/SIGTERM: no new step, batch or host starts after it.
+#[derive(Clone)]
+pub struct Cancel(watch::Receiver<bool>);
+
+impl Cancel {
+    pub fn never() -> Self {
+        let (tx, rx) = watch::channel(false);
+        // Keep the sender alive so the receiver never reports a closed channel.
+        std::mem::forget(tx);
+        Self(rx)
+    }
+
+    /// Cancels on the first SIGINT or SIGTERM.
+    pub fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+            eprintln!("dropship: interrupted: finishing running steps, then releasing locks");
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once cancelled (never, for `never()`).
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.clone();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// What every host task shares during a run.
+pub struct RunContext<'a> {
+    pub plan: &'a Plan,
+    pub reporter: &'a dyn Reporter,
+    pub forks: Semaphore,
+    pub cancel: Cancel,
+}
+
+impl<'a> RunContext<'a> {
+    pub fn new(plan: &'a Plan, reporter: &'a dyn Reporter, forks: usize, cancel: Cancel) -> Self {
+        Self {
+            plan,
+            reporter,
+            forks: Semaphore::new(forks.max(1)),
+            cancel,
+        }
+    }
+}
+
+/// One host's connection and what this run learned and did there.
+pub struct HostSession<T: Connection> {
+    pub index: usize,
+    conn: Option<T>,
+    host_name: String,
+    /// What the probe found at each destination; updated after each upload.
+    remote_files: HashMap<String, Option<RemoteFile>>,
+    compose: ComposeFlavor,
+    probed: bool,
+    /// The release `current` pointed at before this run's `activate`.
+    pub previous_release: Option<String>,
+    pub activated: bool,
+    /// This run holds the host's lock.
+    pub locked: bool,
+    pub result: HostResult,
+    started: Instant,
+}
+
+/// Connects to every host of the plan at once, at most `handshakes` handshakes in flight.
+/// A host that cannot be reached gets a session without connection and an error.
+pub async fn connect_all<C: Connector>(
+    connector: &C,
+    plan: &Plan,
+    handshakes: usize,
+    reporter: &dyn Reporter,
+) -> Vec<HostSession<C::Conn>> {
+    let gate = Semaphore::new(handshakes.max(1));
+    join_all(plan.hosts.iter().enumerate().map(|(index, hp)| {
+        let gate = &gate;
+        async move {
+            let started = Instant::now();
+            let connected = {
+                let _permit = gate.acquire().await;
+                connector.connect(&hp.connect).await
+            };
+            reporter.event(&Event::HostStarted {
+                host: &hp.host.name,
+            });
+            let mut session = HostSession {
+                index,
+                conn: None,
+                host_name: hp.host.name.clone(),
+                remote_files: HashMap::new(),
+                compose: ComposeFlavor::Missing,
+                probed: false,
+                previous_release: None,
+                activated: false,
+                locked: false,
+                result: HostResult::new(&hp.host.name, &hp.host.address),
+                started,
+            };
+            match connected {
+                Ok(conn) => session.conn = Some(conn),
+                Err(e) => session.result.error = Some(plan.redactor.redact(&e.to_string())),
+            }
+            session
+        }
+    }))
+    .await
+}
+
+impl<T: Connection> HostSession<T> {
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.result.failed()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.host_name
+    }
+
+    fn conn(&self) -> Result<&T, String> {
+        self.conn
+            .as_ref()
+            .ok_or_else(|| "not connected".to_string())
+    }
+
+    /// Runs a script on the host.
+    pub async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, String> {
+        tracing::debug!(host = %self.host_name, script = %script, "exec");
+        self.conn()?
+            .exec(script, stdin)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs the plan's steps `range` in order. A failed step ends the host's run: the rest are
+    /// reported skipped. After cancellation, steps not yet started are skipped.
+    pub async fn run_steps(&mut self, ctx: &RunContext<'_>, range: Range<usize>) {
+        let steps = &ctx.plan.hosts[self.index].steps[range];
+        if steps.is_empty() {
+            return;
+        }
+        if !self.is_connected() || self.failed() {
+            self.skip(ctx, steps.iter().map(|s| s.name.as_str()), "host failed");
+            return;
+        }
+        let Ok(_fork) = ctx.forks.acquire().await else {
+            return;
+        };
+        if !self.probed {
+            self.probed = true;
+            if let Err(e) = self.probe(ctx.plan).await {
+                self.result.error = Some(ctx.plan.redactor.redact(&e));
+                self.skip(ctx, steps.iter().map(|s| s.name.as_str()), "host failed");
+                return;
+            }
+        }
+        for step in steps {
+            let started = Instant::now();
+            let done = if self.failed() {
+                Done::new(Outcome::Skipped, Some("after a failed step".into()))
+            } else if ctx.cancel.is_cancelled() {
+                Done::new(Outcome::Skipped, Some("interrupted".into()))
+            } else {
+                self.step_action(&step.action)
+                    .await
+                    .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)))
+            };
+            self.record(ctx, &step.name, done, started);
+        }
+    }
+
+    /// Points `current` back at `to` and re-runs the steps that follow activation.
+    pub async fn roll_back(&mut self, ctx: &RunContext<'_>, to: &str) {
+        let host_plan = &ctx.plan.hosts[self.index];
+        let Some(site) = &host_plan.release else {
+            return;
+        };
+        let started = Instant::now();
+        let name = format!("rollback: activate {to}");
+        let switched = match self.exec(&release::activate(site, to), &[]).await {
+            Ok(out) => require_success(&out),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = switched {
+            self.record(ctx, &name, Done::new(Outcome::Failed, Some(e)), started);
+            return;
+        }
+        self.record(
+            ctx,
+            &name,
+            Done::new(Outcome::Changed, Some(format!("current → {to}"))),
+            started,
+        );
+        for step in &host_plan.steps[host_plan.post_activate.min(host_plan.steps.len())..] {
+            let started = Instant::now();
+            let done = self
+                .step_action(&step.action)
+                .await
+                .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
+            let failed = done.outcome == Outcome::Failed;
+            self.record(ctx, &format!("rollback: {}", step.name), done, started);
+            if failed {
+                return;
+            }
+        }
+        self.result.rolled_back = Some(to.to_string());
+    }
+
+    /// Marks steps as skipped without running them.
+    pub fn skip<'s>(
+        &mut self,
+        ctx: &RunContext<'_>,
+        names: impl Iterator<Item = &'s str>,
+        reason: &str,
+    ) {
+        for name in names {
+            self.record(
+                ctx,
+                name,
+                Done::new(Outcome::Skipped, Some(reason.to_string())),
+                Instant::now(),
+            );
+        }
+    }
+
+    fn record(&mut self, ctx: &RunContext<'_>, name: &str, done: Done, started: Instant) {
+        let result = StepResult {
+            name: name.to_string(),
+            outcome: done.outcome,
+            detail: done.detail.map(|d| ctx.plan.redactor.redact(&d)),
+            output: done.output.map(|o| ctx.plan.redactor.redact(&o)),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        ctx.reporter.event(&Event::StepFinished {
+            host: &self.host_name,
+            step: &result,
+        });
+        self.result.steps.push(result);
+    }
+
+    /// One round trip that learns every destination's checksum and the compose flavour.
+    async fn probe(&mut self, plan: &Plan) -> Result<(), String> {
+        let steps = &plan.hosts[self.index].steps;
+        let dests: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Upload(u) => Some(u.dest.as_str()),
+                _ => None,
+            })
+            .collect();
+        let want_compose = steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Compose { .. }));
+        if dests.is_empty() && !want_compose {
+            return Ok(());
+        }
+        let out = self.exec(&remote::probe(&dests, want_compose), &[]).await?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let Some((files, flavor)) =
+            remote::parse_probe(&stdout, dests.len()).filter(|_| out.success())
+        else {
+            return Err(format!(
+                "could not inspect the host's files: {}",
+                failure_text(&out)
+            ));
+        };
+        for (dest, file) in dests.iter().zip(files) {
+            self.remote_files.insert((*dest).to_string(), file);
+        }
+        self.compose = flavor;
+        Ok(())
+    }
+
+    /// Closes the connection and hands back the host's result.
+    pub async fn finish(mut self, reporter: &dyn Reporter) -> HostResult {
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+        }
+        self.result.elapsed_ms = self.started.elapsed().as_millis() as u64;
+        reporter.event(&Event::HostFinished {
+            result: &self.result,
+        });
+        self.result
+    }
+}
