@@ -98,7 +98,7 @@ pub async fn rollback<C: Connector>(
     let started = Instant::now();
     let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
     let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
-    let holder = holder("rollback", plan, to);
+    let holder = holder("rollback", plan, Some(to.unwrap_or("previous")));
     let mut stops = Stops::default();
     match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
         Err(refusal) => {

@@ -235,6 +235,14 @@ impl<T: Connection> HostSession<T> {
         let Some(site) = &host_plan.release else {
             return;
         };
+        if !self.probed {
+            // `dropship rollback` runs no deploy steps first: learn the compose flavour here.
+            self.probed = true;
+            if let Err(e) = self.probe(ctx.plan).await {
+                self.result.error = Some(ctx.plan.redactor.redact(&e));
+                return;
+            }
+        }
         let started = Instant::now();
         let name = format!("rollback: activate {to}");
         let switched = match self.exec(&release::activate(site, to), &[]).await {
@@ -251,6 +259,8 @@ impl<T: Connection> HostSession<T> {
             Done::new(Outcome::Changed, Some(format!("current → {to}"))),
             started,
         );
+        // `current` has moved back, whatever the steps below do: say so in the result.
+        self.result.rolled_back = Some(to.to_string());
         for step in &host_plan.steps[host_plan.post_activate.min(host_plan.steps.len())..] {
             let started = Instant::now();
             let done = self
@@ -263,7 +273,6 @@ impl<T: Connection> HostSession<T> {
                 return;
             }
         }
-        self.result.rolled_back = Some(to.to_string());
     }
 
     /// Marks steps as skipped without running them.

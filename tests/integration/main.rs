@@ -5,5 +5,6 @@ mod deploy;
 mod failures;
 mod health;
 mod host_keys;
+mod rollout;
 mod support;
 mod transport;
