@@ -2,6 +2,7 @@
 
 mod cli_support;
 mod deploy;
+mod e2e;
 mod failures;
 mod health;
 mod host_keys;

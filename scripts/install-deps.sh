@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Installs what dropship's tests and demo need, only when missing, and makes sure sshd can run
+# and the Docker engine answers (starting dockerd in the background if it does not, and
+# saying so). Used by .ci/run and scripts/demo.sh. Debian/Ubuntu, as root.
+#
+# CI_DRY_RUN=1 only reports what would be installed/started.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+DRY_RUN="${CI_DRY_RUN:-0}"
+DOCKERD_LOG="${DOCKERD_LOG:-/tmp/dropship-dockerd.log}"
+
+log() { printf '==> %s\n' "$*"; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() {
+    local status
+    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
+    [ "$status" = "install ok installed" ]
+}
+
+# --- 1. system packages, only when missing ---------------------------------
+missing=()
+[ -x /usr/sbin/sshd ] || have_pkg openssh-server || missing+=(openssh-server)
+{ have ssh && have ssh-keygen; } || have_pkg openssh-client || missing+=(openssh-client)
+# Any docker CLI or daemon already present (e.g. docker-ce) means: don't
+# install Debian's docker.io on top of it.
+if ! have docker && ! have dockerd && [ ! -x /usr/bin/dockerd ] && [ ! -x /usr/sbin/dockerd ]; then
+    missing+=(docker.io)
+fi
+have docker-registry || have_pkg docker-registry || missing+=(docker-registry)
+have htpasswd || have_pkg apache2-utils || missing+=(apache2-utils)
+have debootstrap || [ -x /usr/sbin/debootstrap ] || have_pkg debootstrap || missing+=(debootstrap)
+have curl || missing+=(curl)
+have flock || missing+=(util-linux)
+# Compose: the plugin (`docker compose`) or the standalone tool; Debian ships the latter.
+if ! docker compose version >/dev/null 2>&1 && ! have docker-compose; then
+    missing+=(docker-compose)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    if [ "$DRY_RUN" != 1 ]; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+    fi
+else
+    log "system packages: all present"
+fi
+
+if [ "$DRY_RUN" = 1 ]; then
+    [ -d /run/sshd ] || log "would create /run/sshd"
+    if docker info >/dev/null 2>&1; then
+        log "docker engine: answering"
+    else
+        log "docker engine: not answering; would start dockerd"
+    fi
+    log "dry run: stopping before tests"
+    exit 0
+fi
+
+# --- 2. sshd privilege separation dir, Docker engine -----------------------
+mkdir -p /run/sshd
+chmod 0755 /run/sshd
+
+if docker info >/dev/null 2>&1; then
+    log "docker engine: answering"
+else
+    dockerd_bin=$(command -v dockerd || true)
+    for p in /usr/bin/dockerd /usr/sbin/dockerd; do
+        if [ -z "$dockerd_bin" ] && [ -x "$p" ]; then
+            dockerd_bin=$p
+        fi
+    done
+    [ -n "$dockerd_bin" ] || die "docker engine not answering and no dockerd to start"
+    log "starting $dockerd_bin in the background (log: $DOCKERD_LOG)"
+    nohup "$dockerd_bin" >"$DOCKERD_LOG" 2>&1 </dev/null &
+    for _ in $(seq 1 30); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    if ! docker info >/dev/null 2>&1; then
+        tail -n 50 "$DOCKERD_LOG" >&2 || true
+        die "docker engine did not answer within 30 s"
+    fi
+    log "docker engine: answering"
+fi
+

@@ -1,0 +1,334 @@
+//! The shipped example (playbooks/deploy.toml + templates/) deployed for real: the Docker engine,
+//! a private registry with htpasswd auth and locally built images (scripts/localfleet/), sshd
+//! hosts on 127.0.0.1 whose `docker` is the real one. Checked over HTTP through each host's nginx.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::cli_support::{Run, command, dropship_cmd};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Registry + images + `n` hosts from scripts/localfleet, in a private state dir and on ports
+/// of their own, so it can run beside the demo and other tests. Torn down on drop.
+pub struct LocalFleet {
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    pub hosts: usize,
+    pub http_base: u16,
+    pub registry_port: u16,
+}
+
+impl LocalFleet {
+    /// `name` prefixes the hosts (`name-1`, …), their compose projects and volumes: distinct
+    /// per test, since all share one Docker engine.
+    pub fn start(name: &str, hosts: usize) -> LocalFleet {
+        let dir = tempfile::Builder::new()
+            .prefix("dropship-e2e-")
+            .tempdir()
+            .unwrap();
+        // The example, copied verbatim: playbooks/ and templates/ side by side, secrets in
+        // .fleet/secrets/ as the playbook expects.
+        let project = dir.path().join("project");
+        copy_dir(
+            &Path::new(REPO).join("playbooks"),
+            &project.join("playbooks"),
+        );
+        copy_dir(
+            &Path::new(REPO).join("templates"),
+            &project.join("templates"),
+        );
+        let ssh_base = free_range(hosts as u16 + 1);
+        let http_base = free_range(hosts as u16 + 1);
+        let registry_port = free_range(1);
+        let mut fleet = LocalFleet {
+            env: vec![
+                (
+                    "DROPSHIP_STATE".into(),
+                    project.join(".fleet").display().to_string(),
+                ),
+                ("REGISTRY_PORT".into(), registry_port.to_string()),
+                ("FLEET_BASE_PORT".into(), ssh_base.to_string()),
+                ("FLEET_HTTP_BASE_PORT".into(), http_base.to_string()),
+                ("FLEET_NAME".into(), name.into()),
+            ],
+            dir,
+            hosts,
+            http_base,
+            registry_port,
+        };
+        fleet.script("registry.sh", &["start"]);
+        fleet.script("images.sh", &[]);
+        fleet.script("hosts.sh", &["start", &hosts.to_string()]);
+        fleet
+    }
+
+    fn script(&mut self, name: &str, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(Path::new(REPO).join("scripts/localfleet").join(name))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn project(&self) -> PathBuf {
+        self.dir.path().join("project")
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.project().join(".fleet/inventory.toml")
+    }
+
+    pub fn playbook(&self, name: &str) -> PathBuf {
+        self.project().join("playbooks").join(name)
+    }
+
+    pub fn secret(&self, name: &str) -> String {
+        std::fs::read_to_string(self.project().join(".fleet/secrets").join(name)).unwrap()
+    }
+
+    pub fn set_secret(&self, name: &str, value: &str) {
+        std::fs::write(self.project().join(".fleet/secrets").join(name), value).unwrap();
+    }
+
+    pub fn deploy(&self, playbook: &str, extra: &[&str]) -> Run {
+        let inventory = self.inventory();
+        let playbook = self.playbook(playbook);
+        let mut args = vec![
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        dropship_cmd(command(&args, None))
+    }
+
+    /// GET through host `k`'s nginx (1-based).
+    pub fn get(&self, k: usize, path: &str) -> (u16, String) {
+        http_get(self.http_base + k as u16, path)
+    }
+}
+
+impl Drop for LocalFleet {
+    fn drop(&mut self) {
+        for (script, args) in [
+            ("hosts.sh", &["clean"][..]),
+            ("hosts.sh", &["stop"]),
+            ("registry.sh", &["stop"]),
+        ] {
+            let _ = Command::new("bash")
+                .arg(Path::new(REPO).join("scripts/localfleet").join(script))
+                .args(args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output();
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A base port B with B+1..B+n all free on 127.0.0.1 (the scripts number from B+1).
+fn free_range(n: u16) -> u16 {
+    let seed = std::process::id() as u16
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u16);
+    for attempt in 0..200u16 {
+        let base = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(97)) % 20_000);
+        let listeners: Vec<_> = (1..=n)
+            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if listeners.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1; status and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn fingerprint(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.trim_end_matches('\n').as_bytes()))[..12].to_string()
+}
+
+#[test]
+fn example_app_deploys_for_real_and_rolls_forward() {
+    let fleet = LocalFleet::start("e2ea", 2);
+    let secret_fp = fingerprint(&fleet.secret("django_secret_key"));
+
+    // The registry refuses anonymous pulls: the docker_login step is what lets hosts pull.
+    let (status, _) = http_get(fleet.registry_port, "/v2/pixel/app/manifests/A");
+    assert_eq!(status, 401, "the registry must require auth");
+
+    let run = fleet.deploy("deploy.toml", &["--var", "version=A"]);
+    run.assert_code(0);
+    for k in 1..=fleet.hosts {
+        let (status, body) = fleet.get(k, "/");
+        assert_eq!(status, 200, "host {k}: {body}\n{}", run.all());
+        assert!(body.contains("version=A\n"), "host {k}: {body}");
+        assert!(body.contains("image=A\n"), "host {k}: {body}");
+        assert!(
+            body.contains(&format!("instance=e2ea-{k}\n")),
+            "host {k}: {body}"
+        );
+        // Only the rendered .env carries the secret key: the app reports its fingerprint.
+        assert!(
+            body.contains(&format!("secret_fingerprint={secret_fp}\n")),
+            "host {k}: {body}"
+        );
+        assert!(body.contains("db=ok"), "host {k}: {body}");
+        // nginx serves /static/ itself.
+        let (status, text) = fleet.get(k, "/static/hello.txt");
+        assert_eq!(status, 200, "host {k}: {text}");
+    }
+    // No secret value anywhere in dropship's output.
+    for name in [
+        "django_secret_key",
+        "postgres_password",
+        "registry_password",
+    ] {
+        let value = fleet.secret(name);
+        assert!(
+            !run.all().contains(value.trim()),
+            "{name} leaked:\n{}",
+            run.all()
+        );
+    }
+
+    let run = fleet.deploy("deploy.toml", &["--var", "version=B"]);
+    run.assert_code(0);
+    for k in 1..=fleet.hosts {
+        let (_, body) = fleet.get(k, "/");
+        assert!(
+            body.contains("version=B\n") && body.contains("image=B\n"),
+            "host {k}: {body}"
+        );
+        assert!(body.contains("db=ok"), "host {k}: {body}");
+    }
+
+    // Unchanged: a third run rewrites no file.
+    let run = fleet.deploy("deploy.toml", &["--var", "version=B"]);
+    run.assert_code(0);
+    for step in ["compose file", "nginx config", "secrets (.env)"] {
+        assert_eq!(
+            run.outcome("e2ea-1", step).as_deref(),
+            Some("ok"),
+            "{}",
+            run.all()
+        );
+    }
+}
+
+#[test]
+fn real_failures_are_reported_per_step() {
+    let fleet = LocalFleet::start("e2eb", 1);
+    // A fast-failing copy of the example's health check.
+    let pb = fleet.playbook("deploy.toml");
+    let text = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace("timeout = \"60s\"", "timeout = \"6s\"");
+    std::fs::write(fleet.playbook("fast.toml"), text).unwrap();
+
+    // 1. A wrong registry password: login fails with the registry's message, masked; no compose.
+    let real = fleet.secret("registry_password");
+    let wrong = "wrong-Pa55word-e2e";
+    fleet.set_secret("registry_password", wrong);
+    let run = fleet.deploy("fast.toml", &[]);
+    run.assert_code(1);
+    assert_eq!(
+        run.outcome("e2eb-1", "registry login").as_deref(),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        run.outcome("e2eb-1", "pull images").as_deref(),
+        Some("skipped"),
+        "{}",
+        run.all()
+    );
+    let text = run.host_text("e2eb-1");
+    assert!(
+        text.to_lowercase().contains("unauthorized")
+            || text.contains("incorrect username or password"),
+        "{text}"
+    );
+    assert!(
+        !run.all().contains(wrong),
+        "the password leaked:\n{}",
+        run.all()
+    );
+    fleet.set_secret("registry_password", &real);
+
+    // 2. A tag that is not in the registry: pull fails with docker's stderr tail.
+    let run = fleet.deploy("fast.toml", &["--var", "version=no-such-tag"]);
+    run.assert_code(1);
+    assert_eq!(
+        run.outcome("e2eb-1", "pull images").as_deref(),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    let text = run.host_text("e2eb-1");
+    assert!(
+        text.contains("no-such-tag")
+            && (text.contains("not found") || text.contains("manifest unknown")),
+        "{text}"
+    );
+
+    // 3. A health check that never passes: the database password changed after the database
+    //    was initialised, so the app answers /healthz with 503 until the timeout.
+    fleet.deploy("fast.toml", &[]).assert_code(0);
+    fleet.set_secret("postgres_password", "changed-after-init");
+    let run = fleet.deploy("fast.toml", &[]);
+    run.assert_code(1);
+    assert_eq!(
+        run.outcome("e2eb-1", "healthy through nginx").as_deref(),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    let text = run.host_text("e2eb-1");
+    assert!(text.contains("last: HTTP 503"), "{text}");
+}
