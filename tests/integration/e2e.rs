@@ -332,3 +332,71 @@ fn real_failures_are_reported_per_step() {
     let text = run.host_text("e2eb-1");
     assert!(text.contains("last: HTTP 503"), "{text}");
 }
+
+#[test]
+fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host() {
+    let fleet = LocalFleet::start("e2ec", 3);
+    let pb = fleet.playbook("release.toml");
+    let text = std::fs::read_to_string(&pb)
+        .unwrap()
+        .replace("timeout = \"60s\"", "timeout = \"20s\"")
+        .replace("pause = \"2s\"", "pause = \"0s\"");
+    std::fs::write(fleet.playbook("release-fast.toml"), text).unwrap();
+
+    let run = fleet.deploy("release-fast.toml", &["--var", "version=A"]);
+    run.assert_code(0);
+    let releases_of = |k: usize| -> Vec<String> {
+        let dir = fleet
+            .project()
+            .join(format!(".fleet/apps/e2ec-{k}/releases"));
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let release_a = releases_of(1);
+    assert_eq!(release_a.len(), 1);
+    for k in 1..=3 {
+        let (_, body) = fleet.get(k, "/");
+        assert!(
+            body.contains("version=A\n") && body.contains("db=ok"),
+            "host {k}: {body}"
+        );
+    }
+
+    // B is broken: the database password it renders differs from the one the database was
+    // initialised with, so the app's /healthz answers 503 on the canary.
+    fleet.set_secret("postgres_password", "rotated-without-migrating");
+    let run = fleet.deploy("release-fast.toml", &["--var", "version=B"]);
+    run.assert_code(1);
+    assert!(run.all().contains("rollout halted"), "{}", run.all());
+    assert!(
+        run.summary_row("e2ec-1")
+            .unwrap_or_default()
+            .contains("rolled back to"),
+        "{}",
+        run.all()
+    );
+    // The canary serves A again, healthy.
+    let (status, body) = fleet.get(1, "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("version=A\n") && body.contains("image=A\n") && body.contains("db=ok"),
+        "{body}"
+    );
+    // The other hosts never saw B: no new release directory, still serving A.
+    for k in 2..=3 {
+        assert_eq!(releases_of(k), release_a, "host {k}");
+        let (_, body) = fleet.get(k, "/");
+        assert!(body.contains("version=A\n"), "host {k}: {body}");
+        assert!(
+            run.summary_row(&format!("e2ec-{k}"))
+                .unwrap_or_default()
+                .contains("not deployed"),
+            "{}",
+            run.all()
+        );
+    }
+}
