@@ -9,7 +9,7 @@
 #   stop      stops every sshd of this state dir (containers keep running; see clean)
 #   status    one line per host; exit 0 when all are running, 3 otherwise
 #   clean     docker compose down -v for every compose project whose working dir is a host's
-#             app dir (the deployed stacks, their networks and volumes)
+#             app dir or below it (the deployed stacks, their networks and volumes)
 #
 # Environment:
 #   DROPSHIP_STATE        state dir (default <repo>/.fleet, which inventory/local.toml expects)
@@ -303,21 +303,25 @@ compose_cmd() {
 
 clean() {
     lf_docker_ok
-    local d app project compose
+    local d app project wd compose
     compose=$(compose_cmd)
     while read -r d; do
         [ -n "$d" ] || continue
         app=$(cat "$d/app_dir" 2>/dev/null) || continue
-        for project in $(docker ps -a --filter "label=com.docker.compose.project.working_dir=$app" \
-            --format '{{ .Label "com.docker.compose.project" }}' | sort -u); do
-            log "$(basename "$d"): $compose -p $project down -v ($app)"
-            if [ -f "$app/docker-compose.yml" ]; then
-                (cd "$app" && DOCKER_CONFIG=$d/.docker $compose -p "$project" down -v --remove-orphans) >/dev/null 2>&1 ||
+        # Projects run from the app dir or below it (releases/<id>/ behind `current`).
+        while read -r project wd; do
+            [ -n "$project" ] || continue
+            log "$(basename "$d"): $compose -p $project down -v ($wd)"
+            if [ -f "$wd/docker-compose.yml" ]; then
+                (cd "$wd" && DOCKER_CONFIG=$d/.docker $compose -p "$project" down -v --remove-orphans) >/dev/null 2>&1 ||
                     warn "$project: compose down failed"
-            else
-                docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
             fi
-        done
+            # Whatever compose could not reach (a pruned release dir): remove by label.
+            docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null
+            docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null 2>&1 || true
+            docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null 2>&1 || true
+        done < <(docker ps -a --format '{{ .Label "com.docker.compose.project" }} {{ .Label "com.docker.compose.project.working_dir" }}' |
+            awk -v app="$app" '$2 == app || index($2, app "/") == 1 { print $1, $2 }' | sort -u)
     done < <(host_dirs)
     log "clean: done"
 }

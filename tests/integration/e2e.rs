@@ -62,6 +62,7 @@ impl LocalFleet {
             http_base,
             registry_port,
         };
+        remove_leftover_stacks(name, hosts);
         fleet.script("registry.sh", &["start"]);
         fleet.script("images.sh", &[]);
         fleet.script("hosts.sh", &["start", &hosts.to_string()]);
@@ -133,6 +134,34 @@ impl Drop for LocalFleet {
                 .arg(Path::new(REPO).join("scripts/localfleet").join(script))
                 .args(args)
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output();
+        }
+    }
+}
+
+/// A test run killed half-way (CI timeout, Ctrl-C) leaves its stacks behind, and a database
+/// volume initialised with other secrets would break the next run: remove them first.
+fn remove_leftover_stacks(name: &str, hosts: usize) {
+    for k in 1..=hosts {
+        let project = format!("pixel-{name}-{k}");
+        let label = format!("label=com.docker.compose.project={project}");
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+        for volume in ["db", "static"] {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", &format!("{project}-{volume}")])
                 .output();
         }
     }
