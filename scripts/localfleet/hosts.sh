@@ -20,6 +20,9 @@
 #                         (default: /tmp/dropship-demo with the default state, else $DROPSHIP_STATE/apps)
 #   REGISTRY_PORT         the registry named in the generated inventory (default: 5000)
 #   FLEET_SSH_CHECK       1 (default): after start, ssh into every host once; 0: skip
+#   FLEET_DOCKER_STANDIN  opt-in (default unset): a script copied to each host as
+#                         hosts/NAME/bin/docker, that bin dir first on the hosts' PATH (the
+#                         benchmark's docker stand-in, benches/fleet/run.sh); unset: no change
 #
 # State ($DROPSHIP_STATE): id_ed25519{,.pub} (client key), authorized_keys, known_hosts
 # ([127.0.0.1]:PORT lines), inventory.toml (paths relative to it), secrets/ (the example
@@ -57,13 +60,19 @@ for v in "$BASE_PORT" "$HTTP_BASE_PORT"; do
     case "$v" in '' | *[!0-9]*) die "ports must be numbers: $v" ;; esac
 done
 case "$APP_ROOT" in /*) ;; *) die "FLEET_APP_ROOT must be absolute: $APP_ROOT" ;; esac
+if [ -n "${FLEET_DOCKER_STANDIN:-}" ] && [ ! -f "$FLEET_DOCKER_STANDIN" ]; then
+    die "FLEET_DOCKER_STANDIN is not a file: $FLEET_DOCKER_STANDIN"
+fi
 
 host_running() { lf_pid_alive "$1/sshd.pid" "$1/sshd_config"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_sshd_config() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 path=$SSH_PATH
+    if [ -n "${FLEET_DOCKER_STANDIN:-}" ]; then
+        path=$dir/bin:$SSH_PATH
+    fi
     cat <<CFG
 # Written by scripts/localfleet/hosts.sh: one local fleet host.
 Port $port
@@ -85,7 +94,8 @@ UseDNS no
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
 # SHLVL=1: root's bash skips ~/.bashrc. DOCKER_CONFIG: this host's own registry logins.
-SetEnv PATH=$SSH_PATH DOCKER_CONFIG=$dir/.docker SHLVL=1
+# HOME: this host's own home (dropship's lock and audit log live in ~/.dropship/).
+SetEnv PATH=$path DOCKER_CONFIG=$dir/.docker SHLVL=1 HOME=$dir
 CFG
 }
 
@@ -98,6 +108,14 @@ start_host() {
     chmod 700 "$dir" "$dir/.docker"
     if [ ! -s "$dir/ssh_host_ed25519_key" ]; then
         ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$dir/ssh_host_ed25519_key" </dev/null >/dev/null
+    fi
+    if [ -n "${FLEET_DOCKER_STANDIN:-}" ]; then
+        mkdir -p "$dir/bin"
+        if ! cmp -s "$FLEET_DOCKER_STANDIN" "$dir/bin/docker"; then
+            cp -f "$FLEET_DOCKER_STANDIN" "$dir/bin/docker.tmp"
+            chmod 0755 "$dir/bin/docker.tmp"
+            mv -f "$dir/bin/docker.tmp" "$dir/bin/docker"
+        fi
     fi
     echo "$port" >"$dir/port"
     echo "$app" >"$dir/app_dir"
