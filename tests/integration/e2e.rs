@@ -18,6 +18,8 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// of their own, so it can run beside the demo and other tests. Torn down on drop.
 pub struct LocalFleet {
     pub dir: tempfile::TempDir,
+    /// Host `k` is `{name}-{k}`.
+    pub name: String,
     env: Vec<(String, String)>,
     pub hosts: usize,
     pub http_base: u16,
@@ -25,9 +27,11 @@ pub struct LocalFleet {
 }
 
 impl LocalFleet {
-    /// `name` prefixes the hosts (`name-1`, …), their compose projects and volumes: distinct
-    /// per test, since all share one Docker engine.
-    pub fn start(name: &str, hosts: usize) -> LocalFleet {
+    /// `base` (plus this process's id) prefixes the hosts (`base-PID-1`, …), their compose
+    /// projects and volumes: distinct per test and per test run, since all share one engine.
+    pub fn start(base: &str, hosts: usize) -> LocalFleet {
+        let name = format!("{base}-{}", std::process::id());
+        let name = name.as_str();
         let dir = tempfile::Builder::new()
             .prefix("dropship-e2e-")
             .tempdir()
@@ -58,6 +62,7 @@ impl LocalFleet {
                 ("FLEET_NAME".into(), name.into()),
             ],
             dir,
+            name: name.to_string(),
             hosts,
             http_base,
             registry_port,
@@ -82,6 +87,11 @@ impl LocalFleet {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The inventory name of host `k` (1-based).
+    pub fn host(&self, k: usize) -> String {
+        format!("{}-{k}", self.name)
     }
 
     pub fn project(&self) -> PathBuf {
@@ -238,7 +248,7 @@ fn example_app_deploys_for_real_and_rolls_forward() {
         assert!(body.contains("version=A\n"), "host {k}: {body}");
         assert!(body.contains("image=A\n"), "host {k}: {body}");
         assert!(
-            body.contains(&format!("instance=e2ea-{k}\n")),
+            body.contains(&format!("instance={}\n", fleet.host(k))),
             "host {k}: {body}"
         );
         // Only the rendered .env carries the secret key: the app reports its fingerprint.
@@ -281,7 +291,7 @@ fn example_app_deploys_for_real_and_rolls_forward() {
     run.assert_code(0);
     for step in ["compose file", "nginx config", "secrets (.env)"] {
         assert_eq!(
-            run.outcome("e2ea-1", step).as_deref(),
+            run.outcome(&fleet.host(1), step).as_deref(),
             Some("ok"),
             "{}",
             run.all()
@@ -306,18 +316,18 @@ fn real_failures_are_reported_per_step() {
     let run = fleet.deploy("fast.toml", &[]);
     run.assert_code(1);
     assert_eq!(
-        run.outcome("e2eb-1", "registry login").as_deref(),
+        run.outcome(&fleet.host(1), "registry login").as_deref(),
         Some("FAILED"),
         "{}",
         run.all()
     );
     assert_eq!(
-        run.outcome("e2eb-1", "pull images").as_deref(),
+        run.outcome(&fleet.host(1), "pull images").as_deref(),
         Some("skipped"),
         "{}",
         run.all()
     );
-    let text = run.host_text("e2eb-1");
+    let text = run.host_text(&fleet.host(1));
     assert!(
         text.to_lowercase().contains("unauthorized")
             || text.contains("incorrect username or password"),
@@ -334,12 +344,12 @@ fn real_failures_are_reported_per_step() {
     let run = fleet.deploy("fast.toml", &["--var", "version=no-such-tag"]);
     run.assert_code(1);
     assert_eq!(
-        run.outcome("e2eb-1", "pull images").as_deref(),
+        run.outcome(&fleet.host(1), "pull images").as_deref(),
         Some("FAILED"),
         "{}",
         run.all()
     );
-    let text = run.host_text("e2eb-1");
+    let text = run.host_text(&fleet.host(1));
     assert!(
         text.contains("no-such-tag")
             && (text.contains("not found") || text.contains("manifest unknown")),
@@ -353,12 +363,13 @@ fn real_failures_are_reported_per_step() {
     let run = fleet.deploy("fast.toml", &[]);
     run.assert_code(1);
     assert_eq!(
-        run.outcome("e2eb-1", "healthy through nginx").as_deref(),
+        run.outcome(&fleet.host(1), "healthy through nginx")
+            .as_deref(),
         Some("FAILED"),
         "{}",
         run.all()
     );
-    let text = run.host_text("e2eb-1");
+    let text = run.host_text(&fleet.host(1));
     assert!(text.contains("last: HTTP 503"), "{text}");
 }
 
@@ -377,7 +388,7 @@ fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host() {
     let releases_of = |k: usize| -> Vec<String> {
         let dir = fleet
             .project()
-            .join(format!(".fleet/apps/e2ec-{k}/releases"));
+            .join(format!(".fleet/apps/{}/releases", fleet.host(k)));
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -402,7 +413,7 @@ fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host() {
     run.assert_code(1);
     assert!(run.all().contains("rollout halted"), "{}", run.all());
     assert!(
-        run.summary_row("e2ec-1")
+        run.summary_row(&fleet.host(1))
             .unwrap_or_default()
             .contains("rolled back to"),
         "{}",
@@ -421,7 +432,7 @@ fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host() {
         let (_, body) = fleet.get(k, "/");
         assert!(body.contains("version=A\n"), "host {k}: {body}");
         assert!(
-            run.summary_row(&format!("e2ec-{k}"))
+            run.summary_row(&fleet.host(k))
                 .unwrap_or_default()
                 .contains("not deployed"),
             "{}",
