@@ -130,6 +130,8 @@ impl Sshd {
             known_hosts: known_hosts.to_path_buf(),
             host_key_policy: policy,
             connect_timeout: Duration::from_secs(10),
+            jump: None,
+            identities_only: false,
         }
     }
 
@@ -624,6 +626,8 @@ async fn unreachable_port_is_reported() {
         known_hosts: dir.path().join("known_hosts"),
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout: Duration::from_secs(5),
+        jump: None,
+        identities_only: false,
     };
     match connector().connect(&spec).await.expect_err("closed port") {
         TransportError::Unreachable { reason, .. } => {
@@ -658,6 +662,8 @@ async fn silent_server_times_out() {
         known_hosts: dir.path().join("known_hosts"),
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout: Duration::from_secs(1),
+        jump: None,
+        identities_only: false,
     };
     let started = Instant::now();
     match connector().connect(&spec).await.expect_err("silent server") {
