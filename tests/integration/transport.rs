@@ -703,3 +703,85 @@ async fn reports_connection_lost_mid_command() {
         "{err:?}"
     );
 }
+
+/// A TCP proxy in front of `target` that accepts and immediately drops the first `drop_first`
+/// connections (what sshd does above MaxStartups), then forwards the rest. Returns its port
+/// and the number of connections it accepted so far.
+fn flaky_proxy(
+    target: u16,
+    drop_first: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            if count.fetch_add(1, Ordering::SeqCst) < drop_first {
+                drop(client);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                return;
+            };
+            let pump = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pump(server, client);
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_handshakes_the_server_dropped() {
+    let sshd = Sshd::start();
+    let known_hosts = sshd.path("known_hosts_proxy");
+    let (port, accepted) = flaky_proxy(sshd.port, 2);
+    // The proxy's port must be trusted with the sshd's key.
+    let line = sshd.known_hosts_line().replace(
+        &format!("[127.0.0.1]:{}", sshd.port),
+        &format!("[127.0.0.1]:{port}"),
+    );
+    fs::write(&known_hosts, format!("{line}\n")).unwrap();
+    let spec = ConnectSpec {
+        port,
+        ..sshd.spec(&known_hosts, HostKeyPolicy::Strict)
+    };
+    let started = Instant::now();
+    let conn = connector()
+        .connect(&spec)
+        .await
+        .expect("connects on the third attempt");
+    assert_eq!(
+        conn.exec("echo retried", b"").await.unwrap().stdout,
+        b"retried\n"
+    );
+    conn.close().await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // Two backoffs: 200-300 ms, then 400-600 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Host key errors are never retried.
+    let (port, accepted) = flaky_proxy(sshd.port, 0);
+    let spec = ConnectSpec {
+        port,
+        ..sshd.spec(&known_hosts, HostKeyPolicy::Strict)
+    };
+    let err = connector().connect(&spec).await.expect_err("unknown key");
+    assert!(
+        matches!(err, TransportError::UnknownHostKey { .. }),
+        "{err:?}"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
