@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dropship::transport::ssh::SshConnector;
-use dropship::transport::{ConnectSpec, Connection, Connector, HostKeyPolicy, TransportError};
+use dropship::transport::{
+    ConnectSpec, Connection, Connector, HostKeyPolicy, JumpSpec, TransportError,
+};
 use sha2::{Digest, Sha256};
 
 /// One sshd on 127.0.0.1 with its own host key and one authorized client key; killed on drop.
@@ -784,4 +786,71 @@ async fn retries_handshakes_the_server_dropped() {
         "{err:?}"
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_share_one_bastion_connection_that_outlives_them() {
+    let (bastion, target) = (Sshd::start(), Sshd::start());
+    // The bastion accepts the target's client key too; one known_hosts trusts both.
+    let mut authorized = fs::read_to_string(bastion.path("authorized_keys")).unwrap();
+    authorized.push_str(&fs::read_to_string(target.path("client_key.pub")).unwrap());
+    fs::write(bastion.path("authorized_keys"), authorized).unwrap();
+    let known_hosts = target.path("known_hosts_both");
+    fs::write(
+        &known_hosts,
+        format!(
+            "{}\n{}\n",
+            bastion.known_hosts_line(),
+            target.known_hosts_line()
+        ),
+    )
+    .unwrap();
+    let spec = ConnectSpec {
+        jump: Some(JumpSpec {
+            host: "127.0.0.1".into(),
+            port: bastion.port,
+            user: "root".into(),
+        }),
+        ..target.spec(&known_hosts, HostKeyPolicy::Strict)
+    };
+
+    let connector = connector();
+    let conns = futures::future::join_all((0..4).map(|_| connector.connect(&spec))).await;
+    for conn in &conns {
+        let conn = conn.as_ref().expect("connected through the bastion");
+        assert_eq!(conn.exec("echo via", b"").await.unwrap().stdout, b"via\n");
+    }
+    assert_eq!(connector.bastion_connections().await, 1);
+    for conn in conns {
+        conn.unwrap().close().await;
+    }
+    // Closing the targets left the bastion connection up: a later target reuses it.
+    let conn = connector.connect(&spec).await.expect("reuses the bastion");
+    assert_eq!(
+        conn.exec("echo again", b"").await.unwrap().stdout,
+        b"again\n"
+    );
+    conn.close().await;
+    let log = fs::read_to_string(bastion.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+    let log = fs::read_to_string(target.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 5, "{log}");
+
+    // A bastion that refuses our key fails the target, naming the bastion.
+    fs::write(bastion.path("authorized_keys"), "").unwrap();
+    let err = SshConnector::new()
+        .with_agent(false)
+        .with_default_keys(false)
+        .connect(&spec)
+        .await
+        .expect_err("bastion refuses the key");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "via bastion root@127.0.0.1:{}: permission denied for root@127.0.0.1 (publickey); keys tried: {}",
+            bastion.port,
+            target.path("client_key").display()
+        )),
+        "{text}"
+    );
 }
