@@ -1,5 +1,6 @@
 //! The inventory: hosts, groups, SSH settings and variables, parsed, validated and resolved.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use toml::Spanned;
 
 use crate::diagnostic::{InputError, SourceFile};
 use crate::paths::expand_home;
-use crate::transport::HostKeyPolicy;
+use crate::transport::ssh_config::SshConfig;
+use crate::transport::{HostKeyPolicy, JumpSpec, parse_jump};
 
 pub type Vars = IndexMap<String, toml::Value>;
 
@@ -61,7 +63,8 @@ struct RawHost {
     ssh: RawSsh,
 }
 
-/// Resolved SSH settings of one host.
+/// Resolved SSH settings of one host: the inventory's values, then the ssh config's for the
+/// keys the inventory leaves unset, then defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SshSettings {
     pub user: String,
@@ -70,6 +73,10 @@ pub struct SshSettings {
     pub known_hosts: PathBuf,
     pub host_key_policy: HostKeyPolicy,
     pub connect_timeout: Duration,
+    /// The bastion to go through (`jump`, else the ssh config's `ProxyJump`); `None`: direct.
+    pub jump: Option<JumpSpec>,
+    /// The ssh config's `IdentitiesOnly yes`: offer only `identity_file` when it is set.
+    pub identities_only: bool,
 }
 
 /// One target host with everything resolved.
@@ -103,9 +110,9 @@ impl Inventory {
             .path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        reject_unsupported_ssh(file, &raw.ssh)?;
+        check_ssh(file, &raw.ssh)?;
         for group in raw.groups.values() {
-            reject_unsupported_ssh(file, &group.ssh)?;
+            check_ssh(file, &group.ssh)?;
         }
         let groups: IndexSet<String> = raw.groups.keys().map(|k| k.get_ref().clone()).collect();
         for name in raw.groups.keys() {
@@ -121,8 +128,9 @@ impl Inventory {
 
         let mut hosts: Vec<Host> = Vec::new();
         let mut seen: IndexSet<String> = IndexSet::new();
+        let mut configs: HashMap<PathBuf, SshConfig> = HashMap::new();
         for (pattern, raw_host) in &raw.hosts {
-            reject_unsupported_ssh(file, &raw_host.ssh)?;
+            check_ssh(file, &raw_host.ssh)?;
             let names = expand_range(pattern.get_ref())
                 .map_err(|msg| file.error_at(pattern.span(), msg).with_hint(RANGE_HINT))?;
             for group in &raw_host.groups {
@@ -150,7 +158,7 @@ impl Inventory {
                         .error_at(pattern.span(), format!("host `{name}` is defined twice"))
                         .with_hint("each host may appear in one `[hosts.…]` table only"));
                 }
-                let host = resolve_host(file, &raw, &base_dir, &name, raw_host)?;
+                let host = resolve_host(file, &raw, &base_dir, &mut configs, &name, raw_host)?;
                 hosts.push(host);
             }
         }
@@ -219,27 +227,35 @@ impl Inventory {
     }
 }
 
-/// Rejects keys of later releases and checks values that need more than serde's types.
-fn reject_unsupported_ssh(file: &SourceFile, ssh: &RawSsh) -> Result<(), InputError> {
+/// Checks values that need more than serde's types.
+fn check_ssh(file: &SourceFile, ssh: &RawSsh) -> Result<(), InputError> {
     if let Some(t) = &ssh.connect_timeout {
         parse_timeout(file, t)?;
     }
-    for (key, value) in [("jump", &ssh.jump), ("ssh_config", &ssh.ssh_config)] {
-        if let Some(v) = value {
-            return Err(file
-                .error_at(v.span(), format!("`{key}` is not supported yet"))
-                .with_hint(
-                    "bastions and ~/.ssh/config come in a later release; remove the key for now",
-                ));
-        }
+    if let Some(j) = &ssh.jump {
+        parse_jump_at(file, j, "user")?;
     }
     Ok(())
+}
+
+fn parse_jump_at(
+    file: &SourceFile,
+    text: &Spanned<String>,
+    default_user: &str,
+) -> Result<Option<JumpSpec>, InputError> {
+    parse_jump(text.get_ref(), default_user).map_err(|e| {
+        file.error_at(text.span(), format!("bad jump host {e}"))
+            .with_hint(
+                "write `user@host:port` (user and port optional), or \"\" for a direct connection",
+            )
+    })
 }
 
 fn resolve_host(
     file: &SourceFile,
     raw: &RawInventory,
     base_dir: &Path,
+    configs: &mut HashMap<PathBuf, SshConfig>,
     name: &str,
     raw_host: &RawHost,
 ) -> Result<Host, InputError> {
@@ -279,17 +295,66 @@ fn resolve_host(
     let pick = |f: &dyn Fn(&RawSsh) -> Option<&Spanned<String>>| {
         layers.iter().rev().find_map(|l| f(l)).cloned()
     };
+    // The ssh config is asked like `ssh ADDRESS` would; the inventory's values win.
+    let config_path = pick(&|l| l.ssh_config.as_ref());
+    let config = match &config_path {
+        Some(p) if p.get_ref().is_empty() => SshConfig::default(),
+        _ => {
+            let path = config_path.as_ref().map_or_else(
+                || expand_home("~/.ssh/config"),
+                |p| local_path(base_dir, p.get_ref()),
+            );
+            if !configs.contains_key(&path) {
+                let loaded = SshConfig::load(&path).map_err(|e| match &config_path {
+                    Some(p) => file.error_at(p.span(), e),
+                    None => InputError::plain(e),
+                })?;
+                configs.insert(path.clone(), loaded);
+            }
+            configs[&path].clone()
+        }
+    };
+    let from_config = config.lookup(&address);
+
     let user = layers
         .iter()
         .rev()
         .find_map(|l| l.user.clone())
+        .or(from_config.user)
         .unwrap_or_else(default_user);
-    let port = layers.iter().rev().find_map(|l| l.port).unwrap_or(22);
+    let port = layers
+        .iter()
+        .rev()
+        .find_map(|l| l.port)
+        .or(from_config.port)
+        .unwrap_or(22);
     let identity_file = layers
         .iter()
         .rev()
         .find_map(|l| l.identity_file.clone())
-        .map(|p| local_path(base_dir, &p));
+        .map(|p| local_path(base_dir, &p))
+        .or(from_config.identity_file);
+    let jump = match pick(&|l| l.jump.as_ref()) {
+        Some(text) => parse_jump_at(file, &text, &user)?,
+        None => match &from_config.proxy_jump {
+            Some(text) => parse_jump(text, &user).map_err(|e| {
+                InputError::plain(format!(
+                    "host `{name}`: ProxyJump in the ssh config: bad jump host {e}"
+                ))
+            })?,
+            None => None,
+        },
+    };
+    // The bastion may itself be an alias in the ssh config.
+    let jump = jump.map(|j| {
+        let alias = config.lookup(&j.host);
+        JumpSpec {
+            host: alias.host_name.unwrap_or(j.host),
+            ..j
+        }
+    });
+    let address = from_config.host_name.unwrap_or(address);
+    let identities_only = from_config.identities_only.unwrap_or(false);
     let known_hosts = layers
         .iter()
         .rev()
@@ -318,6 +383,8 @@ fn resolve_host(
             known_hosts,
             host_key_policy,
             connect_timeout,
+            jump,
+            identities_only,
         },
         vars,
     })
@@ -565,5 +632,100 @@ vars = { d = "host" }
                 .unwrap_err()
                 .contains("`nope` matches no host")
         );
+    }
+
+    #[test]
+    fn jump_resolves_per_group_and_host() {
+        let inv = parse(
+            r#"
+[ssh]
+user = "deploy"
+jump = "bastion:2222"
+ssh_config = ""
+
+[groups.dmz]
+ssh = { jump = "" }
+
+[hosts.a]
+[hosts.b]
+groups = ["dmz"]
+[hosts.c]
+ssh = { jump = "ops@[::1]" }
+"#,
+        )
+        .unwrap();
+        let jumps: Vec<_> = inv
+            .hosts
+            .iter()
+            .map(|h| h.ssh.jump.as_ref().map(ToString::to_string))
+            .collect();
+        assert_eq!(
+            jumps,
+            [
+                Some("deploy@bastion:2222".to_string()),
+                None,
+                Some("ops@[::1]:22".to_string())
+            ]
+        );
+        let err = parse("[ssh]\njump = \"b:x\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("inv.toml:2:8: bad jump host `b:x`: `x` is not a port number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ssh_config_fills_what_the_inventory_leaves_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ssh_config"),
+            "Host myalias\n  HostName 10.1.2.3\n  User cfguser\n  Port 2200\n  IdentityFile /keys/cfg\n  ProxyJump jumper\n  IdentitiesOnly yes\nHost jumper\n  HostName 10.9.9.9\n",
+        )
+        .unwrap();
+        let text = r#"
+[ssh]
+ssh_config = "ssh_config"
+
+[hosts.plain]
+address = "myalias"
+
+[hosts.overridden]
+address = "myalias"
+ssh = { user = "inv", port = 22, identity_file = "/keys/inv", jump = "" }
+
+[hosts.other]
+address = "elsewhere"
+"#;
+        let inv = Inventory::parse(&SourceFile {
+            path: dir.path().join("inv.toml"),
+            text: text.into(),
+        })
+        .unwrap();
+        let plain = &inv.hosts[0];
+        assert_eq!(plain.address, "10.1.2.3");
+        assert_eq!((plain.ssh.user.as_str(), plain.ssh.port), ("cfguser", 2200));
+        assert_eq!(plain.ssh.identity_file, Some(PathBuf::from("/keys/cfg")));
+        assert_eq!(
+            plain.ssh.jump,
+            Some(JumpSpec {
+                host: "10.9.9.9".into(),
+                port: 22,
+                user: "cfguser".into()
+            })
+        );
+        assert!(plain.ssh.identities_only);
+
+        let over = &inv.hosts[1];
+        assert_eq!(over.address, "10.1.2.3");
+        assert_eq!((over.ssh.user.as_str(), over.ssh.port), ("inv", 22));
+        assert_eq!(over.ssh.identity_file, Some(PathBuf::from("/keys/inv")));
+        assert_eq!(over.ssh.jump, None);
+
+        let other = &inv.hosts[2];
+        assert_eq!(other.address, "elsewhere");
+        assert_eq!(other.ssh.port, 22);
+        assert_eq!(other.ssh.jump, None);
+        assert!(!other.ssh.identities_only);
     }
 }

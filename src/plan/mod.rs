@@ -112,6 +112,8 @@ pub fn connect_spec(host: &Host) -> ConnectSpec {
         known_hosts: host.ssh.known_hosts.clone(),
         host_key_policy: host.ssh.host_key_policy,
         connect_timeout: host.ssh.connect_timeout,
+        jump: host.ssh.jump.clone(),
+        identities_only: host.ssh.identities_only,
     }
 }
 

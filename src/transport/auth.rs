@@ -43,7 +43,13 @@ pub(crate) async fn authenticate<H: Handler>(
     spec: &ConnectSpec,
     sources: &KeySources,
 ) -> Result<(), TransportError> {
-    let agent_socket = sources.agent.socket();
+    // IdentitiesOnly: with an identity file, offer nothing else.
+    let only_identity = spec.identities_only && spec.identity_file.is_some();
+    let agent_socket = if only_identity {
+        None
+    } else {
+        sources.agent.socket()
+    };
     let mut attempt = Attempt {
         handle,
         spec,
@@ -74,7 +80,7 @@ pub(crate) async fn authenticate<H: Handler>(
         return Ok(());
     }
 
-    if sources.default_keys {
+    if sources.default_keys && !only_identity {
         for path in default_keys() {
             if spec.identity_file.as_deref() == Some(path.as_path()) {
                 continue;

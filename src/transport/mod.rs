@@ -3,6 +3,7 @@
 mod auth;
 mod known_hosts;
 pub mod ssh;
+pub mod ssh_config;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -32,7 +33,83 @@ pub struct ConnectSpec {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub host_key_policy: HostKeyPolicy,
+    /// The whole connect, retries and the bastion's handshake included.
     pub connect_timeout: Duration,
+    /// Reach the host through this bastion (`ProxyJump`), or directly when `None`.
+    /// The bastion is verified and authenticated with this spec's identity, known_hosts,
+    /// policy and timeout.
+    pub jump: Option<JumpSpec>,
+    /// Only `identity_file` is offered (no agent, no default keys) when it is set.
+    pub identities_only: bool,
+}
+
+/// A bastion (jump host) a target is reached through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JumpSpec {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+impl std::fmt::Display for JumpSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+/// `[user@]host[:port]` (IPv6 addresses in brackets); `None` for an empty string or `none`.
+pub fn parse_jump(text: &str, default_user: &str) -> Result<Option<JumpSpec>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    // Strip an ssh:// scheme, as OpenSSH accepts it in ProxyJump.
+    let text = text.strip_prefix("ssh://").unwrap_or(text);
+    let (user, rest) = match text.rsplit_once('@') {
+        Some((u, r)) if !u.is_empty() => (u.to_string(), r),
+        Some(_) => return Err(format!("`{text}`: empty user before `@`")),
+        None => (default_user.to_string(), text),
+    };
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) = inner
+            .split_once(']')
+            .ok_or_else(|| format!("`{text}`: unclosed `[`"))?;
+        match after {
+            "" => (host, None),
+            p => (
+                host,
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("`{text}`: expected `:PORT` after `]`"))?,
+                ),
+            ),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{text}`: no host name"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{text}`: `{p}` is not a port number"))?,
+        None => 22,
+    };
+    Ok(Some(JumpSpec {
+        host: host.to_string(),
+        port,
+        user,
+    }))
 }
 
 /// What a remote command produced.
@@ -90,6 +167,12 @@ pub enum TransportError {
     },
     #[error("ssh: {0}")]
     Protocol(String),
+    /// The bastion in front of the host failed (unreachable, host key, auth, ...).
+    #[error("via bastion {bastion}: {error}")]
+    Bastion {
+        bastion: String,
+        error: Box<TransportError>,
+    },
 }
 
 /// Opens connections. Shared by every host task, so it must be cheap to share.
@@ -122,4 +205,32 @@ pub trait Connection: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
     /// Closes the connection politely.
     fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jump_specs_parse_with_defaults() {
+        let j = |s: &str| parse_jump(s, "deploy");
+        assert_eq!(
+            j("admin@bastion:2222").unwrap(),
+            Some(JumpSpec {
+                host: "bastion".into(),
+                port: 2222,
+                user: "admin".into()
+            })
+        );
+        let plain = j("bastion").unwrap().unwrap();
+        assert_eq!((plain.user.as_str(), plain.port), ("deploy", 22));
+        assert_eq!(plain.to_string(), "deploy@bastion:22");
+        let v6 = j("root@[::1]:2200").unwrap().unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 2200));
+        assert_eq!(v6.to_string(), "root@[::1]:2200");
+        assert_eq!(j("").unwrap(), None);
+        assert_eq!(j("none").unwrap(), None);
+        assert!(j("b:http").unwrap_err().contains("not a port number"));
+        assert!(j("@b").unwrap_err().contains("empty user"));
+    }
 }

@@ -1,6 +1,7 @@
 //! The russh implementation of the transport: key auth, known_hosts verification, exec with stdin.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,12 +9,13 @@ use std::time::Duration;
 use russh::client::{self, Handle, Msg};
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PublicKeyOrCertificate};
 use russh::{Channel, ChannelMsg, Disconnect, Preferred, cipher, compression, kex};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OnceCell, Semaphore};
 
 use super::auth::{AgentSource, KeySources, authenticate};
 use super::known_hosts::HostKeyCheck;
-use super::{ConnectSpec, Connection, Connector, ExecOutput, TransportError};
+use super::{ConnectSpec, Connection, Connector, ExecOutput, JumpSpec, TransportError};
 
 /// Stdin is handed to russh in pieces this big; it splits them further by packet size and window.
 const STDIN_CHUNK: usize = 256 * 1024;
@@ -23,6 +25,13 @@ const MAX_SESSIONS: usize = 10;
 
 /// Retries of a refused session open when none of our other commands could be holding a slot.
 const OPEN_RETRIES: u32 = 6;
+
+/// Handshake attempts when the server drops the connection before or during the handshake
+/// (sshd's MaxStartups under a burst of connections): the first try and this many retries.
+const HANDSHAKE_RETRIES: u32 = 4;
+
+/// The first retry waits this long (plus up to half again as jitter); each next one twice that.
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(200);
 
 /// Fast and modern first; the rest only so older servers still work.
 const KEX: &[kex::Name] = &[
@@ -65,10 +74,37 @@ const HOST_KEYS: &[Algorithm] = &[
     },
 ];
 
-/// Opens SSH connections with russh. Cheap to share between host tasks.
-#[derive(Debug, Clone)]
+/// One authenticated connection to a bastion, shared by every target behind it.
+struct Bastion {
+    jump: JumpSpec,
+    handle: Handle<ClientHandler>,
+    state: Arc<SessionState>,
+}
+
+impl Drop for Bastion {
+    fn drop(&mut self) {
+        tracing::debug!(bastion = %self.jump, "closing the bastion connection");
+    }
+}
+
+/// The one connection per bastion of a run, or why it could not be opened. The cell makes
+/// concurrent targets wait for the single handshake instead of opening their own.
+type BastionCell = Arc<OnceCell<Result<Arc<Bastion>, TransportError>>>;
+
+/// Opens SSH connections with russh. Cheap to share between host tasks; clones share the
+/// bastion connections.
+#[derive(Clone)]
 pub struct SshConnector {
     sources: KeySources,
+    bastions: Arc<tokio::sync::Mutex<HashMap<JumpSpec, BastionCell>>>,
+}
+
+impl std::fmt::Debug for SshConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshConnector")
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SshConnector {
@@ -85,6 +121,7 @@ impl SshConnector {
                 agent: AgentSource::FromEnv,
                 default_keys: true,
             },
+            bastions: Arc::default(),
         }
     }
 
@@ -110,43 +147,244 @@ impl SshConnector {
         self
     }
 
-    async fn connect_inner(&self, spec: &ConnectSpec) -> Result<SshConnection, TransportError> {
-        let stream = tcp_connect(spec).await?;
-        let state = Arc::new(SessionState::default());
-        let handler = ClientHandler {
-            spec: spec.clone(),
-            state: Arc::clone(&state),
+    /// How many bastion connections are open (or failed) in this connector.
+    pub async fn bastion_connections(&self) -> usize {
+        self.bastions.lock().await.len()
+    }
+
+    /// The shared connection to `jump`, opened on first use. A failure is remembered too, so
+    /// every target behind a broken bastion reports the same error without hammering it.
+    async fn bastion(
+        &self,
+        spec: &ConnectSpec,
+        jump: &JumpSpec,
+    ) -> Result<Arc<Bastion>, TransportError> {
+        let cell = {
+            let mut map = self.bastions.lock().await;
+            let cell = map.entry(jump.clone()).or_default();
+            // A bastion that went away since is dialled again.
+            if let Some(Ok(b)) = cell.get()
+                && b.handle.is_closed()
+            {
+                *cell = BastionCell::default();
+            }
+            Arc::clone(cell)
         };
-        let owned = spec.clone();
-        // known_hosts may be large; read it off the async workers like the key check does.
-        let known = tokio::task::spawn_blocking(move || host_key_check(&owned).known_algorithms())
+        let bastion_spec = ConnectSpec {
+            host_name: jump.host.clone(),
+            address: jump.host.clone(),
+            port: jump.port,
+            user: jump.user.clone(),
+            jump: None,
+            ..spec.clone()
+        };
+        cell.get_or_init(|| async {
+            let opened = tokio::time::timeout(spec.connect_timeout, async {
+                let (mut handle, state) = with_retries(&bastion_spec, || async {
+                    direct_handshake(&bastion_spec).await
+                })
+                .await?;
+                authenticate(&mut handle, &bastion_spec, &self.sources).await?;
+                Ok(Arc::new(Bastion {
+                    jump: jump.clone(),
+                    handle,
+                    state,
+                }))
+            })
             .await
-            .unwrap_or_default();
-        let config = Arc::new(client_config(&known));
-        let mut handle = client::connect_stream(config, stream, handler)
-            .await
-            .map_err(|e| handshake_error(spec, e))?;
+            .unwrap_or_else(|_| Err(timeout_error(&bastion_spec)));
+            if opened.is_ok() {
+                tracing::debug!(bastion = %jump, "bastion connected");
+            }
+            opened
+        })
+        .await
+        .clone()
+    }
+
+    async fn connect_inner(
+        &self,
+        spec: &ConnectSpec,
+        bastion: Option<Arc<Bastion>>,
+    ) -> Result<SshConnection, TransportError> {
+        let (mut handle, state) = match &bastion {
+            None => with_retries(spec, || direct_handshake(spec)).await?,
+            Some(b) => {
+                with_retries(spec, || async {
+                    let stream = b.open_stream(spec).await?;
+                    handshake(spec, stream).await
+                })
+                .await?
+            }
+        };
         authenticate(&mut handle, spec, &self.sources).await?;
         Ok(SshConnection {
             handle,
             state,
             sessions: Semaphore::new(MAX_SESSIONS),
             session_ended: Notify::new(),
+            _bastion: bastion,
         })
     }
+}
+
+impl Bastion {
+    /// A `direct-tcpip` channel from the bastion to the target's SSH port, as a byte stream.
+    async fn open_stream(&self, spec: &ConnectSpec) -> Result<russh::ChannelStream<Msg>, Failure> {
+        let via = |error: TransportError| TransportError::Bastion {
+            bastion: self.jump.to_string(),
+            error: Box::new(error),
+        };
+        match self
+            .handle
+            .channel_open_direct_tcpip(spec.address.as_str(), u32::from(spec.port), "127.0.0.1", 0)
+            .await
+        {
+            Ok(channel) => Ok(channel.into_stream()),
+            Err(russh::Error::ChannelOpenFailure(reason)) => {
+                Err(Failure::fatal(TransportError::Unreachable {
+                    address: spec.address.clone(),
+                    port: spec.port,
+                    reason: format!(
+                        "bastion {} could not connect to it ({reason:?}: name not resolvable there, port closed or forwarding refused)",
+                        self.jump
+                    ),
+                }))
+            }
+            Err(e) => {
+                let reason = self
+                    .state
+                    .disconnect_reason()
+                    .unwrap_or_else(|| e.to_string());
+                Err(Failure::fatal(via(TransportError::Protocol(format!(
+                    "connection lost: {reason}"
+                )))))
+            }
+        }
+    }
+}
+
+/// A failed connect attempt, and whether trying again may help.
+struct Failure {
+    error: TransportError,
+    retry: bool,
+}
+
+impl Failure {
+    fn fatal(error: TransportError) -> Self {
+        Failure {
+            error,
+            retry: false,
+        }
+    }
+}
+
+impl From<TransportError> for Failure {
+    fn from(error: TransportError) -> Self {
+        Failure::fatal(error)
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the retries are used up. Only drops
+/// by the server around the handshake are retried, never host key or authentication errors.
+/// The caller's `connect_timeout` bounds all attempts together.
+async fn with_retries<T, F, Fut>(spec: &ConnectSpec, mut attempt: F) -> Result<T, TransportError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let mut delay = RETRY_BASE_DELAY;
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(Failure { error, retry: true }) if retries < HANDSHAKE_RETRIES => {
+                retries += 1;
+                let wait = delay + jitter(delay / 2);
+                tracing::debug!(
+                    host = %spec.host_name,
+                    %error,
+                    retry = retries,
+                    wait = ?wait,
+                    "handshake dropped by the server; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                delay *= 2;
+            }
+            Err(failure) => return Err(failure.error),
+        }
+    }
+}
+
+/// A random duration up to `max`, so retrying clients do not come back in lockstep.
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(random % nanos)
+}
+
+fn timeout_error(spec: &ConnectSpec) -> TransportError {
+    TransportError::Timeout {
+        address: spec.address.clone(),
+        port: spec.port,
+        after: spec.connect_timeout,
+    }
+}
+
+async fn direct_handshake(
+    spec: &ConnectSpec,
+) -> Result<(Handle<ClientHandler>, Arc<SessionState>), Failure> {
+    let stream = tcp_connect(spec).await?;
+    handshake(spec, stream).await
+}
+
+/// The SSH handshake (host key verified) over `stream`, not yet authenticated.
+async fn handshake<S>(
+    spec: &ConnectSpec,
+    stream: S,
+) -> Result<(Handle<ClientHandler>, Arc<SessionState>), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let state = Arc::new(SessionState::default());
+    let handler = ClientHandler {
+        spec: spec.clone(),
+        state: Arc::clone(&state),
+    };
+    let owned = spec.clone();
+    // known_hosts may be large; read it off the async workers like the key check does.
+    let known = tokio::task::spawn_blocking(move || host_key_check(&owned).known_algorithms())
+        .await
+        .unwrap_or_default();
+    let config = Arc::new(client_config(&known));
+    let handle = client::connect_stream(config, stream, handler)
+        .await
+        .map_err(|e| handshake_error(spec, e))?;
+    Ok((handle, state))
 }
 
 impl Connector for SshConnector {
     type Conn = SshConnection;
 
     async fn connect(&self, spec: &ConnectSpec) -> Result<SshConnection, TransportError> {
-        tokio::time::timeout(spec.connect_timeout, self.connect_inner(spec))
+        // The bastion has its own connect_timeout (shared by all targets waiting for it);
+        // the target's connect through it gets a full one of its own.
+        let bastion =
+            match &spec.jump {
+                Some(jump) => Some(self.bastion(spec, jump).await.map_err(|error| {
+                    TransportError::Bastion {
+                        bastion: jump.to_string(),
+                        error: Box::new(error),
+                    }
+                })?),
+                None => None,
+            };
+        tokio::time::timeout(spec.connect_timeout, self.connect_inner(spec, bastion))
             .await
-            .map_err(|_| TransportError::Timeout {
-                address: spec.address.clone(),
-                port: spec.port,
-                after: spec.connect_timeout,
-            })?
+            .map_err(|_| timeout_error(spec))?
     }
 }
 
@@ -158,6 +396,8 @@ pub struct SshConnection {
     sessions: Semaphore,
     /// Signalled whenever one of our commands finishes, freeing a server session slot.
     session_ended: Notify,
+    /// The bastion this connection is tunnelled through: kept open while we live.
+    _bastion: Option<Arc<Bastion>>,
 }
 
 impl std::fmt::Debug for SshConnection {
@@ -480,7 +720,7 @@ fn client_config(known: &[Algorithm]) -> client::Config {
     }
 }
 
-async fn tcp_connect(spec: &ConnectSpec) -> Result<TcpStream, TransportError> {
+async fn tcp_connect(spec: &ConnectSpec) -> Result<TcpStream, Failure> {
     let unreachable = |reason: String| TransportError::Unreachable {
         address: spec.address.clone(),
         port: spec.port,
@@ -491,11 +731,10 @@ async fn tcp_connect(spec: &ConnectSpec) -> Result<TcpStream, TransportError> {
         .map_err(|e| unreachable(format!("cannot resolve host name ({e})")))?
         .collect();
     if addrs.is_empty() {
-        return Err(unreachable(
-            "cannot resolve host name (no addresses)".into(),
-        ));
+        return Err(unreachable("cannot resolve host name (no addresses)".into()).into());
     }
     let mut last = String::new();
+    let mut retry = false;
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
@@ -505,10 +744,26 @@ async fn tcp_connect(spec: &ConnectSpec) -> Result<TcpStream, TransportError> {
                 }
                 return Ok(stream);
             }
-            Err(e) => last = io_reason(&e),
+            Err(e) => {
+                last = io_reason(&e);
+                retry = dropped(&e);
+            }
         }
     }
-    Err(unreachable(last))
+    Err(Failure {
+        error: unreachable(last),
+        retry,
+    })
+}
+
+/// The server (or something in front of it) accepted and then dropped the connection: what
+/// sshd does above MaxStartups. A refused connection (nobody listening) is not retried.
+fn dropped(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -522,21 +777,25 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-fn handshake_error(spec: &ConnectSpec, e: HandlerError) -> TransportError {
+fn handshake_error(spec: &ConnectSpec, e: HandlerError) -> Failure {
     let unreachable = |reason: String| TransportError::Unreachable {
         address: spec.address.clone(),
         port: spec.port,
         reason,
     };
     match e {
-        HandlerError::Refused(e) => e,
-        HandlerError::Ssh(russh::Error::IO(io)) => unreachable(io_reason(&io)),
-        HandlerError::Ssh(russh::Error::Disconnect | russh::Error::HUP) => {
-            unreachable("connection closed by the server during the handshake".into())
-        }
-        HandlerError::Ssh(e) => TransportError::Protocol(format!(
+        HandlerError::Refused(e) => Failure::fatal(e),
+        HandlerError::Ssh(russh::Error::IO(io)) => Failure {
+            error: unreachable(io_reason(&io)),
+            retry: dropped(&io),
+        },
+        HandlerError::Ssh(russh::Error::Disconnect | russh::Error::HUP) => Failure {
+            error: unreachable("connection closed by the server during the handshake".into()),
+            retry: true,
+        },
+        HandlerError::Ssh(e) => Failure::fatal(TransportError::Protocol(format!(
             "handshake with {}:{} failed: {e}",
             spec.address, spec.port
-        )),
+        ))),
     }
 }

@@ -1,5 +1,6 @@
 //! The single integration-test binary (cargo target `integration`).
 
+mod bastion;
 mod cli_support;
 mod deploy;
 mod e2e;

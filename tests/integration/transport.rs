@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dropship::transport::ssh::SshConnector;
-use dropship::transport::{ConnectSpec, Connection, Connector, HostKeyPolicy, TransportError};
+use dropship::transport::{
+    ConnectSpec, Connection, Connector, HostKeyPolicy, JumpSpec, TransportError,
+};
 use sha2::{Digest, Sha256};
 
 /// One sshd on 127.0.0.1 with its own host key and one authorized client key; killed on drop.
@@ -130,6 +132,8 @@ impl Sshd {
             known_hosts: known_hosts.to_path_buf(),
             host_key_policy: policy,
             connect_timeout: Duration::from_secs(10),
+            jump: None,
+            identities_only: false,
         }
     }
 
@@ -624,6 +628,8 @@ async fn unreachable_port_is_reported() {
         known_hosts: dir.path().join("known_hosts"),
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout: Duration::from_secs(5),
+        jump: None,
+        identities_only: false,
     };
     match connector().connect(&spec).await.expect_err("closed port") {
         TransportError::Unreachable { reason, .. } => {
@@ -658,6 +664,8 @@ async fn silent_server_times_out() {
         known_hosts: dir.path().join("known_hosts"),
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout: Duration::from_secs(1),
+        jump: None,
+        identities_only: false,
     };
     let started = Instant::now();
     match connector().connect(&spec).await.expect_err("silent server") {
@@ -695,5 +703,154 @@ async fn reports_connection_lost_mid_command() {
     assert!(
         matches!(&err, TransportError::Protocol(msg) if msg.starts_with("connection lost")),
         "{err:?}"
+    );
+}
+
+/// A TCP proxy in front of `target` that accepts and immediately drops the first `drop_first`
+/// connections (what sshd does above MaxStartups), then forwards the rest. Returns its port
+/// and the number of connections it accepted so far.
+fn flaky_proxy(
+    target: u16,
+    drop_first: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            if count.fetch_add(1, Ordering::SeqCst) < drop_first {
+                drop(client);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                return;
+            };
+            let pump = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pump(server, client);
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_handshakes_the_server_dropped() {
+    let sshd = Sshd::start();
+    let known_hosts = sshd.path("known_hosts_proxy");
+    let (port, accepted) = flaky_proxy(sshd.port, 2);
+    // The proxy's port must be trusted with the sshd's key.
+    let line = sshd.known_hosts_line().replace(
+        &format!("[127.0.0.1]:{}", sshd.port),
+        &format!("[127.0.0.1]:{port}"),
+    );
+    fs::write(&known_hosts, format!("{line}\n")).unwrap();
+    let spec = ConnectSpec {
+        port,
+        ..sshd.spec(&known_hosts, HostKeyPolicy::Strict)
+    };
+    let started = Instant::now();
+    let conn = connector()
+        .connect(&spec)
+        .await
+        .expect("connects on the third attempt");
+    assert_eq!(
+        conn.exec("echo retried", b"").await.unwrap().stdout,
+        b"retried\n"
+    );
+    conn.close().await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // Two backoffs: 200-300 ms, then 400-600 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Host key errors are never retried.
+    let (port, accepted) = flaky_proxy(sshd.port, 0);
+    let spec = ConnectSpec {
+        port,
+        ..sshd.spec(&known_hosts, HostKeyPolicy::Strict)
+    };
+    let err = connector().connect(&spec).await.expect_err("unknown key");
+    assert!(
+        matches!(err, TransportError::UnknownHostKey { .. }),
+        "{err:?}"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_share_one_bastion_connection_that_outlives_them() {
+    let (bastion, target) = (Sshd::start(), Sshd::start());
+    // The bastion accepts the target's client key too; one known_hosts trusts both.
+    let mut authorized = fs::read_to_string(bastion.path("authorized_keys")).unwrap();
+    authorized.push_str(&fs::read_to_string(target.path("client_key.pub")).unwrap());
+    fs::write(bastion.path("authorized_keys"), authorized).unwrap();
+    let known_hosts = target.path("known_hosts_both");
+    fs::write(
+        &known_hosts,
+        format!(
+            "{}\n{}\n",
+            bastion.known_hosts_line(),
+            target.known_hosts_line()
+        ),
+    )
+    .unwrap();
+    let spec = ConnectSpec {
+        jump: Some(JumpSpec {
+            host: "127.0.0.1".into(),
+            port: bastion.port,
+            user: "root".into(),
+        }),
+        ..target.spec(&known_hosts, HostKeyPolicy::Strict)
+    };
+
+    let connector = connector();
+    let conns = futures::future::join_all((0..4).map(|_| connector.connect(&spec))).await;
+    for conn in &conns {
+        let conn = conn.as_ref().expect("connected through the bastion");
+        assert_eq!(conn.exec("echo via", b"").await.unwrap().stdout, b"via\n");
+    }
+    assert_eq!(connector.bastion_connections().await, 1);
+    for conn in conns {
+        conn.unwrap().close().await;
+    }
+    // Closing the targets left the bastion connection up: a later target reuses it.
+    let conn = connector.connect(&spec).await.expect("reuses the bastion");
+    assert_eq!(
+        conn.exec("echo again", b"").await.unwrap().stdout,
+        b"again\n"
+    );
+    conn.close().await;
+    let log = fs::read_to_string(bastion.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+    let log = fs::read_to_string(target.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 5, "{log}");
+
+    // A bastion that refuses our key fails the target, naming the bastion.
+    fs::write(bastion.path("authorized_keys"), "").unwrap();
+    let err = SshConnector::new()
+        .with_agent(false)
+        .with_default_keys(false)
+        .connect(&spec)
+        .await
+        .expect_err("bastion refuses the key");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "via bastion root@127.0.0.1:{}: permission denied for root@127.0.0.1 (publickey); keys tried: {}",
+            bastion.port,
+            target.path("client_key").display()
+        )),
+        "{text}"
     );
 }
