@@ -46,19 +46,31 @@ impl RemoteFile {
 /// starts with the password line: when sudo needs no password for this user anyway (`-k -n`
 /// succeeds), the shell reads that line away; otherwise `sudo -k -S -p ''` reads it (`-k`: a
 /// cached credential never lets the line through to the command). The rest of stdin goes to
-/// the command. The password is never on a command line.
+/// the command. The password is never on a command line. Becoming root when already root
+/// runs the script directly (a fresh server may have no sudo yet).
 pub fn sudo(script: &str, user: Option<&str>, with_password: bool) -> String {
     let target = match user {
         Some(u) => format!(" -u {}", quote(u)),
         None => String::new(),
     };
     let inner = format!("sh -c {}", quote_always(script));
-    if with_password {
+    let skip_line = if with_password {
+        "IFS= read -r _; "
+    } else {
+        ""
+    };
+    let via_sudo = if with_password {
         format!(
             "if sudo -k -n{target} true 2>/dev/null; then IFS= read -r _; exec sudo -n{target} -- {inner}; else exec sudo -k -S -p ''{target} -- {inner}; fi"
         )
     } else {
-        format!("sudo -n{target} -- {inner}")
+        format!("exec sudo -n{target} -- {inner}")
+    };
+    match user {
+        Some(_) => via_sudo,
+        None => {
+            format!("if [ \"$(id -u)\" = 0 ]; then {skip_line}exec {inner}; else {via_sudo}; fi")
+        }
     }
 }
 
@@ -354,15 +366,19 @@ mod tests {
     fn sudo_wraps_the_script_once_and_keeps_the_password_off_the_command_line() {
         assert_eq!(
             sudo("id -u > '/tmp/x'", None, false),
-            r#"sudo -n -- sh -c 'id -u > '\''/tmp/x'\'''"#
+            r#"if [ "$(id -u)" = 0 ]; then exec sh -c 'id -u > '\''/tmp/x'\'''; else exec sudo -n -- sh -c 'id -u > '\''/tmp/x'\'''; fi"#
         );
         assert_eq!(
             sudo("whoami", Some("postgres"), false),
-            "sudo -n -u postgres -- sh -c 'whoami'"
+            "exec sudo -n -u postgres -- sh -c 'whoami'"
         );
         assert_eq!(
             sudo("cat > f", Some("app"), true),
             "if sudo -k -n -u app true 2>/dev/null; then IFS= read -r _; exec sudo -n -u app -- sh -c 'cat > f'; else exec sudo -k -S -p '' -u app -- sh -c 'cat > f'; fi"
+        );
+        assert_eq!(
+            sudo("cat > f", None, true),
+            r#"if [ "$(id -u)" = 0 ]; then IFS= read -r _; exec sh -c 'cat > f'; else if sudo -k -n true 2>/dev/null; then IFS= read -r _; exec sudo -n -- sh -c 'cat > f'; else exec sudo -k -S -p '' -- sh -c 'cat > f'; fi; fi"#
         );
     }
 
