@@ -289,3 +289,271 @@ become_password = "{{{{ secrets.sudo_pw }}}}"
     assert_ne!(run.code, Some(0), "{}", run.all());
     assert!(!run.all().contains("wrong-password-xyz"), "{}", run.all());
 }
+
+/// A container from a minimal Debian rootfs (scripts/localfleet/fresh-image.sh) running only
+/// sshd on a free 127.0.0.1 port (host network, so its apt reaches this machine's mirror);
+/// root logs in with `root_key`. Removed on drop.
+struct FreshServer {
+    name: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    root_key: PathBuf,
+    known_hosts: PathBuf,
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "dropship-fresh",
+            "-f",
+        ])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen")
+        .success();
+    assert!(ok, "ssh-keygen {}", path.display());
+}
+
+impl FreshServer {
+    fn start() -> FreshServer {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/localfleet/fresh-image.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run fresh-image.sh");
+        assert!(out.status.success(), "fresh-image.sh failed");
+        let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let dir = tempfile::Builder::new()
+            .prefix("dropship-fresh-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("root_key"));
+        fs::copy(d.join("root_key.pub"), d.join("root_authorized_keys")).unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey /dropship-test/host_key\n\
+                 StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPrintMotd no\n\
+                 Subsystem sftp internal-sftp\n\
+                 Match User root\n  AuthorizedKeysFile /dropship-test/root_authorized_keys\n"
+            ),
+        )
+        .unwrap();
+        let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
+        let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        let known_hosts = d.join("known_hosts");
+        fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", host_pub.join(" ")),
+        )
+        .unwrap();
+        let name = unique("dropship-fresh-");
+        let ok = Command::new("docker")
+            .args(["run", "-d", "--name", &name, "--network", "host", "-v"])
+            .arg(format!("{}:/dropship-test:ro", d.display()))
+            .args([
+                &image,
+                "sh",
+                "-c",
+                "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e -f /dropship-test/sshd_config",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("docker run")
+            .success();
+        let server = FreshServer {
+            name,
+            port,
+            root_key: d.join("root_key"),
+            known_hosts,
+            dir,
+        };
+        assert!(ok, "docker run failed");
+        // Ready when our sshd (not another test's) answers with a banner.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let banner = std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .and_then(|mut s| {
+                    use std::io::Read as _;
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                    let mut b = [0u8; 4];
+                    s.read_exact(&mut b).ok()?;
+                    Some(b)
+                });
+            if banner == Some(*b"SSH-") && server.logs().contains("Server listening") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd in {} not up: {}",
+                server.name,
+                server.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+
+    fn logs(&self) -> String {
+        let out = Command::new("docker")
+            .args(["logs", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    fn inventory(&self, user: &str, key: &Path) -> PathBuf {
+        let path = self.dir.path().join(format!("inventory-{user}.toml"));
+        fs::write(
+            &path,
+            format!(
+                "[ssh]\nuser = \"{user}\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n\
+                 host_key_policy = \"strict\"\nconnect_timeout = \"10s\"\n\n\
+                 [hosts.fresh]\naddress = \"127.0.0.1\"\nssh = {{ port = {} }}\n",
+                key.display(),
+                self.known_hosts.display(),
+                self.port
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for FreshServer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn bootstrap_provisions_a_fresh_debian_server() {
+    let t0 = Instant::now();
+    let server = FreshServer::start();
+    eprintln!("fresh server up in {:.1}s", t0.elapsed().as_secs_f64());
+    let root_inv = server.inventory("root", &server.root_key);
+    let deploy_key = server.dir.path().join("deploy_key");
+    keygen(&deploy_key);
+    let deploy_pub = fs::read_to_string(deploy_key.with_extension("pub")).unwrap();
+    let pb = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/bootstrap.toml");
+    let key_var = format!("deploy_public_key={}", deploy_pub.trim());
+    let bootstrap = || {
+        dropship_cmd(command(
+            &[
+                "deploy",
+                "-i",
+                root_inv.to_str().unwrap(),
+                pb.to_str().unwrap(),
+                "--var",
+                "docker_source=distro",
+                "--var",
+                &key_var,
+                "--var",
+                "app_dir=/srv/pixel",
+            ],
+            None,
+        ))
+    };
+    let run = bootstrap();
+    eprintln!("first bootstrap done at {:.1}s", t0.elapsed().as_secs_f64());
+    run.assert_code(0);
+    for step in [
+        "base packages",
+        "docker engine (distro)",
+        "deploy user",
+        "deploy user's authorized key",
+        "passwordless sudo for the deploy user",
+        "app dir",
+    ] {
+        assert_eq!(
+            run.outcome("fresh", step).as_deref(),
+            Some("changed"),
+            "{step}: {}",
+            run.all()
+        );
+    }
+
+    // The deploy user logs in with its own key (root's key is not in its authorized_keys).
+    let deploy_inv = server.inventory("deploy", &deploy_key);
+    let run = dropship_cmd(command(
+        &[
+            "exec",
+            "-i",
+            deploy_inv.to_str().unwrap(),
+            "--",
+            "id -un && sudo -n true && echo sudo-ok && command -v docker && stat -c %U:%G /srv/pixel && id -nG",
+        ],
+        None,
+    ));
+    run.assert_code(0);
+    let text = run.all();
+    for want in [
+        "deploy",
+        "sudo-ok",
+        "/usr/bin/docker",
+        "deploy:deploy",
+        "docker",
+    ] {
+        assert!(text.contains(&want), "no `{want}` in {text}");
+    }
+
+    // Twice: nothing changes.
+    let run = bootstrap();
+    eprintln!(
+        "second bootstrap done at {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    run.assert_code(0);
+    assert!(!run.stdout.contains("[fresh] changed"), "{}", run.all());
+    assert!(run.stdout.contains("[fresh] ok"), "{}", run.all());
+
+    // A small deploy as the deploy user into the app dir.
+    fs::write(server.dir.path().join("hello.txt"), "hello from dropship\n").unwrap();
+    let app_pb = server.dir.path().join("app.toml");
+    fs::write(
+        &app_pb,
+        "name = \"app\"\napp = \"pixel\"\n[[steps]]\nname = \"hello\"\ncopy = { src = \"hello.txt\", dest = \"/srv/pixel/hello.txt\" }\n[[steps]]\nname = \"check\"\nrun = \"cat /srv/pixel/hello.txt && stat -c %U /srv/pixel/hello.txt\"\n",
+    )
+    .unwrap();
+    let run = dropship_cmd(command(
+        &[
+            "deploy",
+            "-i",
+            deploy_inv.to_str().unwrap(),
+            app_pb.to_str().unwrap(),
+        ],
+        None,
+    ));
+    run.assert_code(0);
+    assert_eq!(
+        run.outcome("fresh", "hello").as_deref(),
+        Some("changed"),
+        "{}",
+        run.all()
+    );
+    assert!(run.all().contains("hello from dropship"), "{}", run.all());
+    eprintln!(
+        "fresh-server test done in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}
