@@ -514,7 +514,7 @@ fn bootstrap_provisions_a_fresh_debian_server() {
         "deploy:deploy",
         "docker",
     ] {
-        assert!(text.contains(&want), "no `{want}` in {text}");
+        assert!(text.contains(want), "no `{want}` in {text}");
     }
 
     // Twice: nothing changes.
