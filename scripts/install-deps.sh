@@ -37,6 +37,9 @@ have htpasswd || have_pkg apache2-utils || missing+=(apache2-utils)
 have debootstrap || [ -x /usr/sbin/debootstrap ] || have_pkg debootstrap || missing+=(debootstrap)
 have curl || missing+=(curl)
 have flock || missing+=(util-linux)
+# `become` tests run a real sudo (and chpasswd/useradd, from passwd, normally present).
+have sudo || [ -x /usr/bin/sudo ] || have_pkg sudo || missing+=(sudo)
+{ have useradd || [ -x /usr/sbin/useradd ]; } || have_pkg passwd || missing+=(passwd)
 # Compose: the plugin (`docker compose`) or the standalone tool; Debian ships the latter.
 if ! docker compose version >/dev/null 2>&1 && ! have docker-compose; then
     missing+=(docker-compose)

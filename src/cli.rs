@@ -212,6 +212,8 @@ async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
             let action = Action::Run {
                 command: command.clone(),
                 dir: None,
+                creates: None,
+                unless: None,
             };
             let plan = plan::adhoc(targets, &command, action);
             Ok(Some(commands::adhoc("exec", plan, &run).await))

@@ -25,8 +25,17 @@ struct RawPlaybook {
     secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
     rollout: Option<Spanned<RawRollout>>,
     release: Option<Spanned<RawRelease>>,
+    #[serde(rename = "become")]
+    become_defaults: Option<Spanned<RawBecomeDefaults>>,
     #[serde(default)]
     steps: Vec<Spanned<RawStep>>,
+}
+
+/// `[become]`: defaults for every step that sets `become` or `become_user`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBecomeDefaults {
+    password: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,11 +92,33 @@ struct RawStep {
     docker_login: Option<Spanned<RawLogin>>,
     compose: Option<Spanned<RawCompose>>,
     health: Option<Spanned<RawHealth>>,
-    apt: Option<Spanned<toml::Value>>,
+    apt: Option<Spanned<RawApt>>,
     activate: Option<Spanned<bool>>,
     #[serde(rename = "become")]
-    become_root: Option<Spanned<toml::Value>>,
-    become_user: Option<Spanned<toml::Value>>,
+    become_root: Option<Spanned<bool>>,
+    become_user: Option<Spanned<String>>,
+    become_password: Option<Spanned<String>>,
+    creates: Option<Spanned<String>>,
+    unless: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApt {
+    packages: Vec<Spanned<String>>,
+    #[serde(default)]
+    update: bool,
+    #[serde(default)]
+    state: AptState,
+}
+
+/// Whether an `apt` step installs or removes its packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AptState {
+    #[default]
+    Present,
+    Absent,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +127,8 @@ struct RawFile {
     src: Spanned<String>,
     dest: Spanned<String>,
     mode: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +196,36 @@ pub struct FileStep {
     pub content: std::sync::Arc<[u8]>,
     pub dest: Templated,
     pub mode: u32,
+    /// Owner and group to give the file (rendered per host, checked to be plain names).
+    pub owner: Option<Templated>,
+    pub group: Option<Templated>,
+}
+
+/// `apt = { packages, update, state }`.
+#[derive(Debug, Clone)]
+pub struct AptStep {
+    /// Validated Debian package names (optionally `name:arch`).
+    pub packages: Vec<String>,
+    pub update: bool,
+    pub state: AptState,
+}
+
+/// `become`, `become_user`, `become_password` of a step (the password falls back to
+/// `[become] password`).
+#[derive(Debug, Clone)]
+pub struct BecomeSpec {
+    /// `None`: root.
+    pub user: Option<String>,
+    /// A templated field, normally `{{ secrets.NAME }}`; `None`: `sudo -n` (passwordless).
+    pub password: Option<Templated>,
+}
+
+/// Guards of a `run` step: it is skipped (reported `ok`) when `creates` exists or `unless`
+/// exits 0.
+#[derive(Debug, Clone, Default)]
+pub struct RunGuards {
+    pub creates: Option<Templated>,
+    pub unless: Option<Templated>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +259,7 @@ pub enum StepKind {
     Copy(FileStep),
     Template(FileStep),
     Run(Templated),
+    Apt(AptStep),
     DockerLogin(LoginStep),
     Compose(ComposeStep),
     Health(HealthStep),
@@ -213,6 +277,10 @@ pub struct Step {
     pub when: Option<Templated>,
     pub tags: Vec<String>,
     pub kind: StepKind,
+    /// Run the step's remote commands through sudo.
+    pub become_as: Option<BecomeSpec>,
+    /// Only for `run` steps.
+    pub guards: RunGuards,
 }
 
 #[derive(Debug, Clone)]
@@ -287,9 +355,16 @@ impl Playbook {
             }
         };
         let base_refs: Vec<&Path> = bases.iter().map(PathBuf::as_path).collect();
+        let default_password = raw.become_defaults.and_then(|b| b.into_inner().password);
         let mut steps = Vec::new();
         for (index, raw_step) in raw.steps.into_iter().enumerate() {
-            steps.push(convert_step(&file, &base_refs, index, raw_step)?);
+            steps.push(convert_step(
+                &file,
+                &base_refs,
+                index,
+                raw_step,
+                default_password.as_ref(),
+            )?);
         }
         Ok(Self {
             name: raw.name,
@@ -349,12 +424,63 @@ fn convert_rollout(file: &SourceFile, raw: &Spanned<RawRollout>) -> Result<Polic
     })
 }
 
-fn not_supported_yet(file: &SourceFile, span: std::ops::Range<usize>, what: &str) -> InputError {
-    file.error_at(span, format!("{what} is not supported yet"))
-        .with_hint("this dropship version deploys with copy, template, run, docker_login, compose and health steps; remove it for now")
+const STEP_KINDS: &str =
+    "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health` or `activate`";
+
+/// Debian package names: lowercase letters, digits, `+`, `-`, `.`, at least two characters,
+/// starting with a letter or digit; optionally `:arch`.
+pub fn valid_package_name(name: &str) -> bool {
+    let (pkg, arch) = match name.split_once(':') {
+        Some((p, a)) => (p, Some(a)),
+        None => (name, None),
+    };
+    let pkg_ok = pkg.len() >= 2
+        && pkg.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && pkg
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    let arch_ok = arch.is_none_or(|a| {
+        !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    });
+    pkg_ok && arch_ok
 }
 
-const STEP_KINDS: &str = "`copy`, `template`, `run`, `docker_login`, `compose` or `health`";
+/// User and group names usable with `sudo -u` and `chown`: letters, digits, `_`, `-`, `.`,
+/// not starting with `-`, at most 32 characters.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+fn convert_apt(file: &SourceFile, raw: Spanned<RawApt>) -> Result<AptStep, InputError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if raw.packages.is_empty() {
+        return Err(file
+            .error_at(span, "an `apt` step needs at least one package")
+            .with_hint("write apt = { packages = [\"docker.io\"] }"));
+    }
+    let mut packages = Vec::with_capacity(raw.packages.len());
+    for p in raw.packages {
+        if !valid_package_name(p.get_ref()) {
+            return Err(file
+                .error_at(p.span(), format!("bad package name `{}`", p.get_ref()))
+                .with_hint("Debian package names use lowercase letters, digits, `+`, `-` and `.` (optionally `:arch`); versions and globs are not accepted"));
+        }
+        packages.push(p.into_inner());
+    }
+    Ok(AptStep {
+        packages,
+        update: raw.update,
+        state: raw.state,
+    })
+}
 
 fn convert_health(file: &SourceFile, raw: Spanned<RawHealth>) -> Result<HealthStep, InputError> {
     let span = raw.span();
@@ -391,18 +517,22 @@ fn convert_step(
     bases: &[&Path],
     index: usize,
     raw: Spanned<RawStep>,
+    default_password: Option<&Templated>,
 ) -> Result<Step, InputError> {
     let span = raw.span();
     let raw = raw.into_inner();
-    for (key, value) in [
-        ("`apt`", &raw.apt),
-        ("`become`", &raw.become_root),
-        ("`become_user`", &raw.become_user),
-    ] {
-        if let Some(v) = value {
-            return Err(not_supported_yet(file, v.span(), key));
-        }
+    let become_as = convert_become(file, &raw, default_password)?;
+    if raw.run.is_none()
+        && let Some(g) = raw.creates.as_ref().or(raw.unless.as_ref())
+    {
+        return Err(file
+            .error_at(g.span(), "`creates` and `unless` apply to `run` steps only")
+            .with_hint("remove it, or guard the step with `when`"));
     }
+    let guards = RunGuards {
+        creates: raw.creates.clone(),
+        unless: raw.unless.clone(),
+    };
     let mut kinds: Vec<(&str, StepKind)> = Vec::new();
     if let Some(f) = raw.copy {
         kinds.push(("copy", StepKind::Copy(load_file_step(file, bases, f)?)));
@@ -415,6 +545,9 @@ fn convert_step(
     }
     if let Some(r) = raw.run {
         kinds.push(("run", StepKind::Run(r)));
+    }
+    if let Some(a) = raw.apt {
+        kinds.push(("apt", StepKind::Apt(convert_apt(file, a)?)));
     }
     if let Some(l) = raw.docker_login {
         let l = l.into_inner();
@@ -483,12 +616,56 @@ fn convert_step(
         when: raw.when,
         tags: raw.tags,
         kind,
+        become_as,
+        guards,
     })
+}
+
+fn convert_become(
+    file: &SourceFile,
+    raw: &RawStep,
+    default_password: Option<&Templated>,
+) -> Result<Option<BecomeSpec>, InputError> {
+    if let Some(u) = &raw.become_user
+        && !valid_user_name(u.get_ref())
+    {
+        return Err(file
+            .error_at(u.span(), format!("bad user name `{}`", u.get_ref()))
+            .with_hint("use letters, digits, `_`, `-` and `.`"));
+    }
+    let wanted = match (&raw.become_root, &raw.become_user) {
+        (Some(b), Some(_)) if !*b.get_ref() => {
+            return Err(file
+                .error_at(b.span(), "`become = false` contradicts `become_user`")
+                .with_hint("remove one of them"));
+        }
+        (Some(b), _) => *b.get_ref() || raw.become_user.is_some(),
+        (None, user) => user.is_some(),
+    };
+    if !wanted {
+        if let Some(p) = &raw.become_password {
+            return Err(file
+                .error_at(p.span(), "`become_password` without `become`")
+                .with_hint("add `become = true`, or remove it"));
+        }
+        return Ok(None);
+    }
+    Ok(Some(BecomeSpec {
+        user: raw.become_user.as_ref().map(|u| u.get_ref().clone()),
+        password: raw
+            .become_password
+            .clone()
+            .or_else(|| default_password.cloned()),
+    }))
 }
 
 fn default_step_name(kind: &StepKind) -> String {
     match kind {
         StepKind::Copy(f) | StepKind::Template(f) => f.dest.get_ref().clone(),
+        StepKind::Apt(a) => match a.state {
+            AptState::Present => format!("apt install {}", a.packages.join(" ")),
+            AptState::Absent => format!("apt remove {}", a.packages.join(" ")),
+        },
         StepKind::Run(r) => {
             let first = r.get_ref().lines().next().unwrap_or("");
             let short: String = first.chars().take(60).collect();
@@ -533,6 +710,14 @@ fn load_file_step(
                 .with_hint("write an octal string such as \"0600\" or \"0644\"")
         })?,
     };
+    for name in [&raw.owner, &raw.group].into_iter().flatten() {
+        let text = name.get_ref();
+        if !text.contains("{{") && !valid_user_name(text) {
+            return Err(file
+                .error_at(name.span(), format!("bad user or group name `{text}`"))
+                .with_hint("use letters, digits, `_`, `-` and `.`"));
+        }
+    }
     Ok(FileStep {
         src_name: raw.src.get_ref().clone(),
         src_path,
@@ -540,6 +725,8 @@ fn load_file_step(
         content: content.into(),
         dest: raw.dest,
         mode,
+        owner: raw.owner,
+        group: raw.group,
     })
 }
 
@@ -591,15 +778,136 @@ compose = { command = "up", dir = "/srv" }
     }
 
     #[test]
-    fn later_features_are_rejected_with_not_supported_yet() {
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"x\"] }\n")
+    fn apt_packages_are_validated() {
+        let pb = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"docker.io\", \"g++\", \"libc6:amd64\"], update = true }\n[[steps]]\napt = { packages = [\"ufw\"], state = \"absent\" }\n").unwrap();
+        let StepKind::Apt(a) = &pb.steps[0].kind else {
+            panic!()
+        };
+        assert_eq!(a.packages, ["docker.io", "g++", "libc6:amd64"]);
+        assert!(a.update);
+        assert_eq!(a.state, AptState::Present);
+        assert_eq!(pb.steps[0].name, "apt install docker.io g++ libc6:amd64");
+        let StepKind::Apt(a) = &pb.steps[1].kind else {
+            panic!()
+        };
+        assert!(!a.update);
+        assert_eq!(a.state, AptState::Absent);
+        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"curl\", \"x; rm -rf /\"] }\n")
             .unwrap_err();
         assert!(
-            err.to_string().starts_with(
-                "/nonexistent/pb.toml:4:7: `apt` is not supported yet\n  key: `steps.0.apt`"
-            ),
+            err.to_string()
+                .starts_with("/nonexistent/pb.toml:4:29: bad package name `x; rm -rf /`"),
             "{err}"
         );
+        let err =
+            parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [] }\n").unwrap_err();
+        assert!(err.to_string().contains("at least one package"), "{err}");
+        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"xy\"], state = \"latest\" }\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `latest`"),
+            "{err}"
+        );
+        for bad in ["", "A", "-x", "x", "Docker", "a b", "pkg=1.0", "p*", "a:"] {
+            assert!(!valid_package_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn become_keys_are_parsed_with_the_playbook_default_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.j2"), "x").unwrap();
+        let text = r#"
+name = "t"
+app = "a"
+[become]
+password = "{{ secrets.pw }}"
+
+[[steps]]
+run = "id -u"
+become = true
+
+[[steps]]
+run = "whoami"
+become_user = "postgres"
+become_password = "{{ secrets.other }}"
+
+[[steps]]
+run = "true"
+creates = "/etc/x"
+
+[[steps]]
+template = { src = "t.j2", dest = "/etc/y", owner = "root", group = "{{ g }}" }
+become = true
+"#;
+        let pb = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: text.into(),
+        })
+        .unwrap();
+        let b = pb.steps[0].become_as.as_ref().unwrap();
+        assert_eq!(b.user, None);
+        assert_eq!(b.password.as_ref().unwrap().get_ref(), "{{ secrets.pw }}");
+        let b = pb.steps[1].become_as.as_ref().unwrap();
+        assert_eq!(b.user.as_deref(), Some("postgres"));
+        assert_eq!(
+            b.password.as_ref().unwrap().get_ref(),
+            "{{ secrets.other }}"
+        );
+        assert!(pb.steps[2].become_as.is_none());
+        assert_eq!(
+            pb.steps[2].guards.creates.as_ref().unwrap().get_ref(),
+            "/etc/x"
+        );
+        let StepKind::Template(f) = &pb.steps[3].kind else {
+            panic!()
+        };
+        assert_eq!(f.owner.as_ref().unwrap().get_ref(), "root");
+        assert_eq!(f.group.as_ref().unwrap().get_ref(), "{{ g }}");
+    }
+
+    #[test]
+    fn bad_become_keys_are_errors() {
+        let cases = [
+            ("become_user = \"-x\"", "bad user name `-x`"),
+            (
+                "become = false\nbecome_user = \"bob\"",
+                "contradicts `become_user`",
+            ),
+            (
+                "become_password = \"p\"",
+                "`become_password` without `become`",
+            ),
+            ("become = \"yes\"", "expected a boolean"),
+        ];
+        for (keys, want) in cases {
+            let err = parse(&format!(
+                "name = \"t\"\napp = \"a\"\n[[steps]]\nrun = \"x\"\n{keys}\n"
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains(want), "{keys}: {err}");
+        }
+        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\ncompose = { command = \"up\" }\nunless = \"true\"\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("apply to `run` steps only"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.j2"), "x").unwrap();
+        let err = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: "name = \"t\"\napp = \"a\"\n[[steps]]\ncopy = { src = \"t.j2\", dest = \"/x\", owner = \"a b\" }\n".into(),
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("bad user or group name `a b`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_batch_is_neither_count_nor_percentage() {
         let err = parse("name = \"t\"\napp = \"a\"\n[rollout]\nbatch = \"lots\"\n").unwrap_err();
         assert!(
             err.to_string().starts_with(

@@ -115,3 +115,41 @@ lf_kill_pidfile() {
 lf_docker_ok() {
     docker info >/dev/null 2>&1 || die "the docker engine does not answer (start it: nohup dockerd >/tmp/dockerd.log 2>&1 &)"
 }
+
+# The Debian mirror apt uses for $SUITE (set by the caller) (deb822 .sources first, then sources.list), never
+# printed. LOCALFLEET_MIRROR overrides it.
+debian_mirror() {
+    if [ -n "${LOCALFLEET_MIRROR:-}" ]; then
+        printf '%s\n' "$LOCALFLEET_MIRROR"
+        return
+    fi
+    local f m
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        # Stanzas are separated by blank lines; take the first URI of a `deb` stanza whose
+        # Suites has exactly "bookworm".
+        m=$(awk -v suite="$SUITE" '
+            function flush() { if (isdeb && hassuite && uri != "" && out == "") out = uri; isdeb = 0; hassuite = 0; uri = "" }
+            /^[[:space:]]*$/ { flush(); next }
+            /^[[:space:]]*#/ { next }
+            tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") isdeb = 1 }
+            tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) hassuite = 1 }
+            tolower($1) == "uris:" { uri = $2 }
+            END { flush(); print out }' "$f")
+        if [ -n "$m" ]; then
+            printf '%s\n' "$m"
+            return
+        fi
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -r "$f" ] || continue
+        m=$(awk -v suite="$SUITE" '$1 == "deb" {
+                i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                if ($(i + 1) == suite) { print $i; exit } }' "$f")
+        if [ -n "$m" ]; then
+            printf '%s\n' "$m"
+            return
+        fi
+    done
+    die "no Debian $SUITE mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
+}

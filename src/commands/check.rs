@@ -13,17 +13,56 @@ pub fn describe_plan(plan: &Plan) -> String {
         for step in &hp.steps {
             let what = match &step.action {
                 Action::Upload(u) => format!(
-                    "file {} ({:04o}, {} bytes, sha256 {}{})",
+                    "file {} ({:04o}{}, {} bytes, sha256 {}{})",
                     u.dest,
                     u.mode,
+                    match (&u.owner, &u.group) {
+                        (None, None) => String::new(),
+                        (o, g) => format!(
+                            ", {}:{}",
+                            o.as_deref().unwrap_or("-"),
+                            g.as_deref().unwrap_or("-")
+                        ),
+                    },
                     u.content.len(),
                     &u.sha256[..12],
                     if u.sensitive { ", holds secrets" } else { "" }
                 ),
-                Action::Run { command, dir } => match dir {
-                    Some(d) => format!("run in {d}: {}", plan.redactor.redact(command)),
-                    None => format!("run: {}", plan.redactor.redact(command)),
-                },
+                Action::Run {
+                    command,
+                    dir,
+                    creates,
+                    unless,
+                } => {
+                    let mut text = match dir {
+                        Some(d) => format!("run in {d}: {}", plan.redactor.redact(command)),
+                        None => format!("run: {}", plan.redactor.redact(command)),
+                    };
+                    if let Some(c) = creates {
+                        text.push_str(&format!(" (unless {c} exists)"));
+                    }
+                    if let Some(u) = unless {
+                        text.push_str(&format!(" (unless `{}` passes)", plan.redactor.redact(u)));
+                    }
+                    text
+                }
+                Action::Apt {
+                    packages,
+                    update,
+                    state,
+                } => format!(
+                    "apt {} {}{}",
+                    match state {
+                        crate::playbook::AptState::Present => "install",
+                        crate::playbook::AptState::Absent => "remove",
+                    },
+                    packages.join(" "),
+                    if *update {
+                        " (after apt-get update)"
+                    } else {
+                        ""
+                    }
+                ),
                 Action::DockerLogin {
                     registry, username, ..
                 } => {
@@ -57,7 +96,22 @@ pub fn describe_plan(plan: &Plan) -> String {
                 Action::Facts => "report versions".to_string(),
                 Action::Skip { reason } => format!("skip ({reason})"),
             };
-            out.push_str(&format!("  - {}: {what}\n", step.name));
+            let via = match &step.become_as {
+                None => String::new(),
+                Some(b) => format!(
+                    " [sudo{}{}]",
+                    b.user
+                        .as_deref()
+                        .map(|u| format!(" -u {u}"))
+                        .unwrap_or_default(),
+                    if b.password.is_some() {
+                        " with password"
+                    } else {
+                        ""
+                    }
+                ),
+            };
+            out.push_str(&format!("  - {}: {what}{via}\n", step.name));
         }
     }
     let steps = plan.hosts.first().map_or(0, |h| h.steps.len());

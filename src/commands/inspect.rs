@@ -18,13 +18,15 @@ pub async fn releases(mut plan: Plan, run: &RunArgs) -> RunReport {
             "; echo 'audit (last 5):'; {} | sed 's/^/  /'",
             lock::audit_tail(&hp.state, 5)
         ));
-        hp.steps = vec![PlannedStep {
-            name: "releases".into(),
-            action: Action::Run {
+        hp.steps = vec![PlannedStep::new(
+            "releases",
+            Action::Run {
                 command: script,
                 dir: None,
+                creates: None,
+                unless: None,
             },
-        }];
+        )];
     }
     super::adhoc("releases", plan, run).await
 }
@@ -48,13 +50,15 @@ pub async fn lock(mut plan: Plan, run: &RunArgs, action: LockAction) -> RunRepor
                 ),
             ),
         };
-        hp.steps = vec![PlannedStep {
-            name: name.into(),
-            action: Action::Run {
+        hp.steps = vec![PlannedStep::new(
+            name,
+            Action::Run {
                 command: script,
                 dir: None,
+                creates: None,
+                unless: None,
             },
-        }];
+        )];
     }
     super::adhoc("lock", plan, run).await
 }

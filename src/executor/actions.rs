@@ -5,26 +5,74 @@ use std::time::{Duration, Instant};
 
 use super::HostSession;
 use crate::health::{self, HealthCheck, Probe};
-use crate::plan::{Action, Upload};
+use crate::plan::{Action, Become, Upload};
 use crate::release;
 use crate::remote::{self, ComposeFlavor, RemoteFile};
 use crate::report::Outcome;
 use crate::transport::{Connection, ExecOutput};
 
 impl<T: Connection> HostSession<T> {
-    pub(super) async fn step_action(&mut self, action: &Action) -> Result<Done, String> {
+    pub(super) async fn step_action(
+        &mut self,
+        action: &Action,
+        become_as: Option<&Become>,
+    ) -> Result<Done, String> {
         match action {
             Action::Skip { reason } => Ok(Done::new(Outcome::Skipped, Some(reason.clone()))),
-            Action::Upload(upload) => self.upload(upload).await,
-            Action::Run { command, dir } => {
-                let out = self
-                    .exec(&remote::run(command, dir.as_deref()), &[])
-                    .await?;
+            Action::Upload(upload) => self.upload(upload, become_as).await,
+            Action::Run {
+                command,
+                dir,
+                creates,
+                unless,
+            } => {
+                let script = if creates.is_none() && unless.is_none() {
+                    remote::run(command, dir.as_deref())
+                } else {
+                    remote::guarded_run(
+                        command,
+                        dir.as_deref(),
+                        creates.as_deref(),
+                        unless.as_deref(),
+                    )
+                };
+                let out = self.exec_as(&script, &[], become_as).await?;
                 require_success(&out)?;
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                if stdout.lines().next() == Some(remote::GUARD_HOLDS) {
+                    let why = match creates {
+                        Some(c) => format!("{c} exists"),
+                        None => "`unless` passed".to_string(),
+                    };
+                    return Ok(Done::new(Outcome::Ok, Some(why)));
+                }
                 Ok(Done {
                     output: output_tail(&out.stdout),
                     ..Done::new(Outcome::Changed, None)
                 })
+            }
+            Action::Apt {
+                packages,
+                update,
+                state,
+            } => {
+                let out = self
+                    .exec_as(&remote::apt(packages, *update, *state), &[], become_as)
+                    .await?;
+                require_success(&out)?;
+                match remote::parse_apt(&String::from_utf8_lossy(&out.stdout)) {
+                    None => Ok(Done::new(Outcome::Ok, None)),
+                    Some(acted) => {
+                        let verb = match state {
+                            crate::playbook::AptState::Present => "installed",
+                            crate::playbook::AptState::Absent => "removed",
+                        };
+                        Ok(Done::new(
+                            Outcome::Changed,
+                            Some(format!("{verb} {}", acted.join(" "))),
+                        ))
+                    }
+                }
             }
             Action::DockerLogin {
                 registry,
@@ -32,7 +80,9 @@ impl<T: Connection> HostSession<T> {
                 password,
             } => {
                 let script = remote::docker_login(registry, username);
-                let out = self.exec(&script, password.expose().as_bytes()).await?;
+                let out = self
+                    .exec_as(&script, password.expose().as_bytes(), become_as)
+                    .await?;
                 require_success(&out)?;
                 Ok(Done::new(
                     Outcome::Ok,
@@ -49,7 +99,7 @@ impl<T: Connection> HostSession<T> {
                     return Err("neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose".into());
                 }
                 let script = remote::compose(self.compose, *command, dir, project, services);
-                let out = self.exec(&script, &[]).await?;
+                let out = self.exec_as(&script, &[], become_as).await?;
                 require_success(&out)?;
                 let text = String::from_utf8_lossy(&out.stderr).into_owned()
                     + &String::from_utf8_lossy(&out.stdout);
@@ -60,9 +110,11 @@ impl<T: Connection> HostSession<T> {
                 };
                 Ok(Done::new(outcome, None))
             }
-            Action::Health(check) => self.health(check).await,
+            Action::Health(check) => self.health(check, become_as).await,
             Action::Activate { site, id } => {
-                let out = self.exec(&release::activate(site, id), &[]).await?;
+                let out = self
+                    .exec_as(&release::activate(site, id), &[], become_as)
+                    .await?;
                 require_success(&out)?;
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 self.previous_release = release::parse_previous(&stdout);
@@ -84,7 +136,11 @@ impl<T: Connection> HostSession<T> {
 
     /// Retries the check every `interval` until it passes or `timeout` runs out; the failure
     /// names the last status (and a body excerpt) seen.
-    pub(super) async fn health(&self, check: &HealthCheck) -> Result<Done, String> {
+    pub(super) async fn health(
+        &self,
+        check: &HealthCheck,
+        become_as: Option<&Become>,
+    ) -> Result<Done, String> {
         let started = Instant::now();
         let deadline = started + check.timeout;
         let mut attempts = 0u32;
@@ -93,7 +149,7 @@ impl<T: Connection> HostSession<T> {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(
                 remaining.max(Duration::from_millis(100)),
-                self.health_attempt(check),
+                self.health_attempt(check, become_as),
             )
             .await;
             let last = match attempt {
@@ -119,7 +175,11 @@ impl<T: Connection> HostSession<T> {
         }
     }
 
-    async fn health_attempt(&self, check: &HealthCheck) -> Result<String, String> {
+    async fn health_attempt(
+        &self,
+        check: &HealthCheck,
+        become_as: Option<&Become>,
+    ) -> Result<String, String> {
         match &check.probe {
             Probe::Http(target) => {
                 let raw = self
@@ -143,7 +203,7 @@ impl<T: Connection> HostSession<T> {
             }
             Probe::Command { command, dir } => {
                 let out = self
-                    .exec(&remote::run(command, dir.as_deref()), &[])
+                    .exec_as(&remote::run(command, dir.as_deref()), &[], become_as)
                     .await?;
                 require_success(&out)?;
                 Ok("command passed".to_string())
@@ -151,15 +211,25 @@ impl<T: Connection> HostSession<T> {
         }
     }
 
-    async fn upload(&mut self, upload: &Upload) -> Result<Done, String> {
+    async fn upload(
+        &mut self,
+        upload: &Upload,
+        become_as: Option<&Become>,
+    ) -> Result<Done, String> {
+        if let Some(Some(remote)) = self.remote_files.get(&upload.dest)
+            && remote.matches(upload)
+        {
+            return Ok(Done::new(Outcome::Ok, Some(upload.dest.clone())));
+        }
         let wanted = RemoteFile {
             sha256: upload.sha256.clone(),
             mode: upload.mode,
+            owner: upload.owner.clone().unwrap_or_default(),
+            group: upload.group.clone().unwrap_or_default(),
         };
-        if self.remote_files.get(&upload.dest) == Some(&Some(wanted.clone())) {
-            return Ok(Done::new(Outcome::Ok, Some(upload.dest.clone())));
-        }
-        let out = self.exec(&remote::upload(upload), &upload.content).await?;
+        let out = self
+            .exec_as(&remote::upload(upload), &upload.content, become_as)
+            .await?;
         require_success(&out)?;
         self.remote_files.insert(upload.dest.clone(), Some(wanted));
         Ok(Done::new(Outcome::Changed, Some(upload.dest.clone())))

@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures::future::join_all;
 use tokio::sync::{Semaphore, watch};
 
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Become, Plan};
 use crate::release;
 use crate::remote::{self, ComposeFlavor, RemoteFile};
 use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
@@ -192,6 +192,30 @@ impl<T: Connection> HostSession<T> {
             .map_err(|e| e.to_string())
     }
 
+    /// Runs a script on the host through sudo when `become_as` says so: the sudo password (if
+    /// any) goes first on stdin, then `stdin`; never on the command line.
+    pub async fn exec_as(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        become_as: Option<&Become>,
+    ) -> Result<ExecOutput, String> {
+        let Some(b) = become_as else {
+            return self.exec(script, stdin).await;
+        };
+        let wrapped = remote::sudo(script, b.user.as_deref(), b.password.is_some());
+        match &b.password {
+            None => self.exec(&wrapped, stdin).await,
+            Some(password) => {
+                let mut input = Vec::with_capacity(password.expose().len() + 1 + stdin.len());
+                input.extend_from_slice(password.expose().as_bytes());
+                input.push(b'\n');
+                input.extend_from_slice(stdin);
+                self.exec(&wrapped, &input).await
+            }
+        }
+    }
+
     /// Runs the plan's steps `range` in order. A failed step ends the host's run: the rest are
     /// reported skipped. After cancellation, steps not yet started are skipped.
     pub async fn run_steps(&mut self, ctx: &RunContext<'_>, range: Range<usize>) {
@@ -221,7 +245,7 @@ impl<T: Connection> HostSession<T> {
             } else if ctx.cancel.is_cancelled() {
                 Done::new(Outcome::Skipped, Some("interrupted".into()))
             } else {
-                self.step_action(&step.action)
+                self.step_action(&step.action, step.become_as.as_ref())
                     .await
                     .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)))
             };
@@ -264,7 +288,7 @@ impl<T: Connection> HostSession<T> {
         for step in &host_plan.steps[host_plan.post_activate.min(host_plan.steps.len())..] {
             let started = Instant::now();
             let done = self
-                .step_action(&step.action)
+                .step_action(&step.action, step.become_as.as_ref())
                 .await
                 .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
             let failed = done.outcome == Outcome::Failed;
@@ -323,7 +347,21 @@ impl<T: Connection> HostSession<T> {
         if dests.is_empty() && !want_compose {
             return Ok(());
         }
-        let out = self.exec(&remote::probe(&dests, want_compose), &[]).await?;
+        // Files written as root may be readable by root only: probe through sudo when a file
+        // step uses `become` (as root when one does, else as the first step's user).
+        let file_becomes: Vec<&Become> = steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Upload(_)))
+            .filter_map(|s| s.become_as.as_ref())
+            .collect();
+        let probe_as = file_becomes
+            .iter()
+            .find(|b| b.user.is_none())
+            .or(file_becomes.first())
+            .copied();
+        let out = self
+            .exec_as(&remote::probe(&dests, want_compose), &[], probe_as)
+            .await?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let Some((files, flavor)) =
             remote::parse_probe(&stdout, dests.len()).filter(|_| out.success())

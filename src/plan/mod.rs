@@ -10,7 +10,7 @@ use crate::diagnostic::InputError;
 use crate::health::HealthCheck;
 use crate::inventory::{Host, Inventory};
 use crate::lock::StateDir;
-use crate::playbook::{ComposeCommand, Playbook};
+use crate::playbook::{AptState, ComposeCommand, Playbook};
 use crate::release::{self, ReleaseSite};
 use crate::rollout::Policy;
 use crate::secrets::{Redactor, Secret};
@@ -28,6 +28,18 @@ pub struct Upload {
     pub sha256: String,
     /// The content carries a secret: never shown, never diffed.
     pub sensitive: bool,
+    /// Owner and group the file must have (`chown`), when the step says so.
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+/// How a step's remote commands run through sudo (`become`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Become {
+    /// `None`: root.
+    pub user: Option<String>,
+    /// Written as the first line of the channel's stdin for `sudo -S`; `None`: `sudo -n`.
+    pub password: Option<Secret>,
 }
 
 /// What one step does on one host. Everything is rendered; nothing is left to decide remotely.
@@ -37,6 +49,16 @@ pub enum Action {
     Run {
         command: String,
         dir: Option<String>,
+        /// Skip (report `ok`) when this path exists.
+        creates: Option<String>,
+        /// Skip (report `ok`) when this shell command exits 0.
+        unless: Option<String>,
+    },
+    /// Install or remove Debian packages, only those not already in the wanted state.
+    Apt {
+        packages: Vec<String>,
+        update: bool,
+        state: AptState,
     },
     DockerLogin {
         registry: String,
@@ -68,6 +90,18 @@ pub enum Action {
 pub struct PlannedStep {
     pub name: String,
     pub action: Action,
+    /// Run the action's commands through sudo.
+    pub become_as: Option<Become>,
+}
+
+impl PlannedStep {
+    pub fn new(name: impl Into<String>, action: Action) -> Self {
+        Self {
+            name: name.into(),
+            action,
+            become_as: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -315,10 +349,7 @@ pub fn adhoc(hosts: Vec<Host>, name: &str, action: Action) -> Plan {
             .map(|host| HostPlan {
                 connect: connect_spec(&host),
                 host,
-                steps: vec![PlannedStep {
-                    name: name.to_string(),
-                    action: action.clone(),
-                }],
+                steps: vec![PlannedStep::new(name, action.clone())],
                 release: None,
                 state: StateDir::in_home("adhoc"),
                 post_activate: 0,
@@ -337,6 +368,8 @@ pub(crate) fn upload(dest: String, mode: u32, content: Arc<[u8]>, sensitive: boo
         mode,
         content,
         sensitive,
+        owner: None,
+        group: None,
     }
 }
 

@@ -3,10 +3,10 @@
 
 use minijinja::Value;
 
-use super::{Action, PlanOptions, PlannedStep, upload};
+use super::{Action, Become, PlanOptions, PlannedStep, upload};
 use crate::diagnostic::InputError;
 use crate::health::{self, HealthCheck, Probe};
-use crate::playbook::{Playbook, StepKind};
+use crate::playbook::{FileStep, Playbook, StepKind, valid_user_name};
 use crate::release::ReleaseSite;
 use crate::secrets::Secret;
 use crate::template::Renderer;
@@ -33,11 +33,13 @@ pub(super) fn plan_steps(
         if !options.tags.is_empty() && !step.tags.iter().any(|t| options.tags.contains(t)) {
             continue;
         }
-        let skip = |reason: &str| PlannedStep {
-            name: step.name.clone(),
-            action: Action::Skip {
-                reason: reason.to_string(),
-            },
+        let skip = |reason: &str| {
+            PlannedStep::new(
+                step.name.clone(),
+                Action::Skip {
+                    reason: reason.to_string(),
+                },
+            )
         };
         if step.once && host_index > 0 {
             steps.push(skip("once: runs on the first host"));
@@ -49,21 +51,44 @@ pub(super) fn plan_steps(
             steps.push(skip("when is false"));
             continue;
         }
-        let field = |f| renderer.render_field(f, &ctx, &playbook.file);
+        let field = |f: &crate::playbook::Templated| renderer.render_field(f, &ctx, &playbook.file);
         let dir = step.dir.as_ref().map(field).transpose()?;
+        let file_upload = |f: &FileStep, content, sensitive| -> Result<Action, InputError> {
+            let mut u = upload(field(&f.dest)?, f.mode, content, sensitive);
+            let name =
+                |n: &Option<crate::playbook::Templated>| -> Result<Option<String>, InputError> {
+                    let Some(n) = n else { return Ok(None) };
+                    let text = field(n)?;
+                    if !valid_user_name(&text) {
+                        return Err(playbook
+                            .file
+                            .error_at(n.span(), format!("bad user or group name `{text}`"))
+                            .with_hint("use letters, digits, `_`, `-` and `.`"));
+                    }
+                    Ok(Some(text))
+                };
+            u.owner = name(&f.owner)?;
+            u.group = name(&f.group)?;
+            Ok(Action::Upload(u))
+        };
         let action = match &step.kind {
-            StepKind::Copy(f) => {
-                Action::Upload(upload(field(&f.dest)?, f.mode, f.content.clone(), false))
-            }
+            StepKind::Copy(f) => file_upload(f, f.content.clone(), false)?,
             StepKind::Template(f) => {
                 let text = renderer.render_file(&f.src_name, &ctx)?;
                 let content: std::sync::Arc<[u8]> = text.into_bytes().into();
                 let sensitive = renderer.file_uses_secrets(&f.src_name);
-                Action::Upload(upload(field(&f.dest)?, f.mode, content, sensitive))
+                file_upload(f, content, sensitive)?
             }
             StepKind::Run(command) => Action::Run {
                 command: field(command)?,
                 dir,
+                creates: step.guards.creates.as_ref().map(field).transpose()?,
+                unless: step.guards.unless.as_ref().map(field).transpose()?,
+            },
+            StepKind::Apt(a) => Action::Apt {
+                packages: a.packages.clone(),
+                update: a.update,
+                state: a.state,
             },
             StepKind::DockerLogin(l) => {
                 let password = Secret::new(field(&l.password)?);
@@ -142,9 +167,37 @@ pub(super) fn plan_steps(
                 }
             }
         };
+        let become_as = match &step.become_as {
+            None => None,
+            Some(b) => {
+                let password = match &b.password {
+                    None => None,
+                    Some(p) => {
+                        let value = field(p)?;
+                        if value.is_empty() || value.contains('\n') {
+                            return Err(playbook
+                                .file
+                                .error_at(
+                                    p.span(),
+                                    "the sudo password is empty or spans several lines",
+                                )
+                                .with_hint("sudo reads one line: check the secret's source"));
+                        }
+                        let secret = Secret::new(value);
+                        passwords.push(secret.clone());
+                        Some(secret)
+                    }
+                };
+                Some(Become {
+                    user: b.user.clone(),
+                    password,
+                })
+            }
+        };
         steps.push(PlannedStep {
             name: step.name.clone(),
             action,
+            become_as,
         });
     }
     Ok(PlannedSteps { steps, passwords })
@@ -169,19 +222,20 @@ pub(super) fn insert_activation(
         .map_or(0, |i| i + 1);
     steps.insert(
         at,
-        PlannedStep {
-            name: "activate release".to_string(),
-            action: Action::Activate {
+        PlannedStep::new(
+            "activate release",
+            Action::Activate {
                 site: site.clone(),
                 id: id.to_string(),
             },
-        },
+        ),
     );
     at + 1
 }
 
 /// Secrets may reach a host only in file contents or on stdin: a templated field that ends up
-/// on a command line (`run`, `dir`, `dest`, registry, username, compose dir/project) must not read them.
+/// on a command line (`run`, `creates`, `unless`, `dir`, `dest`, `owner`, `group`, registry,
+/// username, compose dir/project) must not read them. (`become_password` goes on stdin.)
 pub(super) fn check_no_secrets_on_command_lines(
     playbook: &Playbook,
     renderer: &Renderer,
@@ -190,9 +244,16 @@ pub(super) fn check_no_secrets_on_command_lines(
         let mut fields = Vec::new();
         fields.extend(step.dir.iter());
         fields.extend(step.when.iter());
+        fields.extend(step.guards.creates.iter());
+        fields.extend(step.guards.unless.iter());
         match &step.kind {
-            StepKind::Copy(f) | StepKind::Template(f) => fields.push(&f.dest),
+            StepKind::Copy(f) | StepKind::Template(f) => {
+                fields.push(&f.dest);
+                fields.extend(f.owner.iter());
+                fields.extend(f.group.iter());
+            }
             StepKind::Run(r) => fields.push(r),
+            StepKind::Apt(_) => {}
             StepKind::DockerLogin(l) => {
                 fields.push(&l.registry);
                 fields.push(&l.username);
