@@ -373,6 +373,16 @@ pub(crate) fn upload(dest: String, mode: u32, content: Arc<[u8]>, sensitive: boo
     }
 }
 
+/// A `--var` value: `true`/`false` become booleans (so `when = "upgrade"` reads
+/// `--var upgrade=false` as false); everything else stays a string.
+fn cli_value(text: &str) -> Value {
+    match text {
+        "true" => Value::from(true),
+        "false" => Value::from(false),
+        _ => Value::from(text.to_string()),
+    }
+}
+
 /// Variables, lowest precedence first: inventory vars, group vars, host vars (already merged
 /// into `host.vars`), playbook vars, `--var`; then the built-ins `host`, `app`, `secrets`
 /// and, with `[release]`, `release` (`id`, `dir`, `root`).
@@ -388,7 +398,7 @@ pub fn host_context(
         map.insert(k.clone(), Value::from_serialize(v));
     }
     for (k, v) in cli_vars {
-        map.insert(k.clone(), Value::from(v.clone()));
+        map.insert(k.clone(), cli_value(v));
     }
     map.insert(
         "host".into(),
@@ -405,4 +415,16 @@ pub fn host_context(
         );
     }
     Value::from_iter(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_booleans_are_booleans() {
+        assert!(!cli_value("false").is_true());
+        assert!(cli_value("true").is_true());
+        assert_eq!(cli_value("1.10").as_str(), Some("1.10"));
+    }
 }
