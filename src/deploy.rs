@@ -372,9 +372,24 @@ async fn lock_one<T: Connection>(
     lines: &str,
 ) -> Option<(String, Holder)> {
     let state = &ctx.plan.hosts[session.index].state;
-    match session.exec(&lock::acquire(state), lines.as_bytes()).await {
-        Ok(out) if out.success() => {
-            let stdout = String::from_utf8_lossy(&out.stdout);
+    // The first step's probe rides along with the lock: one round trip instead of two.
+    let probe = session.piggyback_probe(ctx.plan);
+    let script = match &probe {
+        Some(p) => format!("{}\necho {PROBE_MARKER}\n{p}", lock::acquire(state)),
+        None => lock::acquire(state),
+    };
+    match session.exec(&script, lines.as_bytes()).await {
+        Ok(out) if lock_answered(&out.stdout) => {
+            let whole = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (stdout, probed) = match whole.split_once(&format!("{PROBE_MARKER}\n")) {
+                Some((lock_part, probe_part)) => {
+                    (lock_part.to_string(), Some(probe_part.to_string()))
+                }
+                None => (whole.clone(), None),
+            };
+            if let (Some(_), Some(probe_out)) = (&probe, probed) {
+                session.accept_piggybacked_probe(ctx.plan, &probe_out, &out);
+            }
             if stdout.starts_with("acquired") {
                 session.locked = true;
                 return None;
@@ -405,6 +420,13 @@ async fn lock_one<T: Connection>(
             None
         }
     }
+}
+
+const PROBE_MARKER: &str = "@@dropship-probe@@";
+
+/// The lock script printed its verdict (`acquired`, or `held` and the holder).
+fn lock_answered(stdout: &[u8]) -> bool {
+    stdout.starts_with(b"acquired") || stdout.starts_with(b"held")
 }
 
 async fn release_locks<T: Connection>(

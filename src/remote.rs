@@ -18,6 +18,8 @@ pub enum ComposeFlavor {
     /// `docker-compose` (the standalone tool).
     Standalone,
     Missing,
+    /// Not known yet: the first compose command finds out.
+    Unknown,
 }
 
 /// The current sha256, mode, owner and group of a remote file, if it exists.
@@ -79,54 +81,66 @@ fn quote_always(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
-/// One script that reports every destination file's sha256, mode, owner and group (one line
-/// each, `- - - -` when missing) and, when asked, which compose flavour the host has: one
-/// round trip per host.
-pub fn probe(dests: &[&str], want_compose: bool) -> String {
+/// One script that reports every destination file's sha256 and mode/owner/group: one round
+/// trip, and two processes for all files (`sha256sum` and `stat` each get every path).
+pub fn probe(dests: &[&str]) -> String {
     let mut script = String::new();
     if !dests.is_empty() {
-        script.push_str("for f in");
+        let mut files = String::new();
         for d in dests {
-            script.push(' ');
-            script.push_str(&quote(d));
+            files.push(' ');
+            files.push_str(&quote(d));
         }
-        script.push_str(
-            "; do if [ -f \"$f\" ] && s=$(sha256sum < \"$f\") && m=$(stat -c '%a %U %G' \"$f\"); then printf '%s %s\\n' \"${s%% *}\" \"$m\"; else echo '- - - -'; fi; done\n",
-        );
-    }
-    if want_compose {
-        script.push_str(
-            "if docker compose version >/dev/null 2>&1; then echo compose=plugin; elif command -v docker-compose >/dev/null 2>&1; then echo compose=standalone; else echo compose=none; fi\n",
-        );
+        script.push_str(&format!(
+            "sha256sum --{files} 2>/dev/null; echo '{PROBE_SPLIT}'; stat -c '%F|%a|%U|%G|%n' --{files} 2>/dev/null; echo '{PROBE_SPLIT}'\n"
+        ));
     }
     script
 }
 
-/// Parses `probe`'s output: one entry per destination, then the compose flavour.
-pub fn parse_probe(stdout: &str, count: usize) -> Option<(Vec<Option<RemoteFile>>, ComposeFlavor)> {
-    let mut lines = stdout.lines();
-    let mut files = Vec::with_capacity(count);
-    for _ in 0..count {
-        let mut words = lines.next()?.split(' ');
-        let (sha, mode, owner, group) =
-            (words.next()?, words.next()?, words.next()?, words.next()?);
-        files.push(if sha == "-" {
-            None
-        } else {
-            Some(RemoteFile {
-                sha256: sha.to_string(),
+const PROBE_SPLIT: &str = "--dropship--";
+
+/// Parses `probe`'s output: one entry per destination (`None`: no regular file there), then
+/// the compose flavour.
+pub fn parse_probe(stdout: &str, dests: &[&str]) -> Option<Vec<Option<RemoteFile>>> {
+    let mut files = vec![None; dests.len()];
+    if !dests.is_empty() {
+        let (sums, after) = stdout.split_once(&format!("{PROBE_SPLIT}\n"))?;
+        let (stats, _) = after.split_once(&format!("{PROBE_SPLIT}\n"))?;
+        let mut sha_of = std::collections::HashMap::new();
+        for line in sums.lines() {
+            // `HASH  PATH`; sha256sum escapes odd paths with a leading `\`: those stay unknown
+            // and are simply rewritten.
+            if let Some((hash, path)) = line.split_once("  ") {
+                sha_of.insert(path, hash);
+            }
+        }
+        for line in stats.lines() {
+            let mut parts = line.splitn(5, '|');
+            let (kind, mode, owner, group, path) = (
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+            );
+            if kind != "regular file" && kind != "regular empty file" {
+                continue;
+            }
+            let (Some(index), Some(hash)) =
+                (dests.iter().position(|d| *d == path), sha_of.get(path))
+            else {
+                continue;
+            };
+            files[index] = Some(RemoteFile {
+                sha256: (*hash).to_string(),
                 mode: u32::from_str_radix(mode, 8).ok()?,
                 owner: owner.to_string(),
                 group: group.to_string(),
-            })
-        });
+            });
+        }
     }
-    let flavor = match lines.next() {
-        Some("compose=plugin") => ComposeFlavor::Plugin,
-        Some("compose=standalone") => ComposeFlavor::Standalone,
-        _ => ComposeFlavor::Missing,
-    };
-    Some((files, flavor))
+    Some(files)
 }
 
 /// Writes stdin to `dest` atomically: a temporary file in the same directory (created 0600 by
@@ -242,6 +256,8 @@ pub fn docker_login(registry: &str, username: &str) -> String {
     )
 }
 
+/// A compose command. With the flavour still `Unknown`, the script finds it first (the plugin,
+/// else the standalone tool) and prints `compose=plugin|standalone|none` as its first line.
 pub fn compose(
     flavor: ComposeFlavor,
     command: ComposeCommand,
@@ -249,6 +265,15 @@ pub fn compose(
     project: &str,
     services: &[String],
 ) -> String {
+    if flavor == ComposeFlavor::Unknown {
+        let plugin = compose(ComposeFlavor::Plugin, command, dir, project, services);
+        let standalone = compose(ComposeFlavor::Standalone, command, dir, project, services);
+        return format!(
+            "if docker compose version >/dev/null 2>&1; then echo compose=plugin; {plugin}; \
+             elif command -v docker-compose >/dev/null 2>&1; then echo compose=standalone; {standalone}; \
+             else echo compose=none; exit 127; fi"
+        );
+    }
     let tool = match flavor {
         ComposeFlavor::Standalone => "docker-compose",
         _ => "docker compose",
@@ -266,6 +291,18 @@ pub fn compose(
         script.push_str(&quote(service));
     }
     script
+}
+
+/// The flavour line an `Unknown`-flavour compose script printed first, and the rest.
+pub fn split_compose_flavor(stdout: &str) -> (Option<ComposeFlavor>, &str) {
+    let (first, rest) = stdout.split_once('\n').unwrap_or((stdout, ""));
+    let flavor = match first {
+        "compose=plugin" => ComposeFlavor::Plugin,
+        "compose=standalone" => ComposeFlavor::Standalone,
+        "compose=none" => ComposeFlavor::Missing,
+        _ => return (None, stdout),
+    };
+    (Some(flavor), rest)
 }
 
 /// Whether a compose command changed anything, judged from what compose printed.
@@ -313,22 +350,64 @@ mod tests {
     }
 
     #[test]
-    fn probe_output_is_parsed_per_file() {
-        let out = "abc 600 root adm\n- - - -\ncompose=standalone\n";
-        let (files, flavor) = parse_probe(out, 2).unwrap();
+    fn probe_reports_each_file_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = dir.path().join("a b.txt");
+        std::fs::write(&present, "hello\n").unwrap();
+        std::fs::set_permissions(
+            &present,
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
+        let missing = dir.path().join("missing");
+        let a_dir = dir.path().join("sub");
+        std::fs::create_dir(&a_dir).unwrap();
+        let dests = [
+            present.to_str().unwrap(),
+            missing.to_str().unwrap(),
+            a_dir.to_str().unwrap(),
+        ];
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(probe(&dests))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let files = parse_probe(&String::from_utf8_lossy(&out.stdout), &dests).unwrap();
+        let file = files[0].clone().unwrap();
+        // sha256 of "hello\n"
         assert_eq!(
-            files[0],
-            Some(RemoteFile {
-                sha256: "abc".into(),
-                mode: 0o600,
-                owner: "root".into(),
-                group: "adm".into(),
-            })
+            file.sha256,
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
         );
+        assert_eq!(file.mode, 0o640);
         assert_eq!(files[1], None);
-        assert_eq!(flavor, ComposeFlavor::Standalone);
-        assert!(parse_probe("abc 600 root root\n", 2).is_none());
-        assert!(parse_probe("abc 600\n", 1).is_none());
+        assert_eq!(files[2], None, "a directory is not a file to compare");
+        assert!(
+            parse_probe("abc  /x\n", &["/x"]).is_none(),
+            "truncated output is an error"
+        );
+    }
+
+    #[test]
+    fn unknown_compose_flavor_is_found_by_the_first_command() {
+        let s = compose(
+            ComposeFlavor::Unknown,
+            ComposeCommand::Pull,
+            "/srv",
+            "p",
+            &[],
+        );
+        assert!(s.starts_with("if docker compose version >/dev/null 2>&1; then echo compose=plugin; cd /srv && docker compose -p p pull;"), "{s}");
+        assert!(
+            s.contains("echo compose=standalone; cd /srv && docker-compose -p p pull;"),
+            "{s}"
+        );
+        assert_eq!(
+            split_compose_flavor("compose=standalone\nPulling\n"),
+            (Some(ComposeFlavor::Standalone), "Pulling\n")
+        );
+        assert_eq!(split_compose_flavor("other\n"), (None, "other\n"));
     }
 
     #[test]

@@ -95,14 +95,22 @@ impl<T: Connection> HostSession<T> {
                 project,
                 services,
             } => {
+                const MISSING: &str = "neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose";
                 if self.compose == ComposeFlavor::Missing {
-                    return Err("neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose".into());
+                    return Err(MISSING.into());
                 }
                 let script = remote::compose(self.compose, *command, dir, project, services);
                 let out = self.exec_as(&script, &[], become_as).await?;
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                let (found, stdout) = remote::split_compose_flavor(&stdout);
+                if let Some(flavor) = found {
+                    self.compose = flavor;
+                    if flavor == ComposeFlavor::Missing {
+                        return Err(MISSING.into());
+                    }
+                }
                 require_success(&out)?;
-                let text = String::from_utf8_lossy(&out.stderr).into_owned()
-                    + &String::from_utf8_lossy(&out.stdout);
+                let text = String::from_utf8_lossy(&out.stderr).into_owned() + stdout;
                 let outcome = if remote::compose_changed(*command, &text) {
                     Outcome::Changed
                 } else {
