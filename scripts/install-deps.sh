@@ -36,6 +36,7 @@ have docker-registry || have_pkg docker-registry || missing+=(docker-registry)
 have htpasswd || have_pkg apache2-utils || missing+=(apache2-utils)
 have debootstrap || [ -x /usr/sbin/debootstrap ] || have_pkg debootstrap || missing+=(debootstrap)
 have curl || missing+=(curl)
+[ -x /usr/bin/time ] || missing+=(time) # GNU time: the fleet benchmark's CPU and RSS figures
 have flock || missing+=(util-linux)
 # `become` tests run a real sudo (and chpasswd/useradd, from passwd, normally present).
 have sudo || [ -x /usr/bin/sudo ] || have_pkg sudo || missing+=(sudo)
