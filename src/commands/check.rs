@@ -28,6 +28,7 @@ pub fn describe_plan(plan: &Plan) -> String {
                     &u.sha256[..12],
                     if u.sensitive { ", holds secrets" } else { "" }
                 ),
+                Action::Show { command } => format!("show: {}", plan.redactor.redact(command)),
                 Action::Run {
                     command,
                     dir,

@@ -20,12 +20,7 @@ pub async fn releases(mut plan: Plan, run: &RunArgs) -> RunReport {
         ));
         hp.steps = vec![PlannedStep::new(
             "releases",
-            Action::Run {
-                command: script,
-                dir: None,
-                creates: None,
-                unless: None,
-            },
+            Action::Show { command: script },
         )];
     }
     super::adhoc("releases", plan, run).await
@@ -50,15 +45,7 @@ pub async fn lock(mut plan: Plan, run: &RunArgs, action: LockAction) -> RunRepor
                 ),
             ),
         };
-        hp.steps = vec![PlannedStep::new(
-            name,
-            Action::Run {
-                command: script,
-                dir: None,
-                creates: None,
-                unless: None,
-            },
-        )];
+        hp.steps = vec![PlannedStep::new(name, Action::Show { command: script })];
     }
     super::adhoc("lock", plan, run).await
 }

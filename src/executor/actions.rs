@@ -19,6 +19,14 @@ impl<T: Connection> HostSession<T> {
     ) -> Result<Done, String> {
         match action {
             Action::Skip { reason } => Ok(Done::new(Outcome::Skipped, Some(reason.clone()))),
+            Action::Show { command } => {
+                let out = self.exec_as(command, &[], become_as).await?;
+                require_success(&out)?;
+                Ok(Done {
+                    output: output_tail(&out.stdout),
+                    ..Done::new(Outcome::Ok, None)
+                })
+            }
             Action::Upload(upload) => self.upload(upload, become_as).await,
             Action::Run {
                 command,

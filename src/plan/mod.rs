@@ -54,6 +54,10 @@ pub enum Action {
         /// Skip (report `ok`) when this shell command exits 0.
         unless: Option<String>,
     },
+    /// A read-only command whose output is the result (`releases`, `lock status`): `ok`.
+    Show {
+        command: String,
+    },
     /// Install or remove Debian packages, only those not already in the wanted state.
     Apt {
         packages: Vec<String>,

@@ -537,6 +537,13 @@ fn releases_are_listed_with_the_audit_and_pruned_to_keep() {
     let (a, b) = deploy_a_then_b(&rig);
 
     let run = rig.run("releases", &[]);
+    // Listing releases changes nothing: reported `ok`, not `changed`.
+    assert_eq!(
+        run.outcome("h1", "releases").as_deref(),
+        Some("ok"),
+        "{}",
+        run.all()
+    );
     run.assert_code(0);
     for h in &rig.fleet.hosts {
         let text = run.host_text(&h.name);
