@@ -1,84 +1,16 @@
-//! The playbook: app, targeted hosts, vars, secret sources and steps, parsed and validated.
+//! Playbook steps: the step kinds as written, their validation and conversion.
 
 use std::path::{Path, PathBuf};
 
-use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diagnostic::{InputError, SourceFile};
-use crate::inventory::Vars;
-use crate::paths::{playbook_bases, resolve_existing};
-use crate::rollout::{Amount, OnFailure, Policy};
-use crate::secrets::SecretSource;
+use crate::paths::resolve_existing;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPlaybook {
-    name: String,
-    app: Spanned<String>,
-    #[serde(default)]
-    hosts: Option<Spanned<HostsField>>,
-    #[serde(default)]
-    vars: Vars,
-    #[serde(default)]
-    secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
-    rollout: Option<Spanned<RawRollout>>,
-    release: Option<Spanned<RawRelease>>,
-    #[serde(rename = "become")]
-    become_defaults: Option<Spanned<RawBecomeDefaults>>,
-    #[serde(default)]
-    steps: Vec<Spanned<RawStep>>,
-}
-
-/// `[become]`: defaults for every step that sets `become` or `become_user`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBecomeDefaults {
-    password: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRollout {
-    canary: Option<usize>,
-    batch: Option<Spanned<CountOrPercent>>,
-    pause: Option<Spanned<String>>,
-    max_failures: Option<Spanned<CountOrPercent>>,
-    on_failure: Option<OnFailure>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum CountOrPercent {
-    Count(usize),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRelease {
-    root: Spanned<String>,
-    keep: Option<Spanned<usize>>,
-}
-
-/// `[release]` as written: `root` is rendered per host.
-#[derive(Debug, Clone)]
-pub struct ReleaseConfig {
-    pub root: Templated,
-    pub keep: usize,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum HostsField {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStep {
+pub(super) struct RawStep {
     name: Option<String>,
     dir: Option<Spanned<String>>,
     #[serde(default)]
@@ -104,7 +36,7 @@ struct RawStep {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawApt {
+pub(super) struct RawApt {
     packages: Vec<Spanned<String>>,
     #[serde(default)]
     update: bool,
@@ -123,7 +55,7 @@ pub enum AptState {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
+pub(super) struct RawFile {
     src: Spanned<String>,
     dest: Spanned<String>,
     mode: Option<Spanned<String>>,
@@ -133,7 +65,7 @@ struct RawFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLogin {
+pub(super) struct RawLogin {
     registry: Spanned<String>,
     username: Spanned<String>,
     password: Spanned<String>,
@@ -141,7 +73,7 @@ struct RawLogin {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHealth {
+pub(super) struct RawHealth {
     url: Option<Spanned<String>>,
     command: Option<Spanned<String>>,
     expect: Option<u16>,
@@ -152,7 +84,7 @@ struct RawHealth {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCompose {
+pub(super) struct RawCompose {
     command: ComposeCommand,
     dir: Option<Spanned<String>>,
     project: Option<Spanned<String>>,
@@ -283,148 +215,7 @@ pub struct Step {
     pub guards: RunGuards,
 }
 
-#[derive(Debug, Clone)]
-pub struct Playbook {
-    pub file: SourceFile,
-    pub name: String,
-    pub app: String,
-    /// Host patterns (names, groups, globs, `all`), as accepted by `Inventory::select`.
-    pub hosts: String,
-    pub hosts_span: Option<std::ops::Range<usize>>,
-    pub vars: Vars,
-    pub secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
-    pub steps: Vec<Step>,
-    pub rollout: Policy,
-    pub release: Option<ReleaseConfig>,
-    /// Where relative paths (templates, secret files) are looked up, in order.
-    pub bases: Vec<PathBuf>,
-}
-
-impl Playbook {
-    pub fn load(path: &Path) -> Result<Self, InputError> {
-        let file = SourceFile::read(path, "playbook")?;
-        Self::parse(file)
-    }
-
-    pub fn parse(file: SourceFile) -> Result<Self, InputError> {
-        let raw: RawPlaybook = toml::from_str(&file.text).map_err(|e| file.toml_error(&e))?;
-        let bases = playbook_bases(&file.path);
-        let rollout = match &raw.rollout {
-            Some(r) => convert_rollout(&file, r)?,
-            None => Policy::default(),
-        };
-        let release = match raw.release {
-            Some(r) => {
-                let r = r.into_inner();
-                let keep = match r.keep {
-                    Some(k) if *k.get_ref() == 0 => {
-                        return Err(file
-                            .error_at(k.span(), "`keep` must be at least 1")
-                            .with_hint(
-                                "the current and the previous release are always kept anyway",
-                            ));
-                    }
-                    Some(k) => *k.get_ref(),
-                    None => 5,
-                };
-                Some(ReleaseConfig { root: r.root, keep })
-            }
-            None => None,
-        };
-        let app = raw.app.get_ref();
-        if app.is_empty()
-            || !app
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            || !app.starts_with(|c: char| c.is_ascii_alphanumeric())
-        {
-            return Err(file
-                .error_at(raw.app.span(), format!("bad app name `{app}`"))
-                .with_hint(
-                    "use lowercase letters, digits, `-` and `_`: it names the compose project",
-                ));
-        }
-        let (hosts, hosts_span) = match &raw.hosts {
-            None => ("all".to_string(), None),
-            Some(h) => {
-                let text = match h.get_ref() {
-                    HostsField::One(s) => s.clone(),
-                    HostsField::Many(list) => list.join(","),
-                };
-                (text, Some(h.span()))
-            }
-        };
-        let base_refs: Vec<&Path> = bases.iter().map(PathBuf::as_path).collect();
-        let default_password = raw.become_defaults.and_then(|b| b.into_inner().password);
-        let mut steps = Vec::new();
-        for (index, raw_step) in raw.steps.into_iter().enumerate() {
-            steps.push(convert_step(
-                &file,
-                &base_refs,
-                index,
-                raw_step,
-                default_password.as_ref(),
-            )?);
-        }
-        Ok(Self {
-            name: raw.name,
-            app: app.clone(),
-            hosts,
-            hosts_span,
-            vars: raw.vars,
-            secrets: raw.secrets,
-            steps,
-            rollout,
-            release,
-            bases,
-            file,
-        })
-    }
-}
-
-fn convert_rollout(file: &SourceFile, raw: &Spanned<RawRollout>) -> Result<Policy, InputError> {
-    let r = raw.get_ref();
-    let amount = |field: &Option<Spanned<CountOrPercent>>| -> Result<Option<Amount>, InputError> {
-        match field {
-            None => Ok(None),
-            Some(v) => {
-                let parsed = match v.get_ref() {
-                    CountOrPercent::Count(n) => Ok(Amount::Count(*n)),
-                    CountOrPercent::Text(t) => Amount::parse(t),
-                };
-                parsed.map(Some).map_err(|e| {
-                    file.error_at(v.span(), e).with_hint(
-                        "write a count (3) or a percentage of the targeted hosts (\"25%\")",
-                    )
-                })
-            }
-        }
-    };
-    let batch = amount(&r.batch)?;
-    if let Some(b) = &r.batch
-        && matches!(batch, Some(Amount::Count(0)) | Some(Amount::Percent(0)))
-    {
-        return Err(file
-            .error_at(b.span(), "`batch` must be at least one host")
-            .with_hint("leave `batch` out to deploy all hosts after the canary at once"));
-    }
-    let pause = match &r.pause {
-        None => std::time::Duration::ZERO,
-        Some(p) => humantime::parse_duration(p.get_ref()).map_err(|e| {
-            file.error_at(p.span(), format!("bad duration `{}`: {e}", p.get_ref()))
-                .with_hint("write e.g. \"30s\" or \"2m\"")
-        })?,
-    };
-    Ok(Policy {
-        canary: r.canary.unwrap_or(0),
-        batch,
-        pause,
-        max_failures: amount(&r.max_failures)?.unwrap_or(Amount::Count(0)),
-        on_failure: r.on_failure.unwrap_or(OnFailure::Halt),
-    })
-}
-
-const STEP_KINDS: &str =
+pub(super) const STEP_KINDS: &str =
     "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health` or `activate`";
 
 /// Debian package names: lowercase letters, digits, `+`, `-`, `.`, at least two characters,
@@ -458,7 +249,7 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
-fn convert_apt(file: &SourceFile, raw: Spanned<RawApt>) -> Result<AptStep, InputError> {
+pub(super) fn convert_apt(file: &SourceFile, raw: Spanned<RawApt>) -> Result<AptStep, InputError> {
     let span = raw.span();
     let raw = raw.into_inner();
     if raw.packages.is_empty() {
@@ -482,7 +273,10 @@ fn convert_apt(file: &SourceFile, raw: Spanned<RawApt>) -> Result<AptStep, Input
     })
 }
 
-fn convert_health(file: &SourceFile, raw: Spanned<RawHealth>) -> Result<HealthStep, InputError> {
+pub(super) fn convert_health(
+    file: &SourceFile,
+    raw: Spanned<RawHealth>,
+) -> Result<HealthStep, InputError> {
     let span = raw.span();
     let raw = raw.into_inner();
     if raw.url.is_some() == raw.command.is_some() {
@@ -512,7 +306,7 @@ fn convert_health(file: &SourceFile, raw: Spanned<RawHealth>) -> Result<HealthSt
     })
 }
 
-fn convert_step(
+pub(super) fn convert_step(
     file: &SourceFile,
     bases: &[&Path],
     index: usize,
@@ -621,7 +415,7 @@ fn convert_step(
     })
 }
 
-fn convert_become(
+pub(super) fn convert_become(
     file: &SourceFile,
     raw: &RawStep,
     default_password: Option<&Templated>,
@@ -659,7 +453,7 @@ fn convert_become(
     }))
 }
 
-fn default_step_name(kind: &StepKind) -> String {
+pub(super) fn default_step_name(kind: &StepKind) -> String {
     match kind {
         StepKind::Copy(f) | StepKind::Template(f) => f.dest.get_ref().clone(),
         StepKind::Apt(a) => match a.state {
@@ -682,7 +476,7 @@ fn default_step_name(kind: &StepKind) -> String {
     }
 }
 
-fn load_file_step(
+pub(super) fn load_file_step(
     file: &SourceFile,
     bases: &[&Path],
     raw: Spanned<RawFile>,
@@ -730,252 +524,9 @@ fn load_file_step(
     })
 }
 
-fn parse_mode(text: &str) -> Option<u32> {
+pub(super) fn parse_mode(text: &str) -> Option<u32> {
     if text.is_empty() || text.len() > 5 || !text.chars().all(|c| ('0'..='7').contains(&c)) {
         return None;
     }
     u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o7777)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Playbook, InputError> {
-        Playbook::parse(SourceFile {
-            path: "/nonexistent/pb.toml".into(),
-            text: text.into(),
-        })
-    }
-
-    #[test]
-    fn parses_steps_of_each_kind() {
-        let pb = parse(
-            r#"
-name = "t"
-app = "pixel"
-hosts = ["web", "db"]
-
-[[steps]]
-run = "echo hi"
-dir = "/srv"
-once = true
-
-[[steps]]
-docker_login = { registry = "r", username = "u", password = "{{ secrets.p }}" }
-
-[[steps]]
-compose = { command = "up", dir = "/srv" }
-"#,
-        )
-        .unwrap();
-        assert_eq!(pb.hosts, "web,db");
-        assert_eq!(pb.steps.len(), 3);
-        assert!(pb.steps[0].once);
-        assert_eq!(pb.steps[0].name, "run echo hi");
-        assert_eq!(pb.steps[2].name, "compose up");
-        assert!(matches!(pb.steps[1].kind, StepKind::DockerLogin(_)));
-    }
-
-    #[test]
-    fn apt_packages_are_validated() {
-        let pb = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"docker.io\", \"g++\", \"libc6:amd64\"], update = true }\n[[steps]]\napt = { packages = [\"ufw\"], state = \"absent\" }\n").unwrap();
-        let StepKind::Apt(a) = &pb.steps[0].kind else {
-            panic!()
-        };
-        assert_eq!(a.packages, ["docker.io", "g++", "libc6:amd64"]);
-        assert!(a.update);
-        assert_eq!(a.state, AptState::Present);
-        assert_eq!(pb.steps[0].name, "apt install docker.io g++ libc6:amd64");
-        let StepKind::Apt(a) = &pb.steps[1].kind else {
-            panic!()
-        };
-        assert!(!a.update);
-        assert_eq!(a.state, AptState::Absent);
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"curl\", \"x; rm -rf /\"] }\n")
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/nonexistent/pb.toml:4:29: bad package name `x; rm -rf /`"),
-            "{err}"
-        );
-        let err =
-            parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [] }\n").unwrap_err();
-        assert!(err.to_string().contains("at least one package"), "{err}");
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\napt = { packages = [\"xy\"], state = \"latest\" }\n")
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("unknown variant `latest`"),
-            "{err}"
-        );
-        for bad in ["", "A", "-x", "x", "Docker", "a b", "pkg=1.0", "p*", "a:"] {
-            assert!(!valid_package_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn become_keys_are_parsed_with_the_playbook_default_password() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("t.j2"), "x").unwrap();
-        let text = r#"
-name = "t"
-app = "a"
-[become]
-password = "{{ secrets.pw }}"
-
-[[steps]]
-run = "id -u"
-become = true
-
-[[steps]]
-run = "whoami"
-become_user = "postgres"
-become_password = "{{ secrets.other }}"
-
-[[steps]]
-run = "true"
-creates = "/etc/x"
-
-[[steps]]
-template = { src = "t.j2", dest = "/etc/y", owner = "root", group = "{{ g }}" }
-become = true
-"#;
-        let pb = Playbook::parse(SourceFile {
-            path: dir.path().join("pb.toml"),
-            text: text.into(),
-        })
-        .unwrap();
-        let b = pb.steps[0].become_as.as_ref().unwrap();
-        assert_eq!(b.user, None);
-        assert_eq!(b.password.as_ref().unwrap().get_ref(), "{{ secrets.pw }}");
-        let b = pb.steps[1].become_as.as_ref().unwrap();
-        assert_eq!(b.user.as_deref(), Some("postgres"));
-        assert_eq!(
-            b.password.as_ref().unwrap().get_ref(),
-            "{{ secrets.other }}"
-        );
-        assert!(pb.steps[2].become_as.is_none());
-        assert_eq!(
-            pb.steps[2].guards.creates.as_ref().unwrap().get_ref(),
-            "/etc/x"
-        );
-        let StepKind::Template(f) = &pb.steps[3].kind else {
-            panic!()
-        };
-        assert_eq!(f.owner.as_ref().unwrap().get_ref(), "root");
-        assert_eq!(f.group.as_ref().unwrap().get_ref(), "{{ g }}");
-    }
-
-    #[test]
-    fn bad_become_keys_are_errors() {
-        let cases = [
-            ("become_user = \"-x\"", "bad user name `-x`"),
-            (
-                "become = false\nbecome_user = \"bob\"",
-                "contradicts `become_user`",
-            ),
-            (
-                "become_password = \"p\"",
-                "`become_password` without `become`",
-            ),
-            ("become = \"yes\"", "expected a boolean"),
-        ];
-        for (keys, want) in cases {
-            let err = parse(&format!(
-                "name = \"t\"\napp = \"a\"\n[[steps]]\nrun = \"x\"\n{keys}\n"
-            ))
-            .unwrap_err();
-            assert!(err.to_string().contains(want), "{keys}: {err}");
-        }
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\ncompose = { command = \"up\" }\nunless = \"true\"\n")
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("apply to `run` steps only"),
-            "{err}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("t.j2"), "x").unwrap();
-        let err = Playbook::parse(SourceFile {
-            path: dir.path().join("pb.toml"),
-            text: "name = \"t\"\napp = \"a\"\n[[steps]]\ncopy = { src = \"t.j2\", dest = \"/x\", owner = \"a b\" }\n".into(),
-        })
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("bad user or group name `a b`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn bad_batch_is_neither_count_nor_percentage() {
-        let err = parse("name = \"t\"\napp = \"a\"\n[rollout]\nbatch = \"lots\"\n").unwrap_err();
-        assert!(
-            err.to_string().starts_with(
-                "/nonexistent/pb.toml:4:9: `lots` is neither a count nor a percentage"
-            ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn health_needs_exactly_one_of_url_and_command() {
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\nhealth = { timeout = \"5s\" }\n")
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("exactly one of `url` and `command`"),
-            "{err}"
-        );
-        let pb = parse("name = \"t\"\napp = \"a\"\n[[steps]]\nhealth = { url = \"http://127.0.0.1:81/\", timeout = \"5s\" }\n").unwrap();
-        let StepKind::Health(h) = &pb.steps[0].kind else {
-            panic!()
-        };
-        assert_eq!(h.expect, 200);
-        assert_eq!(h.timeout, std::time::Duration::from_secs(5));
-        assert_eq!(pb.steps[0].name, "health http://127.0.0.1:81/");
-    }
-
-    #[test]
-    fn step_with_two_kinds_or_none_is_an_error() {
-        let err = parse(
-            "name = \"t\"\napp = \"a\"\n[[steps]]\nrun = \"x\"\ncompose = { command = \"up\" }\n",
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("step 1 has more than one kind: `run` and `compose`"),
-            "{err}"
-        );
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\nname = \"x\"\n").unwrap_err();
-        assert!(err.to_string().contains("step 1 does nothing"), "{err}");
-    }
-
-    #[test]
-    fn unknown_compose_command_names_the_choices() {
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\ncompose = { command = \"upp\" }\n")
-            .unwrap_err();
-        assert!(
-            err.to_string().starts_with("/nonexistent/pb.toml:4:23: unknown variant `upp`, expected one of `pull`, `up`, `down`, `restart`, `ps`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn missing_template_file_is_an_error_at_src() {
-        let err = parse("name = \"t\"\napp = \"a\"\n[[steps]]\ntemplate = { src = \"nope.j2\", dest = \"/x\" }\n")
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/nonexistent/pb.toml:4:20: cannot read `nope.j2`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn modes_are_octal_strings() {
-        assert_eq!(parse_mode("0600"), Some(0o600));
-        assert_eq!(parse_mode("755"), Some(0o755));
-        assert_eq!(parse_mode("0800"), None);
-        assert_eq!(parse_mode("rw"), None);
-    }
 }
