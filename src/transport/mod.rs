@@ -1,6 +1,7 @@
 //! The one seam between the executor and the network: connect to a host, run a command with stdin.
 
 mod auth;
+mod connection;
 mod known_hosts;
 pub mod ssh;
 pub mod ssh_config;

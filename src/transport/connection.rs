@@ -1,0 +1,211 @@
+//! One open SSH connection: exec with stdin on its own channel, forwarded TCP requests, close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{Handle, Msg};
+use russh::{Channel, ChannelMsg, Disconnect};
+use tokio::sync::{Notify, Semaphore};
+
+use super::ssh::{Bastion, ClientHandler, MAX_SESSIONS, OPEN_RETRIES, STDIN_CHUNK, SessionState};
+use super::{Connection, ExecOutput, TransportError};
+
+/// One authenticated connection; commands run on their own channels, possibly concurrently.
+pub struct SshConnection {
+    pub(super) handle: Handle<ClientHandler>,
+    pub(super) state: Arc<SessionState>,
+    /// Keeps concurrent session channels under the server's default MaxSessions.
+    pub(super) sessions: Semaphore,
+    /// Signalled whenever one of our commands finishes, freeing a server session slot.
+    pub(super) session_ended: Notify,
+    /// The bastion this connection is tunnelled through: kept open while we live.
+    pub(super) _bastion: Option<Arc<Bastion>>,
+}
+
+impl std::fmt::Debug for SshConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshConnection")
+            .field("closed", &self.handle.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshConnection {
+    /// Opens a `direct-tcpip` channel to `host:port` as seen from the remote machine.
+    pub async fn open_direct_tcpip(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Channel<Msg>, TransportError> {
+        self.handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| self.channel_error(e))
+    }
+
+    fn channel_error(&self, e: russh::Error) -> TransportError {
+        match e {
+            russh::Error::ChannelOpenFailure(reason) => {
+                TransportError::Protocol(format!("server refused to open a channel: {reason:?}"))
+            }
+            e => self.connection_lost(&e.to_string()),
+        }
+    }
+
+    fn connection_lost(&self, fallback: &str) -> TransportError {
+        let reason = self
+            .state
+            .disconnect_reason()
+            .unwrap_or_else(|| fallback.to_string());
+        TransportError::Protocol(format!("connection lost: {reason}"))
+    }
+
+    /// Opens a session channel, waiting out MaxSessions refusals. OpenSSH frees a closed
+    /// session's slot only after the packet batch that closed it, so an open right behind a
+    /// close can be refused; and a server may set MaxSessions below our own limit.
+    async fn open_session(&self) -> Result<Channel<Msg>, TransportError> {
+        let mut delay = Duration::from_millis(10);
+        let mut retries = 0;
+        loop {
+            // Created before trying, so an end signalled meanwhile is not missed.
+            let ended = self.session_ended.notified();
+            match self.handle.channel_open_session().await {
+                Ok(channel) => return Ok(channel),
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    let others_running = MAX_SESSIONS - self.sessions.available_permits() > 1;
+                    tracing::debug!(?reason, others_running, "session channel refused; retrying");
+                    // While our own commands hold slots, keep waiting: one of them will end.
+                    if !others_running {
+                        if retries == OPEN_RETRIES {
+                            return Err(
+                                self.channel_error(russh::Error::ChannelOpenFailure(reason))
+                            );
+                        }
+                        retries += 1;
+                    }
+                    tokio::select! {
+                        () = ended => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(self.channel_error(e)),
+            }
+        }
+    }
+
+    async fn run(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        let channel = self.open_session().await?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        let (mut rx, tx) = channel.split();
+
+        // Stdin is written while output is read: a command that echoes its input would
+        // otherwise fill both windows and deadlock.
+        let write = async {
+            for chunk in stdin.chunks(STDIN_CHUNK) {
+                tx.data_bytes(chunk.to_vec()).await?;
+            }
+            tx.eof().await
+        };
+        let read = async {
+            let mut out = ExecOutput::default();
+            while let Some(msg) = rx.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        tracing::debug!(signal = ?signal_name, "remote command killed by signal");
+                    }
+                    ChannelMsg::Failure => {
+                        return Err(TransportError::Protocol(format!(
+                            "server refused to run `{command}`"
+                        )));
+                    }
+                    ChannelMsg::Close => return Ok(out),
+                    _ => {}
+                }
+            }
+            // The channel ended without a Close: the whole connection went away.
+            Err(self.connection_lost("connection closed"))
+        };
+
+        let mut write = std::pin::pin!(write);
+        let mut read = std::pin::pin!(read);
+        let mut writing = true;
+        loop {
+            tokio::select! {
+                result = &mut read => {
+                    // Dropping the writer is fine: a command may exit without reading all stdin.
+                    if result.is_err() {
+                        let _ = tx.close().await;
+                    }
+                    return result;
+                }
+                written = &mut write, if writing => {
+                    writing = false;
+                    // A failed write means the session is gone; the reader reports why.
+                    if let Err(e) = written {
+                        tracing::debug!(error = %e, "writing stdin failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Connection for SshConnection {
+    async fn exec(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        let _permit = self
+            .sessions
+            .acquire()
+            .await
+            .map_err(|_| TransportError::Protocol("connection closed".into()))?;
+        let result = self.run(command, stdin).await;
+        self.session_ended.notify_waiters();
+        result
+    }
+
+    async fn tcp_request(
+        &self,
+        host: &str,
+        port: u16,
+        request: &[u8],
+        limit: usize,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut channel = self.open_direct_tcpip(host, port).await?;
+        channel
+            .data(request)
+            .await
+            .map_err(|e| TransportError::Protocol(format!("forwarded connection: {e}")))?;
+        let mut response = Vec::new();
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    let room = limit.saturating_sub(response.len());
+                    response.extend_from_slice(&data[..data.len().min(room)]);
+                    if response.len() >= limit {
+                        break;
+                    }
+                }
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let _ = channel.close().await;
+        Ok(response)
+    }
+
+    async fn close(&self) {
+        self.sessions.close();
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
