@@ -42,13 +42,7 @@ pub async fn deploy<C: Connector>(
     let mut stops = Stops::default();
 
     match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
-        Err(refusal) => {
-            reporter.event(&Event::Note { text: &refusal });
-            for s in &mut sessions {
-                s.result.note = Some("not deployed: lock held elsewhere".into());
-            }
-            stops.halted = Some(refusal);
-        }
+        Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not deployed"),
         Ok(()) => run_batches(&mut sessions, &ctx, &mut stops).await,
     }
     let results = finish(sessions, &ctx, &holder).await;
@@ -101,10 +95,7 @@ pub async fn rollback<C: Connector>(
     let holder = holder("rollback", plan, Some(to.unwrap_or("previous")));
     let mut stops = Stops::default();
     match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
-        Err(refusal) => {
-            reporter.event(&Event::Note { text: &refusal });
-            stops.halted = Some(refusal);
-        }
+        Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not rolled back"),
         Ok(()) => {
             join_all(sessions.iter_mut().map(|s| roll_back_one(s, &ctx, to))).await;
         }
@@ -112,6 +103,21 @@ pub async fn rollback<C: Connector>(
     let results = finish(sessions, &ctx, &holder).await;
     let release = to.map(str::to_string);
     report("rollback", release, results, stops, &ctx, started)
+}
+
+/// A lock held elsewhere refuses the whole run: say why once, note it on every host.
+fn refuse<T: Connection>(
+    sessions: &mut [HostSession<T>],
+    ctx: &RunContext<'_>,
+    stops: &mut Stops,
+    refusal: String,
+    what: &str,
+) {
+    ctx.reporter.event(&Event::Note { text: &refusal });
+    for s in sessions.iter_mut() {
+        s.result.note = Some(format!("{what}: lock held elsewhere"));
+    }
+    stops.halted = Some(refusal);
 }
 
 async fn roll_back_one<T: Connection>(
