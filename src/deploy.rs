@@ -43,7 +43,7 @@ pub async fn deploy<C: Connector>(
 
     match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
         Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not deployed"),
-        Ok(()) => run_batches(&mut sessions, &ctx, &mut stops).await,
+        Ok(()) => run_batches(&mut sessions, &ctx, &holder, &mut stops).await,
     }
     let results = finish(sessions, &ctx, &holder).await;
     report(
@@ -70,7 +70,7 @@ pub async fn adhoc<C: Connector>(
     let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
     join_all(sessions.iter_mut().map(|s| {
         let len = plan.hosts[s.index].steps.len();
-        s.run_steps(&ctx, 0..len)
+        s.run_steps(&ctx, 0..len, None)
     }))
     .await;
     let holder = holder(command, plan, None);
@@ -173,6 +173,7 @@ async fn roll_back_one<T: Connection>(
 async fn run_batches<T: Connection>(
     sessions: &mut [HostSession<T>],
     ctx: &RunContext<'_>,
+    holder: &Holder,
     stops: &mut Stops,
 ) {
     let plan = ctx.plan;
@@ -214,8 +215,15 @@ async fn run_batches<T: Connection>(
                 .iter_mut()
                 .filter(|s| batch.contains(&s.index))
                 .map(|s| {
-                    let len = plan.hosts[s.index].steps.len();
-                    s.run_steps(ctx, 0..len)
+                    let host_plan = &plan.hosts[s.index];
+                    // A host that might still be rolled back keeps its lock until the end.
+                    let unlock = (policy.on_failure != OnFailure::Rollback
+                        || host_plan.release.is_none())
+                    .then(|| lock::release_and_audit_epilogue(&host_plan.state, holder, s.name()));
+                    async move {
+                        s.run_steps(ctx, 0..host_plan.steps.len(), unlock.as_deref())
+                            .await
+                    }
                 }),
         )
         .await;
@@ -347,7 +355,6 @@ async fn try_locks<T: Connection>(
     ctx: &RunContext<'_>,
     holder: &Holder,
 ) -> Option<(String, Holder)> {
-    let lines = holder.to_lines();
     let (first, rest) = match sessions.iter().position(|s| s.is_connected()) {
         Some(i) => {
             let (a, b) = sessions.split_at_mut(i + 1);
@@ -357,14 +364,14 @@ async fn try_locks<T: Connection>(
     };
     let mut conflicts = Vec::new();
     if let Some(first) = first
-        && let Some(c) = lock_one(first, ctx, holder, &lines).await
+        && let Some(c) = lock_one(first, ctx, holder).await
     {
         return Some(c);
     }
     let outcomes = join_all(
         rest.iter_mut()
             .filter(|s| s.is_connected())
-            .map(|s| lock_one(s, ctx, holder, &lines)),
+            .map(|s| lock_one(s, ctx, holder)),
     )
     .await;
     conflicts.extend(outcomes.into_iter().flatten());
@@ -375,16 +382,15 @@ async fn lock_one<T: Connection>(
     session: &mut HostSession<T>,
     ctx: &RunContext<'_>,
     holder: &Holder,
-    lines: &str,
 ) -> Option<(String, Holder)> {
     let state = &ctx.plan.hosts[session.index].state;
     // The first step's probe rides along with the lock: one round trip instead of two.
     let probe = session.piggyback_probe(ctx.plan);
     let script = match &probe {
-        Some(p) => format!("{}\necho {PROBE_MARKER}\n{p}", lock::acquire(state)),
-        None => lock::acquire(state),
+        Some(p) => format!("{}\necho {PROBE_MARKER}\n{p}", lock::acquire(state, holder)),
+        None => lock::acquire(state, holder),
     };
-    match session.exec(&script, lines.as_bytes()).await {
+    match session.exec(&script, &[]).await {
         Ok(out) if lock_answered(&out.stdout) => {
             let whole = String::from_utf8_lossy(&out.stdout).into_owned();
             let (stdout, probed) = match whole.split_once(&format!("{PROBE_MARKER}\n")) {
@@ -446,10 +452,7 @@ async fn release_locks<T: Connection>(
             .filter(|s| s.locked)
             .map(|s| async move {
                 let state = &ctx.plan.hosts[s.index].state;
-                if s.exec(&lock::release_and_audit(state, &holder.token), &[])
-                    .await
-                    .is_ok()
-                {
+                if s.exec(&lock::release(state, holder), &[]).await.is_ok() {
                     s.locked = false;
                 }
             }),
@@ -465,8 +468,8 @@ async fn finish<T: Connection>(
 ) -> Vec<HostResult> {
     join_all(sessions.iter_mut().filter(|s| s.locked).map(|s| async move {
         let state = &ctx.plan.hosts[s.index].state;
-        let line = lock::audit_line(holder, s.name(), &audit_result(&s.result));
-        match s.exec(&lock::release_and_audit(state, &holder.token), line.as_bytes()).await {
+        let script = lock::release_and_audit(state, holder, s.name(), &audit_result(&s.result));
+        match s.exec(&script, &[]).await {
             Ok(out) if out.success() => s.locked = false,
             Ok(out) => tracing::warn!(host = %s.name(), "could not release the lock: {}", failure_text(&out)),
             Err(e) => tracing::warn!(host = %s.name(), "could not release the lock: {e}"),

@@ -117,30 +117,60 @@ fn effective_user_name() -> Option<String> {
     }
 }
 
-/// Takes the lock with `mkdir` (atomic) and writes the holder (read from stdin) into it.
-/// Prints `acquired`, or `held` followed by the holder's lines.
-pub fn acquire(state: &StateDir) -> String {
+/// Takes the lock with `mkdir` (atomic) and writes the holder into it. Prints `acquired`, or
+/// `held` followed by the holder's lines. Builtins but for the `mkdir` (neither the holder nor
+/// the audit line is secret, so both travel in the script).
+pub fn acquire(state: &StateDir, holder: &Holder) -> String {
     let s = state.shell();
     format!(
-        "mkdir -p {s} && if mkdir {s}/lock 2>/dev/null; then cat > {s}/lock/info; echo acquired; \
-         else cat >/dev/null; echo held; cat {s}/lock/info 2>/dev/null; fi"
+        "{{ [ -d {s} ] || mkdir -p {s}; }} && if mkdir {s}/lock 2>/dev/null; then \
+         printf '%s' {lines} > {s}/lock/info; echo acquired; \
+         else echo held; cat {s}/lock/info 2>/dev/null; fi",
+        lines = quote(&holder.to_lines())
     )
 }
 
-/// Removes the lock if it is ours (same token), after appending the audit line (stdin).
-pub fn release_and_audit(state: &StateDir, token: &str) -> String {
+/// Appends the audit line (prefix and result), then removes the lock if it is ours (same
+/// token). The result is a shell word: a quoted text, or `"$dsr"` in a chain's epilogue.
+fn audit_and_release(state: &StateDir, token: &str, audit: Option<(&str, &str)>) -> String {
     let s = state.shell();
+    let audit = match audit {
+        Some((prefix, result)) => format!(
+            "{{ [ -d {s} ] || mkdir -p {s}; }} && printf '%s%s\\n' {} {result} >> {s}/audit.log; ",
+            quote(prefix)
+        ),
+        None => String::new(),
+    };
     format!(
-        "mkdir -p {s} && cat >> {s}/audit.log; \
-         if grep -qx {tok} {s}/lock/info 2>/dev/null; then rm -rf {s}/lock; fi",
+        "{audit}dsl=; if [ -f {s}/lock/info ]; then while IFS= read -r l; do [ \"$l\" != {tok} ] || dsl=1; done < {s}/lock/info; fi; \
+         [ -z \"$dsl\" ] || rm -rf {s}/lock",
         tok = quote(&format!("token={token}"))
     )
 }
 
-/// Appends stdin to the audit log (for runs that took no lock).
-pub fn audit_only(state: &StateDir) -> String {
-    let s = state.shell();
-    format!("mkdir -p {s} && cat >> {s}/audit.log")
+/// Appends `holder`'s audit line for `host` and releases the lock if it is `holder`'s.
+pub fn release_and_audit(state: &StateDir, holder: &Holder, host: &str, result: &str) -> String {
+    let result = quote(&one_line(result)).into_owned();
+    audit_and_release(
+        state,
+        &holder.token,
+        Some((&audit_prefix(holder, host), &result)),
+    )
+}
+
+/// Releases the lock if it is `holder`'s, without an audit line (a run refused elsewhere).
+pub fn release(state: &StateDir, holder: &Holder) -> String {
+    audit_and_release(state, &holder.token, None)
+}
+
+/// The same, as the epilogue of a chain: the result is the chain's `$dsr` (`ok` or
+/// `failed at STEP`), so the last step's session also writes the audit line and unlocks.
+pub fn release_and_audit_epilogue(state: &StateDir, holder: &Holder, host: &str) -> String {
+    audit_and_release(
+        state,
+        &holder.token,
+        Some((&audit_prefix(holder, host), "\"$dsr\"")),
+    )
 }
 
 /// Prints the lock's holder lines, or nothing when unlocked.
@@ -161,21 +191,20 @@ pub fn audit_tail(state: &StateDir, lines: usize) -> String {
     format!("tail -n {lines} {s}/audit.log 2>/dev/null || true")
 }
 
-/// One audit line: time, who, command, playbook, release, result.
-pub fn audit_line(holder: &Holder, host: &str, result: &str) -> String {
+/// One audit line up to its result: time, who, command, playbook, release, `result=`.
+fn audit_prefix(holder: &Holder, host: &str) -> String {
     format!(
-        "{} {} {} host={} playbook=\"{}\" release={} result={}\n",
+        "{} {} {} host={} playbook=\"{}\" release={} result=",
         holder.since,
         holder.who,
         holder.command,
-        host,
-        holder.playbook.replace('"', "'"),
+        one_line(host),
+        one_line(&holder.playbook).replace('"', "'"),
         if holder.release.is_empty() {
             "-"
         } else {
             &holder.release
         },
-        one_line(result)
     )
 }
 
@@ -232,25 +261,34 @@ mod tests {
             token: "t-2".into(),
             ..holder()
         };
-        assert_eq!(sh(&acquire(&state), &a.to_lines()), "acquired\n");
-        let second = sh(&acquire(&state), &b.to_lines());
+        assert_eq!(sh(&acquire(&state, &a), ""), "acquired\n");
+        let second = sh(&acquire(&state, &b), "");
         assert!(second.starts_with("held\n"));
         assert_eq!(Holder::parse(&second).unwrap().who, "alice@laptop");
         // Bob's release leaves Alice's lock in place but records his audit line.
-        sh(
-            &release_and_audit(&state, &b.token),
-            &audit_line(&b, "h1", "refused"),
-        );
+        sh(&release_and_audit(&state, &b, "h1", "refused"), "");
         assert!(sh(&status(&state), "").contains("holder=alice@laptop"));
+        sh(&release(&state, &b), "");
+        assert!(sh(&status(&state), "").contains("holder=alice@laptop"));
+        // Alice's epilogue takes the chain's result from `$dsr`.
         sh(
-            &release_and_audit(&state, &a.token),
-            &audit_line(&a, "h1", "ok"),
+            &format!(
+                "dsr='failed at up'; {}",
+                release_and_audit_epilogue(&state, &a, "h1")
+            ),
+            "",
         );
         assert_eq!(sh(&status(&state), ""), "");
+        assert_eq!(sh(&acquire(&state, &b), ""), "acquired\n");
+        sh(&release(&state, &b), "");
+        assert_eq!(sh(&status(&state), ""), "");
         let audit = sh(&audit_tail(&state, 5), "");
-        assert_eq!(audit.lines().count(), 2);
+        assert_eq!(audit.lines().count(), 2, "{audit}");
         assert!(audit.contains(
-            "alice@laptop deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=ok"
+            "bob@ci deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=refused\n"
+        ));
+        assert!(audit.contains(
+            "alice@laptop deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=failed at up\n"
         ));
     }
 }

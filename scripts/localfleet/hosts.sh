@@ -22,7 +22,9 @@
 #   FLEET_SSH_CHECK       1 (default): after start, ssh into every host once; 0: skip
 #   FLEET_DOCKER_STANDIN  opt-in (default unset): a script copied to each host as
 #                         hosts/NAME/bin/docker, that bin dir first on the hosts' PATH (the
-#                         benchmark's docker stand-in, benches/fleet/run.sh); unset: no change
+#                         benchmark's docker stand-in, benches/fleet/run.sh), and
+#                         .docker/cli-plugins/docker-compose so compose is found as a plugin
+#                         (the stand-in answers `docker compose`); unset: no change
 #
 # State ($DROPSHIP_STATE): id_ed25519{,.pub} (client key), authorized_keys, known_hosts
 # ([127.0.0.1]:PORT lines), inventory.toml (paths relative to it), secrets/ (the example
@@ -115,6 +117,14 @@ start_host() {
             cp -f "$FLEET_DOCKER_STANDIN" "$dir/bin/docker.tmp"
             chmod 0755 "$dir/bin/docker.tmp"
             mv -f "$dir/bin/docker.tmp" "$dir/bin/docker"
+        fi
+        # The stand-in answers `docker compose`: mark compose as an installed CLI plugin where
+        # dropship (like the docker CLI) looks for it, $DOCKER_CONFIG/cli-plugins.
+        if [ ! -x "$dir/.docker/cli-plugins/docker-compose" ]; then
+            mkdir -p "$dir/.docker/cli-plugins"
+            printf '#!/bin/sh\n# answered by the docker stand-in in %s/bin\nexec "%s/bin/docker" compose "$@"\n' "$dir" "$dir" \
+                >"$dir/.docker/cli-plugins/docker-compose"
+            chmod 0755 "$dir/.docker/cli-plugins/docker-compose"
         fi
     fi
     echo "$port" >"$dir/port"

@@ -1,53 +1,129 @@
-//! What each action does on a host over its connection: uploads, commands, logins, compose,
-//! health checks, release activation; and how failures are summarised.
+//! What each action does on a host: the segment it sends (uploads, commands, logins, compose,
+//! release activation), how its output is judged, health checks; how failures are summarised.
 
 use std::time::{Duration, Instant};
 
 use super::HostSession;
 use crate::health::{self, HealthCheck, Probe};
-use crate::plan::{Action, Become, Upload};
+use crate::plan::{Action, Become};
 use crate::release;
-use crate::remote::{self, ComposeFlavor, RemoteFile};
+use crate::remote::{self, ComposeFlavor, RemoteFile, Segment};
 use crate::report::Outcome;
 use crate::transport::{Connection, ExecOutput};
 
+/// How one step will run in its session.
+pub(super) enum Prepared {
+    /// Decided without asking the host (an unchanged file, a skipped step, a known failure).
+    Local(Done),
+    /// This segment of the session's driver script.
+    Remote(Segment),
+    /// In a session of its own, retried over time: a health check.
+    Alone,
+}
+
+const COMPOSE_MISSING: &str = "neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose";
+
 impl<T: Connection> HostSession<T> {
-    pub(super) async fn step_action(
-        &mut self,
-        action: &Action,
-        become_as: Option<&Become>,
-    ) -> Result<Done, String> {
+    /// What `action` needs from the host; `tag` tells this step's temporary files apart from
+    /// the others' in the same script.
+    pub(super) fn prepare(&self, action: &Action, name: &str, tag: usize) -> Prepared {
+        let isolated = |script: &str| Prepared::Remote(Segment::isolated(script, name));
         match action {
-            Action::Skip { reason } => Ok(Done::new(Outcome::Skipped, Some(reason.clone()))),
-            Action::Show { command } => {
-                let out = self.exec_as(command, &[], become_as).await?;
-                require_success(&out)?;
-                Ok(Done {
-                    output: output_tail(&out.stdout),
-                    ..Done::new(Outcome::Ok, None)
+            Action::Skip { reason } => {
+                Prepared::Local(Done::new(Outcome::Skipped, Some(reason.clone())))
+            }
+            Action::Health(_) => Prepared::Alone,
+            Action::Upload(upload) => {
+                if let Some(Some(remote)) = self.remote_files.get(&upload.dest)
+                    && remote.matches(upload)
+                {
+                    return Prepared::Local(Done::new(Outcome::Ok, Some(upload.dest.clone())));
+                }
+                Prepared::Remote(Segment {
+                    script: remote::upload(upload, tag),
+                    stdin: upload.content.to_vec(),
+                    label: name.to_string(),
                 })
             }
-            Action::Upload(upload) => self.upload(upload, become_as).await,
             Action::Run {
                 command,
                 dir,
                 creates,
                 unless,
+            } => isolated(&if creates.is_none() && unless.is_none() {
+                remote::run(command, dir.as_deref())
+            } else {
+                remote::guarded_run(
+                    command,
+                    dir.as_deref(),
+                    creates.as_deref(),
+                    unless.as_deref(),
+                )
+            }),
+            Action::Show { command } => isolated(command),
+            Action::Apt {
+                packages,
+                update,
+                state,
+            } => isolated(&remote::apt(packages, *update, *state)),
+            Action::DockerLogin {
+                registry,
+                username,
+                password,
+            } => Prepared::Remote(Segment {
+                label: name.to_string(),
+                ..remote::docker_login(registry, username, password.expose())
+            }),
+            Action::Compose {
+                command,
+                dir,
+                project,
+                services,
             } => {
-                let script = if creates.is_none() && unless.is_none() {
-                    remote::run(command, dir.as_deref())
-                } else {
-                    remote::guarded_run(
-                        command,
-                        dir.as_deref(),
-                        creates.as_deref(),
-                        unless.as_deref(),
-                    )
-                };
-                let out = self.exec_as(&script, &[], become_as).await?;
-                require_success(&out)?;
+                if self.compose == ComposeFlavor::Missing {
+                    return Prepared::Local(Done::new(
+                        Outcome::Failed,
+                        Some(COMPOSE_MISSING.into()),
+                    ));
+                }
+                Prepared::Remote(Segment {
+                    script: remote::compose(self.compose, *command, dir, project, services),
+                    stdin: Vec::new(),
+                    label: name.to_string(),
+                })
+            }
+            Action::Activate { site, id } => isolated(&release::activate(site, id)),
+            Action::Facts => isolated(remote::facts()),
+        }
+    }
+
+    /// Judges what a step's segment did on the host.
+    pub(super) fn interpret(&mut self, action: &Action, out: &ExecOutput) -> Result<Done, String> {
+        match action {
+            Action::Skip { .. } | Action::Health(_) => {
+                unreachable!("decided without a segment")
+            }
+            Action::Show { .. } => {
+                require_success(out)?;
+                Ok(Done {
+                    output: output_tail(&out.stdout),
+                    ..Done::new(Outcome::Ok, None)
+                })
+            }
+            Action::Upload(upload) => {
+                require_success(out)?;
+                self.remote_files
+                    .insert(upload.dest.clone(), Some(RemoteFile::written_by(upload)));
+                Ok(Done::new(Outcome::Changed, Some(upload.dest.clone())))
+            }
+            Action::Run {
+                creates, unless, ..
+            } => {
+                require_success(out)?;
                 let stdout = String::from_utf8_lossy(&out.stdout);
-                if stdout.lines().next() == Some(remote::GUARD_HOLDS) {
+                if (creates.is_some() || unless.is_some())
+                    && stdout.lines().next() == Some(remote::GUARD_HOLDS)
+                {
                     let why = match creates {
                         Some(c) => format!("{c} exists"),
                         None => "`unless` passed".to_string(),
@@ -59,15 +135,8 @@ impl<T: Connection> HostSession<T> {
                     ..Done::new(Outcome::Changed, None)
                 })
             }
-            Action::Apt {
-                packages,
-                update,
-                state,
-            } => {
-                let out = self
-                    .exec_as(&remote::apt(packages, *update, *state), &[], become_as)
-                    .await?;
-                require_success(&out)?;
+            Action::Apt { state, .. } => {
+                require_success(out)?;
                 match remote::parse_apt(&String::from_utf8_lossy(&out.stdout)) {
                     None => Ok(Done::new(Outcome::Ok, None)),
                     Some(acted) => {
@@ -82,43 +151,20 @@ impl<T: Connection> HostSession<T> {
                     }
                 }
             }
-            Action::DockerLogin {
-                registry,
-                username,
-                password,
-            } => {
-                let script = remote::docker_login(registry, username);
-                let out = self
-                    .exec_as(&script, password.expose().as_bytes(), become_as)
-                    .await?;
-                require_success(&out)?;
+            Action::DockerLogin { registry, .. } => {
+                require_success(out)?;
                 Ok(Done::new(
                     Outcome::Ok,
                     Some(format!("logged in to {registry}")),
                 ))
             }
-            Action::Compose {
-                command,
-                dir,
-                project,
-                services,
-            } => {
-                const MISSING: &str = "neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose";
+            Action::Compose { command, .. } => {
                 if self.compose == ComposeFlavor::Missing {
-                    return Err(MISSING.into());
+                    return Err(COMPOSE_MISSING.into());
                 }
-                let script = remote::compose(self.compose, *command, dir, project, services);
-                let out = self.exec_as(&script, &[], become_as).await?;
-                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-                let (found, stdout) = remote::split_compose_flavor(&stdout);
-                if let Some(flavor) = found {
-                    self.compose = flavor;
-                    if flavor == ComposeFlavor::Missing {
-                        return Err(MISSING.into());
-                    }
-                }
-                require_success(&out)?;
-                let text = String::from_utf8_lossy(&out.stderr).into_owned() + stdout;
+                require_success(out)?;
+                let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                    + &String::from_utf8_lossy(&out.stdout);
                 let outcome = if remote::compose_changed(*command, &text) {
                     Outcome::Changed
                 } else {
@@ -126,20 +172,15 @@ impl<T: Connection> HostSession<T> {
                 };
                 Ok(Done::new(outcome, None))
             }
-            Action::Health(check) => self.health(check, become_as).await,
-            Action::Activate { site, id } => {
-                let out = self
-                    .exec_as(&release::activate(site, id), &[], become_as)
-                    .await?;
-                require_success(&out)?;
+            Action::Activate { id, .. } => {
+                require_success(out)?;
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 self.previous_release = release::parse_previous(&stdout);
                 self.activated = true;
                 Ok(Done::new(Outcome::Changed, Some(format!("current → {id}"))))
             }
             Action::Facts => {
-                let out = self.exec(remote::facts(), &[]).await?;
-                require_success(&out)?;
+                require_success(out)?;
                 Ok(Done::new(
                     Outcome::Ok,
                     Some(remote::summarize_facts(&String::from_utf8_lossy(
@@ -225,30 +266,6 @@ impl<T: Connection> HostSession<T> {
                 Ok("command passed".to_string())
             }
         }
-    }
-
-    async fn upload(
-        &mut self,
-        upload: &Upload,
-        become_as: Option<&Become>,
-    ) -> Result<Done, String> {
-        if let Some(Some(remote)) = self.remote_files.get(&upload.dest)
-            && remote.matches(upload)
-        {
-            return Ok(Done::new(Outcome::Ok, Some(upload.dest.clone())));
-        }
-        let wanted = RemoteFile {
-            sha256: upload.sha256.clone(),
-            mode: upload.mode,
-            owner: upload.owner.clone().unwrap_or_default(),
-            group: upload.group.clone().unwrap_or_default(),
-        };
-        let out = self
-            .exec_as(&remote::upload(upload), &upload.content, become_as)
-            .await?;
-        require_success(&out)?;
-        self.remote_files.insert(upload.dest.clone(), Some(wanted));
-        Ok(Done::new(Outcome::Changed, Some(upload.dest.clone())))
     }
 }
 

@@ -2,6 +2,7 @@
 //! cap, steps run in order within the fork cap, results collected per host, Ctrl-C observed.
 
 mod actions;
+mod chain;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,6 +19,7 @@ use crate::transport::{Connection, Connector, ExecOutput};
 
 pub use actions::failure_text;
 use actions::{Done, require_success};
+use chain::Purpose;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ExecOptions {
@@ -216,9 +218,16 @@ impl<T: Connection> HostSession<T> {
         }
     }
 
-    /// Runs the plan's steps `range` in order. A failed step ends the host's run: the rest are
-    /// reported skipped. After cancellation, steps not yet started are skipped.
-    pub async fn run_steps(&mut self, ctx: &RunContext<'_>, range: Range<usize>) {
+    /// Runs the plan's steps `range` in order, as few sessions as possible. A failed step ends
+    /// the host's run: the rest are reported skipped. After cancellation, steps not yet started
+    /// are skipped. `unlock` (the lock's audit-and-release script, `lock::release_and_audit_epilogue`)
+    /// rides at the end of the last session when it can; then the host is no longer `locked`.
+    pub async fn run_steps(
+        &mut self,
+        ctx: &RunContext<'_>,
+        range: Range<usize>,
+        unlock: Option<&str>,
+    ) {
         let steps = &ctx.plan.hosts[self.index].steps[range];
         if steps.is_empty() {
             return;
@@ -238,18 +247,11 @@ impl<T: Connection> HostSession<T> {
                 return;
             }
         }
-        for step in steps {
-            let started = Instant::now();
-            let done = if self.failed() {
-                Done::new(Outcome::Skipped, Some("after a failed step".into()))
-            } else if ctx.cancel.is_cancelled() {
-                Done::new(Outcome::Skipped, Some("interrupted".into()))
-            } else {
-                self.step_action(&step.action, step.become_as.as_ref())
-                    .await
-                    .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)))
-            };
-            self.record(ctx, &step.name, done, started);
+        if self
+            .run_sequence(ctx, steps, Purpose::Deploy, unlock.filter(|_| self.locked))
+            .await
+        {
+            self.locked = false;
         }
     }
 
@@ -260,7 +262,7 @@ impl<T: Connection> HostSession<T> {
             return;
         };
         if !self.probed {
-            // `dropship rollback` runs no deploy steps first: learn the compose flavour here.
+            // `dropship rollback` runs no deploy steps first: learn the remote files here.
             self.probed = true;
             if let Err(e) = self.probe(ctx.plan).await {
                 self.result.error = Some(ctx.plan.redactor.redact(&e));
@@ -273,30 +275,21 @@ impl<T: Connection> HostSession<T> {
             Ok(out) => require_success(&out),
             Err(e) => Err(e),
         };
+        let elapsed = started.elapsed().as_millis() as u64;
         if let Err(e) = switched {
-            self.record(ctx, &name, Done::new(Outcome::Failed, Some(e)), started);
+            self.record(ctx, &name, Done::new(Outcome::Failed, Some(e)), elapsed);
             return;
         }
         self.record(
             ctx,
             &name,
             Done::new(Outcome::Changed, Some(format!("current → {to}"))),
-            started,
+            elapsed,
         );
         // `current` has moved back, whatever the steps below do: say so in the result.
         self.result.rolled_back = Some(to.to_string());
-        for step in &host_plan.steps[host_plan.post_activate.min(host_plan.steps.len())..] {
-            let started = Instant::now();
-            let done = self
-                .step_action(&step.action, step.become_as.as_ref())
-                .await
-                .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
-            let failed = done.outcome == Outcome::Failed;
-            self.record(ctx, &format!("rollback: {}", step.name), done, started);
-            if failed {
-                return;
-            }
-        }
+        let after = &host_plan.steps[host_plan.post_activate.min(host_plan.steps.len())..];
+        self.run_sequence(ctx, after, Purpose::Rollback, None).await;
     }
 
     /// Marks steps as skipped without running them.
@@ -311,18 +304,18 @@ impl<T: Connection> HostSession<T> {
                 ctx,
                 name,
                 Done::new(Outcome::Skipped, Some(reason.to_string())),
-                Instant::now(),
+                0,
             );
         }
     }
 
-    fn record(&mut self, ctx: &RunContext<'_>, name: &str, done: Done, started: Instant) {
+    fn record(&mut self, ctx: &RunContext<'_>, name: &str, done: Done, elapsed_ms: u64) {
         let result = StepResult {
             name: name.to_string(),
             outcome: done.outcome,
             detail: done.detail.map(|d| ctx.plan.redactor.redact(&d)),
             output: done.output.map(|o| ctx.plan.redactor.redact(&o)),
-            elapsed_ms: started.elapsed().as_millis() as u64,
+            elapsed_ms,
         };
         ctx.reporter.event(&Event::StepFinished {
             host: &self.host_name,
@@ -331,7 +324,7 @@ impl<T: Connection> HostSession<T> {
         self.result.steps.push(result);
     }
 
-    /// One round trip that learns every destination's checksum and the compose flavour.
+    /// One round trip that learns every destination's checksum, mode and owner.
     async fn probe(&mut self, plan: &Plan) -> Result<(), String> {
         let Some((script, probe_as)) = self.probe_request(plan) else {
             return Ok(());
@@ -340,8 +333,8 @@ impl<T: Connection> HostSession<T> {
         self.accept_probe(plan, &String::from_utf8_lossy(&out.stdout), &out)
     }
 
-    /// The probe this host needs (every destination's checksum, the compose flavour) and the
-    /// user to run it as, or `None` when the plan has no file or compose step.
+    /// The probe this host needs (every destination's checksum) and the user to run it as, or
+    /// `None` when the plan has no file step.
     fn probe_request(&self, plan: &Plan) -> Option<(String, Option<Become>)> {
         let steps = &plan.hosts[self.index].steps;
         let dests = upload_dests(plan, self.index);

@@ -592,3 +592,50 @@ fn json_report_lists_hosts_and_steps() {
     assert_eq!(h2["steps"][6]["outcome"], "skipped");
     assert_eq!(report["hosts"][0]["steps"][5]["outcome"], "ok");
 }
+
+/// Sessions sshd started for this host since `from` bytes of its log.
+fn sessions_since(log: &str, from: usize) -> usize {
+    log[from..].matches("Starting session:").count()
+}
+
+/// A whole deploy is two sessions per host on one connection: the lock with the file probe,
+/// then every step (uploads, login, pull, up, the migration) in one script that ends by
+/// writing the audit line and releasing the lock. Nothing is left behind on the host.
+#[test]
+fn a_deploy_is_two_sessions_per_host_cold_and_steady() {
+    let fleet = start_fleet(2);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    for (round, changed) in [("cold", true), ("steady", false)] {
+        let marks: Vec<usize> = fleet.hosts.iter().map(|h| h.sshd_log().len()).collect();
+        let run = deploy_shop(&inv, &secrets, &[]);
+        run.assert_code(0);
+        for (h, from) in fleet.hosts.iter().zip(&marks) {
+            let log = h.sshd_log();
+            assert_eq!(logins(&log[*from..]), 1, "{round} {}: {log}", h.name);
+            assert_eq!(sessions_since(&log, *from), 2, "{round} {}: {log}", h.name);
+            let want = if changed { "changed" } else { "ok" };
+            for step in FILE_STEPS {
+                assert_eq!(run.outcome(&h.name, step).as_deref(), Some(want), "{round}");
+            }
+            let cmds = h.docker_commands();
+            assert!(
+                cmds.iter().rev().take(2).any(|c| c == UP),
+                "{round}: {cmds:?}"
+            );
+            let state = h.dir.join(".dropship/shop");
+            assert!(!state.join("lock").exists(), "{round}: lock left behind");
+            let audit = read(&state.join("audit.log"));
+            let last = audit.lines().last().unwrap_or_default();
+            assert!(
+                last.contains(&format!(" deploy host={} ", h.name)) && last.ends_with(" result=ok"),
+                "{round}: {audit}"
+            );
+            let leftovers: Vec<String> = files_in(&h.root)
+                .into_iter()
+                .filter(|n| n.starts_with(".dropship"))
+                .collect();
+            assert!(leftovers.is_empty(), "{round}: {leftovers:?}");
+        }
+    }
+}

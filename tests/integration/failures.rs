@@ -249,6 +249,14 @@ fn failing_step_reports_stderr_tail_and_skips_the_rest_on_that_host() {
         "{}",
         run.all()
     );
+    // The failing host's last session still wrote its audit line and released its lock.
+    let state = fleet.host("h2").dir.join(".dropship/shop");
+    let audit = fs::read_to_string(state.join("audit.log")).unwrap_or_default();
+    assert!(
+        audit.trim_end().ends_with("result=failed at pull images"),
+        "{audit}"
+    );
+    assert!(!state.join("lock").exists(), "h2's lock left behind");
 
     for name in ["h1", "h3"] {
         let cmds = fleet.host(name).docker_commands();

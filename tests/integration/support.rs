@@ -15,6 +15,7 @@
 //!   sshd_config, sshd.pid
 //!   sshd.log                   sshd stderr (-e, LogLevel VERBOSE), appended
 //!   bin/docker                 the stand-in
+//!   .docker/cli-plugins/docker-compose  marks compose as a plugin (the stand-in answers it)
 //!   docker.log                 "<epoch.nanos> <argv...>" per docker call
 //!   docker.cwd.log             "<epoch.nanos> <cwd>" per docker call
 //!   docker.stdin.log           stdin of `docker login --password-stdin`
@@ -42,6 +43,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// What a stand-in host has as its compose CLI plugin: only its presence counts.
+const COMPOSE_PLUGIN_MARK: &str = "#!/bin/sh\n# dropship test host: `docker compose` is answered by bin/docker (the stand-in).\nexec \"$HOME/bin/docker\" compose \"$@\"\n";
 const SSHD: &str = "/usr/sbin/sshd";
 const DOCKER_STANDIN: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -225,6 +228,13 @@ impl TestHost {
         let docker = bin.join("docker");
         fs::write(&docker, DOCKER_STANDIN).expect("write docker stand-in");
         fs::set_permissions(&docker, fs::Permissions::from_mode(0o755)).expect("chmod docker");
+        // The stand-in answers `docker compose`: mark compose as an installed CLI plugin, where
+        // dropship (like the docker CLI) looks for it ($HOME/.docker/cli-plugins).
+        let plugins = dir.join(".docker/cli-plugins");
+        fs::create_dir_all(&plugins).expect("create cli-plugins");
+        let plugin = plugins.join("docker-compose");
+        fs::write(&plugin, COMPOSE_PLUGIN_MARK).expect("write compose plugin mark");
+        fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755)).expect("chmod plugin");
 
         let host_key = dir.join("ssh_host_ed25519_key");
         keygen(&host_key, &format!("dropship-test-{name}"));

@@ -2,8 +2,13 @@
 
 use std::borrow::Cow;
 
-use crate::plan::Upload;
 use crate::playbook::{AptState, ComposeCommand};
+
+mod chain;
+mod files;
+
+pub use chain::{Driver, Segment, Split, driver, nonce, split};
+pub use files::{RemoteFile, parse_probe, probe, upload};
 
 /// Quotes one word for a POSIX shell.
 pub fn quote(word: &str) -> Cow<'_, str> {
@@ -20,26 +25,6 @@ pub enum ComposeFlavor {
     Missing,
     /// Not known yet: the first compose command finds out.
     Unknown,
-}
-
-/// The current sha256, mode, owner and group of a remote file, if it exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
-    pub sha256: String,
-    pub mode: u32,
-    pub owner: String,
-    pub group: String,
-}
-
-impl RemoteFile {
-    /// Whether this file already is what `upload` would write (owner and group only count when
-    /// the step asks for them).
-    pub fn matches(&self, upload: &Upload) -> bool {
-        self.sha256 == upload.sha256
-            && self.mode == upload.mode
-            && upload.owner.as_ref().is_none_or(|o| *o == self.owner)
-            && upload.group.as_ref().is_none_or(|g| *g == self.group)
-    }
 }
 
 /// Wraps `script` so it runs through sudo as root (or `user`), under `sh -c`.
@@ -79,90 +64,6 @@ pub fn sudo(script: &str, user: Option<&str>, with_password: bool) -> String {
 /// Single-quotes `word` even when it would not need it (a script for `sh -c`).
 fn quote_always(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
-}
-
-/// One script that reports every destination file's sha256 and mode/owner/group: one round
-/// trip, and two processes for all files (`sha256sum` and `stat` each get every path).
-pub fn probe(dests: &[&str]) -> String {
-    let mut script = String::new();
-    if !dests.is_empty() {
-        let mut files = String::new();
-        for d in dests {
-            files.push(' ');
-            files.push_str(&quote(d));
-        }
-        script.push_str(&format!(
-            "sha256sum --{files} 2>/dev/null; echo '{PROBE_SPLIT}'; stat -c '%F|%a|%U|%G|%n' --{files} 2>/dev/null; echo '{PROBE_SPLIT}'\n"
-        ));
-    }
-    script
-}
-
-const PROBE_SPLIT: &str = "--dropship--";
-
-/// Parses `probe`'s output: one entry per destination (`None`: no regular file there), then
-/// the compose flavour.
-pub fn parse_probe(stdout: &str, dests: &[&str]) -> Option<Vec<Option<RemoteFile>>> {
-    let mut files = vec![None; dests.len()];
-    if !dests.is_empty() {
-        let (sums, after) = stdout.split_once(&format!("{PROBE_SPLIT}\n"))?;
-        let (stats, _) = after.split_once(&format!("{PROBE_SPLIT}\n"))?;
-        let mut sha_of = std::collections::HashMap::new();
-        for line in sums.lines() {
-            // `HASH  PATH`; sha256sum escapes odd paths with a leading `\`: those stay unknown
-            // and are simply rewritten.
-            if let Some((hash, path)) = line.split_once("  ") {
-                sha_of.insert(path, hash);
-            }
-        }
-        for line in stats.lines() {
-            let mut parts = line.splitn(5, '|');
-            let (kind, mode, owner, group, path) = (
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-            );
-            if kind != "regular file" && kind != "regular empty file" {
-                continue;
-            }
-            let (Some(index), Some(hash)) =
-                (dests.iter().position(|d| *d == path), sha_of.get(path))
-            else {
-                continue;
-            };
-            files[index] = Some(RemoteFile {
-                sha256: (*hash).to_string(),
-                mode: u32::from_str_radix(mode, 8).ok()?,
-                owner: owner.to_string(),
-                group: group.to_string(),
-            });
-        }
-    }
-    Some(files)
-}
-
-/// Writes stdin to `dest` atomically: a temporary file in the same directory (created 0600 by
-/// mktemp, so secrets are never world-readable), chown (when asked), chmod, then rename over
-/// the old file.
-pub fn upload(upload: &Upload) -> String {
-    let dest = quote(&upload.dest);
-    let chown = match (&upload.owner, &upload.group) {
-        (None, None) => String::new(),
-        (owner, group) => format!(
-            " chown {}{} \"$t\";",
-            owner.as_deref().map(quote).unwrap_or_default(),
-            group
-                .as_deref()
-                .map(|g| format!(":{}", quote(g)))
-                .unwrap_or_default()
-        ),
-    };
-    format!(
-        "set -e; d=$(dirname -- {dest}); mkdir -p -- \"$d\"; t=$(mktemp \"$d/.dropship.XXXXXX\"); trap 'rm -f -- \"$t\"' EXIT; cat > \"$t\";{chown} chmod {mode:04o} \"$t\"; mv -f -- \"$t\" {dest}; trap - EXIT",
-        mode = upload.mode
-    )
 }
 
 /// A user's `run` command, in `dir` when given.
@@ -247,17 +148,47 @@ pub fn parse_apt(stdout: &str) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-/// `docker login`; the password goes on stdin, never on the command line.
-pub fn docker_login(registry: &str, username: &str) -> String {
-    format!(
+/// `docker login` as a chain segment: the password is the segment's stdin, never on a
+/// command line. A one-line password is read by the shell's `read` and handed over by the
+/// `printf` builtin (no extra process); one with a newline goes through `head -c`.
+pub fn docker_login(registry: &str, username: &str, password: &str) -> Segment {
+    let login = format!(
         "docker login {} --username {} --password-stdin",
         quote(registry),
         quote(username)
-    )
+    );
+    let (script, stdin) = if password.contains(['\n', '\0']) {
+        (
+            format!("head -c {} | {login}", password.len()),
+            password.as_bytes().to_vec(),
+        )
+    } else {
+        (
+            format!(
+                "IFS= read -r dsp && printf '%s' \"$dsp\" | {login}; dss=$?; dsp=; [ $dss = 0 ]"
+            ),
+            format!("{password}\n").into_bytes(),
+        )
+    };
+    Segment {
+        script,
+        stdin,
+        label: String::new(),
+    }
 }
 
-/// A compose command. With the flavour still `Unknown`, the script finds it first (the plugin,
-/// else the standalone tool) and prints `compose=plugin|standalone|none` as its first line.
+/// Finds how compose is invoked, with shell builtins only: the compose plugin where the docker
+/// CLI looks for plugins, else `docker-compose` on the PATH, else (a plugin in a custom place)
+/// whether `docker compose version` works. Sets `$dsf`; prints `compose=plugin|standalone|none`
+/// as the first line.
+pub const COMPOSE_DETECT: &str = "dsf=none
+for dsd in \"${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins\" /usr/local/lib/docker/cli-plugins /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins; do [ -x \"$dsd/docker-compose\" ] && { dsf=plugin; break; }; done
+[ $dsf != none ] || ! command -v docker-compose >/dev/null 2>&1 || dsf=standalone
+[ $dsf != none ] || ! docker compose version >/dev/null 2>&1 || dsf=plugin
+echo compose=$dsf";
+
+/// A compose command as a chain segment, in `dir`, stdin closed. With the flavour still
+/// `Unknown` it follows `$dsf` from `COMPOSE_DETECT`, which must run first in the same script.
 pub fn compose(
     flavor: ComposeFlavor,
     command: ComposeCommand,
@@ -269,9 +200,7 @@ pub fn compose(
         let plugin = compose(ComposeFlavor::Plugin, command, dir, project, services);
         let standalone = compose(ComposeFlavor::Standalone, command, dir, project, services);
         return format!(
-            "if docker compose version >/dev/null 2>&1; then echo compose=plugin; {plugin}; \
-             elif command -v docker-compose >/dev/null 2>&1; then echo compose=standalone; {standalone}; \
-             else echo compose=none; exit 127; fi"
+            "case $dsf in plugin) {plugin} ;; standalone) {standalone} ;; *) false ;; esac"
         );
     }
     let tool = match flavor {
@@ -285,21 +214,29 @@ pub fn compose(
         ComposeCommand::Restart => "restart",
         ComposeCommand::Ps => "ps",
     };
-    let mut script = format!("cd {} && {tool} -p {} {args}", quote(dir), quote(project));
+    let mut script = format!(
+        "(cd {} && exec {tool} -p {} {args}",
+        quote(dir),
+        quote(project)
+    );
     for service in services {
         script.push(' ');
         script.push_str(&quote(service));
     }
+    script.push_str(") </dev/null");
     script
 }
 
-/// The flavour line an `Unknown`-flavour compose script printed first, and the rest.
-pub fn split_compose_flavor(stdout: &str) -> (Option<ComposeFlavor>, &str) {
-    let (first, rest) = stdout.split_once('\n').unwrap_or((stdout, ""));
+/// The flavour line `COMPOSE_DETECT` printed first, and the rest.
+pub fn split_compose_flavor(stdout: &[u8]) -> (Option<ComposeFlavor>, &[u8]) {
+    let (first, rest) = match stdout.iter().position(|b| *b == b'\n') {
+        Some(i) => (&stdout[..i], &stdout[i + 1..]),
+        None => (stdout, &stdout[stdout.len()..]),
+    };
     let flavor = match first {
-        "compose=plugin" => ComposeFlavor::Plugin,
-        "compose=standalone" => ComposeFlavor::Standalone,
-        "compose=none" => ComposeFlavor::Missing,
+        b"compose=plugin" => ComposeFlavor::Plugin,
+        b"compose=standalone" => ComposeFlavor::Standalone,
+        b"compose=none" => ComposeFlavor::Missing,
         _ => return (None, stdout),
     };
     (Some(flavor), rest)
@@ -350,47 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn probe_reports_each_file_in_a_real_shell() {
-        let dir = tempfile::tempdir().unwrap();
-        let present = dir.path().join("a b.txt");
-        std::fs::write(&present, "hello\n").unwrap();
-        std::fs::set_permissions(
-            &present,
-            std::os::unix::fs::PermissionsExt::from_mode(0o640),
-        )
-        .unwrap();
-        let missing = dir.path().join("missing");
-        let a_dir = dir.path().join("sub");
-        std::fs::create_dir(&a_dir).unwrap();
-        let dests = [
-            present.to_str().unwrap(),
-            missing.to_str().unwrap(),
-            a_dir.to_str().unwrap(),
-        ];
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(probe(&dests))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let files = parse_probe(&String::from_utf8_lossy(&out.stdout), &dests).unwrap();
-        let file = files[0].clone().unwrap();
-        // sha256 of "hello\n"
-        assert_eq!(
-            file.sha256,
-            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
-        );
-        assert_eq!(file.mode, 0o640);
-        assert_eq!(files[1], None);
-        assert_eq!(files[2], None, "a directory is not a file to compare");
-        assert!(
-            parse_probe("abc  /x\n", &["/x"]).is_none(),
-            "truncated output is an error"
-        );
-    }
-
-    #[test]
-    fn unknown_compose_flavor_is_found_by_the_first_command() {
+    fn unknown_compose_flavor_is_found_with_builtins_first() {
         let s = compose(
             ComposeFlavor::Unknown,
             ComposeCommand::Pull,
@@ -398,16 +295,43 @@ mod tests {
             "p",
             &[],
         );
-        assert!(s.starts_with("if docker compose version >/dev/null 2>&1; then echo compose=plugin; cd /srv && docker compose -p p pull;"), "{s}");
-        assert!(
-            s.contains("echo compose=standalone; cd /srv && docker-compose -p p pull;"),
-            "{s}"
+        assert_eq!(
+            s,
+            "case $dsf in plugin) (cd /srv && exec docker compose -p p pull) </dev/null ;; standalone) (cd /srv && exec docker-compose -p p pull) </dev/null ;; *) false ;; esac"
         );
         assert_eq!(
-            split_compose_flavor("compose=standalone\nPulling\n"),
-            (Some(ComposeFlavor::Standalone), "Pulling\n")
+            split_compose_flavor(b"compose=standalone\nPulling\n"),
+            (Some(ComposeFlavor::Standalone), &b"Pulling\n"[..])
         );
-        assert_eq!(split_compose_flavor("other\n"), (None, "other\n"));
+        assert_eq!(split_compose_flavor(b"other\n"), (None, &b"other\n"[..]));
+        // In a real shell: a plugin in $DOCKER_CONFIG wins over docker-compose on the PATH.
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("cli-plugins");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        let detect = |path: &str| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(COMPOSE_DETECT)
+                .env("DOCKER_CONFIG", dir.path())
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let executable = |p: &std::path::Path| {
+            std::fs::write(p, "#!/bin/sh\nexit 1\n").unwrap();
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        // Only this test's bin on the PATH (sh finds its builtins without one).
+        let path = bin.display().to_string();
+        assert_eq!(detect(&path), "compose=none\n");
+        executable(&bin.join("docker-compose"));
+        assert_eq!(detect(&path), "compose=standalone\n");
+        executable(&plugins.join("docker-compose"));
+        assert_eq!(detect(&path), "compose=plugin\n");
     }
 
     #[test]
@@ -421,7 +345,7 @@ mod tests {
         );
         assert_eq!(
             s,
-            "cd '/srv/x y' && docker compose -p pixel up -d --remove-orphans web"
+            "(cd '/srv/x y' && exec docker compose -p pixel up -d --remove-orphans web) </dev/null"
         );
         let s = compose(
             ComposeFlavor::Standalone,
@@ -430,15 +354,23 @@ mod tests {
             "p",
             &[],
         );
-        assert_eq!(s, "cd /srv && docker-compose -p p pull");
+        assert_eq!(s, "(cd /srv && exec docker-compose -p p pull) </dev/null");
     }
 
     #[test]
-    fn login_reads_the_password_from_stdin() {
+    fn login_reads_exactly_the_password_from_stdin() {
+        let one_line = docker_login("registry.example.com:5000", "deploy", "pa ss");
         assert_eq!(
-            docker_login("registry.example.com:5000", "deploy"),
-            "docker login 'registry.example.com:5000' --username deploy --password-stdin"
+            one_line.script,
+            r#"IFS= read -r dsp && printf '%s' "$dsp" | docker login 'registry.example.com:5000' --username deploy --password-stdin; dss=$?; dsp=; [ $dss = 0 ]"#
         );
+        assert_eq!(one_line.stdin, b"pa ss\n");
+        let two_lines = docker_login("r", "u", "a\nb");
+        assert_eq!(
+            two_lines.script,
+            "head -c 3 | docker login r --username u --password-stdin"
+        );
+        assert_eq!(two_lines.stdin, b"a\nb");
     }
 
     #[test]
@@ -459,29 +391,6 @@ mod tests {
             sudo("cat > f", None, true),
             r#"if [ "$(id -u)" = 0 ]; then IFS= read -r _; exec sh -c 'cat > f'; else if sudo -k -n true 2>/dev/null; then IFS= read -r _; exec sudo -n -- sh -c 'cat > f'; else exec sudo -k -S -p '' -- sh -c 'cat > f'; fi; fi"#
         );
-    }
-
-    #[test]
-    fn uploads_chown_before_chmod_and_rename() {
-        let mut u = crate::plan::upload("/etc/app/x y".into(), 0o600, b"hi"[..].into(), false);
-        assert!(!upload(&u).contains("chown"));
-        u.owner = Some("root".into());
-        u.group = Some("adm".into());
-        assert_eq!(
-            upload(&u),
-            r#"set -e; d=$(dirname -- '/etc/app/x y'); mkdir -p -- "$d"; t=$(mktemp "$d/.dropship.XXXXXX"); trap 'rm -f -- "$t"' EXIT; cat > "$t"; chown root:adm "$t"; chmod 0600 "$t"; mv -f -- "$t" '/etc/app/x y'; trap - EXIT"#
-        );
-        u.owner = None;
-        assert!(upload(&u).contains(r#"; chown :adm "$t"; chmod 0600"#));
-        let remote = RemoteFile {
-            sha256: u.sha256.clone(),
-            mode: 0o600,
-            owner: "deploy".into(),
-            group: "adm".into(),
-        };
-        assert!(remote.matches(&u));
-        u.owner = Some("root".into());
-        assert!(!remote.matches(&u));
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! Consecutive steps in one session: which steps share a driver script, running it, and one
+//! result per step from its output.
+
+use std::time::Instant;
+
+use super::actions::{Done, Prepared};
+use super::{HostSession, RunContext};
+use crate::plan::{Action, PlannedStep};
+use crate::remote::{self, ComposeFlavor};
+use crate::report::Outcome;
+use crate::transport::Connection;
+
+/// Why a sequence of steps runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// The run's own steps: an interrupt skips those not yet started.
+    Deploy,
+    /// A rollback's steps (named `rollback: STEP`): they run to the end once begun.
+    Rollback,
+}
+
+impl<T: Connection> HostSession<T> {
+    /// Runs `steps` in order and stops at the first failure (the rest are reported skipped).
+    /// Consecutive steps with the same `become` share one session, except health checks,
+    /// which are retried over time in sessions of their own. `epilogue` runs at the end of the
+    /// session that runs the last step, whatever happened in it, when that session needs no
+    /// `become`; returns whether it ran to its end.
+    pub(super) async fn run_sequence(
+        &mut self,
+        ctx: &RunContext<'_>,
+        steps: &[PlannedStep],
+        purpose: Purpose,
+        epilogue: Option<&str>,
+    ) -> bool {
+        let mut epilogue_done = false;
+        let mut start = 0;
+        while start < steps.len() {
+            let rest = &steps[start..];
+            if purpose == Purpose::Deploy && ctx.cancel.is_cancelled() {
+                self.skip_steps(ctx, rest, purpose, "interrupted");
+                break;
+            }
+            if let Action::Health(check) = &rest[0].action {
+                let started = Instant::now();
+                let done = self
+                    .health(check, rest[0].become_as.as_ref())
+                    .await
+                    .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
+                let failed = done.outcome == Outcome::Failed;
+                self.record_step(ctx, &rest[0], purpose, done, elapsed_ms(started));
+                start += 1;
+                if failed {
+                    self.skip_steps(ctx, &steps[start..], purpose, "after a failed step");
+                    break;
+                }
+                continue;
+            }
+            let become_as = rest[0].become_as.as_ref();
+            let len = rest
+                .iter()
+                .position(|s| {
+                    s.become_as.as_ref() != become_as || matches!(s.action, Action::Health(_))
+                })
+                .unwrap_or(rest.len());
+            let last = start + len == steps.len();
+            let epilogue = epilogue.filter(|_| last && become_as.is_none());
+            let (failed, ended) = self.run_session(ctx, &rest[..len], purpose, epilogue).await;
+            epilogue_done |= ended;
+            start += len;
+            if failed {
+                self.skip_steps(ctx, &steps[start..], purpose, "after a failed step");
+                break;
+            }
+        }
+        epilogue_done
+    }
+
+    /// Runs `steps` (same `become`, no health check) in one driver script. Returns whether a
+    /// step failed and whether the epilogue ran to its end.
+    async fn run_session(
+        &mut self,
+        ctx: &RunContext<'_>,
+        steps: &[PlannedStep],
+        purpose: Purpose,
+        epilogue: Option<&str>,
+    ) -> (bool, bool) {
+        let started = Instant::now();
+        // Each step is decided here (`Local`) or sent as a segment of one script (`Sent`);
+        // a step known to fail ends the script before it.
+        let mut slots = Vec::new();
+        let mut segments = Vec::new();
+        for (tag, step) in steps.iter().enumerate() {
+            match self.prepare(&step.action, &step.name, tag) {
+                Prepared::Remote(segment) => {
+                    segments.push(segment);
+                    slots.push(None);
+                }
+                Prepared::Local(done) => {
+                    let fails = done.outcome == Outcome::Failed;
+                    slots.push(Some(done));
+                    if fails {
+                        break;
+                    }
+                }
+                Prepared::Alone => unreachable!("health checks run alone"),
+            }
+        }
+        let cut = slots.len();
+        let detect = self.compose == ComposeFlavor::Unknown
+            && steps[..cut]
+                .iter()
+                .any(|s| matches!(s.action, Action::Compose { .. }));
+        let mut outputs = Vec::new();
+        let mut epilogue_done = false;
+        let mut transport_error = None;
+        if !segments.is_empty() {
+            let nonce = remote::nonce();
+            let preamble = if detect { remote::COMPOSE_DETECT } else { "" };
+            let driver = remote::driver(&nonce, preamble, &segments, epilogue);
+            match self
+                .exec_as(&driver.script, &driver.stdin, steps[0].become_as.as_ref())
+                .await
+            {
+                Ok(out) => {
+                    let mut stdout = &out.stdout[..];
+                    if detect {
+                        let (flavor, rest) = remote::split_compose_flavor(stdout);
+                        if let Some(flavor) = flavor {
+                            self.compose = flavor;
+                            stdout = rest;
+                        }
+                    }
+                    let split = remote::split(&out, stdout, &nonce, segments.len());
+                    epilogue_done = split.epilogue_done;
+                    outputs = split.outputs.into_iter().zip(split.elapsed_ms).collect();
+                }
+                Err(e) => transport_error = Some(e),
+            }
+        }
+        let session_ms = elapsed_ms(started);
+        let mut outputs = outputs.into_iter();
+        let mut failed = false;
+        for (step, slot) in steps.iter().zip(slots) {
+            let (done, ms) = if failed {
+                (
+                    Done::new(Outcome::Skipped, Some("after a failed step".into())),
+                    0,
+                )
+            } else {
+                match slot {
+                    Some(done) => (done, 0),
+                    None => match (outputs.next(), &mut transport_error) {
+                        (Some((out, ms)), _) => (
+                            self.interpret(&step.action, &out)
+                                .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e))),
+                            ms.unwrap_or(session_ms),
+                        ),
+                        (None, Some(e)) => (
+                            Done::new(Outcome::Failed, Some(std::mem::take(e))),
+                            session_ms,
+                        ),
+                        (None, None) => (
+                            Done::new(
+                                Outcome::Failed,
+                                Some("the session ended before this step".into()),
+                            ),
+                            session_ms,
+                        ),
+                    },
+                }
+            };
+            failed = done.outcome == Outcome::Failed;
+            self.record_step(ctx, step, purpose, done, ms);
+        }
+        // Steps cut off after a step known to fail.
+        self.skip_steps(ctx, &steps[cut..], purpose, "after a failed step");
+        (failed, epilogue_done)
+    }
+
+    fn record_step(
+        &mut self,
+        ctx: &RunContext<'_>,
+        step: &PlannedStep,
+        purpose: Purpose,
+        done: Done,
+        elapsed_ms: u64,
+    ) {
+        match purpose {
+            Purpose::Deploy => self.record(ctx, &step.name, done, elapsed_ms),
+            Purpose::Rollback => {
+                self.record(ctx, &format!("rollback: {}", step.name), done, elapsed_ms)
+            }
+        }
+    }
+
+    fn skip_steps(
+        &mut self,
+        ctx: &RunContext<'_>,
+        steps: &[PlannedStep],
+        purpose: Purpose,
+        reason: &str,
+    ) {
+        for step in steps {
+            let done = Done::new(Outcome::Skipped, Some(reason.to_string()));
+            self.record_step(ctx, step, purpose, done, 0);
+        }
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}

@@ -1,0 +1,282 @@
+//! Many steps in one session: the driver script that runs each step's segment in order on one
+//! shell, feeds each its own bytes of the shared stdin, stops at the first failure, and marks
+//! where each step's output ends; and the parsing that splits the output back per step.
+
+use super::quote;
+use crate::transport::ExecOutput;
+
+/// One step's part of a driver script.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Runs in the driver's shell: it must not `exit`, `cd` or change options there (commands
+    /// that might run in a subshell), and must read exactly `stdin` from stdin, or nothing.
+    pub script: String,
+    pub stdin: Vec<u8>,
+    /// The step's name, for the audit line of a failure (`failed at NAME`).
+    pub label: String,
+}
+
+impl Segment {
+    /// A script that may do anything (exit, cd, read stdin): run in a subshell, stdin closed.
+    pub fn isolated(script: &str, label: &str) -> Self {
+        Self {
+            script: format!("(\n{script}\n) </dev/null"),
+            stdin: Vec::new(),
+            label: label.to_string(),
+        }
+    }
+}
+
+/// A driver script and the stdin it expects.
+pub struct Driver {
+    pub script: String,
+    pub stdin: Vec<u8>,
+}
+
+/// Builds the driver: `preamble` first (its stdout comes before the first segment's), then
+/// each segment while all before it succeeded, each followed by a marker on stdout and stderr
+/// with its exit status; `epilogue` last, whatever happened (`$dsr` holds `ok` or
+/// `failed at NAME` there), followed by an end marker. The driver exits with the status of
+/// the last segment that ran.
+pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&str>) -> Driver {
+    let mut script = String::from("dss=0; dsr=ok\n");
+    if !preamble.is_empty() {
+        script.push_str(preamble);
+        script.push('\n');
+    }
+    let mut stdin = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        // The marker carries the exit status and, where the shell has it (bash), the times
+        // before and after: a step's own duration in a shared session.
+        let marker = format!("'\\n@@dropship:{nonce}:{i}:%s:%s:%s@@\\n'");
+        let fields = "\"$dss\" \"$dsb\" \"${EPOCHREALTIME:-}\"";
+        script.push_str(&format!(
+            "if [ $dss = 0 ]; then\ndsb=${{EPOCHREALTIME:-}}\n{body}\ndss=$?; printf {marker} {fields}; printf {marker} {fields} >&2; \
+             [ $dss = 0 ] || dsr={label}\nfi\n",
+            body = segment.script,
+            label = quote(&format!("failed at {}", segment.label)),
+        ));
+        stdin.extend_from_slice(&segment.stdin);
+    }
+    if let Some(epilogue) = epilogue {
+        script.push_str(epilogue);
+        script.push_str(&format!("\nprintf '\\n@@dropship:{nonce}:end@@\\n'\n"));
+    }
+    script.push_str("exit $dss\n");
+    Driver { script, stdin }
+}
+
+/// What came back from a driver: per segment that started, its own output and status (a
+/// segment cut short has `status: None` unless the driver's own exit status tells more) and
+/// how long it took when the shell could tell; whether the epilogue finished.
+pub struct Split {
+    pub outputs: Vec<ExecOutput>,
+    pub elapsed_ms: Vec<Option<u64>>,
+    pub epilogue_done: bool,
+}
+
+/// Splits a driver's output (after any preamble lines were taken off `stdout`).
+pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Split {
+    let mut outputs = Vec::new();
+    let mut elapsed_ms = Vec::new();
+    let (mut out_pos, mut err_pos) = (0, 0);
+    for i in 0..count {
+        let prefix = format!("\n@@dropship:{nonce}:{i}:");
+        let found_out = find_marker(stdout, out_pos, prefix.as_bytes());
+        let found_err = find_marker(&out.stderr, err_pos, prefix.as_bytes());
+        match found_out {
+            Some((start, fields, end)) => {
+                let (status, elapsed) = parse_fields(&fields);
+                let (err_text, err_end) = match found_err {
+                    Some((s, _, e)) => (&out.stderr[err_pos..s], e),
+                    None => (&out.stderr[err_pos..], out.stderr.len()),
+                };
+                outputs.push(ExecOutput {
+                    status,
+                    stdout: stdout[out_pos..start].to_vec(),
+                    stderr: err_text.to_vec(),
+                });
+                elapsed_ms.push(elapsed);
+                out_pos = end;
+                err_pos = err_end;
+            }
+            None => {
+                // Cut short: the shell died, sudo refused, the connection dropped.
+                outputs.push(ExecOutput {
+                    status: out.status.filter(|s| *s != 0),
+                    stdout: stdout[out_pos..].to_vec(),
+                    stderr: out.stderr[err_pos..].to_vec(),
+                });
+                elapsed_ms.push(None);
+                break;
+            }
+        }
+        if outputs.last().is_some_and(|o| !o.success()) {
+            break;
+        }
+    }
+    let end = format!("\n@@dropship:{nonce}:end@@\n");
+    let epilogue_done = stdout[out_pos..]
+        .windows(end.len())
+        .any(|w| w == end.as_bytes());
+    Split {
+        outputs,
+        elapsed_ms,
+        epilogue_done,
+    }
+}
+
+/// `STATUS:BEFORE:AFTER` (times in seconds, possibly empty) → status and milliseconds.
+fn parse_fields(fields: &str) -> (Option<u32>, Option<u64>) {
+    let mut parts = fields.split(':');
+    let status = parts.next().and_then(|s| s.parse().ok());
+    let mut time = || -> Option<f64> { parts.next()?.replace(',', ".").parse().ok() };
+    let elapsed = match (time(), time()) {
+        (Some(before), Some(after)) if after >= before => {
+            Some(((after - before) * 1000.0).round() as u64)
+        }
+        _ => None,
+    };
+    (status, elapsed)
+}
+
+/// Finds `prefix` + `FIELDS@@\n` from `from`: (start of the marker, its fields, end of it).
+fn find_marker(text: &[u8], from: usize, prefix: &[u8]) -> Option<(usize, String, usize)> {
+    let rest = text.get(from..)?;
+    let at = rest.windows(prefix.len()).position(|w| w == prefix)? + from;
+    let after = &text[at + prefix.len()..];
+    let close = after.windows(3).position(|w| w == b"@@\n")?;
+    let fields = String::from_utf8_lossy(&after[..close]).into_owned();
+    Some((at, fields, at + prefix.len() + close + 3))
+}
+
+/// A fresh marker nonce, so no command's output can pass for a marker by accident.
+pub fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(driver: &Driver) -> ExecOutput {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&driver.script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&driver.stdin)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        ExecOutput {
+            status: out.status.code().map(|c| c as u32),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+
+    fn segment(script: &str, stdin: &[u8], label: &str) -> Segment {
+        Segment {
+            script: script.into(),
+            stdin: stdin.into(),
+            label: label.into(),
+        }
+    }
+
+    #[test]
+    fn each_segment_gets_its_own_output_stdin_and_status() {
+        let segments = [
+            segment("IFS= read -r x && printf 'got %s' \"$x\"", b"one\n", "a"),
+            Segment::isolated("echo warn >&2; cat; cd /; exit 0", "b"),
+            segment("head -c 3", b"two", "c"),
+        ];
+        let d = driver("n1", "echo pre", &segments, Some("echo \"audit=$dsr\""));
+        let out = run(&d);
+        assert_eq!(out.status, Some(0));
+        let stdout = out.stdout.strip_prefix(b"pre\n").unwrap();
+        let split = split(&out, stdout, "n1", 3);
+        let texts: Vec<(String, String, Option<u32>)> = split
+            .outputs
+            .iter()
+            .map(|o| {
+                (
+                    String::from_utf8_lossy(&o.stdout).into(),
+                    String::from_utf8_lossy(&o.stderr).into(),
+                    o.status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                ("got one".into(), "".into(), Some(0)),
+                ("".into(), "warn\n".into(), Some(0)),
+                ("two".into(), "".into(), Some(0)),
+            ]
+        );
+        assert!(split.epilogue_done);
+        assert!(String::from_utf8_lossy(stdout).contains("audit=ok\n"));
+    }
+
+    #[test]
+    fn the_first_failure_stops_the_rest_but_not_the_epilogue() {
+        let segments = [
+            segment("echo fine", b"", "a"),
+            Segment::isolated("echo broken >&2; exit 3", "step b"),
+            segment("echo never", b"", "c"),
+        ];
+        let d = driver("n2", "", &segments, Some("echo \"audit=$dsr\""));
+        let out = run(&d);
+        assert_eq!(out.status, Some(3));
+        let split = split(&out, &out.stdout, "n2", 3);
+        assert_eq!(split.outputs.len(), 2);
+        assert_eq!(split.outputs[1].status, Some(3));
+        assert_eq!(split.outputs[1].stderr, b"broken\n");
+        assert!(split.epilogue_done);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("audit=failed at step b\n"), "{text}");
+        assert!(!text.contains("never"), "{text}");
+    }
+
+    #[test]
+    fn a_driver_cut_short_gives_its_status_to_the_segment_that_was_running() {
+        let out = ExecOutput {
+            status: Some(1),
+            stdout: b"x\n@@dropship:n3:0:0:10.5:10.75@@\npartial".to_vec(),
+            stderr: b"\n@@dropship:n3:0:0::@@\nsudo: a password is required\n".to_vec(),
+        };
+        let split = split(&out, &out.stdout, "n3", 3);
+        assert_eq!(split.outputs.len(), 2);
+        assert_eq!(split.outputs[0].stdout, b"x");
+        assert_eq!(split.elapsed_ms, [Some(250), None]);
+        assert_eq!(split.outputs[1].status, Some(1));
+        assert_eq!(split.outputs[1].stdout, b"partial");
+        assert_eq!(
+            split.outputs[1].stderr,
+            b"sudo: a password is required\n".to_vec()
+        );
+        assert!(!split.epilogue_done);
+        let marker_lookalike = ExecOutput {
+            status: Some(0),
+            stdout: b"\n@@dropship:other:0:0::@@\n".to_vec(),
+            stderr: Vec::new(),
+        };
+        let split = super::split(&marker_lookalike, &marker_lookalike.stdout, "n3", 1);
+        assert_eq!(split.outputs[0].status, None, "another nonce is no marker");
+    }
+}
