@@ -41,7 +41,7 @@ impl<T: Connection> HostSession<T> {
                 }
                 Prepared::Remote(Segment {
                     script: remote::upload(upload, tag),
-                    stdin: upload.content.to_vec(),
+                    stdin: Some(upload.content.clone()),
                     label: name.to_string(),
                 })
             }
@@ -88,7 +88,7 @@ impl<T: Connection> HostSession<T> {
                 }
                 Prepared::Remote(Segment {
                     script: remote::compose(self.compose, *command, dir, project, services),
-                    stdin: Vec::new(),
+                    stdin: None,
                     label: name.to_string(),
                 })
             }

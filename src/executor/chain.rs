@@ -118,7 +118,11 @@ impl<T: Connection> HostSession<T> {
             let preamble = if detect { remote::COMPOSE_DETECT } else { "" };
             let driver = remote::driver(&nonce, preamble, &segments, epilogue);
             match self
-                .exec_as(&driver.script, &driver.stdin, steps[0].become_as.as_ref())
+                .exec_as(
+                    &driver.script,
+                    &driver.stdin_pieces(),
+                    steps[0].become_as.as_ref(),
+                )
                 .await
             {
                 Ok(out) => {

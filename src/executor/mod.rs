@@ -185,11 +185,11 @@ impl<T: Connection> HostSession<T> {
             .ok_or_else(|| "not connected".to_string())
     }
 
-    /// Runs a script on the host.
-    pub async fn exec(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, String> {
+    /// Runs a script on the host, `stdin` written as the pieces given, back to back.
+    pub async fn exec(&self, script: &str, stdin: &[&[u8]]) -> Result<ExecOutput, String> {
         tracing::debug!(host = %self.host_name, script = %script, "exec");
         self.conn()?
-            .exec(script, stdin)
+            .exec_pieces(script, stdin)
             .await
             .map_err(|e| e.to_string())
     }
@@ -199,7 +199,7 @@ impl<T: Connection> HostSession<T> {
     pub async fn exec_as(
         &self,
         script: &str,
-        stdin: &[u8],
+        stdin: &[&[u8]],
         become_as: Option<&Become>,
     ) -> Result<ExecOutput, String> {
         let Some(b) = become_as else {
@@ -209,9 +209,9 @@ impl<T: Connection> HostSession<T> {
         match &b.password {
             None => self.exec(&wrapped, stdin).await,
             Some(password) => {
-                let mut input = Vec::with_capacity(password.expose().len() + 1 + stdin.len());
-                input.extend_from_slice(password.expose().as_bytes());
-                input.push(b'\n');
+                let line = format!("{}\n", password.expose());
+                let mut input = Vec::with_capacity(stdin.len() + 1);
+                input.push(line.as_bytes());
                 input.extend_from_slice(stdin);
                 self.exec(&wrapped, &input).await
             }

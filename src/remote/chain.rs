@@ -2,6 +2,8 @@
 //! shell, feeds each its own bytes of the shared stdin, stops at the first failure, and marks
 //! where each step's output ends; and the parsing that splits the output back per step.
 
+use std::sync::Arc;
+
 use super::quote;
 use crate::transport::ExecOutput;
 
@@ -11,7 +13,8 @@ pub struct Segment {
     /// Runs in the driver's shell: it must not `exit`, `cd` or change options there (commands
     /// that might run in a subshell), and must read exactly `stdin` from stdin, or nothing.
     pub script: String,
-    pub stdin: Vec<u8>,
+    /// Shared, not copied: one file's content goes to every host's script as is.
+    pub stdin: Option<Arc<[u8]>>,
     /// The step's name, for the audit line of a failure (`failed at NAME`).
     pub label: String,
 }
@@ -21,16 +24,22 @@ impl Segment {
     pub fn isolated(script: &str, label: &str) -> Self {
         Self {
             script: format!("(\n{script}\n) </dev/null"),
-            stdin: Vec::new(),
+            stdin: None,
             label: label.to_string(),
         }
     }
 }
 
-/// A driver script and the stdin it expects.
+/// A driver script and the stdin it expects: the segments' pieces, back to back.
 pub struct Driver {
     pub script: String,
-    pub stdin: Vec<u8>,
+    pub stdin: Vec<Arc<[u8]>>,
+}
+
+impl Driver {
+    pub fn stdin_pieces(&self) -> Vec<&[u8]> {
+        self.stdin.iter().map(|piece| &piece[..]).collect()
+    }
 }
 
 /// Builds the driver: `preamble` first (its stdout comes before the first segment's), then
@@ -56,7 +65,7 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
             body = segment.script,
             label = quote(&format!("failed at {}", segment.label)),
         ));
-        stdin.extend_from_slice(&segment.stdin);
+        stdin.extend(segment.stdin.clone());
     }
     if let Some(epilogue) = epilogue {
         script.push_str(epilogue);
@@ -180,7 +189,7 @@ mod tests {
             .stdin
             .take()
             .unwrap()
-            .write_all(&driver.stdin)
+            .write_all(&driver.stdin.concat())
             .unwrap();
         let out = child.wait_with_output().unwrap();
         ExecOutput {
@@ -193,7 +202,7 @@ mod tests {
     fn segment(script: &str, stdin: &[u8], label: &str) -> Segment {
         Segment {
             script: script.into(),
-            stdin: stdin.into(),
+            stdin: (!stdin.is_empty()).then(|| stdin.into()),
             label: label.into(),
         }
     }

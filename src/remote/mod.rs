@@ -160,19 +160,19 @@ pub fn docker_login(registry: &str, username: &str, password: &str) -> Segment {
     let (script, stdin) = if password.contains(['\n', '\0']) {
         (
             format!("head -c {} | {login}", password.len()),
-            password.as_bytes().to_vec(),
+            password.as_bytes().into(),
         )
     } else {
         (
             format!(
                 "IFS= read -r dsp && printf '%s' \"$dsp\" | {login}; dss=$?; dsp=; [ $dss = 0 ]"
             ),
-            format!("{password}\n").into_bytes(),
+            format!("{password}\n").as_bytes().into(),
         )
     };
     Segment {
         script,
-        stdin,
+        stdin: Some(stdin),
         label: String::new(),
     }
 }
@@ -364,13 +364,13 @@ mod tests {
             one_line.script,
             r#"IFS= read -r dsp && printf '%s' "$dsp" | docker login 'registry.example.com:5000' --username deploy --password-stdin; dss=$?; dsp=; [ $dss = 0 ]"#
         );
-        assert_eq!(one_line.stdin, b"pa ss\n");
+        assert_eq!(one_line.stdin.as_deref(), Some(&b"pa ss\n"[..]));
         let two_lines = docker_login("r", "u", "a\nb");
         assert_eq!(
             two_lines.script,
             "head -c 3 | docker login r --username u --password-stdin"
         );
-        assert_eq!(two_lines.stdin, b"a\nb");
+        assert_eq!(two_lines.stdin.as_deref(), Some(&b"a\nb"[..]));
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl SshConnection {
         }
     }
 
-    async fn run(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+    async fn run(&self, command: &str, stdin: &[&[u8]]) -> Result<ExecOutput, TransportError> {
         let channel = self.open_session().await?;
         channel
             .exec(true, command)
@@ -105,7 +105,7 @@ impl SshConnection {
         // Stdin is written while output is read: a command that echoes its input would
         // otherwise fill both windows and deadlock.
         let write = async {
-            for chunk in stdin.chunks(STDIN_CHUNK) {
+            for chunk in stdin.iter().flat_map(|piece| piece.chunks(STDIN_CHUNK)) {
                 tx.data_bytes(chunk.to_vec()).await?;
             }
             tx.eof().await
@@ -160,7 +160,11 @@ impl SshConnection {
 }
 
 impl Connection for SshConnection {
-    async fn exec(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+    async fn exec_pieces(
+        &self,
+        command: &str,
+        stdin: &[&[u8]],
+    ) -> Result<ExecOutput, TransportError> {
         let _permit = self
             .sessions
             .acquire()

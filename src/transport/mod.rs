@@ -187,13 +187,22 @@ pub trait Connector: Send + Sync + 'static {
 
 /// One open, authenticated connection; every step of a host runs over it.
 pub trait Connection: Send + Sync + 'static {
-    /// Runs `command` through the remote user's shell, writes `stdin` to it and closes stdin,
-    /// then collects stdout, stderr and the exit status.
+    /// Runs `command` through the remote user's shell, writes the `stdin` pieces to it back to
+    /// back and closes stdin, then collects stdout, stderr and the exit status. (Pieces, so
+    /// many files go to one command without being copied into one buffer first.)
+    fn exec_pieces(
+        &self,
+        command: &str,
+        stdin: &[&[u8]],
+    ) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send;
+    /// `exec_pieces` with one piece.
     fn exec(
         &self,
         command: &str,
         stdin: &[u8],
-    ) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send;
+    ) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send {
+        async move { self.exec_pieces(command, &[stdin]).await }
+    }
     /// Opens a TCP connection from the remote host's side (SSH `direct-tcpip`) to `host:port`,
     /// sends `request`, and returns everything the peer sent until it closed (at most `limit`
     /// bytes). Used for HTTP health checks without curl on the host.
