@@ -239,21 +239,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::under_release_root(dir.path().to_str().unwrap());
         let sh = |script: &str, stdin: &str| {
-            use std::io::Write;
-            let mut child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(stdin.as_bytes())
-                .unwrap();
-            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+            let out = crate::remote::run_in_sh(script, stdin.as_bytes());
+            String::from_utf8(out.stdout).unwrap()
         };
         let a = holder();
         let b = Holder {

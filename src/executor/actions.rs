@@ -17,8 +17,6 @@ pub(super) enum Prepared {
     Local(Done),
     /// This segment of the session's driver script.
     Remote(Segment),
-    /// In a session of its own, retried over time: a health check.
-    Alone,
 }
 
 const COMPOSE_MISSING: &str = "neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose";
@@ -32,7 +30,7 @@ impl<T: Connection> HostSession<T> {
             Action::Skip { reason } => {
                 Prepared::Local(Done::new(Outcome::Skipped, Some(reason.clone())))
             }
-            Action::Health(_) => Prepared::Alone,
+            Action::Health(_) => unreachable!("health checks run alone (run_sequence)"),
             Action::Upload(upload) => {
                 if let Some(Some(remote)) = self.remote_files.get(&upload.dest)
                     && remote.matches(upload)

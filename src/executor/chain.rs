@@ -102,7 +102,6 @@ impl<T: Connection> HostSession<T> {
                         break;
                     }
                 }
-                Prepared::Alone => unreachable!("health checks run alone"),
             }
         }
         let cut = slots.len();

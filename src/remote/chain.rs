@@ -176,27 +176,7 @@ mod tests {
     use super::*;
 
     fn run(driver: &Driver) -> ExecOutput {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&driver.script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&driver.stdin.concat())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        ExecOutput {
-            status: out.status.code().map(|c| c as u32),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }
+        crate::remote::run_in_sh(&driver.script, &driver.stdin.concat())
     }
 
     fn segment(script: &str, stdin: &[u8], label: &str) -> Segment {

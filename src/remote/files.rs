@@ -189,19 +189,10 @@ mod tests {
     }
 
     /// Runs `script` under sh with `stdin`; returns (status, stdout).
-    fn sh(script: &str, stdin: &[u8]) -> (i32, String) {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
+    fn sh(script: &str, stdin: &[u8]) -> (Option<u32>, String) {
+        let out = crate::remote::run_in_sh(script, stdin);
         (
-            out.status.code().unwrap_or(-1),
+            out.status,
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     }
@@ -231,7 +222,7 @@ mod tests {
             upload(&empty, 2)
         );
         let (status, rest) = sh(&script, b"first#!/bin/sh\nthe rest\n");
-        assert_eq!(status, 0);
+        assert_eq!(status, Some(0));
         assert_eq!(rest, "the rest\n", "what follows the files is left alone");
         assert_eq!(
             std::fs::read(format!("{root}/new dir/a")).unwrap(),
@@ -250,7 +241,7 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
         // A destination that cannot be written fails, and leaves no temporary file behind.
         let blocked = crate::plan::upload(format!("{root}/b/x"), 0o644, b"x"[..].into(), false);
-        assert_ne!(sh(&upload(&blocked, 3), b"x").0, 0);
+        assert_ne!(sh(&upload(&blocked, 3), b"x").0, Some(0));
     }
 
     #[test]

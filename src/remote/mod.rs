@@ -10,6 +10,27 @@ mod files;
 pub use chain::{Driver, Segment, Split, driver, nonce, split};
 pub use files::{RemoteFile, parse_probe, probe, upload};
 
+/// Runs `script` under `sh -c` with `stdin`, as a host would: for the scripts' own tests.
+#[cfg(test)]
+pub(crate) fn run_in_sh(script: &str, stdin: &[u8]) -> crate::transport::ExecOutput {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    crate::transport::ExecOutput {
+        status: out.status.code().map(|c| c as u32),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
 /// Quotes one word for a POSIX shell.
 pub fn quote(word: &str) -> Cow<'_, str> {
     shell_escape::unix::escape(Cow::Borrowed(word))
