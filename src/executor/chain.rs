@@ -40,7 +40,7 @@ impl<T: Connection> HostSession<T> {
                 self.skip_steps(ctx, rest, purpose, "interrupted");
                 break;
             }
-            if let Action::Health(check) = &rest[0].action {
+            let (len, failed) = if let Action::Health(check) = &rest[0].action {
                 let started = Instant::now();
                 let done = self
                     .health(check, rest[0].become_as.as_ref())
@@ -48,24 +48,21 @@ impl<T: Connection> HostSession<T> {
                     .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
                 let failed = done.outcome == Outcome::Failed;
                 self.record_step(ctx, &rest[0], purpose, done, elapsed_ms(started));
-                start += 1;
-                if failed {
-                    self.skip_steps(ctx, &steps[start..], purpose, "after a failed step");
-                    break;
-                }
-                continue;
-            }
-            let become_as = rest[0].become_as.as_ref();
-            let len = rest
-                .iter()
-                .position(|s| {
-                    s.become_as.as_ref() != become_as || matches!(s.action, Action::Health(_))
-                })
-                .unwrap_or(rest.len());
-            let last = start + len == steps.len();
-            let epilogue = epilogue.filter(|_| last && become_as.is_none());
-            let (failed, ended) = self.run_session(ctx, &rest[..len], purpose, epilogue).await;
-            epilogue_done |= ended;
+                (1, failed)
+            } else {
+                let become_as = rest[0].become_as.as_ref();
+                let len = rest
+                    .iter()
+                    .position(|s| {
+                        s.become_as.as_ref() != become_as || matches!(s.action, Action::Health(_))
+                    })
+                    .unwrap_or(rest.len());
+                let last = start + len == steps.len();
+                let epilogue = epilogue.filter(|_| last && become_as.is_none());
+                let (failed, ended) = self.run_session(ctx, &rest[..len], purpose, epilogue).await;
+                epilogue_done |= ended;
+                (len, failed)
+            };
             start += len;
             if failed {
                 self.skip_steps(ctx, &steps[start..], purpose, "after a failed step");
