@@ -1,8 +1,12 @@
 //! Secrets: the `Secret` type that never prints, resolving `[secrets]` sources, and redaction.
 
 use std::fmt;
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -49,9 +53,14 @@ pub struct SecretSource {
     pub file: Option<String>,
     /// A local shell command; its stdout, trailing newline trimmed.
     pub command: Option<String>,
+    /// How long `command` may run (humantime, e.g. "10s"); default [`DEFAULT_COMMAND_TIMEOUT`].
+    pub timeout: Option<toml::Spanned<String>>,
     /// A key of the age-encrypted secrets file (not supported yet).
     pub vault: Option<String>,
 }
+
+/// How long a secret's `command` may run when its entry sets no `timeout`.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Resolves every secret once, locally, before any connection. Errors point at the playbook.
 pub fn resolve_all(
@@ -67,7 +76,8 @@ pub fn resolve_all(
                 .error_at(span.clone(), message)
                 .with_key(format!("secrets.{}", name.get_ref()))
         };
-        let value = resolve_one(name.get_ref(), source.get_ref(), base_dirs).map_err(
+        let timeout = command_timeout(name.get_ref(), source.get_ref(), playbook)?;
+        let value = resolve_one(name.get_ref(), source.get_ref(), base_dirs, timeout).map_err(
             |(message, hint)| {
                 let e = err(message);
                 match hint {
@@ -83,10 +93,45 @@ pub fn resolve_all(
 
 type SourceError = (String, Option<String>);
 
+/// The entry's `timeout`, parsed; only a `command` source takes one.
+fn command_timeout(
+    name: &str,
+    source: &SecretSource,
+    playbook: &SourceFile,
+) -> Result<Duration, InputError> {
+    let Some(timeout) = &source.timeout else {
+        return Ok(DEFAULT_COMMAND_TIMEOUT);
+    };
+    let err = |message: String, hint: &str| {
+        playbook
+            .error_at(timeout.span(), message)
+            .with_key(format!("secrets.{name}.timeout"))
+            .with_hint(hint)
+    };
+    if source.command.is_none() {
+        return Err(err(
+            format!("secret `{name}`: `timeout` applies only to a `command` source"),
+            "remove `timeout`, or read the secret with `command`",
+        ));
+    }
+    match humantime::parse_duration(timeout.get_ref()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(err(
+            format!("secret `{name}`: `timeout` must be longer than zero"),
+            "write e.g. \"10s\" or \"2m\"",
+        )),
+        Err(e) => Err(err(
+            format!("bad duration `{}`: {e}", timeout.get_ref()),
+            "write e.g. \"10s\" or \"2m\"",
+        )),
+    }
+}
+
 fn resolve_one(
     name: &str,
     source: &SecretSource,
     base_dirs: &[&Path],
+    timeout: Duration,
 ) -> Result<Secret, SourceError> {
     let given: Vec<&str> = [
         source.env.as_ref().map(|_| "env"),
@@ -129,7 +174,7 @@ fn resolve_one(
         };
     }
     if let Some(command) = &source.command {
-        return run_secret_command(name, command);
+        return run_secret_command(name, command, timeout);
     }
     Err((
         format!("secret `{name}`: `vault` sources are not supported yet"),
@@ -137,29 +182,64 @@ fn resolve_one(
     ))
 }
 
-fn run_secret_command(name: &str, command: &str) -> Result<Secret, SourceError> {
-    let output = Command::new("sh")
+/// Runs a `command` source in its own process group, so that on `timeout` the whole group
+/// (the shell and whatever it started) is killed, not only the shell.
+fn run_secret_command(name: &str, command: &str, timeout: Duration) -> Result<Secret, SourceError> {
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        // The command's own stderr may echo part of a secret; it is not shown.
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
         .map_err(|e| {
             (
                 format!("secret `{name}`: cannot run its command: {e}"),
                 None,
             )
         })?;
-    if !output.status.success() {
-        // The command's own stderr may echo part of a secret; it is not shown.
+    let group = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let read = stdout.read_to_end(&mut bytes);
+        let status = child.wait();
+        let _ = done_tx.send(read.and(status).map(|status| (status, bytes)));
+    });
+    let (status, stdout) = match done_rx.recv_timeout(timeout) {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            return Err((
+                format!("secret `{name}`: cannot read its command's output: {e}"),
+                None,
+            ));
+        }
+        Err(_) => {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+            // Reap the shell; a process that left the group could keep stdout open: don't wait on it.
+            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+            return Err((
+                format!(
+                    "secret `{name}`: its command did not finish within {}; it was stopped",
+                    humantime::format_duration(timeout)
+                ),
+                Some(format!(
+                    "check that the command runs without a prompt, or give it longer: `timeout = \"60s\"` in `[secrets] {name}`"
+                )),
+            ));
+        }
+    };
+    if !status.success() {
         return Err((
-            format!(
-                "secret `{name}`: its command failed ({}); its output is not shown",
-                output.status
-            ),
+            format!("secret `{name}`: its command failed ({status}); its output is not shown"),
             Some("run the command yourself to see why".into()),
         ));
     }
-    let mut value = String::from_utf8(output.stdout).map_err(|_| {
+    let mut value = String::from_utf8(stdout).map_err(|_| {
         (
             format!("secret `{name}`: its command printed non-UTF-8 bytes"),
             None,
@@ -240,10 +320,41 @@ mod tests {
 
     #[test]
     fn command_source_trims_trailing_newline() {
-        let s = run_secret_command("k", "printf 'v1\\n'").unwrap();
+        let s = run_secret_command("k", "printf 'v1\\n'", DEFAULT_COMMAND_TIMEOUT).unwrap();
         assert_eq!(s.expose(), "v1");
-        let err = run_secret_command("k", "echo leaked >&2; exit 3").unwrap_err();
+        let err = run_secret_command("k", "echo leaked >&2; exit 3", DEFAULT_COMMAND_TIMEOUT)
+            .unwrap_err();
         assert!(err.0.contains("secret `k`: its command failed"));
         assert!(!err.0.contains("leaked"));
+    }
+
+    #[test]
+    fn command_source_is_killed_with_its_children_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let started = std::time::Instant::now();
+        let err = run_secret_command(
+            "slow",
+            &format!("sleep 60 & echo $! > {}; wait", pid_file.display()),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            err.0,
+            "secret `slow`: its command did not finish within 300ms; it was stopped"
+        );
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        // Gone, or a zombie waiting for init: either way no longer running.
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
+        assert!(matches!(state, None | Some('Z') | Some('X')), "{stat}");
     }
 }

@@ -15,7 +15,7 @@ const UP: &str = "compose -p shop up -d --remove-orphans";
 
 /// Where the first `needle` is in the file at `path`: the canonical path, line and column
 /// (1-based, as dropship prints them).
-fn location_of(path: &Path, needle: &str) -> (PathBuf, usize, usize) {
+pub(crate) fn location_of(path: &Path, needle: &str) -> (PathBuf, usize, usize) {
     let text = fs::read_to_string(path).unwrap();
     let offset = text
         .find(needle)
@@ -29,7 +29,7 @@ fn location_of(path: &Path, needle: &str) -> (PathBuf, usize, usize) {
 /// Asserts that stderr starts with `error: FILE:LINE:COL: MESSAGE`, FILE naming the file
 /// of `at` (in whatever spelling, e.g. `playbooks/../templates/x.j2`).
 #[track_caller]
-fn assert_error_at(run: &Run, at: &(PathBuf, usize, usize), message: &str) {
+pub(crate) fn assert_error_at(run: &Run, at: &(PathBuf, usize, usize), message: &str) {
     let first = run.stderr.lines().next().unwrap_or("");
     let located = first
         .strip_prefix("error: ")
@@ -53,7 +53,7 @@ fn assert_error_at(run: &Run, at: &(PathBuf, usize, usize), message: &str) {
 }
 
 #[track_caller]
-fn assert_untouched(fleet: &Fleet) {
+pub(crate) fn assert_untouched(fleet: &Fleet) {
     for h in &fleet.hosts {
         assert_eq!(
             logins(&h.sshd_log()),

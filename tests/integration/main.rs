@@ -9,5 +9,6 @@ mod health;
 mod host_keys;
 mod provision;
 mod rollout;
+mod secrets;
 mod support;
 mod transport;
