@@ -345,16 +345,27 @@ mod tests {
             "secret `slow`: its command did not finish within 300ms; it was stopped"
         );
         let pid = std::fs::read_to_string(&pid_file).unwrap();
-        // Gone, or a zombie waiting for init: either way no longer running.
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next();
+        // SIGKILL is delivered asynchronously: give the process a moment to die. Gone, or a
+        // zombie waiting for init: either way no longer running.
+        let state_of = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            (state, stat)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let (mut state, mut stat) = state_of();
+        while !matches!(state, None | Some('Z') | Some('X')) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            (state, stat) = state_of();
+        }
         assert!(matches!(state, None | Some('Z') | Some('X')), "{stat}");
     }
 }
