@@ -102,14 +102,6 @@ impl Renderer {
         })
     }
 
-    /// True when a templated field reads `secrets` (then it must never reach a command line).
-    pub fn uses_secrets(&self, field: &Templated) -> bool {
-        match self.env.template_from_str(field.get_ref()) {
-            Ok(t) => t.undeclared_variables(false).contains("secrets"),
-            Err(_) => false,
-        }
-    }
-
     /// True when the named template file reads `secrets`.
     pub fn file_uses_secrets(&self, name: &str) -> bool {
         self.env

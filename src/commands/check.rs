@@ -4,6 +4,12 @@ use crate::plan::{Action, Plan};
 
 /// What `check` prints: every host and what each step would do, secrets masked.
 pub fn describe_plan(plan: &Plan) -> String {
+    // Planning refuses a secret on a command line; masking the whole text keeps any other
+    // way (a host name, a release root) from printing one.
+    plan.redactor.redact(&describe_steps(plan))
+}
+
+fn describe_steps(plan: &Plan) -> String {
     let mut out = String::new();
     for hp in &plan.hosts {
         out.push_str(&format!(
@@ -28,7 +34,7 @@ pub fn describe_plan(plan: &Plan) -> String {
                     &u.sha256[..12],
                     if u.sensitive { ", holds secrets" } else { "" }
                 ),
-                Action::Show { command } => format!("show: {}", plan.redactor.redact(command)),
+                Action::Show { command } => format!("show: {}", command),
                 Action::Run {
                     command,
                     dir,
@@ -36,14 +42,14 @@ pub fn describe_plan(plan: &Plan) -> String {
                     unless,
                 } => {
                     let mut text = match dir {
-                        Some(d) => format!("run in {d}: {}", plan.redactor.redact(command)),
-                        None => format!("run: {}", plan.redactor.redact(command)),
+                        Some(d) => format!("run in {d}: {}", command),
+                        None => format!("run: {}", command),
                     };
                     if let Some(c) = creates {
                         text.push_str(&format!(" (unless {c} exists)"));
                     }
                     if let Some(u) = unless {
-                        text.push_str(&format!(" (unless `{}` passes)", plan.redactor.redact(u)));
+                        text.push_str(&format!(" (unless `{}` passes)", u));
                     }
                     text
                 }

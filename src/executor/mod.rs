@@ -15,6 +15,7 @@ use crate::plan::{Action, Become, Plan};
 use crate::release;
 use crate::remote::{self, ComposeFlavor, RemoteFile};
 use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
+use crate::secrets::Redactor;
 use crate::transport::{Connection, Connector, ExecOutput};
 
 pub use actions::failure_text;
@@ -110,6 +111,8 @@ pub struct HostSession<T: Connection> {
     pub index: usize,
     conn: Option<T>,
     host_name: String,
+    /// Masks secrets in the scripts logged at debug level.
+    redactor: Redactor,
     /// What the probe found at each destination; updated after each upload.
     remote_files: HashMap<String, Option<RemoteFile>>,
     compose: ComposeFlavor,
@@ -147,6 +150,7 @@ pub async fn connect_all<C: Connector>(
                 index,
                 conn: None,
                 host_name: hp.host.name.clone(),
+                redactor: plan.redactor.clone(),
                 remote_files: HashMap::new(),
                 compose: ComposeFlavor::Unknown,
                 probed: false,
@@ -187,7 +191,7 @@ impl<T: Connection> HostSession<T> {
 
     /// Runs a script on the host, `stdin` written as the pieces given, back to back.
     pub async fn exec(&self, script: &str, stdin: &[&[u8]]) -> Result<ExecOutput, String> {
-        tracing::debug!(host = %self.host_name, script = %script, "exec");
+        tracing::debug!(host = %self.host_name, script = %self.redactor.redact(script), "exec");
         self.conn()?
             .exec_pieces(script, stdin)
             .await

@@ -17,6 +17,7 @@ use crate::secrets::{Redactor, Secret};
 use crate::template::Renderer;
 use crate::transport::ConnectSpec;
 
+mod exposure;
 mod steps;
 
 /// A file to place on a host.
@@ -194,7 +195,6 @@ pub fn build(
     options: &PlanOptions,
 ) -> Result<Plan, InputError> {
     let renderer = Renderer::new(playbook)?;
-    steps::check_no_secrets_on_command_lines(playbook, &renderer)?;
     let hosts = playbook_targets(inventory, playbook, options)?;
     let secrets_value = Value::from_iter(
         secrets
@@ -224,7 +224,8 @@ pub fn build(
         }
     };
 
-    let mut passwords: Vec<Secret> = secrets.values().cloned().collect();
+    let mut passwords: Vec<(String, Secret)> = Vec::new();
+    let mut command_lines = Vec::with_capacity(hosts.len());
     let mut host_plans = Vec::with_capacity(hosts.len());
     for (index, host) in hosts.into_iter().enumerate() {
         let site = sites[index].clone();
@@ -232,6 +233,7 @@ pub fn build(
         let ctx = host_context(&host, playbook, &options.vars, &secrets_value, release);
         let planned = steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
         passwords.extend(planned.passwords);
+        command_lines.push(planned.command_line);
         let mut steps = planned.steps;
         let post_activate = match (&site, &release_id) {
             (Some(site), Some(id)) => steps::insert_activation(&mut steps, site, id),
@@ -250,13 +252,35 @@ pub fn build(
             post_activate,
         });
     }
+    // Decided from the rendered text, whatever way a template reached a secret: a secret
+    // value on a command line is bad input; an upload whose content holds one is sensitive.
+    let guarded: Vec<exposure::Guarded> = secrets
+        .iter()
+        .map(|(name, value)| (format!("secret `{name}`"), value))
+        .chain(
+            passwords
+                .iter()
+                .map(|(label, value)| (label.clone(), value)),
+        )
+        .map(|(label, value)| exposure::Guarded { label, value })
+        .collect();
+    let redactor = Redactor::new(guarded.iter().map(|g| g.value));
+    for (hp, values) in host_plans.iter_mut().zip(&command_lines) {
+        exposure::check_command_lines(&playbook.file, &hp.host.name, values, &guarded)?;
+        exposure::check_host_settings(&hp.host.name, &hp.host.address, &hp.connect.user, &guarded)?;
+        for step in &mut hp.steps {
+            if let Action::Upload(u) = &mut step.action {
+                u.sensitive |= redactor.reveals_secret(&u.content);
+            }
+        }
+    }
     Ok(Plan {
         app: playbook.app.clone(),
         playbook_name: playbook.name.clone(),
         hosts: host_plans,
         release_id,
         rollout: playbook.rollout.clone(),
-        redactor: Redactor::new(passwords.iter()),
+        redactor,
     })
 }
 

@@ -1,8 +1,11 @@
-//! Rendering one host's steps into actions, placing the implied `activate`, and keeping
-//! secrets off command lines.
+//! Rendering one host's steps into actions (noting every value bound for a command line) and
+//! placing the implied `activate`.
+
+use std::cell::RefCell;
 
 use minijinja::Value;
 
+use super::exposure::CommandLineValue;
 use super::{Action, Become, PlanOptions, PlannedStep, upload};
 use crate::diagnostic::InputError;
 use crate::health::{self, HealthCheck, Probe};
@@ -13,8 +16,11 @@ use crate::template::Renderer;
 
 pub(super) struct PlannedSteps {
     pub steps: Vec<PlannedStep>,
-    /// docker_login passwords, masked in all output like secrets.
-    pub passwords: Vec<Secret>,
+    /// docker_login and become passwords, masked in all output like secrets, each with how
+    /// to name it in an error.
+    pub passwords: Vec<(String, Secret)>,
+    /// Every rendered value that goes on a command line, to be checked for secrets.
+    pub command_line: Vec<CommandLineValue>,
 }
 
 /// Renders every step of `playbook` for the host at `host_index` of the run.
@@ -28,6 +34,7 @@ pub(super) fn plan_steps(
 ) -> Result<PlannedSteps, InputError> {
     let mut steps = Vec::with_capacity(playbook.steps.len() + 1);
     let mut passwords = Vec::new();
+    let command_line = RefCell::new(Vec::new());
     let ctx = ctx.clone();
     for step in &playbook.steps {
         if !options.tags.is_empty() && !step.tags.iter().any(|t| options.tags.contains(t)) {
@@ -51,7 +58,16 @@ pub(super) fn plan_steps(
             steps.push(skip("when is false"));
             continue;
         }
-        let field = |f: &crate::playbook::Templated| renderer.render_field(f, &ctx, &playbook.file);
+        // Every field rendered through `field` ends up on a command line; the passwords
+        // (sent on stdin) are rendered with `renderer.render_field` directly.
+        let field = |f: &crate::playbook::Templated| {
+            let text = renderer.render_field(f, &ctx, &playbook.file)?;
+            command_line.borrow_mut().push(CommandLineValue {
+                span: f.span(),
+                text: text.clone(),
+            });
+            Ok::<_, InputError>(text)
+        };
         let dir = step.dir.as_ref().map(field).transpose()?;
         let file_upload = |f: &FileStep, content, sensitive| -> Result<Action, InputError> {
             let mut u = upload(field(&f.dest)?, f.mode, content, sensitive);
@@ -91,8 +107,12 @@ pub(super) fn plan_steps(
                 state: a.state,
             },
             StepKind::DockerLogin(l) => {
-                let password = Secret::new(field(&l.password)?);
-                passwords.push(password.clone());
+                let password =
+                    Secret::new(renderer.render_field(&l.password, &ctx, &playbook.file)?);
+                passwords.push((
+                    format!("the docker_login password of step `{}`", step.name),
+                    password.clone(),
+                ));
                 Action::DockerLogin {
                     registry: field(&l.registry)?,
                     username: field(&l.username)?,
@@ -173,7 +193,7 @@ pub(super) fn plan_steps(
                 let password = match &b.password {
                     None => None,
                     Some(p) => {
-                        let value = field(p)?;
+                        let value = renderer.render_field(p, &ctx, &playbook.file)?;
                         if value.is_empty() || value.contains('\n') {
                             return Err(playbook
                                 .file
@@ -184,7 +204,10 @@ pub(super) fn plan_steps(
                                 .with_hint("sudo reads one line: check the secret's source"));
                         }
                         let secret = Secret::new(value);
-                        passwords.push(secret.clone());
+                        passwords.push((
+                            format!("the become password of step `{}`", step.name),
+                            secret.clone(),
+                        ));
                         Some(secret)
                     }
                 };
@@ -200,7 +223,11 @@ pub(super) fn plan_steps(
             become_as,
         });
     }
-    Ok(PlannedSteps { steps, passwords })
+    Ok(PlannedSteps {
+        steps,
+        passwords,
+        command_line: command_line.into_inner(),
+    })
 }
 
 /// Puts the `activate` action right after the last file step, unless the playbook placed one
@@ -231,51 +258,4 @@ pub(super) fn insert_activation(
         ),
     );
     at + 1
-}
-
-/// Secrets may reach a host only in file contents or on stdin: a templated field that ends up
-/// on a command line (`run`, `creates`, `unless`, `dir`, `dest`, `owner`, `group`, registry,
-/// username, compose dir/project) must not read them. (`become_password` goes on stdin.)
-pub(super) fn check_no_secrets_on_command_lines(
-    playbook: &Playbook,
-    renderer: &Renderer,
-) -> Result<(), InputError> {
-    for step in &playbook.steps {
-        let mut fields = Vec::new();
-        fields.extend(step.dir.iter());
-        fields.extend(step.when.iter());
-        fields.extend(step.guards.creates.iter());
-        fields.extend(step.guards.unless.iter());
-        match &step.kind {
-            StepKind::Copy(f) | StepKind::Template(f) => {
-                fields.push(&f.dest);
-                fields.extend(f.owner.iter());
-                fields.extend(f.group.iter());
-            }
-            StepKind::Run(r) => fields.push(r),
-            StepKind::Apt(_) => {}
-            StepKind::DockerLogin(l) => {
-                fields.push(&l.registry);
-                fields.push(&l.username);
-            }
-            StepKind::Compose(c) => {
-                fields.extend(c.dir.iter());
-                fields.extend(c.project.iter());
-            }
-            StepKind::Health(h) => {
-                fields.extend(h.url.iter());
-                fields.extend(h.command.iter());
-            }
-            StepKind::Activate => {}
-        }
-        for field in fields {
-            if renderer.uses_secrets(field) {
-                return Err(playbook
-                    .file
-                    .error_at(field.span(), "`secrets` cannot be used here: this value ends up on a command line, where other users of the host can read it")
-                    .with_hint("write the secret into a file with a `template` step (mode = \"0600\") and read it from there; docker_login's `password` is sent on stdin"));
-            }
-        }
-    }
-    Ok(())
 }

@@ -402,7 +402,7 @@ fn secret_in_run_command_is_refused() {
         assert_error_at(
             &run,
             &location_of(&playbook, "\"createuser"),
-            "`secrets` cannot be used here: this value ends up on a command line",
+            "this value would put secret `db_password` on a command line (host `h1`), where other users of the host can read it",
         );
         assert!(run.stderr.contains("key: `steps.0.run`"), "{}", run.all());
         assert!(

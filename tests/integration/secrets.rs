@@ -5,7 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli_support::{all_cmdlines, dropship, start_fleet};
+use crate::cli_support::{
+    Run, Secrets, all_cmdlines, command, dropship, dropship_cmd, shop_playbook, start_fleet,
+};
 use crate::failures::{assert_error_at, assert_untouched, location_of};
 
 /// Writes `playbook.toml` (and `templates`, by name) into `dir`; returns the playbook's path.
@@ -119,4 +121,184 @@ fn secret_timeout_is_checked_as_input() {
         );
     }
     assert_untouched(&fleet);
+}
+
+/// A playbook reaching the secret through `body` (one step's TOML), with an env template that
+/// holds it, as the example playbooks do.
+fn secret_reaching_playbook(dir: &Path, body: &str) -> PathBuf {
+    write_playbook(
+        dir,
+        &format!(
+            "name = \"t\"\napp = \"shop\"\nhosts = \"web\"\n\n[secrets]\ndb_password = {{ env = \"DROPSHIP_TEST_DB_PASSWORD\" }}\n\n[[steps]]\nname = \"env file\"\ntemplate = {{ src = \"secret.j2\", dest = \"{{{{ app_dir }}}}/.env\", mode = \"0600\" }}\n\n[[steps]]\nname = \"sneaky\"\n{body}\n"
+        ),
+        &[("secret.j2", "POSTGRES_PASSWORD={{ secrets.db_password }}\n")],
+    )
+}
+
+#[test]
+fn secret_reached_indirectly_is_refused_before_any_connection() {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // `debug()` dumps the whole context, secrets included.
+        (
+            "run = \"echo {{ debug() }}\"",
+            "\"echo {{ debug()",
+            "steps.1.run",
+        ),
+        // An included template that reads the secret.
+        (
+            "run = \"true\"\ncreates = \"/tmp/{% include 'secret.j2' %}\"",
+            "\"/tmp/{% include",
+            "steps.1.creates",
+        ),
+        // A variable holding a secret's value, via a `set` block.
+        (
+            "run = \"true\"\ndir = \"{% set p = secrets.db_password %}/srv/{{ p }}\"",
+            "\"{% set p",
+            "steps.1.dir",
+        ),
+    ];
+    for (body, at, key) in cases {
+        let playbook = secret_reaching_playbook(dir.path(), body);
+        for sub in ["check", "deploy"] {
+            let mut cmd = command(
+                &[sub, "-i", inv.to_str().unwrap(), playbook.to_str().unwrap()],
+                Some(&secrets),
+            );
+            cmd.env("DROPSHIP_LOG", "debug");
+            let run = dropship_cmd(cmd);
+            run.assert_code(2);
+            assert_error_at(
+                &run,
+                &location_of(&playbook, at),
+                "this value would put secret `db_password` on a command line (host `h1`), where other users of the host can read it",
+            );
+            assert!(
+                run.stderr.contains(&format!("key: `{key}`")),
+                "{}",
+                run.all()
+            );
+            assert!(
+                run.stderr.contains("hint: write the secret into a file"),
+                "{}",
+                run.all()
+            );
+            assert!(!run.all().contains(&secrets.db_password), "{}", run.all());
+        }
+    }
+    assert_untouched(&fleet);
+}
+
+#[test]
+fn secrets_in_conditions_and_file_contents_are_fine() {
+    // Reading a secret where its value stays local (`when`, a test in `{% if %}`) or goes into
+    // a file's contents is allowed: only what reaches a command line counts.
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = secret_reaching_playbook(
+        dir.path(),
+        "run = \"echo {% if secrets.db_password %}set{% else %}unset{% endif %}\"\nwhen = \"secrets.db_password != ''\"",
+    );
+    let run = dropship(
+        &[
+            "check",
+            "-i",
+            inv.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        Some(&secrets),
+    );
+    run.assert_code(0);
+    assert!(run.stdout.contains("run: echo set"), "{}", run.all());
+    assert!(run.stdout.contains("holds secrets"), "{}", run.all());
+    assert!(!run.all().contains(&secrets.db_password), "{}", run.all());
+}
+
+/// Deploys the main playbook with `DROPSHIP_LOG=level` while watching every command line on
+/// the machine; returns the run and the command lines that held a secret.
+fn watched_deploy(level: &str) -> (Run, Vec<(u32, String)>, Secrets) {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let secrets = Secrets::fresh();
+    // Slow docker calls, so the watch sees the remote side while steps run.
+    fleet.hosts[0].set_docker_sleep(Some(1.0));
+    let mut cmd = command(
+        &[
+            "deploy",
+            "-i",
+            inv.to_str().unwrap(),
+            shop_playbook().to_str().unwrap(),
+        ],
+        Some(&secrets),
+    );
+    cmd.env("DROPSHIP_LOG", level);
+    let mut child = cmd.spawn().expect("spawn dropship");
+    // Read the pipes while watching: a chatty log must not block the child.
+    let readers = [
+        pipe_reader(child.stdout.take().unwrap()),
+        pipe_reader(child.stderr.take().unwrap()),
+    ];
+    let started = Instant::now();
+    let mut leaks = Vec::new();
+    let mut saw_remote = false;
+    while child.try_wait().expect("poll dropship").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "deploy hangs");
+        for (pid, cmdline) in all_cmdlines() {
+            if secrets.values().iter().any(|s| cmdline.contains(s)) {
+                leaks.push((pid, cmdline));
+            } else if cmdline.contains("compose -p shop ") {
+                saw_remote = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let code = child.wait().unwrap().code();
+    let [stdout, stderr] = readers.map(|r| r.join().unwrap());
+    assert!(saw_remote, "the watch never saw a remote compose command");
+    let h = &fleet.hosts[0];
+    assert_eq!(h.docker_stdin_log(), secrets.registry_password);
+    (
+        Run {
+            code,
+            stdout,
+            stderr,
+        },
+        leaks,
+        secrets,
+    )
+}
+
+fn pipe_reader(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+#[test]
+fn debug_log_and_host_command_lines_never_show_a_secret() {
+    for level in ["debug", "trace"] {
+        let (run, leaks, secrets) = watched_deploy(level);
+        run.assert_code(0);
+        assert!(leaks.is_empty(), "secrets on command lines: {leaks:#?}");
+        // The log did show the scripts run on the hosts (the upload and the login among them).
+        assert!(
+            run.stderr.contains("DEBUG") && run.stderr.contains("--password-stdin"),
+            "DROPSHIP_LOG={level} had no effect:\n{}",
+            run.stderr
+        );
+        for s in secrets.values() {
+            assert!(
+                !run.all().contains(s),
+                "DROPSHIP_LOG={level}: a secret in the output:\n{}",
+                run.all()
+            );
+        }
+    }
 }
