@@ -1,8 +1,9 @@
 //! Files on a host: the probe that reads every destination's checksum and mode in one go, and
 //! the upload script that writes one file atomically from the shared stdin.
 
-use super::quote;
+use super::{Octal, Script, quote};
 use crate::plan::Upload;
+use crate::sh;
 
 /// The current sha256, mode, owner and group of a remote file, if it exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,46 +99,79 @@ pub fn parse_probe(stdout: &str, dests: &[&str]) -> Option<Vec<Option<RemoteFile
     Some(files)
 }
 
+/// How old a leftover temporary directory of ours must be before an upload into the same
+/// directory removes it (one a killed shell could not clean up).
+pub const STALE_TEMP_MINUTES: u32 = 60;
+
 /// Writes the next `content.len()` bytes of stdin to `dest` atomically, leaving the rest of
-/// stdin to whatever follows in the same script: a temporary file beside `dest`, created
-/// exclusively (`set -C`) under a umask that gives it the final mode (or 0600 when a `chmod`
-/// follows: secrets are never world-readable), filled by `head -c N` (GNU head never reads past
-/// N bytes), chown when asked, then renamed over the old file. Three processes in the common
-/// case (`head`, `mv`, and `mkdir` only when the directory is missing). `tag` makes the
-/// temporary name unique within one script.
-pub fn upload(upload: &Upload, tag: usize) -> String {
-    let dest = quote(&upload.dest);
-    let dir = match upload.dest.rsplit_once('/') {
-        Some(("", _)) => "/".to_string(),
-        Some((dir, _)) => dir.to_string(),
-        None => ".".to_string(),
+/// stdin to whatever follows in the same script. The file is never written through a path
+/// another user could swap, and never replaces `dest` unless it is complete:
+///
+/// - `cd -P` into the destination directory once: every later name is relative to that
+///   directory itself, whatever happens to the path.
+/// - `mktemp -d` makes a private (0700, ours, unpredictable name) directory there; `[ -O . ]`
+///   after entering it proves it is ours. Nobody else can plant or swap anything inside it, so
+///   `head -c N` (GNU head never reads past N bytes), `chown -h` and `chmod` act on our file.
+/// - `sha256sum` of the written file must equal the planned one (which also proves its size:
+///   a transfer cut short, a full disk or a dropped connection fail here) before
+///   `mv -T ../NAME` renames it over `dest` (`-T`: a directory or a symlink planted at `dest`
+///   is replaced, never followed). On any failure the temporary file is removed and `dest` is
+///   left as it was.
+/// - The private directory is removed afterwards (if someone renamed it, the sweep below takes
+///   it later).
+/// - Leftovers of ours older than `STALE_TEMP_MINUTES` (a shell killed mid-upload) are removed
+///   by the next upload into the directory; `find` only runs when a `.dropship.*` name exists.
+///
+/// Processes per changed file: a subshell, `mktemp`, `head`, `sha256sum`, `mv`, `rmdir` (plus
+/// `mkdir` when the directory is missing, `chown`/`chmod` when the mode or owner need them).
+pub fn upload(upload: &Upload, _tag: usize) -> String {
+    let (dir, name) = match upload.dest.rsplit_once('/') {
+        Some(("", name)) => ("/", name),
+        Some((dir, name)) => (dir, name),
+        None => (".", upload.dest.as_str()),
     };
-    let dir = quote(&dir);
     let chown = match (&upload.owner, &upload.group) {
-        (None, None) => String::new(),
-        (owner, group) => format!(
-            "chown {}{} \"$dst\" && ",
-            owner.as_deref().map(quote).unwrap_or_default(),
-            group
-                .as_deref()
-                .map(|g| format!(":{}", quote(g)))
-                .unwrap_or_default()
-        ),
+        (None, None) => Script::default(),
+        (owner, group) => {
+            let spec = format!(
+                "{}{}",
+                owner.as_deref().unwrap_or(""),
+                group
+                    .as_deref()
+                    .map(|g| format!(":{g}"))
+                    .unwrap_or_default()
+            );
+            sh!(" && chown -h -- {} f", spec)
+        }
     };
     // A umask can only produce modes without execute or special bits: others need chmod.
     let umask_gives_mode = upload.mode & !0o666 == 0;
     let (umask, chmod) = if umask_gives_mode && chown.is_empty() {
-        (0o777 & !upload.mode, String::new())
+        (0o777 & !upload.mode, Script::default())
     } else {
-        (0o077, format!("chmod {:04o} \"$dst\" && ", upload.mode))
+        (0o077, sh!(" && chmod {} f", Octal(upload.mode)))
     };
-    format!(
-        "dst={dir}/.dropship.$$.{tag}; {{ [ -d {dir} ] || mkdir -p -- {dir}; }} && \
-         {{ [ ! -e \"$dst\" ] || rm -f -- \"$dst\"; }} && \
-         (umask {umask:03o} && set -C && exec head -c {len} >\"$dst\") && \
-         {chown}{chmod}mv -f -- \"$dst\" {dest} || {{ rm -f -- \"$dst\"; false; }}",
-        len = upload.content.len()
+    sh!(
+        "({{ [ -d {} ] || mkdir -p -- {}; }} && cd -P -- {} || exit
+set -- .dropship.*; [ ! -e \"$1\" ] || find . -maxdepth 1 -name '.dropship.*' -user \"$(id -u)\" -mmin +{} -exec rm -rf -- {{}} + 2>/dev/null
+dst=$(mktemp -d .dropship.XXXXXXXXXX) && cd -- \"$dst\" && [ -O . ] || {{ echo 'dropship: cannot make a private temporary directory in '{} >&2; exit 1; }}
+if (umask {} && set -C && exec head -c {} >f) && [ \"$(exec sha256sum <f)\" = {} ]{}{} && mv -Tf -- f ../{}; then cd .. && {{ rmdir -- \"$dst\" 2>/dev/null || :; }}
+else got=$(wc -c <f 2>/dev/null); rm -f -- f; cd .. && rmdir -- \"$dst\"; printf 'dropship: %s was not replaced (%s of %s bytes arrived intact); the previous file is untouched\\n' {} \"${got:-0}\" {} >&2; exit 1; fi)",
+        dir,
+        dir,
+        dir,
+        STALE_TEMP_MINUTES,
+        dir,
+        Script::trusted(format!("{umask:03o}")),
+        upload.content.len(),
+        format!("{}  -", upload.sha256),
+        chown,
+        chmod,
+        name,
+        upload.dest,
+        upload.content.len()
     )
+    .into_string()
 }
 
 #[cfg(test)]
@@ -248,15 +282,19 @@ mod tests {
     fn uploads_chown_before_chmod_and_rename() {
         let mut u = crate::plan::upload("/etc/app/x y".into(), 0o600, b"hi"[..].into(), false);
         assert!(!upload(&u, 0).contains("chown"));
-        assert!(upload(&u, 0).contains("umask 177 "), "{}", upload(&u, 0));
+        assert!(upload(&u, 0).contains("(umask 177 "), "{}", upload(&u, 0));
         u.owner = Some("root".into());
         u.group = Some("adm".into());
-        assert_eq!(
-            upload(&u, 4),
-            r#"dst=/etc/app/.dropship.$$.4; { [ -d /etc/app ] || mkdir -p -- /etc/app; } && { [ ! -e "$dst" ] || rm -f -- "$dst"; } && (umask 077 && set -C && exec head -c 2 >"$dst") && chown root:adm "$dst" && chmod 0600 "$dst" && mv -f -- "$dst" '/etc/app/x y' || { rm -f -- "$dst"; false; }"#
+        let script = upload(&u, 4);
+        assert!(
+            script.contains(&format!(
+                "(umask 077 && set -C && exec head -c 2 >f) && [ \"$(exec sha256sum <f)\" = '{}  -' ] && chown -h -- 'root:adm' f && chmod 0600 f && mv -Tf -- f ../'x y'; then",
+                u.sha256
+            )),
+            "{script}"
         );
         u.owner = None;
-        assert!(upload(&u, 0).contains(r#" && chown :adm "$dst" && chmod 0600"#));
+        assert!(upload(&u, 0).contains(" && chown -h -- ':adm' f && chmod 0600 f"));
         let remote = RemoteFile {
             sha256: u.sha256.clone(),
             mode: 0o600,
@@ -266,5 +304,135 @@ mod tests {
         assert!(remote.matches(&u));
         u.owner = Some("root".into());
         assert!(!remote.matches(&u));
+    }
+
+    fn leftovers(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".dropship"))
+            .collect()
+    }
+
+    #[test]
+    fn a_transfer_cut_short_never_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.conf");
+        std::fs::write(&dest, "good\n").unwrap();
+        let u = crate::plan::upload(
+            dest.to_str().unwrap().into(),
+            0o644,
+            b"the new version"[..].into(),
+            false,
+        );
+        // stdin ends early, as when dropship dies or the connection drops mid-transfer.
+        let out = crate::remote::run_in_sh(&upload(&u, 0), b"the new");
+        assert_ne!(out.status, Some(0));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"good\n");
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("was not replaced (7 of 15 bytes arrived intact)"),
+            "{stderr}"
+        );
+        // The same length but other bytes: the checksum catches it.
+        let out = crate::remote::run_in_sh(&upload(&u, 0), b"the NEW version");
+        assert_ne!(out.status, Some(0));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"good\n");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_destination_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let victim = elsewhere.path().join("victim");
+        std::fs::write(&victim, "root only\n").unwrap();
+        let dest = dir.path().join("f");
+        std::os::unix::fs::symlink(&victim, &dest).unwrap();
+        let into_dir = dir.path().join("d");
+        std::os::unix::fs::symlink(elsewhere.path(), &into_dir).unwrap();
+        for (path, content) in [(&dest, &b"one"[..]), (&into_dir, &b"two"[..])] {
+            let u =
+                crate::plan::upload(path.to_str().unwrap().into(), 0o755, content.into(), false);
+            let out = crate::remote::run_in_sh(&upload(&u, 0), content);
+            assert_eq!(
+                out.status,
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(std::fs::symlink_metadata(path).unwrap().is_file());
+            assert_eq!(std::fs::read(path).unwrap(), content);
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"root only\n");
+        assert_eq!(mode_of(&victim), 0o644 & mode_of(&victim));
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_leftovers_of_a_killed_upload_are_swept_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".dropship.oldoldoldo");
+        let fresh = dir.path().join(".dropship.newnewnewn");
+        for d in [&stale, &fresh] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("f"), "partial").unwrap();
+        }
+        let old = std::time::SystemTime::now()
+            - std::time::Duration::from_secs(u64::from(STALE_TEMP_MINUTES) * 60 + 120);
+        let times = std::fs::FileTimes::new().set_modified(old);
+        std::fs::File::open(&stale)
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+        let u = crate::plan::upload(
+            dir.path().join("x").to_str().unwrap().into(),
+            0o644,
+            b"x"[..].into(),
+            false,
+        );
+        assert_eq!(
+            crate::remote::run_in_sh(&upload(&u, 0), b"x").status,
+            Some(0)
+        );
+        assert_eq!(leftovers(dir.path()), [".dropship.newnewnewn"]);
+    }
+
+    #[test]
+    fn hostile_destination_names_are_data() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, name) in crate::remote::script::tests::HOSTILE.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            let sub = dir.path().join(format!("{i}"));
+            let dest = format!("{}/{name}/{name}", sub.display());
+            let u = crate::plan::upload(dest.clone(), 0o640, b"data"[..].into(), false);
+            let out = crate::remote::run_in_sh(
+                &format!("cd {} && {}", dir.path().display(), upload(&u, 0)),
+                b"data",
+            );
+            assert_eq!(
+                out.status,
+                Some(0),
+                "{name:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(std::fs::read(&dest).unwrap(), b"data", "{name:?}");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            crate::remote::script::tests::HOSTILE.len() - 1,
+            "{names:?}"
+        );
     }
 }

@@ -6,9 +6,11 @@ use crate::playbook::{AptState, ComposeCommand};
 
 mod chain;
 mod files;
+mod script;
 
 pub use chain::{Driver, Segment, Split, driver, nonce, split};
-pub use files::{RemoteFile, parse_probe, probe, upload};
+pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload};
+pub use script::{Octal, Script, ShellArg};
 
 /// Runs `script` under `sh -c` with `stdin`, as a host would: for the scripts' own tests.
 #[cfg(test)]

@@ -12,3 +12,5 @@ mod rollout;
 mod secrets;
 mod support;
 mod transport;
+mod uploads;
+mod users;
