@@ -333,10 +333,14 @@ mod tests {
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::create_dir_all(&bin).unwrap();
+        // The system's plugin directories moved into the test's dir: what this machine has
+        // installed must not decide the outcome.
+        let isolated = COMPOSE_DETECT.replace(" /usr/", &format!(" {}/usr/", dir.path().display()));
+        assert_ne!(isolated, COMPOSE_DETECT);
         let detect = |path: &str| {
             let out = std::process::Command::new("/bin/sh")
                 .arg("-c")
-                .arg(COMPOSE_DETECT)
+                .arg(&isolated)
                 .env("DOCKER_CONFIG", dir.path())
                 .env("PATH", path)
                 .output()
