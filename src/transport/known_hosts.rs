@@ -7,20 +7,55 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use russh::keys::known_hosts::{check_known_hosts_path, known_host_keys_path};
 use russh::keys::{Algorithm, HashAlg, PublicKey, PublicKeyBase64};
 
+use super::known_hosts_format::{HostEntry, Marker, entries_for};
 use super::{HostKeyPolicy, TransportError};
 
 /// Serializes learning within this process; the flock below covers other processes.
 static LEARNING: Mutex<()> = Mutex::new(());
 
 /// Where a host's key stands in known_hosts.
+#[derive(Debug, PartialEq, Eq)]
 enum Lookup {
     Known,
     Unknown,
-    /// A key of the same type is recorded for this host, but a different one (1-based line).
+    Refused(Refusal),
+}
+
+/// Why known_hosts refuses a key; each names the 1-based line, as `ssh` reports it.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Another key is recorded for this host on a plain line (of any key type, as in OpenSSH:
+    /// a server offering only a type we have not recorded is not a new host).
     Changed(usize),
+    /// The key is on an `@revoked` line that covers this host.
+    Revoked(usize),
+    /// No plain line knows the host, but a `@cert-authority` line covers it: it is meant to
+    /// present certificates, which dropship does not verify, so its plain key is never learned.
+    CertAuthority(usize),
+}
+
+impl Lookup {
+    /// OpenSSH's verdict over the known_hosts entries that apply to the host.
+    fn judge(entries: &[HostEntry], key: &PublicKey) -> Lookup {
+        let same = |e: &&HostEntry| e.key.key_data() == key.key_data();
+        let marked = |marker: Marker| entries.iter().filter(move |e| e.marker == marker);
+        // A revocation wins over every other line.
+        if let Some(e) = marked(Marker::Revoked).find(same) {
+            return Lookup::Refused(Refusal::Revoked(e.line));
+        }
+        if marked(Marker::HostKey).any(|e| same(&e)) {
+            return Lookup::Known;
+        }
+        if let Some(e) = marked(Marker::HostKey).next() {
+            return Lookup::Refused(Refusal::Changed(e.line));
+        }
+        match marked(Marker::CertAuthority).next() {
+            Some(e) => Lookup::Refused(Refusal::CertAuthority(e.line)),
+            None => Lookup::Unknown,
+        }
+    }
 }
 
 /// Who is being verified: the known_hosts file and the name the host is recorded under.
@@ -46,7 +81,6 @@ impl HostKeyCheck<'_> {
     pub fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
         match self.lookup(key)? {
             Lookup::Known => Ok(()),
-            Lookup::Changed(line) => Err(self.changed(key, line)),
             Lookup::Unknown => match self.policy {
                 HostKeyPolicy::Strict => Err(TransportError::UnknownHostKey {
                     host: self.entry_name(),
@@ -55,23 +89,25 @@ impl HostKeyCheck<'_> {
                 }),
                 HostKeyPolicy::AcceptNew => self.learn(key),
             },
+            Lookup::Refused(why) => Err(self.refused(key, why)),
         }
     }
 
     /// Key types recorded for this host, so the handshake can ask for one we can verify.
     pub fn known_algorithms(&self) -> Vec<Algorithm> {
-        known_host_keys_path(self.address, self.port, self.known_hosts)
-            .map(|keys| keys.into_iter().map(|(_, key)| key.algorithm()).collect())
+        self.entries()
             .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.marker == Marker::HostKey)
+            .map(|e| e.key.algorithm())
+            .collect()
     }
 
-    fn lookup(&self, key: &PublicKey) -> Result<Lookup, TransportError> {
-        match check_known_hosts_path(self.address, self.port, key, self.known_hosts) {
-            Ok(true) => Ok(Lookup::Known),
-            Ok(false) => Ok(Lookup::Unknown),
-            Err(russh::keys::Error::KeyChanged { line }) => {
-                Ok(Lookup::Changed(physical_line(self.known_hosts, line)))
-            }
+    /// The lines of known_hosts that apply to this host; none when the file does not exist.
+    fn entries(&self) -> Result<Vec<HostEntry>, TransportError> {
+        match std::fs::read(self.known_hosts) {
+            Ok(content) => Ok(entries_for(&content, &self.entry_name())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(TransportError::Protocol(format!(
                 "cannot read known_hosts {}: {e}",
                 self.known_hosts.display()
@@ -79,12 +115,32 @@ impl HostKeyCheck<'_> {
         }
     }
 
-    fn changed(&self, key: &PublicKey, line: usize) -> TransportError {
-        TransportError::ChangedHostKey {
-            host: self.entry_name(),
-            fingerprint: fingerprint(key),
-            known_hosts: self.known_hosts.display().to_string(),
-            line,
+    fn lookup(&self, key: &PublicKey) -> Result<Lookup, TransportError> {
+        Ok(Lookup::judge(&self.entries()?, key))
+    }
+
+    fn refused(&self, key: &PublicKey, why: Refusal) -> TransportError {
+        let (host, fingerprint) = (self.entry_name(), fingerprint(key));
+        let known_hosts = self.known_hosts.display().to_string();
+        match why {
+            Refusal::Revoked(line) => TransportError::RevokedHostKey {
+                host,
+                fingerprint,
+                known_hosts,
+                line,
+            },
+            Refusal::CertAuthority(line) => TransportError::CertAuthorityHostKey {
+                host,
+                fingerprint,
+                known_hosts,
+                line,
+            },
+            Refusal::Changed(line) => TransportError::ChangedHostKey {
+                host,
+                fingerprint,
+                known_hosts,
+                line,
+            },
         }
     }
 
@@ -97,6 +153,16 @@ impl HostKeyCheck<'_> {
                 self.known_hosts.display()
             ))
         };
+        // As `ssh`: a name known_hosts would read back as patterns is never recorded.
+        if self
+            .address
+            .contains(|c: char| "@?*#[]|'\"\\,!".contains(c) || c.is_whitespace())
+        {
+            return Err(TransportError::Protocol(format!(
+                "will not learn the host key of `{}`: known_hosts would read that name as a pattern",
+                self.address
+            )));
+        }
         let _guard = LEARNING
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -123,8 +189,8 @@ impl HostKeyCheck<'_> {
         // Someone may have learned this host while we waited for the lock.
         match self.lookup(key)? {
             Lookup::Known => return Ok(()),
-            Lookup::Changed(line) => return Err(self.changed(key, line)),
             Lookup::Unknown => {}
+            Lookup::Refused(why) => return Err(self.refused(key, why)),
         }
         let mut line = String::new();
         if !ends_with_newline(&file).map_err(|e| io_err("read", e))? {
@@ -160,24 +226,6 @@ fn ends_with_newline(mut file: &File) -> std::io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
-/// russh numbers known_hosts lines without counting `#` comment lines; map its number
-/// back to the line a human (or `ssh-keygen -R`) sees.
-fn physical_line(path: &Path, russh_line: usize) -> usize {
-    let Ok(content) = std::fs::read(path) else {
-        return russh_line;
-    };
-    let mut counted = 0;
-    for (index, line) in content.split(|&b| b == b'\n').enumerate() {
-        if line.first() != Some(&b'#') {
-            counted += 1;
-            if counted == russh_line {
-                return index + 1;
-            }
-        }
-    }
-    russh_line
-}
-
 /// An exclusive advisory lock, released when dropped (closing the file would too).
 struct Flock<'a>(&'a File);
 
@@ -207,14 +255,76 @@ impl Drop for Flock<'_> {
 mod tests {
     use super::*;
 
+    const ED_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const ED_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILIG2T/B0l0gaqj3puu510tu9N1OkQ4znY3LYuEm5zCF";
+    const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBMJPmeuxPLskshKeH7YBsqV+8QO81JoqLyKmTwY0IyA8cVYOcpDveuAevNts7M3NXR2xumXSEaE9AtKNWjukPPQ=";
+
+    /// The verdict on `presented` for host `web` given known_hosts `content`.
+    fn judge(content: &str, presented: &str) -> Lookup {
+        let key = PublicKey::from_openssh(presented).unwrap();
+        Lookup::judge(&entries_for(content.as_bytes(), "web"), &key)
+    }
+
     #[test]
-    fn maps_russh_line_numbers_past_comments() {
+    fn judges_keys_as_openssh_does() {
+        use Lookup::{Known, Refused, Unknown};
+        assert_eq!(judge("", ED_A), Unknown);
+        assert_eq!(judge(&format!("other {ED_B}\n"), ED_A), Unknown);
+        assert_eq!(judge(&format!("web {ED_B}\nw* {ED_A}\n"), ED_A), Known);
+        // Another key on a plain line, of the same type or not, is a changed key.
+        assert_eq!(
+            judge(&format!("#\nw?b {ED_B}\n"), ED_A),
+            Refused(Refusal::Changed(2))
+        );
+        assert_eq!(
+            judge(&format!("web {ECDSA}\n"), ED_A),
+            Refused(Refusal::Changed(1))
+        );
+        // Revocation wins over a plain line that trusts the key; it needs the same key.
+        assert_eq!(
+            judge(&format!("web {ED_A}\n@revoked * {ED_A}\n"), ED_A),
+            Refused(Refusal::Revoked(2))
+        );
+        assert_eq!(
+            judge(&format!("web {ED_A}\n@revoked * {ED_B}\n"), ED_A),
+            Known
+        );
+        // A host under a CA is never unknown; its own plain line still decides.
+        assert_eq!(
+            judge(&format!("@cert-authority * {ED_B}\n"), ED_A),
+            Refused(Refusal::CertAuthority(1))
+        );
+        assert_eq!(
+            judge(&format!("@cert-authority * {ED_B}\nweb {ED_A}\n"), ED_A),
+            Known
+        );
+        assert_eq!(
+            judge(&format!("@cert-authority * {ED_A}\nweb {ED_B}\n"), ED_A),
+            Refused(Refusal::Changed(2))
+        );
+    }
+
+    #[test]
+    fn never_learns_a_name_that_reads_back_as_a_pattern() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_hosts");
-        std::fs::write(&path, "# one\nhost-a k\n# two\n\nhost-b k\n").unwrap();
-        // russh counts "host-a" as 1, the blank line as 2 and "host-b" as 3.
-        assert_eq!(physical_line(&path, 1), 2);
-        assert_eq!(physical_line(&path, 3), 5);
+        let key = PublicKey::from_openssh(ED_A).unwrap();
+        for address in ["*", "web?", "a,b", "!x", "|1|x", "a b"] {
+            let check = HostKeyCheck {
+                known_hosts: &path,
+                address,
+                port: 22,
+                policy: HostKeyPolicy::AcceptNew,
+            };
+            let err = check.verify(&key).unwrap_err().to_string();
+            assert!(
+                err.contains("would read that name as a pattern"),
+                "{address}: {err}"
+            );
+        }
+        assert!(!path.exists());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod auth;
 mod connection;
 mod known_hosts;
+mod known_hosts_format;
 pub mod ssh;
 pub mod ssh_config;
 
@@ -10,8 +11,11 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How to treat a host key that is not yet in known_hosts. A changed key is always refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// How to treat a host key that is not yet in known_hosts. A changed or revoked key, or a
+/// host covered by a `@cert-authority` line, is always refused.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
     /// Unknown hosts are refused.
@@ -38,7 +42,7 @@ pub struct ConnectSpec {
     pub connect_timeout: Duration,
     /// Reach the host through this bastion (`ProxyJump`), or directly when `None`.
     /// The bastion is verified and authenticated with this spec's identity, known_hosts,
-    /// policy and timeout.
+    /// policy and timeout; targets share a bastion connection only when those agree.
     pub jump: Option<JumpSpec>,
     /// Only `identity_file` is offered (no agent, no default keys) when it is set.
     pub identities_only: bool,
@@ -155,6 +159,24 @@ pub enum TransportError {
         "HOST KEY CHANGED for {host} (now {fingerprint}); it does not match {known_hosts} line {line}\n  hint: if the server was really re-installed, remove that line; otherwise someone may be intercepting the connection"
     )]
     ChangedHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+        line: usize,
+    },
+    #[error(
+        "host key for {host} ({fingerprint}) is REVOKED in {known_hosts} line {line}\n  hint: a revoked key may be a stolen one used to impersonate the host; do not connect until the host has a new key"
+    )]
+    RevokedHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+        line: usize,
+    },
+    #[error(
+        "host key for {host} ({fingerprint}) is not trusted: {known_hosts} line {line} is a @cert-authority for it, and dropship does not verify host certificates\n  hint: verify the fingerprint, then add the host's own key to known_hosts (`ssh-keyscan`)"
+    )]
+    CertAuthorityHostKey {
         host: String,
         fingerprint: String,
         known_hosts: String,

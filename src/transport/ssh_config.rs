@@ -147,22 +147,29 @@ impl SshConfig {
 }
 
 impl Block {
-    /// OpenSSH: some positive pattern matches and no negated one does.
     fn matches(&self, host: &str) -> bool {
-        let Some(patterns) = &self.patterns else {
-            return false;
-        };
-        let mut matched = false;
-        for (negated, pattern) in patterns {
-            if glob(pattern, host) {
-                if *negated {
-                    return false;
-                }
-                matched = true;
-            }
-        }
-        matched
+        self.patterns.as_ref().is_some_and(|patterns| {
+            pattern_list_matches(patterns.iter().map(|(n, p)| (*n, p.as_str())), host)
+        })
     }
+}
+
+/// OpenSSH's `match_pattern_list` over `(negated, pattern)` pairs: some positive pattern
+/// matches and no negated one does.
+pub(super) fn pattern_list_matches<'a>(
+    patterns: impl IntoIterator<Item = (bool, &'a str)>,
+    host: &str,
+) -> bool {
+    let mut matched = false;
+    for (negated, pattern) in patterns {
+        if glob(pattern, host) {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
 }
 
 /// `Key value`, `Key=value` or `Key = value`; comments and blank lines give `None`.
