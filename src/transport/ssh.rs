@@ -1,21 +1,25 @@
 //! The russh implementation of the transport: key auth, known_hosts verification, exec with stdin.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use russh::client::{self, Handle, Msg};
+use russh::client::{self, Handle};
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PublicKeyOrCertificate};
 use russh::{Preferred, cipher, compression, kex};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OnceCell, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 use super::auth::{AgentSource, KeySources, authenticate};
 use super::known_hosts::HostKeyCheck;
-use super::{ConnectSpec, Connector, JumpSpec, TransportError};
+use super::{ConnectSpec, Connector, TransportError};
+
+mod bastion;
+
+pub(super) use bastion::Bastion;
+use bastion::Bastions;
 
 /// Stdin is handed to russh in pieces this big; it splits them further by packet size and window.
 pub(super) const STDIN_CHUNK: usize = 256 * 1024;
@@ -74,29 +78,12 @@ const HOST_KEYS: &[Algorithm] = &[
     },
 ];
 
-/// One authenticated connection to a bastion, shared by every target behind it.
-pub(super) struct Bastion {
-    jump: JumpSpec,
-    handle: Handle<ClientHandler>,
-    state: Arc<SessionState>,
-}
-
-impl Drop for Bastion {
-    fn drop(&mut self) {
-        tracing::debug!(bastion = %self.jump, "closing the bastion connection");
-    }
-}
-
-/// The one connection per bastion of a run, or why it could not be opened. The cell makes
-/// concurrent targets wait for the single handshake instead of opening their own.
-type BastionCell = Arc<OnceCell<Result<Arc<Bastion>, TransportError>>>;
-
 /// Opens SSH connections with russh. Cheap to share between host tasks; clones share the
 /// bastion connections.
 #[derive(Clone)]
 pub struct SshConnector {
     sources: KeySources,
-    bastions: Arc<tokio::sync::Mutex<HashMap<JumpSpec, BastionCell>>>,
+    bastions: Bastions,
 }
 
 impl std::fmt::Debug for SshConnector {
@@ -147,61 +134,6 @@ impl SshConnector {
         self
     }
 
-    /// How many bastion connections are open (or failed) in this connector.
-    pub async fn bastion_connections(&self) -> usize {
-        self.bastions.lock().await.len()
-    }
-
-    /// The shared connection to `jump`, opened on first use. A failure is remembered too, so
-    /// every target behind a broken bastion reports the same error without hammering it.
-    async fn bastion(
-        &self,
-        spec: &ConnectSpec,
-        jump: &JumpSpec,
-    ) -> Result<Arc<Bastion>, TransportError> {
-        let cell = {
-            let mut map = self.bastions.lock().await;
-            let cell = map.entry(jump.clone()).or_default();
-            // A bastion that went away since is dialled again.
-            if let Some(Ok(b)) = cell.get()
-                && b.handle.is_closed()
-            {
-                *cell = BastionCell::default();
-            }
-            Arc::clone(cell)
-        };
-        let bastion_spec = ConnectSpec {
-            host_name: jump.host.clone(),
-            address: jump.host.clone(),
-            port: jump.port,
-            user: jump.user.clone(),
-            jump: None,
-            ..spec.clone()
-        };
-        cell.get_or_init(|| async {
-            let opened = tokio::time::timeout(spec.connect_timeout, async {
-                let (mut handle, state) = with_retries(&bastion_spec, || async {
-                    direct_handshake(&bastion_spec).await
-                })
-                .await?;
-                authenticate(&mut handle, &bastion_spec, &self.sources).await?;
-                Ok(Arc::new(Bastion {
-                    jump: jump.clone(),
-                    handle,
-                    state,
-                }))
-            })
-            .await
-            .unwrap_or_else(|_| Err(timeout_error(&bastion_spec)));
-            if opened.is_ok() {
-                tracing::debug!(bastion = %jump, "bastion connected");
-            }
-            opened
-        })
-        .await
-        .clone()
-    }
-
     async fn connect_inner(
         &self,
         spec: &ConnectSpec,
@@ -225,42 +157,6 @@ impl SshConnector {
             session_ended: Notify::new(),
             _bastion: bastion,
         })
-    }
-}
-
-impl Bastion {
-    /// A `direct-tcpip` channel from the bastion to the target's SSH port, as a byte stream.
-    async fn open_stream(&self, spec: &ConnectSpec) -> Result<russh::ChannelStream<Msg>, Failure> {
-        let via = |error: TransportError| TransportError::Bastion {
-            bastion: self.jump.to_string(),
-            error: Box::new(error),
-        };
-        match self
-            .handle
-            .channel_open_direct_tcpip(spec.address.as_str(), u32::from(spec.port), "127.0.0.1", 0)
-            .await
-        {
-            Ok(channel) => Ok(channel.into_stream()),
-            Err(russh::Error::ChannelOpenFailure(reason)) => {
-                Err(Failure::fatal(TransportError::Unreachable {
-                    address: spec.address.clone(),
-                    port: spec.port,
-                    reason: format!(
-                        "bastion {} could not connect to it ({reason:?}: name not resolvable there, port closed or forwarding refused)",
-                        self.jump
-                    ),
-                }))
-            }
-            Err(e) => {
-                let reason = self
-                    .state
-                    .disconnect_reason()
-                    .unwrap_or_else(|| e.to_string());
-                Err(Failure::fatal(via(TransportError::Protocol(format!(
-                    "connection lost: {reason}"
-                )))))
-            }
-        }
     }
 }
 

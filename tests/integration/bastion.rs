@@ -197,3 +197,72 @@ fn ssh_config_supplies_what_the_inventory_leaves_out() {
         run.all()
     );
 }
+
+#[test]
+fn bastion_is_verified_with_each_hosts_settings() {
+    let fleet = start_fleet(3);
+    let bastion = fleet.host("h1");
+    let (h2, h3) = (fleet.host("h2"), fleet.host("h3"));
+    // h3's own known_hosts knows its target but has another key for the bastion.
+    let h3_known = fleet.dir.path().join("known_hosts.h3");
+    fs::write(
+        &h3_known,
+        format!(
+            "[127.0.0.1]:{} {}\n{}\n",
+            bastion.port,
+            h2.host_key_line().split_once(' ').unwrap().1,
+            h3.host_key_line()
+        ),
+    )
+    .unwrap();
+    let inv = inventory_via(&fleet, bastion, "");
+    let text = fs::read_to_string(&inv).unwrap().replace(
+        &format!("ssh = {{ port = {} }}", h3.port),
+        &format!(
+            "ssh = {{ port = {}, known_hosts = {} }}",
+            h3.port,
+            toml_str(h3_known.to_str().unwrap())
+        ),
+    );
+    fs::write(&inv, text).unwrap();
+
+    // Either host may reach the bastion first; run a few times so both orders are seen.
+    for round in 0..3 {
+        let run = dropship(
+            &[
+                "exec",
+                "-i",
+                inv.to_str().unwrap(),
+                "--limit",
+                "!h1",
+                "--",
+                "true",
+            ],
+            None,
+        );
+        run.assert_code(1);
+        assert!(
+            run.summary_row("h2").unwrap().ends_with("  ok"),
+            "round {round}: {}",
+            run.all()
+        );
+        assert!(
+            run.host_text("h3").contains(&format!(
+                "via bastion root@127.0.0.1:{}: HOST KEY CHANGED for [127.0.0.1]:{}",
+                bastion.port, bastion.port
+            )),
+            "round {round}: {}",
+            run.all()
+        );
+    }
+    assert_eq!(
+        logins(&h3.sshd_log()),
+        0,
+        "h3 was reached through the bastion"
+    );
+    assert_eq!(
+        logins(&bastion.sshd_log()),
+        3,
+        "one bastion login per run (h2's)"
+    );
+}

@@ -854,3 +854,55 @@ async fn targets_share_one_bastion_connection_that_outlives_them() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_with_other_identities_do_not_share_a_bastion_connection() {
+    let (bastion, target) = (Sshd::start(), Sshd::start());
+    // The bastion accepts only its own client key; the target accepts both.
+    let mut authorized = fs::read_to_string(target.path("authorized_keys")).unwrap();
+    authorized.push_str(&fs::read_to_string(bastion.path("client_key.pub")).unwrap());
+    fs::write(target.path("authorized_keys"), authorized).unwrap();
+    let known_hosts = target.path("known_hosts_both");
+    fs::write(
+        &known_hosts,
+        format!(
+            "{}\n{}\n",
+            bastion.known_hosts_line(),
+            target.known_hosts_line()
+        ),
+    )
+    .unwrap();
+    let via_bastion = |identity: PathBuf| ConnectSpec {
+        jump: Some(JumpSpec {
+            host: "127.0.0.1".into(),
+            port: bastion.port,
+            user: "root".into(),
+        }),
+        identity_file: Some(identity),
+        identities_only: true,
+        ..target.spec(&known_hosts, HostKeyPolicy::Strict)
+    };
+    let accepted = via_bastion(bastion.path("client_key"));
+    let refused = via_bastion(target.path("client_key"));
+
+    let connector = connector();
+    let conn = connector
+        .connect(&accepted)
+        .await
+        .expect("bastion accepts this key");
+    assert_eq!(conn.exec("echo via", b"").await.unwrap().stdout, b"via\n");
+    // Same bastion, another identity: it must log in on its own, and be refused.
+    let err = connector
+        .connect(&refused)
+        .await
+        .expect_err("bastion refuses the other key");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "via bastion root@127.0.0.1:{}: permission denied for root@127.0.0.1",
+            bastion.port
+        )),
+        "{err}"
+    );
+    assert_eq!(connector.bastion_connections().await, 2);
+    conn.close().await;
+}
