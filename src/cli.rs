@@ -183,14 +183,17 @@ async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
         }
         Command::Deploy { target, run } => {
             let plan = load_plan(&target)?;
+            preflight(&plan, &run)?;
             Ok(Some(commands::deploy(plan, &run).await))
         }
         Command::Rollback { target, run, to } => {
             let plan = load_plan(&target)?;
+            preflight(&plan, &run)?;
             Ok(Some(commands::rollback(plan, &run, to.as_deref()).await))
         }
         Command::Releases { target, run } => {
             let plan = load_sites(&target)?;
+            preflight(&plan, &run)?;
             Ok(Some(commands::inspect::releases(plan, &run).await))
         }
         Command::Lock {
@@ -199,6 +202,7 @@ async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
             run,
         } => {
             let plan = load_sites(&target)?;
+            preflight(&plan, &run)?;
             Ok(Some(commands::inspect::lock(plan, &run, action).await))
         }
         Command::Exec {
@@ -216,15 +220,58 @@ async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
                 unless: None,
             };
             let plan = plan::adhoc(targets, &command, action);
+            preflight(&plan, &run)?;
             Ok(Some(commands::adhoc("exec", plan, &run).await))
         }
         Command::Ping { hosts, run } => {
             let inventory = Inventory::load(&hosts.inventory)?;
             let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
             let plan = plan::adhoc(targets, "ping", Action::Facts);
+            preflight(&plan, &run)?;
             Ok(Some(commands::adhoc("ping", plan, &run).await))
         }
     }
+}
+
+/// What a run needs locally, checked before the first connection: each host's identity file
+/// and known_hosts, and the `--json` file.
+fn preflight(plan: &plan::Plan, run: &RunArgs) -> Result<(), InputError> {
+    for host in &plan.hosts {
+        host.host.check_local_files()?;
+    }
+    match run.json.as_deref() {
+        Some(target) if target != "-" => check_json_target(std::path::Path::new(target)),
+        _ => Ok(()),
+    }
+}
+
+/// The JSON report is written when the run ends: a path it cannot be written to must refuse
+/// the run before it starts, not after hosts were changed. The check leaves no file behind: an
+/// existing file is opened for writing without truncating it, a new one is created and removed.
+fn check_json_target(path: &std::path::Path) -> Result<(), InputError> {
+    let hint = "give a file in an existing, writable directory, or `-` for stdout";
+    if path.is_dir() {
+        return Err(
+            InputError::plain(format!("--json `{}` is a directory", path.display()))
+                .with_hint(hint),
+        );
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    let result = if path.exists() {
+        open.open(path).map(drop)
+    } else {
+        open.create_new(true)
+            .open(path)
+            .and_then(|_| std::fs::remove_file(path))
+    };
+    result.map_err(|e| {
+        InputError::plain(format!(
+            "--json `{}`: cannot write the JSON report: {e}",
+            path.display()
+        ))
+        .with_hint(hint)
+    })
 }
 
 fn plan_options(target: &PlaybookArgs) -> PlanOptions {

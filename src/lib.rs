@@ -18,3 +18,4 @@ pub mod rollout;
 pub mod secrets;
 pub mod template;
 pub mod transport;
+pub mod vars;

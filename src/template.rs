@@ -1,6 +1,6 @@
 //! Rendering with minijinja: template files, templated playbook fields, `when` expressions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 
@@ -67,17 +67,56 @@ impl Renderer {
         playbook: &SourceFile,
     ) -> Result<String, InputError> {
         let text = field.get_ref();
-        if !text.contains("{{") && !text.contains("{%") {
+        if !has_template_syntax(text) {
             return Ok(text.clone());
         }
         let tmpl = self
             .env
             .template_from_str(text)
             .map_err(|e| field_error(playbook, field, &e, None))?;
-        tmpl.render(ctx).map_err(|e| {
+        let rendered = tmpl.render(ctx).map_err(|e| {
             let missing = undefined_variable(&tmpl.undeclared_variables(true), ctx, &e, text);
             field_error(playbook, field, &e, missing)
-        })
+        })?;
+        // What is rendered is a path, an address or a command: template syntax left in it came
+        // from data (--var, a secret, a variable holding braces), never meant as a file name.
+        // Fields reading secrets (passwords) may hold anything; `{% raw %}` says "literally".
+        if let Some(delimiter) = leftover_delimiter(&rendered)
+            && !has_raw_block(text)
+            && !self.names_read(field).contains("secrets")
+        {
+            return Err(playbook
+                .error_at(
+                    field.span(),
+                    format!("the value still contains `{delimiter}` after rendering"),
+                )
+                .with_hint(LEFTOVER_HINT));
+        }
+        Ok(rendered)
+    }
+
+    /// The top-level names (variables and built-ins) a templated field reads.
+    pub fn names_read(&self, field: &Templated) -> HashSet<String> {
+        self.env
+            .template_from_str(field.get_ref())
+            .map(|t| t.undeclared_variables(false))
+            .unwrap_or_default()
+    }
+
+    /// The top-level names a `when` expression reads.
+    pub fn expression_names_read(&self, expr: &Templated) -> HashSet<String> {
+        self.env
+            .compile_expression(expr.get_ref())
+            .map(|e| e.undeclared_variables(false))
+            .unwrap_or_default()
+    }
+
+    /// The top-level names the named template file reads.
+    pub fn file_names_read(&self, name: &str) -> HashSet<String> {
+        self.env
+            .get_template(name)
+            .map(|t| t.undeclared_variables(false))
+            .unwrap_or_default()
     }
 
     /// Evaluates a `when` expression for one host.
@@ -111,6 +150,28 @@ impl Renderer {
     }
 }
 
+/// True when `text` holds template syntax (`{{ }}` or `{% %}`) to render.
+pub fn has_template_syntax(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+/// The template delimiter still in a rendered value, if any.
+pub fn leftover_delimiter(rendered: &str) -> Option<&'static str> {
+    ["{{", "{%"].into_iter().find(|d| rendered.contains(d))
+}
+
+/// True when a field's source has a `{% raw %}` block: its braces are meant literally.
+fn has_raw_block(text: &str) -> bool {
+    text.match_indices("{%").any(|(i, _)| {
+        text[i + 2..]
+            .trim_start_matches(['-', '+'])
+            .trim_start()
+            .starts_with("raw")
+    })
+}
+
+const LEFTOVER_HINT: &str = "template syntax came from a value: --var values are data, never rendered, and so are secrets; braces meant literally (e.g. docker's --format '{{.Names}}') go inside {% raw %}…{% endraw %} in this field";
+
 fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -121,7 +182,7 @@ fn new_environment() -> Environment<'static> {
 
 /// The first variable the template reads that the context cannot resolve, preferring one
 /// named on the failing line.
-fn undefined_variable(
+pub(crate) fn undefined_variable(
     declared: &std::collections::HashSet<String>,
     ctx: &Value,
     error: &minijinja::Error,
@@ -157,7 +218,7 @@ fn resolves(ctx: &Value, path: &str) -> bool {
     true
 }
 
-const UNDEFINED_HINT: &str = "define it in the inventory ([vars], a group or a host), the playbook's [vars], or with --var NAME=VALUE; secrets are `secrets.NAME`";
+pub(crate) const UNDEFINED_HINT: &str = "define it in the inventory ([vars], a group or a host), the playbook's [vars], or with --var NAME=VALUE; secrets are `secrets.NAME`";
 
 fn template_error(
     source: &SourceFile,
@@ -289,6 +350,36 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.key.as_deref(), Some("steps.0.template.dest"));
+    }
+
+    #[test]
+    fn template_syntax_left_after_rendering_is_refused_unless_raw() {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = playbook_with_template(dir.path(), "x\n");
+        let r = Renderer::new(&pb).unwrap();
+        let field = |text: &str| Templated::new(0..1, text.to_string());
+        let ctx = minijinja::context! { app_dir => "/srv/{{ base }}", fmt => "{{.Names}}" };
+        let err = r
+            .render_field(&field("{{ app_dir }}/x"), &ctx, &pb.file)
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("the value still contains `{{` after rendering"),
+            "{err}"
+        );
+        let err = r
+            .render_field(&field("{{ '{%' }} x"), &ctx, &pb.file)
+            .unwrap_err();
+        assert!(err.message.contains("`{%`"), "{err}");
+        assert_eq!(
+            r.render_field(
+                &field("docker ps --format '{% raw %}{{.Names}}{% endraw %}'"),
+                &ctx,
+                &pb.file
+            )
+            .unwrap(),
+            "docker ps --format '{{.Names}}'"
+        );
     }
 
     #[test]

@@ -16,9 +16,14 @@ use crate::rollout::Policy;
 use crate::secrets::{Redactor, Secret};
 use crate::template::Renderer;
 use crate::transport::ConnectSpec;
+use crate::vars::Needed;
 
+mod context;
 mod exposure;
 mod steps;
+
+pub use context::host_context;
+use context::{check_tags, names_read};
 
 /// A file to place on a host.
 #[derive(Debug, Clone)]
@@ -157,6 +162,7 @@ pub fn connect_spec(host: &Host) -> ConnectSpec {
 }
 
 /// The hosts a run targets: `pattern` (e.g. the playbook's `hosts`) narrowed by `--limit`.
+/// Targeting no host is bad input, never a run that does nothing.
 pub fn target_hosts(
     inventory: &Inventory,
     pattern: &str,
@@ -166,7 +172,19 @@ pub fn target_hosts(
         InputError::plain(format!("hosts: {e}"))
             .with_hint("check the playbook's `hosts` against the inventory")
     })?;
+    if selected.is_empty() {
+        return Err(InputError::plain(format!(
+            "hosts: `{pattern}` selects no host of the inventory"
+        ))
+        .with_hint("check the playbook's `hosts` and the inventory's hosts"));
+    }
     if let Some(limit) = limit {
+        if limit.split(',').all(|item| item.trim().is_empty()) {
+            return Err(InputError::plain(format!(
+                "--limit names no host: `{limit}` is empty"
+            ))
+            .with_hint("give host names, group names or globs, comma-separated (`!x` excludes); leave --limit out to target every host"));
+        }
         let limited = inventory.select(limit).map_err(|e| {
             InputError::plain(format!("--limit: {e}")).with_hint(
                 "--limit takes host names, group names or globs, comma-separated; `!x` excludes",
@@ -195,7 +213,9 @@ pub fn build(
     options: &PlanOptions,
 ) -> Result<Plan, InputError> {
     let renderer = Renderer::new(playbook)?;
+    check_tags(playbook, &options.tags)?;
     let hosts = playbook_targets(inventory, playbook, options)?;
+    let needed = Needed::Names(names_read(playbook, &renderer));
     let secrets_value = Value::from_iter(
         secrets
             .iter()
@@ -209,7 +229,15 @@ pub fn build(
             let mut rendered: Vec<Arc<[u8]>> = Vec::new();
             for (index, host) in hosts.iter().enumerate() {
                 let release = sites[index].as_ref().map(|s| (s, "pending"));
-                let ctx = host_context(host, playbook, &options.vars, &secrets_value, release);
+                let ctx = host_context(
+                    host,
+                    playbook,
+                    &options.vars,
+                    &secrets_value,
+                    release,
+                    &needed,
+                )?
+                .context;
                 let planned =
                     steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
                 for step in &planned.steps {
@@ -230,7 +258,21 @@ pub fn build(
     for (index, host) in hosts.into_iter().enumerate() {
         let site = sites[index].clone();
         let release = site.as_ref().zip(release_id.as_deref());
-        let ctx = host_context(&host, playbook, &options.vars, &secrets_value, release);
+        let resolved = host_context(
+            &host,
+            playbook,
+            &options.vars,
+            &secrets_value,
+            release,
+            &needed,
+        )?;
+        passwords.extend(resolved.derived_secrets.into_iter().map(|(name, text)| {
+            (
+                format!("variable `{name}` (made from a secret)"),
+                Secret::new(text),
+            )
+        }));
+        let ctx = resolved.context;
         let planned = steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
         passwords.extend(planned.passwords);
         command_lines.push(planned.command_line);
@@ -345,10 +387,19 @@ fn release_sites(
     let Some(config) = &playbook.release else {
         return Ok(vec![None; hosts.len()]);
     };
+    let needed = Needed::Names(renderer.names_read(&config.root));
     hosts
         .iter()
         .map(|host| {
-            let ctx = host_context(host, playbook, &options.vars, &Value::UNDEFINED, None);
+            let ctx = host_context(
+                host,
+                playbook,
+                &options.vars,
+                &Value::UNDEFINED,
+                None,
+                &needed,
+            )?
+            .context;
             let root = renderer.render_field(&config.root, &ctx, &playbook.file)?;
             if !root.starts_with('/') {
                 return Err(playbook
@@ -401,58 +452,103 @@ pub(crate) fn upload(dest: String, mode: u32, content: Arc<[u8]>, sensitive: boo
     }
 }
 
-/// A `--var` value: `true`/`false` become booleans (so `when = "upgrade"` reads
-/// `--var upgrade=false` as false); everything else stays a string.
-fn cli_value(text: &str) -> Value {
-    match text {
-        "true" => Value::from(true),
-        "false" => Value::from(false),
-        _ => Value::from(text.to_string()),
-    }
-}
-
-/// Variables, lowest precedence first: inventory vars, group vars, host vars (already merged
-/// into `host.vars`), playbook vars, `--var`; then the built-ins `host`, `app`, `secrets`
-/// and, with `[release]`, `release` (`id`, `dir`, `root`).
-pub fn host_context(
-    host: &Host,
-    playbook: &Playbook,
-    cli_vars: &[(String, String)],
-    secrets: &Value,
-    release: Option<(&ReleaseSite, &str)>,
-) -> Value {
-    let mut map: IndexMap<String, Value> = IndexMap::new();
-    for (k, v) in host.vars.iter().chain(playbook.vars.iter()) {
-        map.insert(k.clone(), Value::from_serialize(v));
-    }
-    for (k, v) in cli_vars {
-        map.insert(k.clone(), cli_value(v));
-    }
-    map.insert(
-        "host".into(),
-        minijinja::context! { name => host.name, address => host.address, groups => host.groups },
-    );
-    map.insert("app".into(), Value::from(playbook.app.clone()));
-    if !secrets.is_undefined() {
-        map.insert("secrets".into(), secrets.clone());
-    }
-    if let Some((site, id)) = release {
-        map.insert(
-            "release".into(),
-            minijinja::context! { id => id, dir => site.dir(id), root => site.root },
-        );
-    }
-    Value::from_iter(map)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnostic::SourceFile;
 
     #[test]
-    fn cli_booleans_are_booleans() {
-        assert!(!cli_value("false").is_true());
-        assert!(cli_value("true").is_true());
-        assert_eq!(cli_value("1.10").as_str(), Some("1.10"));
+    fn variables_resolve_by_precedence_then_render_per_host() {
+        let inventory = Inventory::parse(&SourceFile {
+            path: "inv.toml".into(),
+            text: r#"
+[ssh]
+ssh_config = ""
+
+[vars]
+base = "/srv"
+layer = "inventory"
+dir = "{{ base }}/{{ layer }}/{{ host.name }}"
+
+[groups.web]
+vars = { layer = "group", base = "{{ root }}" }
+
+[groups.db]
+
+[hosts.w1]
+groups = ["web"]
+vars = { root = "/data" }
+
+[hosts.d1]
+groups = ["db"]
+"#
+            .into(),
+        })
+        .unwrap();
+        let playbook = Playbook::parse(SourceFile {
+            path: "/nonexistent/pb.toml".into(),
+            text: "name = \"t\"\napp = \"a\"\n[vars]\nroot = \"/pb\"\n".into(),
+        })
+        .unwrap();
+        let dir = |host: usize, cli: &[(String, String)]| {
+            let ctx = host_context(
+                &inventory.hosts[host],
+                &playbook,
+                cli,
+                &Value::UNDEFINED,
+                None,
+                &Needed::All,
+            )
+            .unwrap()
+            .context;
+            ctx.get_attr("dir").unwrap().to_string()
+        };
+        // w1: the group's `layer` and `base`; `base` reads `root`, whose playbook value wins
+        // over the host's.
+        assert_eq!(dir(0, &[]), "/pb/group/w1");
+        assert_eq!(dir(1, &[]), "/srv/inventory/d1");
+        let cli = [("layer".to_string(), "cli".to_string())];
+        assert_eq!(dir(0, &cli), "/pb/cli/w1");
+        assert_eq!(dir(1, &cli), "/srv/cli/d1");
+    }
+
+    #[test]
+    fn a_variable_rendered_from_a_secret_is_masked_like_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.j2"), "DB={{ db_url }}\n").unwrap();
+        let inventory = Inventory::parse(&SourceFile {
+            path: dir.path().join("inv.toml"),
+            text: "[ssh]\nssh_config = \"\"\n[hosts.h1]\n".into(),
+        })
+        .unwrap();
+        let playbook = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: "name = \"t\"\napp = \"a\"\n[vars]\ndb_url = \"postgres://app:{{ secrets.pw | upper }}@db\"\n[[steps]]\ntemplate = { src = \"t.j2\", dest = \"/srv/.env\" }\n".into(),
+        })
+        .unwrap();
+        let mut secrets = IndexMap::new();
+        secrets.insert("pw".to_string(), Secret::new("hunter2"));
+        let plan = build(&inventory, &playbook, &secrets, &PlanOptions::default()).unwrap();
+        let Action::Upload(u) = &plan.hosts[0].steps[0].action else {
+            panic!("{:?}", plan.hosts[0].steps[0].action)
+        };
+        assert_eq!(&u.content[..], b"DB=postgres://app:HUNTER2@db\n");
+        // The upper-cased form is not the secret's text, yet it is masked: it came from it.
+        let shown = plan.redactor.redact("cat: DB=postgres://app:HUNTER2@db");
+        assert!(!shown.contains("HUNTER2"), "{shown}");
+    }
+
+    #[test]
+    fn tags_that_select_no_step_are_an_error() {
+        let playbook = Playbook::parse(SourceFile {
+            path: "/nonexistent/pb.toml".into(),
+            text: "name = \"t\"\napp = \"a\"\n[[steps]]\nrun = \"x\"\ntags = [\"b\", \"a\"]\n[[steps]]\nrun = \"y\"\ntags = [\"a\"]\n".into(),
+        })
+        .unwrap();
+        assert!(check_tags(&playbook, &[]).is_ok());
+        assert!(check_tags(&playbook, &["a".into(), "zz".into()]).is_ok());
+        let err = check_tags(&playbook, &["zz".into()]).unwrap_err();
+        assert_eq!(err.message, "--tags `zz` selects no step");
+        assert_eq!(err.hint.as_deref(), Some("the playbook's tags: `b`, `a`"));
     }
 }

@@ -70,7 +70,9 @@ pub(super) fn plan_steps(
         };
         let dir = step.dir.as_ref().map(field).transpose()?;
         let file_upload = |f: &FileStep, content, sensitive| -> Result<Action, InputError> {
-            let mut u = upload(field(&f.dest)?, f.mode, content, sensitive);
+            let dest = field(&f.dest)?;
+            crate::playbook::check_dest(&playbook.file, &f.dest, &dest)?;
+            let mut u = upload(dest, f.mode, content, sensitive);
             let name =
                 |n: &Option<crate::playbook::Templated>| -> Result<Option<String>, InputError> {
                     let Some(n) = n else { return Ok(None) };

@@ -1,22 +1,23 @@
 //! The playbook: app, targeted hosts, vars, secret sources and steps, parsed and validated.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diagnostic::{InputError, SourceFile};
-use crate::inventory::Vars;
 use crate::paths::playbook_bases;
 use crate::rollout::{Amount, OnFailure, Policy};
 use crate::secrets::SecretSource;
+use crate::vars::{self, RawVars, Vars};
 
 mod steps;
 
 pub use steps::{
     AptState, AptStep, BecomeSpec, ComposeCommand, ComposeStep, FileStep, HealthStep, LoginStep,
-    RunGuards, Step, StepKind, Templated, valid_package_name, valid_user_name,
+    RunGuards, Step, StepKind, Templated, check_dest, valid_package_name, valid_user_name,
 };
 use steps::{RawStep, convert_step};
 
@@ -28,7 +29,7 @@ struct RawPlaybook {
     #[serde(default)]
     hosts: Option<Spanned<HostsField>>,
     #[serde(default)]
-    vars: Vars,
+    vars: RawVars,
     #[serde(default)]
     secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
     rollout: Option<Spanned<RawRollout>>,
@@ -92,6 +93,7 @@ pub struct Playbook {
     /// Host patterns (names, groups, globs, `all`), as accepted by `Inventory::select`.
     pub hosts: String,
     pub hosts_span: Option<std::ops::Range<usize>>,
+    /// `[vars]` as written (rendered per host, see `crate::vars`).
     pub vars: Vars,
     pub secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
     pub steps: Vec<Step>,
@@ -152,6 +154,11 @@ impl Playbook {
                     HostsField::One(s) => s.clone(),
                     HostsField::Many(list) => list.join(","),
                 };
+                if text.split(',').all(|item| item.trim().is_empty()) {
+                    return Err(file
+                        .error_at(h.span(), "`hosts` names no host")
+                        .with_hint("write a group, a host name, a glob or a list of them; leave `hosts` out (or write \"all\") to target every host"));
+                }
                 (text, Some(h.span()))
             }
         };
@@ -172,7 +179,7 @@ impl Playbook {
             app: app.clone(),
             hosts,
             hosts_span,
-            vars: raw.vars,
+            vars: vars::from_raw(raw.vars, &Arc::new(file.clone())),
             secrets: raw.secrets,
             steps,
             rollout,
@@ -393,6 +400,18 @@ become = true
             err.to_string().contains("bad user or group name `a b`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hosts_naming_no_host_is_an_error() {
+        for hosts in ["[]", "\"\"", "\" , \"", "[\"\", \" \"]"] {
+            let err = parse(&format!("name = \"t\"\napp = \"a\"\nhosts = {hosts}\n")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("/nonexistent/pb.toml:3:9: `hosts` names no host"),
+                "{hosts}: {err}"
+            );
+        }
     }
 
     #[test]

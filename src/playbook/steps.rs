@@ -215,6 +215,59 @@ pub struct Step {
     pub guards: RunGuards,
 }
 
+impl Step {
+    /// Every string field of the step rendered per host (`when`, an expression, aside).
+    pub fn templated_fields(&self) -> Vec<&Templated> {
+        let mut fields: Vec<&Templated> = Vec::new();
+        fields.extend(self.dir.iter());
+        fields.extend(self.guards.creates.iter());
+        fields.extend(self.guards.unless.iter());
+        if let Some(b) = &self.become_as {
+            fields.extend(b.password.iter());
+        }
+        match &self.kind {
+            StepKind::Copy(f) | StepKind::Template(f) => {
+                fields.push(&f.dest);
+                fields.extend(f.owner.iter());
+                fields.extend(f.group.iter());
+            }
+            StepKind::Run(command) => fields.push(command),
+            StepKind::DockerLogin(l) => fields.extend([&l.registry, &l.username, &l.password]),
+            StepKind::Compose(c) => {
+                fields.extend(c.dir.iter());
+                fields.extend(c.project.iter());
+            }
+            StepKind::Health(h) => {
+                fields.extend(h.url.iter());
+                fields.extend(h.command.iter());
+            }
+            StepKind::Apt(_) | StepKind::Activate => {}
+        }
+        fields
+    }
+}
+
+/// A file step's rendered `dest` must name a file: not empty, not a directory (ending in `/`,
+/// `.` or `..`).
+pub fn check_dest(file: &SourceFile, field: &Templated, dest: &str) -> Result<(), InputError> {
+    let last = dest.rsplit('/').next().unwrap_or("");
+    let problem = if dest.trim().is_empty() {
+        "is empty"
+    } else if dest.ends_with('/') {
+        "ends with `/`"
+    } else if last == "." || last == ".." {
+        "names a directory"
+    } else {
+        return Ok(());
+    };
+    Err(file
+        .error_at(
+            field.span(),
+            format!("file destination `{dest}` {problem}: it must name a file"),
+        )
+        .with_hint("write the file's full path, e.g. dest = \"{{ app_dir }}/docker-compose.yml\""))
+}
+
 pub(super) const STEP_KINDS: &str =
     "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health` or `activate`";
 

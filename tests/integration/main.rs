@@ -7,6 +7,7 @@ mod e2e;
 mod failures;
 mod health;
 mod host_keys;
+mod inputs;
 mod provision;
 mod rollout;
 mod secrets;

@@ -1,7 +1,9 @@
 //! The inventory: hosts, groups, SSH settings and variables, parsed, validated and resolved.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::{IndexMap, IndexSet};
@@ -12,8 +14,15 @@ use crate::diagnostic::{InputError, SourceFile};
 use crate::paths::expand_home;
 use crate::transport::ssh_config::SshConfig;
 use crate::transport::{HostKeyPolicy, JumpSpec, parse_jump};
+use crate::vars::{self, RawVars, Vars};
 
-pub type Vars = IndexMap<String, toml::Value>;
+mod range;
+
+use range::RANGE_HINT;
+pub use range::{MAX_HOSTS_PER_NAME, expand_range};
+
+/// The most hosts one inventory may define, all names together.
+pub const MAX_HOSTS: usize = 100_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +30,7 @@ struct RawInventory {
     #[serde(default)]
     ssh: RawSsh,
     #[serde(default)]
-    vars: Vars,
+    vars: RawVars,
     #[serde(default)]
     groups: IndexMap<Spanned<String>, RawGroup>,
     #[serde(default)]
@@ -33,9 +42,9 @@ struct RawInventory {
 #[serde(deny_unknown_fields)]
 struct RawSsh {
     user: Option<String>,
-    port: Option<u16>,
-    identity_file: Option<String>,
-    known_hosts: Option<String>,
+    port: Option<Spanned<u16>>,
+    identity_file: Option<Spanned<String>>,
+    known_hosts: Option<Spanned<String>>,
     host_key_policy: Option<HostKeyPolicy>,
     jump: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
@@ -46,7 +55,7 @@ struct RawSsh {
 #[serde(deny_unknown_fields)]
 struct RawGroup {
     #[serde(default)]
-    vars: Vars,
+    vars: RawVars,
     #[serde(default)]
     ssh: RawSsh,
 }
@@ -58,7 +67,7 @@ struct RawHost {
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
-    vars: Vars,
+    vars: RawVars,
     #[serde(default)]
     ssh: RawSsh,
 }
@@ -86,8 +95,61 @@ pub struct Host {
     pub address: String,
     pub groups: Vec<String>,
     pub ssh: SshSettings,
-    /// Inventory `[vars]`, then group vars in the order of `groups`, then host vars.
+    /// Inventory `[vars]`, then group vars in the order of `groups`, then host vars; as
+    /// written (templates are rendered when a playbook's context is known).
     pub vars: Vars,
+    /// Where the inventory set the host's local files, to point errors there.
+    pub files_at: LocalFilesAt,
+}
+
+/// Spans in the inventory of the `identity_file` and `known_hosts` a host uses, when the
+/// inventory sets them.
+#[derive(Debug, Clone, Default)]
+pub struct LocalFilesAt {
+    pub source: Option<Arc<SourceFile>>,
+    pub identity_file: Option<Range<usize>>,
+    pub known_hosts: Option<Range<usize>>,
+}
+
+impl Host {
+    /// Checks what the SSH connection will read locally, before any connection: an identity
+    /// file the inventory names must exist, and `known_hosts` must not be a directory (a
+    /// missing one is empty). An `IdentityFile` from the ssh config that does not exist is
+    /// skipped, as OpenSSH does.
+    pub fn check_local_files(&self) -> Result<(), InputError> {
+        let at = |span: &Option<Range<usize>>, message: String| match (&self.files_at.source, span)
+        {
+            (Some(file), Some(span)) => file.error_at(span.clone(), message),
+            _ => InputError::plain(format!("host `{}`: {message}", self.name)),
+        };
+        if let (Some(path), Some(_)) = (&self.ssh.identity_file, &self.files_at.identity_file)
+            && !path.is_file()
+        {
+            let problem = if path.exists() {
+                "is not a file"
+            } else {
+                "does not exist"
+            };
+            return Err(at(
+                &self.files_at.identity_file,
+                format!("identity file `{}` {problem}", path.display()),
+            )
+            .with_hint("fix `identity_file`, or leave it out to use ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa"));
+        }
+        if self.ssh.known_hosts.is_dir() {
+            return Err(at(
+                &self.files_at.known_hosts,
+                format!(
+                    "known_hosts `{}` is a directory",
+                    self.ssh.known_hosts.display()
+                ),
+            )
+            .with_hint(
+                "`known_hosts` is a file in OpenSSH's format (a missing one counts as empty)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +168,7 @@ impl Inventory {
 
     pub fn parse(file: &SourceFile) -> Result<Self, InputError> {
         let raw: RawInventory = toml::from_str(&file.text).map_err(|e| file.toml_error(&e))?;
+        let source = Arc::new(file.clone());
         let base_dir = file
             .path
             .parent()
@@ -133,6 +196,14 @@ impl Inventory {
             check_ssh(file, &raw_host.ssh)?;
             let names = expand_range(pattern.get_ref())
                 .map_err(|msg| file.error_at(pattern.span(), msg).with_hint(RANGE_HINT))?;
+            if hosts.len() + names.len() > MAX_HOSTS {
+                return Err(file
+                    .error_at(
+                        pattern.span(),
+                        format!("the inventory defines more than {MAX_HOSTS} hosts"),
+                    )
+                    .with_hint("split the fleet into several inventories"));
+            }
             for group in &raw_host.groups {
                 if group.get_ref() != "all" && !groups.contains(group.get_ref()) {
                     let hint = match closest(group.get_ref(), groups.iter()) {
@@ -158,7 +229,7 @@ impl Inventory {
                         .error_at(pattern.span(), format!("host `{name}` is defined twice"))
                         .with_hint("each host may appear in one `[hosts.…]` table only"));
                 }
-                let host = resolve_host(file, &raw, &base_dir, &mut configs, &name, raw_host)?;
+                let host = resolve_host(&source, &raw, &base_dir, &mut configs, &name, raw_host)?;
                 hosts.push(host);
             }
         }
@@ -170,8 +241,12 @@ impl Inventory {
     }
 
     /// Indices of the hosts matched by a pattern: comma-separated host names, group names,
-    /// globs over host names (`web-*`), or `all`; an item starting with `!` excludes.
+    /// globs over host names (`web-*`), or `all`; an item starting with `!` excludes. A
+    /// pattern without any item is an error, never "every host".
     pub fn select(&self, pattern: &str) -> Result<Vec<usize>, String> {
+        if pattern.split(',').all(|item| item.trim().is_empty()) {
+            return Err(format!("`{pattern}` names no host"));
+        }
         let mut included: IndexSet<usize> = IndexSet::new();
         let mut excluded: IndexSet<usize> = IndexSet::new();
         let mut any_include = false;
@@ -229,6 +304,13 @@ impl Inventory {
 
 /// Checks values that need more than serde's types.
 fn check_ssh(file: &SourceFile, ssh: &RawSsh) -> Result<(), InputError> {
+    if let Some(port) = &ssh.port
+        && *port.get_ref() == 0
+    {
+        return Err(file
+            .error_at(port.span(), "port 0 is not a port sshd can listen on")
+            .with_hint("write the host's SSH port, 1-65535 (22 when left out)"));
+    }
     if let Some(t) = &ssh.connect_timeout {
         parse_timeout(file, t)?;
     }
@@ -252,7 +334,7 @@ fn parse_jump_at(
 }
 
 fn resolve_host(
-    file: &SourceFile,
+    file: &Arc<SourceFile>,
     raw: &RawInventory,
     base_dir: &Path,
     configs: &mut HashMap<PathBuf, SshConfig>,
@@ -271,24 +353,19 @@ fn resolve_host(
             .map(|(_, v)| v)
     };
 
-    let mut vars = raw.vars.clone();
+    let mut vars: Vars = vars::from_raw(raw.vars.clone(), file);
     let mut layers: Vec<&RawSsh> = vec![&raw.ssh];
     for g in &group_names {
         if let Some(group) = group_of(g) {
-            vars.extend(group.vars.clone());
+            vars.extend(vars::from_raw(group.vars.clone(), file));
             layers.push(&group.ssh);
         }
     }
-    vars.extend(raw_host.vars.clone());
+    vars.extend(vars::from_raw(raw_host.vars.clone(), file));
     layers.push(&raw_host.ssh);
 
     let address = match &raw_host.address {
-        Some(a) if a.get_ref().contains("{{") => {
-            let env = minijinja::Environment::new();
-            env.render_str(a.get_ref(), minijinja::context! { name => name })
-                .map_err(|e| file.error_at(a.span(), format!("bad address template: {e}")))?
-        }
-        Some(a) => a.get_ref().clone(),
+        Some(a) => render_address(file, a, name)?,
         None => name.to_string(),
     };
 
@@ -325,14 +402,18 @@ fn resolve_host(
     let port = layers
         .iter()
         .rev()
-        .find_map(|l| l.port)
+        .find_map(|l| l.port.as_ref().map(|p| *p.get_ref()))
         .or(from_config.port)
         .unwrap_or(22);
-    let identity_file = layers
-        .iter()
-        .rev()
-        .find_map(|l| l.identity_file.clone())
-        .map(|p| local_path(base_dir, &p))
+    if port == 0 {
+        return Err(InputError::plain(format!(
+            "host `{name}`: port 0 (from the ssh config) is not a port sshd can listen on"
+        ))
+        .with_hint("fix `Port` in the ssh config, or set `port` in the inventory"));
+    }
+    let inventory_identity = layers.iter().rev().find_map(|l| l.identity_file.as_ref());
+    let identity_file = inventory_identity
+        .map(|p| local_path(base_dir, p.get_ref()))
         .or(from_config.identity_file);
     let jump = match pick(&|l| l.jump.as_ref()) {
         Some(text) => parse_jump_at(file, &text, &user)?,
@@ -355,14 +436,11 @@ fn resolve_host(
     });
     let address = from_config.host_name.unwrap_or(address);
     let identities_only = from_config.identities_only.unwrap_or(false);
-    let known_hosts = layers
-        .iter()
-        .rev()
-        .find_map(|l| l.known_hosts.clone())
-        .map_or_else(
-            || expand_home("~/.ssh/known_hosts"),
-            |p| local_path(base_dir, &p),
-        );
+    let inventory_known_hosts = layers.iter().rev().find_map(|l| l.known_hosts.as_ref());
+    let known_hosts = inventory_known_hosts.map_or_else(
+        || expand_home("~/.ssh/known_hosts"),
+        |p| local_path(base_dir, p.get_ref()),
+    );
     let host_key_policy = layers
         .iter()
         .rev()
@@ -387,7 +465,58 @@ fn resolve_host(
             identities_only,
         },
         vars,
+        files_at: LocalFilesAt {
+            source: Some(file.clone()),
+            identity_file: inventory_identity.map(Spanned::span),
+            known_hosts: inventory_known_hosts.map(Spanned::span),
+        },
     })
+}
+
+/// A host's `address`: `{{ name }}` (the host's name) is the only variable known there, and
+/// what is rendered must be a plain address.
+fn render_address(
+    file: &SourceFile,
+    address: &Spanned<String>,
+    name: &str,
+) -> Result<String, InputError> {
+    let text = address.get_ref();
+    let hint = "only `{{ name }}`, the host's name, is known in `address`, e.g. \"{{ name }}.internal.example.com\"";
+    let rendered = if crate::template::has_template_syntax(text) {
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let ctx = minijinja::context! { name => name };
+        let tmpl = env.template_from_str(text).map_err(|e| {
+            file.error_at(address.span(), format!("bad address template: {e}"))
+                .with_hint(hint)
+        })?;
+        tmpl.render(&ctx).map_err(|e| {
+            let message = match crate::template::undefined_variable(
+                &tmpl.undeclared_variables(true),
+                &ctx,
+                &e,
+                text,
+            ) {
+                Some(var) => format!("undefined variable `{var}` in `address`"),
+                None => format!("bad address template: {e}"),
+            };
+            file.error_at(address.span(), message).with_hint(hint)
+        })?
+    } else {
+        text.clone()
+    };
+    let problem = if rendered.trim().is_empty() {
+        Some("is empty".to_string())
+    } else {
+        crate::template::leftover_delimiter(&rendered)
+            .map(|d| format!("still contains `{d}` after rendering"))
+    };
+    match problem {
+        Some(problem) => Err(file
+            .error_at(address.span(), format!("the address {problem}"))
+            .with_hint(hint)),
+        None => Ok(rendered),
+    }
 }
 
 fn parse_timeout(file: &SourceFile, text: &Spanned<String>) -> Result<Duration, InputError> {
@@ -408,51 +537,6 @@ fn default_user() -> String {
 fn local_path(base_dir: &Path, path: &str) -> PathBuf {
     let p = expand_home(path);
     if p.is_absolute() { p } else { base_dir.join(p) }
-}
-
-const RANGE_HINT: &str = "a range looks like `web-[01:20]`: two numbers, the first not larger; leading zeros set the width";
-
-/// Expands numeric ranges in a host name: `web-[01:03]` → web-01, web-02, web-03.
-pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
-    let Some(open) = pattern.find('[') else {
-        if pattern.contains(']') {
-            return Err(format!("unbalanced `]` in host name `{pattern}`"));
-        }
-        return Ok(vec![pattern.to_string()]);
-    };
-    let close = pattern[open..]
-        .find(']')
-        .map(|i| i + open)
-        .ok_or_else(|| format!("unclosed `[` in host name `{pattern}`"))?;
-    let inner = &pattern[open + 1..close];
-    let (start, end) = inner
-        .split_once(':')
-        .ok_or_else(|| format!("range `[{inner}]` in `{pattern}` has no `:`"))?;
-    let parse = |s: &str| {
-        s.parse::<u64>()
-            .map_err(|_| format!("range `[{inner}]` in `{pattern}`: `{s}` is not a number"))
-    };
-    let (a, b) = (parse(start)?, parse(end)?);
-    if a > b {
-        return Err(format!("range `[{inner}]` in `{pattern}` goes backwards"));
-    }
-    if b - a >= 100_000 {
-        return Err(format!("range `[{inner}]` in `{pattern}` is too large"));
-    }
-    let width = if start.len() > 1 && start.starts_with('0') {
-        start.len()
-    } else {
-        0
-    };
-    let prefix = &pattern[..open];
-    let rest = expand_range(&pattern[close + 1..])?;
-    let mut out = Vec::new();
-    for n in a..=b {
-        for suffix in &rest {
-            out.push(format!("{prefix}{n:0width$}{suffix}"));
-        }
-    }
-    Ok(out)
 }
 
 /// The candidate nearest to `word` by edit distance, if it is close enough to be a typo.
@@ -479,253 +563,4 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Inventory, InputError> {
-        Inventory::parse(&SourceFile {
-            path: "inv.toml".into(),
-            text: text.into(),
-        })
-    }
-
-    #[test]
-    fn expands_zero_padded_ranges() {
-        assert_eq!(
-            expand_range("web-[01:03]").unwrap(),
-            ["web-01", "web-02", "web-03"]
-        );
-        assert_eq!(
-            expand_range("db[8:10].x").unwrap(),
-            ["db8.x", "db9.x", "db10.x"]
-        );
-        assert_eq!(
-            expand_range("r[1:2]-[a:b]").unwrap_err(),
-            "range `[a:b]` in `-[a:b]`: `a` is not a number"
-        );
-        assert!(
-            expand_range("web-[3:1]")
-                .unwrap_err()
-                .contains("goes backwards")
-        );
-    }
-
-    #[test]
-    fn ssh_settings_override_by_group_then_host() {
-        let inv = parse(
-            r#"
-[ssh]
-user = "deploy"
-port = 22
-connect_timeout = "3s"
-
-[groups.web]
-ssh = { port = 2200 }
-
-[hosts."web-[1:2]"]
-groups = ["web"]
-
-[hosts.db]
-ssh = { user = "admin" }
-"#,
-        )
-        .unwrap();
-        let names: Vec<_> = inv.hosts.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["web-1", "web-2", "db"]);
-        assert_eq!(inv.hosts[0].ssh.port, 2200);
-        assert_eq!(inv.hosts[0].ssh.user, "deploy");
-        assert_eq!(inv.hosts[2].ssh.port, 22);
-        assert_eq!(inv.hosts[2].ssh.user, "admin");
-        assert_eq!(inv.hosts[2].ssh.connect_timeout, Duration::from_secs(3));
-        assert_eq!(inv.hosts[0].address, "web-1");
-    }
-
-    #[test]
-    fn vars_follow_group_order_then_host() {
-        let inv = parse(
-            r#"
-[vars]
-a = "inv"
-b = "inv"
-c = "inv"
-
-[groups.one]
-vars = { b = "one", c = "one" }
-
-[groups.two]
-vars = { c = "two" }
-
-[hosts.h]
-groups = ["one", "two"]
-vars = { d = "host" }
-"#,
-        )
-        .unwrap();
-        let v = &inv.hosts[0].vars;
-        assert_eq!(v["a"].as_str(), Some("inv"));
-        assert_eq!(v["b"].as_str(), Some("one"));
-        assert_eq!(v["c"].as_str(), Some("two"));
-        assert_eq!(v["d"].as_str(), Some("host"));
-    }
-
-    #[test]
-    fn address_template_uses_host_name() {
-        let inv = parse("[hosts.\"w[1:1]\"]\naddress = \"{{ name }}.internal\"\n").unwrap();
-        assert_eq!(inv.hosts[0].address, "w1.internal");
-    }
-
-    #[test]
-    fn unknown_key_names_file_line_column_and_key() {
-        let err = parse("[hosts.web-1]\nadress = \"10.0.0.1\"\n").unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.starts_with("inv.toml:2:1: unknown field `adress`, expected one of `address`, `groups`, `vars`, `ssh`"),
-            "{text}"
-        );
-        assert_eq!(err.key.as_deref(), Some("hosts.web-1.adress"));
-        assert!(
-            text.contains("2 | adress = \"10.0.0.1\"\n  | ^^^^^^"),
-            "{text}"
-        );
-        assert!(text.contains("hint:"), "{text}");
-    }
-
-    #[test]
-    fn undefined_group_is_an_error_with_suggestion() {
-        let err = parse("[groups.web]\n[hosts.a]\ngroups = [\"wbe\"]\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "inv.toml:3:11: undefined group `wbe`\n  key: `hosts.a.groups.0`\n  |\n3 | groups = [\"wbe\"]\n  |           ^^^^^\n  hint: did you mean `web`? Groups are declared as `[groups.NAME]`"
-        );
-    }
-
-    #[test]
-    fn bad_policy_and_duration_are_errors() {
-        let err = parse("[ssh]\nhost_key_policy = \"yolo\"\n").unwrap_err();
-        assert!(
-            err.to_string().starts_with(
-                "inv.toml:2:19: unknown variant `yolo`, expected `strict` or `accept-new`"
-            ),
-            "{err}"
-        );
-        let err = parse("[ssh]\nconnect_timeout = \"ten\"\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("inv.toml:2:19: bad duration `ten`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn limit_patterns_select_names_groups_globs_and_exclusions() {
-        let inv = parse(
-            "[groups.web]\n[groups.db]\n[hosts.\"web-[1:3]\"]\ngroups=[\"web\"]\n[hosts.db-1]\ngroups=[\"db\"]\n",
-        )
-        .unwrap();
-        assert_eq!(inv.select("web").unwrap(), [0, 1, 2]);
-        assert_eq!(inv.select("db-1,web-2").unwrap(), [1, 3]);
-        assert_eq!(inv.select("web-*").unwrap(), [0, 1, 2]);
-        assert_eq!(inv.select("all,!web-2").unwrap(), [0, 2, 3]);
-        assert_eq!(inv.select("!web").unwrap(), [3]);
-        assert!(
-            inv.select("nope")
-                .unwrap_err()
-                .contains("`nope` matches no host")
-        );
-    }
-
-    #[test]
-    fn jump_resolves_per_group_and_host() {
-        let inv = parse(
-            r#"
-[ssh]
-user = "deploy"
-jump = "bastion:2222"
-ssh_config = ""
-
-[groups.dmz]
-ssh = { jump = "" }
-
-[hosts.a]
-[hosts.b]
-groups = ["dmz"]
-[hosts.c]
-ssh = { jump = "ops@[::1]" }
-"#,
-        )
-        .unwrap();
-        let jumps: Vec<_> = inv
-            .hosts
-            .iter()
-            .map(|h| h.ssh.jump.as_ref().map(ToString::to_string))
-            .collect();
-        assert_eq!(
-            jumps,
-            [
-                Some("deploy@bastion:2222".to_string()),
-                None,
-                Some("ops@[::1]:22".to_string())
-            ]
-        );
-        let err = parse("[ssh]\njump = \"b:x\"\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("inv.toml:2:8: bad jump host `b:x`: `x` is not a port number"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn ssh_config_fills_what_the_inventory_leaves_unset() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("ssh_config"),
-            "Host myalias\n  HostName 10.1.2.3\n  User cfguser\n  Port 2200\n  IdentityFile /keys/cfg\n  ProxyJump jumper\n  IdentitiesOnly yes\nHost jumper\n  HostName 10.9.9.9\n",
-        )
-        .unwrap();
-        let text = r#"
-[ssh]
-ssh_config = "ssh_config"
-
-[hosts.plain]
-address = "myalias"
-
-[hosts.overridden]
-address = "myalias"
-ssh = { user = "inv", port = 22, identity_file = "/keys/inv", jump = "" }
-
-[hosts.other]
-address = "elsewhere"
-"#;
-        let inv = Inventory::parse(&SourceFile {
-            path: dir.path().join("inv.toml"),
-            text: text.into(),
-        })
-        .unwrap();
-        let plain = &inv.hosts[0];
-        assert_eq!(plain.address, "10.1.2.3");
-        assert_eq!((plain.ssh.user.as_str(), plain.ssh.port), ("cfguser", 2200));
-        assert_eq!(plain.ssh.identity_file, Some(PathBuf::from("/keys/cfg")));
-        assert_eq!(
-            plain.ssh.jump,
-            Some(JumpSpec {
-                host: "10.9.9.9".into(),
-                port: 22,
-                user: "cfguser".into()
-            })
-        );
-        assert!(plain.ssh.identities_only);
-
-        let over = &inv.hosts[1];
-        assert_eq!(over.address, "10.1.2.3");
-        assert_eq!((over.ssh.user.as_str(), over.ssh.port), ("inv", 22));
-        assert_eq!(over.ssh.identity_file, Some(PathBuf::from("/keys/inv")));
-        assert_eq!(over.ssh.jump, None);
-
-        let other = &inv.hosts[2];
-        assert_eq!(other.address, "elsewhere");
-        assert_eq!(other.ssh.port, 22);
-        assert_eq!(other.ssh.jump, None);
-        assert!(!other.ssh.identities_only);
-    }
-}
+mod tests;
