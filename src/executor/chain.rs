@@ -33,22 +33,27 @@ impl<T: Connection> HostSession<T> {
         epilogue: Option<&str>,
     ) -> bool {
         let mut epilogue_done = false;
+        let first_result = self.result.steps.len();
         let mut start = 0;
         while start < steps.len() {
             let rest = &steps[start..];
+            // Checked before every session and health check, whatever ended the last one.
+            if self.stopped(purpose, first_result) {
+                self.skip_steps(ctx, rest, purpose, "after a failed step");
+                break;
+            }
             if purpose == Purpose::Deploy && ctx.cancel.is_cancelled() {
                 self.skip_steps(ctx, rest, purpose, "interrupted");
                 break;
             }
-            let (len, failed) = if let Action::Health(check) = &rest[0].action {
+            let len = if let Action::Health(check) = &rest[0].action {
                 let started = Instant::now();
                 let done = self
                     .health(check, rest[0].become_as.as_ref())
                     .await
                     .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
-                let failed = done.outcome == Outcome::Failed;
                 self.record_step(ctx, &rest[0], purpose, done, elapsed_ms(started));
-                (1, failed)
+                1
             } else {
                 let become_as = rest[0].become_as.as_ref();
                 let len = rest
@@ -59,28 +64,34 @@ impl<T: Connection> HostSession<T> {
                     .unwrap_or(rest.len());
                 let last = start + len == steps.len();
                 let epilogue = epilogue.filter(|_| last && become_as.is_none());
-                let (failed, ended) = self.run_session(ctx, &rest[..len], purpose, epilogue).await;
-                epilogue_done |= ended;
-                (len, failed)
+                epilogue_done |= self.run_session(ctx, &rest[..len], purpose, epilogue).await;
+                len
             };
             start += len;
-            if failed {
-                self.skip_steps(ctx, &steps[start..], purpose, "after a failed step");
-                break;
-            }
         }
         epilogue_done
     }
 
-    /// Runs `steps` (same `become`, no health check) in one driver script. Returns whether a
-    /// step failed and whether the epilogue ran to its end.
+    /// Whether this host may run nothing more: for its own steps, once anything failed on it
+    /// (a step, the connection, the probe); for a rollback, once a rollback step failed.
+    fn stopped(&self, purpose: Purpose, first_result: usize) -> bool {
+        match purpose {
+            Purpose::Deploy => self.failed(),
+            Purpose::Rollback => self.result.steps[first_result..]
+                .iter()
+                .any(|s| s.outcome == Outcome::Failed),
+        }
+    }
+
+    /// Runs `steps` (same `become`, no health check) in one driver script. Returns whether the
+    /// epilogue ran to its end.
     async fn run_session(
         &mut self,
         ctx: &RunContext<'_>,
         steps: &[PlannedStep],
         purpose: Purpose,
         epilogue: Option<&str>,
-    ) -> (bool, bool) {
+    ) -> bool {
         let started = Instant::now();
         // Each step is decided here (`Local`) or sent as a segment of one script (`Sent`);
         // a step known to fail ends the script before it.
@@ -108,37 +119,45 @@ impl<T: Connection> HostSession<T> {
                 .any(|s| matches!(s.action, Action::Compose { .. }));
         let mut outputs = Vec::new();
         let mut epilogue_done = false;
+        let mut cut_short = false;
         let mut transport_error = None;
         if !segments.is_empty() {
             let nonce = remote::nonce();
             let preamble = if detect { remote::COMPOSE_DETECT } else { "" };
             let driver = remote::driver(&nonce, preamble, &segments, epilogue);
-            match self
-                .exec_as(
+            let out = match self
+                .exec_cut(
                     &driver.script,
                     &driver.stdin_pieces(),
                     steps[0].become_as.as_ref(),
+                    std::future::pending(),
                 )
                 .await
             {
-                Ok(out) => {
-                    let mut stdout = &out.stdout[..];
-                    if detect {
-                        let (flavor, rest) = remote::split_compose_flavor(stdout);
-                        if let Some(flavor) = flavor {
-                            self.compose = flavor;
-                            stdout = rest;
-                        }
-                    }
-                    let split = remote::split(&out, stdout, &nonce, segments.len());
-                    epilogue_done = split.epilogue_done;
-                    outputs = split.outputs.into_iter().zip(split.elapsed_ms).collect();
+                Ok(out) => out,
+                // What the driver printed before it was cut off still tells which steps
+                // finished and which one was running.
+                Err(cut) => {
+                    transport_error = Some(cut.error.to_string());
+                    cut.partial
                 }
-                Err(e) => transport_error = Some(e),
+            };
+            let mut stdout = &out.stdout[..];
+            if detect {
+                let (flavor, rest) = remote::split_compose_flavor(stdout);
+                if let Some(flavor) = flavor {
+                    self.compose = flavor;
+                    stdout = rest;
+                }
             }
+            let split = remote::split(&out, stdout, &nonce, segments.len());
+            epilogue_done = split.epilogue_done;
+            cut_short = split.cut_short;
+            outputs = split.outputs.into_iter().zip(split.elapsed_ms).collect();
         }
         let session_ms = elapsed_ms(started);
-        let mut outputs = outputs.into_iter();
+        let sent = outputs.len();
+        let mut outputs = outputs.into_iter().enumerate();
         let mut failed = false;
         for (step, slot) in steps.iter().zip(slots) {
             let (done, ms) = if failed {
@@ -149,16 +168,20 @@ impl<T: Connection> HostSession<T> {
             } else {
                 match slot {
                     Some(done) => (done, 0),
-                    None => match (outputs.next(), &mut transport_error) {
-                        (Some((out, ms)), _) => (
+                    None => match (outputs.next(), &transport_error) {
+                        // The step that was running when the connection failed.
+                        (Some((i, (out, _))), Some(e)) if cut_short && i + 1 == sent => (
+                            Done::new(Outcome::Failed, Some(cut_failure(e, &out))),
+                            session_ms,
+                        ),
+                        (Some((_, (out, ms))), _) => (
                             self.interpret(&step.action, &out)
                                 .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e))),
                             ms.unwrap_or(session_ms),
                         ),
-                        (None, Some(e)) => (
-                            Done::new(Outcome::Failed, Some(std::mem::take(e))),
-                            session_ms,
-                        ),
+                        (None, Some(e)) => {
+                            (Done::new(Outcome::Failed, Some(e.clone())), session_ms)
+                        }
                         (None, None) => (
                             Done::new(
                                 Outcome::Failed,
@@ -169,12 +192,13 @@ impl<T: Connection> HostSession<T> {
                     },
                 }
             };
-            failed = done.outcome == Outcome::Failed;
+            // Sticky: every step after a failed one in this session is skipped.
+            failed |= done.outcome == Outcome::Failed;
             self.record_step(ctx, step, purpose, done, ms);
         }
         // Steps cut off after a step known to fail.
         self.skip_steps(ctx, &steps[cut..], purpose, "after a failed step");
-        (failed, epilogue_done)
+        epilogue_done
     }
 
     fn record_step(
@@ -204,6 +228,19 @@ impl<T: Connection> HostSession<T> {
             let done = Done::new(Outcome::Skipped, Some(reason.to_string()));
             self.record_step(ctx, step, purpose, done, 0);
         }
+    }
+}
+
+/// Why a step cut short by the transport failed: the transport's reason, then the last lines
+/// the step wrote to stderr.
+fn cut_failure(error: &str, out: &crate::transport::ExecOutput) -> String {
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(8)..];
+    if tail.is_empty() {
+        error.to_string()
+    } else {
+        format!("{error}\n{}", tail.join("\n"))
     }
 }
 

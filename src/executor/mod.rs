@@ -5,6 +5,7 @@ mod actions;
 mod chain;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use crate::release;
 use crate::remote::{self, ComposeFlavor, RemoteFile};
 use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
 use crate::secrets::Redactor;
-use crate::transport::{Connection, Connector, ExecOutput};
+use crate::transport::{Connection, Connector, Cut, ExecOutput, TransportError};
 
 pub use actions::failure_text;
 use actions::{Done, require_success};
@@ -191,11 +192,9 @@ impl<T: Connection> HostSession<T> {
 
     /// Runs a script on the host, `stdin` written as the pieces given, back to back.
     pub async fn exec(&self, script: &str, stdin: &[&[u8]]) -> Result<ExecOutput, String> {
-        tracing::debug!(host = %self.host_name, script = %self.redactor.redact(script), "exec");
-        self.conn()?
-            .exec_pieces(script, stdin)
+        self.exec_cut(script, stdin, None, std::future::pending())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|cut| cut.error.to_string())
     }
 
     /// Runs a script on the host through sudo when `become_as` says so: the sudo password (if
@@ -206,18 +205,38 @@ impl<T: Connection> HostSession<T> {
         stdin: &[&[u8]],
         become_as: Option<&Become>,
     ) -> Result<ExecOutput, String> {
+        self.exec_cut(script, stdin, become_as, std::future::pending())
+            .await
+            .map_err(|cut| cut.error.to_string())
+    }
+
+    /// `exec_as` that stops the script on the host when `abort` resolves; a script cut short
+    /// keeps the output it sent.
+    async fn exec_cut(
+        &self,
+        script: &str,
+        stdin: &[&[u8]],
+        become_as: Option<&Become>,
+        abort: impl Future<Output = ()> + Send,
+    ) -> Result<ExecOutput, Cut> {
+        let conn = self.conn().map_err(|e| Cut {
+            partial: ExecOutput::default(),
+            error: TransportError::Protocol(e),
+        })?;
         let Some(b) = become_as else {
-            return self.exec(script, stdin).await;
+            tracing::debug!(host = %self.host_name, script = %self.redactor.redact(script), "exec");
+            return conn.exec_until(script, stdin, abort).await;
         };
         let wrapped = remote::sudo(script, b.user.as_deref(), b.password.is_some());
+        tracing::debug!(host = %self.host_name, script = %self.redactor.redact(&wrapped), "exec");
         match &b.password {
-            None => self.exec(&wrapped, stdin).await,
+            None => conn.exec_until(&wrapped, stdin, abort).await,
             Some(password) => {
                 let line = format!("{}\n", password.expose());
                 let mut input = Vec::with_capacity(stdin.len() + 1);
                 input.push(line.as_bytes());
                 input.extend_from_slice(stdin);
-                self.exec(&wrapped, &input).await
+                conn.exec_until(&wrapped, &input, abort).await
             }
         }
     }

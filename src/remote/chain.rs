@@ -81,6 +81,8 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
 pub struct Split {
     pub outputs: Vec<ExecOutput>,
     pub elapsed_ms: Vec<Option<u64>>,
+    /// The last output has no marker: its segment was running when the driver ended.
+    pub cut_short: bool,
     pub epilogue_done: bool,
 }
 
@@ -89,6 +91,7 @@ pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Spli
     let mut outputs = Vec::new();
     let mut elapsed_ms = Vec::new();
     let (mut out_pos, mut err_pos) = (0, 0);
+    let mut cut_short = false;
     for i in 0..count {
         let prefix = format!("\n@@dropship:{nonce}:{i}:");
         let found_out = find_marker(stdout, out_pos, prefix.as_bytes());
@@ -117,6 +120,7 @@ pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Spli
                     stderr: out.stderr[err_pos..].to_vec(),
                 });
                 elapsed_ms.push(None);
+                cut_short = true;
                 break;
             }
         }
@@ -131,6 +135,7 @@ pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Spli
     Split {
         outputs,
         elapsed_ms,
+        cut_short,
         epilogue_done,
     }
 }
@@ -234,6 +239,7 @@ mod tests {
         assert_eq!(out.status, Some(3));
         let split = split(&out, &out.stdout, "n2", 3);
         assert_eq!(split.outputs.len(), 2);
+        assert!(!split.cut_short, "a failed step has its marker");
         assert_eq!(split.outputs[1].status, Some(3));
         assert_eq!(split.outputs[1].stderr, b"broken\n");
         assert!(split.epilogue_done);
@@ -254,6 +260,7 @@ mod tests {
         assert_eq!(split.outputs[0].stdout, b"x");
         assert_eq!(split.elapsed_ms, [Some(250), None]);
         assert_eq!(split.outputs[1].status, Some(1));
+        assert!(split.cut_short);
         assert_eq!(split.outputs[1].stdout, b"partial");
         assert_eq!(
             split.outputs[1].stderr,

@@ -1,14 +1,15 @@
 //! One open SSH connection: exec with stdin on its own channel, forwarded TCP requests, close.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client::{Handle, Msg};
-use russh::{Channel, ChannelMsg, Disconnect};
+use russh::{Channel, ChannelMsg, Disconnect, Sig};
 use tokio::sync::{Notify, Semaphore};
 
 use super::ssh::{Bastion, ClientHandler, MAX_SESSIONS, OPEN_RETRIES, STDIN_CHUNK, SessionState};
-use super::{Connection, ExecOutput, TransportError};
+use super::{Connection, Cut, ExecOutput, TransportError};
 
 /// One authenticated connection; commands run on their own channels, possibly concurrently.
 pub struct SshConnection {
@@ -94,12 +95,21 @@ impl SshConnection {
         }
     }
 
-    async fn run(&self, command: &str, stdin: &[&[u8]]) -> Result<ExecOutput, TransportError> {
-        let channel = self.open_session().await?;
+    async fn run(
+        &self,
+        command: &str,
+        stdin: &[&[u8]],
+        abort: impl Future<Output = ()>,
+    ) -> Result<ExecOutput, Cut> {
+        let cut = |error| Cut {
+            partial: ExecOutput::default(),
+            error,
+        };
+        let channel = self.open_session().await.map_err(cut)?;
         channel
             .exec(true, command)
             .await
-            .map_err(|e| self.channel_error(e))?;
+            .map_err(|e| cut(self.channel_error(e)))?;
         let (mut rx, tx) = channel.split();
 
         // Stdin is written while output is read: a command that echoes its input would
@@ -110,67 +120,108 @@ impl SshConnection {
             }
             tx.eof().await
         };
-        let read = async {
-            let mut out = ExecOutput::default();
-            while let Some(msg) = rx.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        out.stderr.extend_from_slice(&data)
+        let mut out = ExecOutput::default();
+        let mut aborting = Aborting::No;
+        let ended = {
+            let read = async {
+                while let Some(msg) = rx.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            out.stderr.extend_from_slice(&data)
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            tracing::debug!(signal = ?signal_name, "remote command killed by signal");
+                        }
+                        ChannelMsg::Failure => {
+                            return Err(TransportError::Protocol(format!(
+                                "server refused to run `{command}`"
+                            )));
+                        }
+                        ChannelMsg::Close => return Ok(()),
+                        _ => {}
                     }
-                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        tracing::debug!(signal = ?signal_name, "remote command killed by signal");
+                }
+                // The channel ended without a Close: the whole connection went away.
+                Err(self.connection_lost("connection closed"))
+            };
+            let mut write = std::pin::pin!(write);
+            let mut read = std::pin::pin!(read);
+            let mut abort = std::pin::pin!(abort);
+            let timer = tokio::time::sleep(Duration::ZERO);
+            let mut timer = std::pin::pin!(timer);
+            let mut writing = true;
+            loop {
+                tokio::select! {
+                    result = &mut read => break result,
+                    written = &mut write, if writing => {
+                        writing = false;
+                        // A failed write means the session is gone; the reader reports why.
+                        if let Err(e) = written {
+                            tracing::debug!(error = %e, "writing stdin failed");
+                        }
                     }
-                    ChannelMsg::Failure => {
-                        return Err(TransportError::Protocol(format!(
-                            "server refused to run `{command}`"
-                        )));
+                    () = &mut abort, if aborting == Aborting::No => {
+                        // sshd sends the signal to the command's process group (its shell and
+                        // everything it started); a process that outlives TERM gets KILL.
+                        aborting = Aborting::Terminated;
+                        let _ = tx.signal(Sig::TERM).await;
+                        timer.as_mut().reset(tokio::time::Instant::now() + ABORT_GRACE);
                     }
-                    ChannelMsg::Close => return Ok(out),
-                    _ => {}
+                    () = &mut timer, if aborting != Aborting::No => {
+                        if aborting == Aborting::Killed {
+                            break Err(TransportError::Aborted);
+                        }
+                        aborting = Aborting::Killed;
+                        let _ = tx.signal(Sig::KILL).await;
+                        timer.as_mut().reset(tokio::time::Instant::now() + ABORT_GRACE);
+                    }
                 }
             }
-            // The channel ended without a Close: the whole connection went away.
-            Err(self.connection_lost("connection closed"))
         };
-
-        let mut write = std::pin::pin!(write);
-        let mut read = std::pin::pin!(read);
-        let mut writing = true;
-        loop {
-            tokio::select! {
-                result = &mut read => {
-                    // Dropping the writer is fine: a command may exit without reading all stdin.
-                    if result.is_err() {
-                        let _ = tx.close().await;
-                    }
-                    return result;
-                }
-                written = &mut write, if writing => {
-                    writing = false;
-                    // A failed write means the session is gone; the reader reports why.
-                    if let Err(e) = written {
-                        tracing::debug!(error = %e, "writing stdin failed");
-                    }
-                }
-            }
+        if ended.is_err() || aborting != Aborting::No {
+            // Dropping the writer is fine: a command may exit without reading all stdin.
+            let _ = tx.close().await;
+        }
+        match (ended, aborting) {
+            (Ok(()), Aborting::No) => Ok(out),
+            (Err(error), Aborting::No) => Err(Cut {
+                partial: out,
+                error,
+            }),
+            (_, _) => Err(Cut {
+                partial: out,
+                error: TransportError::Aborted,
+            }),
         }
     }
 }
 
+/// How far the abort of a running command has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Aborting {
+    No,
+    Terminated,
+    Killed,
+}
+
+/// How long an aborted command has after SIGTERM before SIGKILL, and after SIGKILL before
+/// its channel is given up.
+const ABORT_GRACE: Duration = Duration::from_millis(1500);
+
 impl Connection for SshConnection {
-    async fn exec_pieces(
+    async fn exec_until(
         &self,
         command: &str,
         stdin: &[&[u8]],
-    ) -> Result<ExecOutput, TransportError> {
-        let _permit = self
-            .sessions
-            .acquire()
-            .await
-            .map_err(|_| TransportError::Protocol("connection closed".into()))?;
-        let result = self.run(command, stdin).await;
+        abort: impl Future<Output = ()> + Send,
+    ) -> Result<ExecOutput, Cut> {
+        let _permit = self.sessions.acquire().await.map_err(|_| Cut {
+            partial: ExecOutput::default(),
+            error: TransportError::Protocol("connection closed".into()),
+        })?;
+        let result = self.run(command, stdin, abort).await;
         self.session_ended.notify_waiters();
         result
     }

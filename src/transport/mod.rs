@@ -190,6 +190,10 @@ pub enum TransportError {
     },
     #[error("ssh: {0}")]
     Protocol(String),
+    /// The run was aborted (a second Ctrl-C, SIGTERM): the command's processes on the host
+    /// were sent SIGTERM, then SIGKILL.
+    #[error("aborted: the command was stopped on the host")]
+    Aborted,
     /// The bastion in front of the host failed (unreachable, host key, auth, ...).
     #[error("via bastion {bastion}: {error}")]
     Bastion {
@@ -207,16 +211,38 @@ pub trait Connector: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Conn, TransportError>> + Send;
 }
 
+/// A command that did not run to its end: what it printed until then, and why it ended.
+#[derive(Debug)]
+pub struct Cut {
+    pub partial: ExecOutput,
+    pub error: TransportError,
+}
+
 /// One open, authenticated connection; every step of a host runs over it.
 pub trait Connection: Send + Sync + 'static {
     /// Runs `command` through the remote user's shell, writes the `stdin` pieces to it back to
     /// back and closes stdin, then collects stdout, stderr and the exit status. (Pieces, so
-    /// many files go to one command without being copied into one buffer first.)
+    /// many files go to one command without being copied into one buffer first.) When `abort`
+    /// resolves first, the command is stopped on the host (`TransportError::Aborted`). Either
+    /// way a command cut short keeps the output it sent.
+    fn exec_until(
+        &self,
+        command: &str,
+        stdin: &[&[u8]],
+        abort: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<ExecOutput, Cut>> + Send;
+    /// `exec_until` that is never aborted, without the partial output.
     fn exec_pieces(
         &self,
         command: &str,
         stdin: &[&[u8]],
-    ) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send;
+    ) -> impl Future<Output = Result<ExecOutput, TransportError>> + Send {
+        async move {
+            self.exec_until(command, stdin, std::future::pending())
+                .await
+                .map_err(|cut| cut.error)
+        }
+    }
     /// `exec_pieces` with one piece.
     fn exec(
         &self,

@@ -414,3 +414,140 @@ fn secret_in_run_command_is_refused() {
     }
     assert_untouched(&fleet);
 }
+
+/// Writes `steps` (TOML `[[steps]]` tables) as a playbook of app `stops` into the fleet's dir.
+fn steps_playbook(fleet: &Fleet, file: &str, steps: &str) -> PathBuf {
+    let path = fleet.dir.path().join(file);
+    fs::write(
+        &path,
+        format!("name = \"stops\"\napp = \"stops\"\nhosts = \"web\"\n\n{steps}"),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_failed_step_stops_the_host_across_sessions() {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    // The failing step, one more step in its session, then a `become` step (a session of
+    // its own) and a health check: none of the later ones may run.
+    let playbook = steps_playbook(
+        &fleet,
+        "stops.toml",
+        r#"[[steps]]
+name = "fails"
+run = "false"
+
+[[steps]]
+name = "plain"
+run = "touch {{ app_dir }}/plain-ran"
+
+[[steps]]
+name = "as root"
+become = true
+run = "touch {{ app_dir }}/become-ran"
+
+[[steps]]
+name = "healthy"
+health = { command = "touch {{ app_dir }}/health-ran", timeout = "2s" }
+"#,
+    );
+    let run = dropship(
+        &[
+            "deploy",
+            "-i",
+            inv.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        None,
+    );
+    run.assert_code(1);
+    let root = &fleet.host("h1").root;
+    for file in ["plain-ran", "become-ran", "health-ran"] {
+        assert!(!root.join(file).exists(), "{file} exists\n{}", run.all());
+    }
+    assert_eq!(run.outcome("h1", "fails").as_deref(), Some("FAILED"));
+    for step in ["plain", "as root", "healthy"] {
+        assert_eq!(
+            run.outcome("h1", step).as_deref(),
+            Some("skipped"),
+            "{step}\n{}",
+            run.all()
+        );
+    }
+    let row = run.summary_row("h1").unwrap();
+    assert!(row.ends_with("failed at `fails`"), "{row}");
+    assert!(
+        run.stdout.contains("1 host(s): 0 ok, 1 failed"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn a_failed_pull_skips_up_and_the_health_check() {
+    let fleet = start_fleet(2);
+    let inv = fleet.write_inventory("");
+    fleet.host("h1").set_docker_fail(Some("pull"));
+    let playbook = steps_playbook(
+        &fleet,
+        "pull.toml",
+        r#"[[steps]]
+name = "pull images"
+compose = { command = "pull", dir = "{{ app_dir }}" }
+
+[[steps]]
+name = "start stack"
+compose = { command = "up", dir = "{{ app_dir }}" }
+
+[[steps]]
+name = "healthy"
+health = { command = "touch {{ app_dir }}/health-ran", timeout = "2s" }
+"#,
+    );
+    let run = dropship(
+        &[
+            "deploy",
+            "-i",
+            inv.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        None,
+    );
+    run.assert_code(1);
+    assert_eq!(run.outcome("h1", "pull images").as_deref(), Some("FAILED"));
+    for step in ["start stack", "healthy"] {
+        assert_eq!(
+            run.outcome("h1", step).as_deref(),
+            Some("skipped"),
+            "{step}\n{}",
+            run.all()
+        );
+    }
+    assert!(!fleet.host("h1").root.join("health-ran").exists());
+    assert!(
+        !fleet
+            .host("h1")
+            .docker_commands()
+            .iter()
+            .any(|c| c.contains(" up ")),
+        "{:?}",
+        fleet.host("h1").docker_commands()
+    );
+    assert!(
+        run.summary_row("h1")
+            .unwrap()
+            .ends_with("failed at `pull images`"),
+        "{}",
+        run.all()
+    );
+    // The healthy host ran everything.
+    assert_eq!(run.outcome("h2", "healthy").as_deref(), Some("ok"));
+    assert!(fleet.host("h2").root.join("health-ran").exists());
+    assert!(
+        run.stdout.contains("2 host(s): 1 ok, 1 failed"),
+        "{}",
+        run.all()
+    );
+}
