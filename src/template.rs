@@ -1,5 +1,7 @@
 //! Rendering with minijinja: template files, templated playbook fields, `when` expressions.
 
+mod dotenv;
+
 use std::collections::{BTreeMap, HashSet};
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
@@ -177,6 +179,9 @@ fn new_environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     // Config files must keep their final newline.
     env.set_keep_trailing_newline(true);
+    // `.env` templates quote every `{{ … }}` for dotenv, so a value cannot add lines.
+    env.set_auto_escape_callback(dotenv::auto_escape_for);
+    env.set_formatter(dotenv::formatter);
     env
 }
 
@@ -398,5 +403,28 @@ mod tests {
             "{err}"
         );
         assert!(err.message.contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn env_templates_quote_every_value_unless_marked_safe() {
+        let mut env = new_environment();
+        let source = "A={{ v }}\nB={{ v | safe }}\nC={{ port }}\n";
+        env.add_template("templates/env.j2", source).unwrap();
+        env.add_template("templates/app.conf.j2", source).unwrap();
+        let ctx = minijinja::context! { v => "x\nINJECTED=1", port => 8000 };
+        assert_eq!(
+            env.get_template("templates/env.j2")
+                .unwrap()
+                .render(&ctx)
+                .unwrap(),
+            "A='x\nINJECTED=1'\nB=x\nINJECTED=1\nC=8000\n"
+        );
+        assert_eq!(
+            env.get_template("templates/app.conf.j2")
+                .unwrap()
+                .render(&ctx)
+                .unwrap(),
+            "A=x\nINJECTED=1\nB=x\nINJECTED=1\nC=8000\n"
+        );
     }
 }

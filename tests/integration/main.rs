@@ -3,6 +3,7 @@
 mod bastion;
 mod cli_support;
 mod deploy;
+mod dotenv;
 mod e2e;
 mod failures;
 mod health;
