@@ -1,22 +1,35 @@
 //! The deploy lock and the audit log on each host: where they live, the scripts, the holder.
 
-use crate::remote::quote;
+use crate::remote::{Script, quote};
+use crate::sh;
 
-/// A host's state directory for one app, as a shell word ready to paste into scripts: under the
-/// release root when `[release]` is set, else `$HOME/.dropship/<app>` of the remote user.
+/// Where an app instance keeps its lock and audit log on a host, as a shell word ready to
+/// paste into scripts. One place per app instance, whatever the playbook or the SSH user:
+/// `<app dir>/.dropship`, the app's directory being the `app_dir` variable when set, else the
+/// `[release]` root. An app with neither falls back to `~/.dropship/<app>` of the remote user
+/// (then two SSH users do not share it: set `app_dir`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateDir(String);
+pub struct StateDir(Script);
 
 impl StateDir {
-    pub fn under_release_root(root: &str) -> Self {
-        Self(format!("{}/.dropship", quote(root.trim_end_matches('/'))))
+    pub fn for_app(app: &str, app_dir: Option<&str>) -> Self {
+        match app_dir
+            .map(|d| d.trim_end_matches('/'))
+            .filter(|d| !d.is_empty())
+        {
+            Some(dir) => Self(Script::trusted(format!("{}/.dropship", quote(dir)))),
+            None => Self::in_home(app),
+        }
     }
 
     pub fn in_home(app: &str) -> Self {
-        Self(format!("\"$HOME\"/.dropship/{}", quote(app)))
+        Self(Script::trusted(format!(
+            "\"$HOME\"/.dropship/{}",
+            quote(app)
+        )))
     }
 
-    pub fn shell(&self) -> &str {
+    pub fn shell(&self) -> &Script {
         &self.0
     }
 }
@@ -83,7 +96,24 @@ impl Holder {
 }
 
 fn one_line(text: &str) -> String {
-    text.replace(['\n', '\r'], " ")
+    audit_field(text)
+}
+
+/// `text` on one line whatever it holds: control characters (newlines, escapes) and
+/// backslashes are written as escapes (`\\n`, `\\u{1b}`, `\\\\`), so no value can end an
+/// audit record or a lock-info line and forge another.
+pub fn audit_field(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `user@machine` of this process.
@@ -118,43 +148,70 @@ fn effective_user_name() -> Option<String> {
 }
 
 /// Takes the lock with `mkdir` (atomic) and writes the holder into it. Prints `acquired`, or
-/// `held` followed by the holder's lines. Builtins but for the `mkdir` (neither the holder nor
-/// the audit line is secret, so both travel in the script).
+/// `held` followed by the holder's lines (or, when another user's lock cannot be read, its
+/// owner and time from `stat`); a lock that cannot be made (no permission) is an error, never
+/// a pass. The state directory is made sticky and world-writable (1777, like /tmp) so that
+/// every user deploying the app can take its lock (only its taker or root can remove it);
+/// the lock and its info are readable by all, so whoever is refused can say by whom.
+/// Builtins but for the `mkdir`s (neither the holder nor the audit line is secret, so both
+/// travel in the script).
 pub fn acquire(state: &StateDir, holder: &Holder) -> String {
     let s = state.shell();
-    format!(
-        "{{ [ -d {s} ] || mkdir -p {s}; }} && if mkdir {s}/lock 2>/dev/null; then \
-         printf '%s' {lines} > {s}/lock/info; echo acquired; \
-         else echo held; cat {s}/lock/info 2>/dev/null; fi",
-        lines = quote(&holder.to_lines())
+    sh!(
+        "{{ [ -d {} ] || mkdir -p -m 1777 -- {}; }} && umask 022 && \
+         if dse=$(mkdir -- {}/lock 2>&1); then printf '%s' {} > {}/lock/info; echo acquired; \
+         elif [ -d {}/lock ]; then echo held; cat -- {}/lock/info 2>/dev/null || \
+         stat --printf 'holder=%U on this host (its lock details are not readable)\\nsince=%y\\ncommand=?\\n' -- {}/lock; \
+         else printf '%s\\n' \"$dse\" >&2; exit 1; fi",
+        s,
+        s,
+        s,
+        holder.to_lines(),
+        s,
+        s,
+        s,
+        s
     )
+    .into_string()
 }
 
 /// Appends the audit line (prefix and result), then removes the lock if it is ours (same
-/// token). The result is a shell word: a quoted text, or `"$dsr"` in a chain's epilogue.
-fn audit_and_release(state: &StateDir, token: &str, audit: Option<(&str, &str)>) -> String {
+/// token). The audit log is shared by every user deploying the app (0666 in the sticky state
+/// directory); a symlink planted in its place is never written through. The result is a
+/// script word: a quoted text, or `"$dsr"` in a chain's epilogue.
+fn audit_and_release(state: &StateDir, token: &str, audit: Option<(&str, Script)>) -> String {
     let s = state.shell();
     let audit = match audit {
-        Some((prefix, result)) => format!(
-            "{{ [ -d {s} ] || mkdir -p {s}; }} && printf '%s%s\\n' {} {result} >> {s}/audit.log; ",
-            quote(prefix)
+        Some((prefix, result)) => sh!(
+            "{{ [ -d {} ] || mkdir -p -m 1777 -- {}; }} && {{ [ ! -L {}/audit.log ] || {{ echo 'dropship: the audit log is a symlink: not written' >&2; false; }}; }} && \
+             umask 000 && printf '%s%s\\n' {} {} >> {}/audit.log; ",
+            s,
+            s,
+            s,
+            prefix,
+            result,
+            s
         ),
-        None => String::new(),
+        None => Script::default(),
     };
-    format!(
-        "{audit}dsl=; if [ -f {s}/lock/info ]; then while IFS= read -r l; do [ \"$l\" != {tok} ] || dsl=1; done < {s}/lock/info; fi; \
-         [ -z \"$dsl\" ] || rm -rf {s}/lock",
-        tok = quote(&format!("token={token}"))
+    sh!(
+        "{}dsl=; if [ -f {}/lock/info ]; then while IFS= read -r l; do [ \"$l\" != {} ] || dsl=1; done < {}/lock/info; fi; \
+         [ -z \"$dsl\" ] || rm -rf -- {}/lock",
+        audit,
+        s,
+        format!("token={}", one_line(token)),
+        s,
+        s
     )
+    .into_string()
 }
 
 /// Appends `holder`'s audit line for `host` and releases the lock if it is `holder`'s.
 pub fn release_and_audit(state: &StateDir, holder: &Holder, host: &str, result: &str) -> String {
-    let result = quote(&one_line(result)).into_owned();
     audit_and_release(
         state,
         &holder.token,
-        Some((&audit_prefix(holder, host), &result)),
+        Some((&audit_prefix(holder, host), sh!("{}", audit_field(result)))),
     )
 }
 
@@ -164,46 +221,56 @@ pub fn release(state: &StateDir, holder: &Holder) -> String {
 }
 
 /// The same, as the epilogue of a chain: the result is the chain's `$dsr` (`ok` or
-/// `failed at STEP`), so the last step's session also writes the audit line and unlocks.
+/// `failed at STEP`, the step's name already escaped by the driver), so the last step's
+/// session also writes the audit line and unlocks.
 pub fn release_and_audit_epilogue(state: &StateDir, holder: &Holder, host: &str) -> String {
     audit_and_release(
         state,
         &holder.token,
-        Some((&audit_prefix(holder, host), "\"$dsr\"")),
+        Some((&audit_prefix(holder, host), sh!("\"$dsr\""))),
     )
 }
 
 /// Prints the lock's holder lines, or nothing when unlocked.
-pub fn status(state: &StateDir) -> String {
-    let s = state.shell();
-    format!("cat {s}/lock/info 2>/dev/null || true")
+pub fn status(state: &StateDir) -> Script {
+    sh!("cat -- {}/lock/info 2>/dev/null || true", state.shell())
 }
 
-/// Removes the lock whoever holds it (`dropship lock release`), printing who held it.
-pub fn force_release(state: &StateDir) -> String {
+/// Removes the lock whoever holds it (`dropship lock release`): prints `released` and who held
+/// it, or `unlocked`; fails (saying why) when this user may not remove it.
+pub fn force_release(state: &StateDir) -> Script {
     let s = state.shell();
-    format!("cat {s}/lock/info 2>/dev/null || true; rm -rf {s}/lock")
+    sh!(
+        "if [ -d {}/lock ]; then dsi=$(cat -- {}/lock/info 2>/dev/null); rm -rf -- {}/lock || exit 1; \
+         echo released; printf '%s\\n' \"$dsi\"; else echo unlocked; fi",
+        s,
+        s,
+        s
+    )
 }
 
 /// The last `lines` lines of the audit log.
-pub fn audit_tail(state: &StateDir, lines: usize) -> String {
-    let s = state.shell();
-    format!("tail -n {lines} {s}/audit.log 2>/dev/null || true")
+pub fn audit_tail(state: &StateDir, lines: usize) -> Script {
+    sh!(
+        "tail -n {} -- {}/audit.log 2>/dev/null || true",
+        lines,
+        state.shell()
+    )
 }
 
 /// One audit line up to its result: time, who, command, playbook, release, `result=`.
 fn audit_prefix(holder: &Holder, host: &str) -> String {
     format!(
         "{} {} {} host={} playbook=\"{}\" release={} result=",
-        holder.since,
-        holder.who,
-        holder.command,
-        one_line(host),
-        one_line(&holder.playbook).replace('"', "'"),
+        audit_field(&holder.since),
+        audit_field(&holder.who),
+        audit_field(&holder.command),
+        audit_field(host),
+        audit_field(&holder.playbook).replace('"', "'"),
         if holder.release.is_empty() {
-            "-"
+            "-".to_string()
         } else {
-            &holder.release
+            audit_field(&holder.release)
         },
     )
 }
@@ -237,7 +304,7 @@ mod tests {
     #[test]
     fn lock_is_exclusive_and_only_its_owner_releases_it() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::under_release_root(dir.path().to_str().unwrap());
+        let state = StateDir::for_app("app", Some(dir.path().to_str().unwrap()));
         let sh = |script: &str, stdin: &str| {
             let out = crate::remote::run_in_sh(script, stdin.as_bytes());
             String::from_utf8(out.stdout).unwrap()
@@ -254,9 +321,9 @@ mod tests {
         assert_eq!(Holder::parse(&second).unwrap().who, "alice@laptop");
         // Bob's release leaves Alice's lock in place but records his audit line.
         sh(&release_and_audit(&state, &b, "h1", "refused"), "");
-        assert!(sh(&status(&state), "").contains("holder=alice@laptop"));
+        assert!(sh(status(&state).as_str(), "").contains("holder=alice@laptop"));
         sh(&release(&state, &b), "");
-        assert!(sh(&status(&state), "").contains("holder=alice@laptop"));
+        assert!(sh(status(&state).as_str(), "").contains("holder=alice@laptop"));
         // Alice's epilogue takes the chain's result from `$dsr`.
         sh(
             &format!(
@@ -265,11 +332,11 @@ mod tests {
             ),
             "",
         );
-        assert_eq!(sh(&status(&state), ""), "");
+        assert_eq!(sh(status(&state).as_str(), ""), "");
         assert_eq!(sh(&acquire(&state, &b), ""), "acquired\n");
         sh(&release(&state, &b), "");
-        assert_eq!(sh(&status(&state), ""), "");
-        let audit = sh(&audit_tail(&state, 5), "");
+        assert_eq!(sh(status(&state).as_str(), ""), "");
+        let audit = sh(audit_tail(&state, 5).as_str(), "");
         assert_eq!(audit.lines().count(), 2, "{audit}");
         assert!(audit.contains(
             "bob@ci deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=refused\n"
@@ -277,5 +344,56 @@ mod tests {
         assert!(audit.contains(
             "alice@laptop deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=failed at up\n"
         ));
+    }
+
+    #[test]
+    fn audit_records_stay_one_line_whatever_the_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::for_app("app", Some(dir.path().to_str().unwrap()));
+        let h = Holder {
+            who: "eve\n2026-01-01T00:00:00Z root@ci deploy host=h1 result=ok".into(),
+            release: "r\r1\u{1b}[2J".into(),
+            ..holder()
+        };
+        let script = format!(
+            "dsr={}; {}",
+            quote(&format!("failed at {}", audit_field("x\nforged result=ok"))),
+            release_and_audit_epilogue(&state, &h, "h\n1")
+        );
+        let out = crate::remote::run_in_sh(&script, b"");
+        assert_eq!(out.status, Some(0));
+        let audit = std::fs::read_to_string(dir.path().join(".dropship/audit.log")).unwrap();
+        assert_eq!(audit.lines().count(), 1, "{audit}");
+        assert!(
+            audit.ends_with("result=failed at x\\nforged result=ok\n"),
+            "{audit}"
+        );
+        assert!(audit.contains("eve\\n2026"), "{audit}");
+        assert!(audit.contains("release=r\\r1\\u{1b}[2J "), "{audit}");
+        assert_eq!(audit_field("a\\b\tc"), "a\\\\b\\tc");
+    }
+
+    #[test]
+    fn a_lock_that_cannot_be_made_is_an_error_and_hostile_dirs_are_data() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in crate::remote::script::tests::HOSTILE {
+            let app_dir = dir.path().join("apps").join(format!("d{name}"));
+            let state = StateDir::for_app(name, Some(app_dir.to_str().unwrap()));
+            let out = crate::remote::run_in_sh(&acquire(&state, &holder()), b"");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "acquired\n",
+                "{name:?}"
+            );
+            assert!(app_dir.join(".dropship/lock/info").is_file(), "{name:?}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Under a file, no lock can be made: an error, not a pass and not "held".
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "").unwrap();
+        let state = StateDir::for_app("app", Some(file.to_str().unwrap()));
+        let out = crate::remote::run_in_sh(&acquire(&state, &holder()), b"");
+        assert_ne!(out.status, Some(0));
+        assert_eq!(out.stdout, b"");
     }
 }

@@ -2,7 +2,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::remote::quote;
+use crate::remote::Script;
+use crate::sh;
 
 /// The `[release]` section, rendered for one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,50 +81,87 @@ fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     )
 }
 
+/// Whether `text` has the form of a release id (`20261122T175512.042Z-3f9a1c2e`). Names read
+/// back from a host (directories under `releases/`, the `current` link) are data: anything
+/// else there is ignored, never pasted into a script or taken as a rollback target.
+pub fn is_release_id(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 29
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && b[15] == b'.'
+        && digits(16..19)
+        && &b[19..21] == b"Z-"
+        && b[21..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// The shell glob matching exactly the release ids (`is_release_id`), to list them with the
+/// shell's own sorted pathname expansion: no `ls` output is split or re-read as code.
+const ID_GLOB: &str = "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9].[0-9][0-9][0-9]Z-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]";
+
+/// Sets the positional parameters to `releases/<id>` of every release, oldest first (none:
+/// `$#` is 0), and `$cur` to the current release's id (empty when none or not an id).
+fn scan() -> Script {
+    sh!(
+        "cur=$(readlink current 2>/dev/null || true); cur=${cur#releases/}; \
+         case $cur in {}) ;; *) cur= ;; esac; \
+         set -- releases/{}; [ -d \"$1\" ] || shift $#",
+        Script::trusted(ID_GLOB),
+        Script::trusted(ID_GLOB)
+    )
+}
+
 /// Points `current` at `releases/<id>` atomically (a new symlink renamed over the old one) and
 /// prints `previous=<id>` (empty when there was none). Then prunes old releases.
 pub fn activate(site: &ReleaseSite, id: &str) -> String {
-    let root = quote(&site.root);
-    let id_q = quote(id);
-    format!(
-        "set -e; cd {root}; test -d releases/{id_q} || {{ echo \"release {id} is not on this host\" >&2; exit 1; }}; \
-         prev=$(readlink current 2>/dev/null || true); prev=${{prev#releases/}}; \
-         ln -sfn releases/{id_q} .current.dropship && mv -Tf .current.dropship current; \
-         printf 'previous=%s\\n' \"$prev\"; {prune}",
-        prune = prune_script(site.keep, "$prev")
+    let link = format!("releases/{id}");
+    sh!(
+        "set -e; cd -- {}; test -d {} || {{ printf 'release %s is not on this host\\n' {} >&2; exit 1; }}; \
+         prev=$(readlink current 2>/dev/null || true); prev=${prev#releases/}; \
+         ln -sfn -- {} .current.dropship && mv -Tf -- .current.dropship current; \
+         printf 'previous=%s\\n' \"$prev\"; {}",
+        site.root,
+        link,
+        id,
+        link,
+        prune_script(site.keep)
+    )
+    .into_string()
+}
+
+/// Removes all but the newest `keep` releases, never the current one nor `$prev`.
+fn prune_script(keep: usize) -> Script {
+    sh!(
+        "{}; dsn=$(($# - {})); for r in \"$@\"; do [ $dsn -gt 0 ] || break; dsn=$((dsn - 1)); \
+         id=${r#releases/}; if [ \"$id\" != \"$cur\" ] && [ \"$id\" != \"$prev\" ]; then rm -rf -- \"$r\"; printf 'pruned=%s\\n' \"$id\"; fi; done",
+        scan(),
+        keep.max(1)
     )
 }
 
-/// Removes all but the newest `keep` releases, never the current one nor `previous`.
-fn prune_script(keep: usize, previous: &str) -> String {
-    format!(
-        "cur=$(readlink current 2>/dev/null || true); cur=${{cur#releases/}}; \
-         ls -1 releases | sort -r | tail -n +{start} | while read -r old; do \
-         if [ \"$old\" != \"$cur\" ] && [ \"$old\" != \"{previous}\" ]; then rm -rf -- \"releases/$old\"; echo \"pruned=$old\"; fi; done",
-        start = keep.max(1) + 1
-    )
-}
-
-/// Lists releases (one `release=<id>` line each, oldest first), `current=<id>`, and the
-/// newest release older than the current one as `previous=<id>`.
+/// Lists releases (one `release=<id>` line each, oldest first) and `current=<id>`.
 pub fn list(site: &ReleaseSite) -> String {
-    let root = quote(&site.root);
-    format!(
-        "cd {root} 2>/dev/null || exit 0; cur=$(readlink current 2>/dev/null || true); cur=${{cur#releases/}}; \
-         [ -d releases ] && ls -1 releases | sort | while read -r r; do echo \"release=$r\"; done; \
-         echo \"current=$cur\"; \
-         prev=''; [ -d releases ] && for r in $(ls -1 releases | sort); do if [ -n \"$cur\" ] && [ \"$r\" \\< \"$cur\" ]; then prev=$r; fi; done; \
-         echo \"previous=$prev\""
+    sh!(
+        "cd -- {} 2>/dev/null || exit 0; {}; for r in \"$@\"; do printf 'release=%s\\n' \"${r#releases/}\"; done; \
+         printf 'current=%s\\n' \"$cur\"",
+        site.root,
+        scan()
     )
+    .into_string()
 }
 
 /// Human-readable release list: one line per release, oldest first, `*` on the current one.
-pub fn human_list(site: &ReleaseSite) -> String {
-    let root = quote(&site.root);
-    format!(
-        "if cd {root} 2>/dev/null && [ -d releases ]; then cur=$(readlink current 2>/dev/null || true); cur=${{cur#releases/}}; \
-         for r in $(ls -1 releases | sort); do if [ \"$r\" = \"$cur\" ]; then echo \"* $r (current)\"; else echo \"  $r\"; fi; done; \
-         else echo '(no releases yet)'; fi"
+pub fn human_list(site: &ReleaseSite) -> Script {
+    sh!(
+        "if cd -- {} 2>/dev/null && [ -d releases ]; then {}; for r in \"$@\"; do r=${r#releases/}; \
+         if [ \"$r\" = \"$cur\" ]; then printf '* %s (current)\\n' \"$r\"; else printf '  %s\\n' \"$r\"; fi; done; \
+         else echo '(no releases yet)'; fi",
+        site.root,
+        scan()
     )
 }
 
@@ -135,27 +173,37 @@ pub struct Listing {
     pub previous: Option<String>,
 }
 
+/// Parses `list`'s output; only names with the form of a release id count. `previous` is the
+/// newest release older than the current one.
 pub fn parse_list(stdout: &str) -> Listing {
     let mut listing = Listing::default();
     for line in stdout.lines() {
         if let Some(r) = line.strip_prefix("release=") {
-            listing.releases.push(r.to_string());
+            if is_release_id(r) {
+                listing.releases.push(r.to_string());
+            }
         } else if let Some(c) = line.strip_prefix("current=") {
-            listing.current = Some(c.to_string()).filter(|c| !c.is_empty());
-        } else if let Some(p) = line.strip_prefix("previous=") {
-            listing.previous = Some(p.to_string()).filter(|p| !p.is_empty());
+            listing.current = Some(c.to_string()).filter(|c| is_release_id(c));
         }
     }
+    listing.releases.sort();
+    listing.previous = listing.current.as_ref().and_then(|cur| {
+        listing
+            .releases
+            .iter()
+            .rfind(|r| r.as_str() < cur.as_str())
+            .cloned()
+    });
     listing
 }
 
-/// The `previous=` value printed by `activate`.
+/// The `previous=` value printed by `activate`, when it is a release id.
 pub fn parse_previous(stdout: &str) -> Option<String> {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix("previous="))
+        .filter(|p| is_release_id(p))
         .map(str::to_string)
-        .filter(|p| !p.is_empty())
 }
 
 #[cfg(test)]
@@ -179,18 +227,32 @@ mod tests {
         );
     }
 
+    const R1: &str = "20261122T175512.042Z-3f9a1c2e";
+    const R2: &str = "20261122T175613.000Z-00000000";
+    const R3: &str = "20261123T010203.999Z-abcdef01";
+
     #[test]
-    fn listing_is_parsed() {
-        let l = parse_list("release=a\nrelease=b\ncurrent=b\nprevious=a\n");
-        assert_eq!(l.releases, ["a", "b"]);
-        assert_eq!(l.current.as_deref(), Some("b"));
-        assert_eq!(l.previous.as_deref(), Some("a"));
-        assert_eq!(parse_list("current=\nprevious=\n"), Listing::default());
+    fn listing_is_parsed_and_only_release_ids_count() {
+        let l = parse_list(&format!(
+            "release={R1}\nrelease=$(touch pwned)\nrelease=-rf\nrelease={R2}\ncurrent={R2}\n"
+        ));
+        assert_eq!(l.releases, [R1, R2]);
+        assert_eq!(l.current.as_deref(), Some(R2));
+        assert_eq!(l.previous.as_deref(), Some(R1));
+        assert_eq!(parse_list("current=\n"), Listing::default());
+        assert_eq!(parse_list("current=$(x)\n").current, None);
         assert_eq!(
-            parse_previous("previous=x\npruned=y\n").as_deref(),
-            Some("x")
+            parse_previous(&format!("previous={R1}\npruned=y\n")).as_deref(),
+            Some(R1)
         );
         assert_eq!(parse_previous("previous=\n"), None);
+        assert_eq!(parse_previous("previous=`id`\n"), None);
+        assert!(is_release_id(&release_id(
+            std::time::SystemTime::now(),
+            &[b"x"]
+        )));
+        assert!(!is_release_id("20261122T175512.042Z-3f9a1c2"));
+        assert!(!is_release_id("20261122T175512.042Z-3f9a1c2E"));
     }
 
     #[test]
@@ -202,42 +264,61 @@ mod tests {
             keep: 2,
         };
         let sh = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
+            let out = crate::remote::run_in_sh(script, b"");
+            assert_eq!(
+                out.status,
+                Some(0),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
-        for id in ["r1", "r2", "r3"] {
+        // Hostile names beside the releases are data: never listed, pruned or run.
+        for hostile in ["$(touch pwned)", "-rf", "a b", "x\ny"] {
+            std::fs::create_dir_all(dir.path().join("releases").join(hostile)).unwrap();
+        }
+        for id in [R1, R2, R3] {
             std::fs::create_dir_all(dir.path().join("releases").join(id)).unwrap();
             let out = sh(&activate(&site, id));
             let expected_prev = match id {
-                "r1" => None,
-                "r2" => Some("r1"),
-                _ => Some("r2"),
+                R1 => None,
+                R2 => Some(R1),
+                _ => Some(R2),
             };
             assert_eq!(parse_previous(&out).as_deref(), expected_prev);
         }
-        // keep = 2: r1 pruned; r2 (previous) and r3 (current) remain.
+        // keep = 2: R1 pruned; R2 (previous) and R3 (current) remain.
         let listing = parse_list(&sh(&list(&site)));
-        assert_eq!(listing.releases, ["r2", "r3"]);
-        assert_eq!(listing.current.as_deref(), Some("r3"));
-        assert_eq!(listing.previous.as_deref(), Some("r2"));
-        // Rolling back to r2 keeps r3 (newest) and r2 (current).
-        sh(&activate(&site, "r2"));
+        assert_eq!(listing.releases, [R2, R3]);
+        assert_eq!(listing.current.as_deref(), Some(R3));
+        assert_eq!(listing.previous.as_deref(), Some(R2));
+        // Rolling back to R2 keeps R3 (newest) and R2 (current).
+        sh(&activate(&site, R2));
         let listing = parse_list(&sh(&list(&site)));
-        assert_eq!(listing.current.as_deref(), Some("r2"));
-        assert_eq!(listing.releases, ["r2", "r3"]);
+        assert_eq!(listing.current.as_deref(), Some(R2));
+        assert_eq!(listing.releases, [R2, R3]);
         assert!(
             std::fs::read_link(dir.path().join("current"))
                 .unwrap()
-                .ends_with("releases/r2")
+                .ends_with(format!("releases/{R2}"))
         );
+        let human = sh(human_list(&site).as_str());
+        assert_eq!(human, format!("* {R2} (current)\n  {R3}\n"));
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["$(touch pwned)", "-rf", R2, R3, "a b", "x\ny"]);
+        assert!(!dir.path().join("pwned").exists());
+        assert!(!std::path::Path::new("pwned").exists());
+        // A release that is not there: refused, the hostile id shown as text.
+        let out = crate::remote::run_in_sh(&activate(&site, "$(touch pwned2) x"), b"");
+        assert_ne!(out.status, Some(0));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("release $(touch pwned2) x is not on this host")
+        );
+        assert!(!dir.path().join("pwned2").exists());
     }
 }

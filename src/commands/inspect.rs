@@ -6,21 +6,25 @@ use crate::lock;
 use crate::plan::{Action, Plan, PlannedStep};
 use crate::release;
 use crate::report::RunReport;
+use crate::sh;
 
 /// Lists each host's releases (marking the current one) and the tail of its audit log.
 pub async fn releases(mut plan: Plan, run: &RunArgs) -> RunReport {
     for hp in &mut plan.hosts {
-        let mut script = match &hp.release {
+        let list = match &hp.release {
             Some(site) => release::human_list(site),
-            None => "echo '(the playbook has no [release] section)'".to_string(),
+            None => sh!("echo '(the playbook has no [release] section)'"),
         };
-        script.push_str(&format!(
-            "; echo 'audit (last 5):'; {} | sed 's/^/  /'",
+        let script = sh!(
+            "{}; echo 'audit (last 5):'; {} | sed 's/^/  /'",
+            list,
             lock::audit_tail(&hp.state, 5)
-        ));
+        );
         hp.steps = vec![PlannedStep::new(
             "releases",
-            Action::Show { command: script },
+            Action::Show {
+                command: script.into_string(),
+            },
         )];
     }
     super::adhoc("releases", plan, run).await
@@ -32,20 +36,25 @@ pub async fn lock(mut plan: Plan, run: &RunArgs, action: LockAction) -> RunRepor
         let (name, script) = match action {
             LockAction::Status => (
                 "lock status",
-                format!(
-                    "info=$({}); if [ -n \"$info\" ]; then echo \"locked:\"; echo \"$info\" | sed 's/^/  /'; else echo unlocked; fi",
+                sh!(
+                    "info=$({}); if [ -n \"$info\" ]; then echo \"locked:\"; printf '%s\\n' \"$info\" | sed 's/^/  /'; else echo unlocked; fi",
                     lock::status(&hp.state)
                 ),
             ),
             LockAction::Release => (
                 "lock release",
-                format!(
-                    "info=$({}); if [ -n \"$info\" ]; then echo \"released the lock of:\"; echo \"$info\" | grep -v '^token=' | sed 's/^/  /'; else echo 'was not locked'; fi",
+                sh!(
+                    "out=$({}) || exit 1; case $out in released*) echo \"released the lock of:\"; printf '%s\\n' \"$out\" | sed '1d; /^token=/d; s/^/  /' ;; *) echo 'was not locked' ;; esac",
                     lock::force_release(&hp.state)
                 ),
             ),
         };
-        hp.steps = vec![PlannedStep::new(name, Action::Show { command: script })];
+        hp.steps = vec![PlannedStep::new(
+            name,
+            Action::Show {
+                command: script.into_string(),
+            },
+        )];
     }
     super::adhoc("lock", plan, run).await
 }

@@ -281,10 +281,7 @@ pub fn build(
             (Some(site), Some(id)) => steps::insert_activation(&mut steps, site, id),
             _ => 0,
         };
-        let state = match &site {
-            Some(s) => StateDir::under_release_root(&s.root),
-            None => StateDir::in_home(&playbook.app),
-        };
+        let state = state_dir(playbook, site.as_ref(), &ctx);
         host_plans.push(HostPlan {
             connect: connect_spec(&host),
             host,
@@ -336,28 +333,49 @@ pub fn sites(
     let renderer = Renderer::new(playbook)?;
     let hosts = playbook_targets(inventory, playbook, options)?;
     let sites = release_sites(&hosts, playbook, &renderer, options)?;
+    // The lock's place needs `app_dir` (see `state_dir`).
+    let needed = Needed::Names(std::iter::once("app_dir".to_string()).collect());
+    let mut host_plans = Vec::with_capacity(hosts.len());
+    for (host, site) in hosts.into_iter().zip(sites) {
+        let ctx = host_context(
+            &host,
+            playbook,
+            &options.vars,
+            &Value::UNDEFINED,
+            None,
+            &needed,
+        )?
+        .context;
+        host_plans.push(HostPlan {
+            connect: connect_spec(&host),
+            state: state_dir(playbook, site.as_ref(), &ctx),
+            host,
+            steps: Vec::new(),
+            release: site,
+            post_activate: 0,
+        });
+    }
     Ok(Plan {
         app: playbook.app.clone(),
         playbook_name: playbook.name.clone(),
-        hosts: hosts
-            .into_iter()
-            .zip(sites)
-            .map(|(host, site)| HostPlan {
-                connect: connect_spec(&host),
-                state: match &site {
-                    Some(s) => StateDir::under_release_root(&s.root),
-                    None => StateDir::in_home(&playbook.app),
-                },
-                host,
-                steps: Vec::new(),
-                release: site,
-                post_activate: 0,
-            })
-            .collect(),
+        hosts: host_plans,
         release_id: None,
         rollout: playbook.rollout.clone(),
         redactor: Redactor::default(),
     })
+}
+
+/// Where this app instance's lock and audit log live on the host: one place whatever the
+/// playbook or SSH user (see `StateDir::for_app`): the `app_dir` variable, else the release root.
+fn state_dir(playbook: &Playbook, site: Option<&ReleaseSite>, ctx: &Value) -> StateDir {
+    let app_dir = ctx
+        .get_attr("app_dir")
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string));
+    StateDir::for_app(
+        &playbook.app,
+        app_dir.as_deref().or(site.map(|s| s.root.as_str())),
+    )
 }
 
 fn playbook_targets(

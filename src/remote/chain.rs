@@ -63,7 +63,8 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
             "if [ $dss = 0 ]; then\ndsb=${{EPOCHREALTIME:-}}\n{body}\ndss=$?; printf {marker} {fields}; printf {marker} {fields} >&2; \
              [ $dss = 0 ] || dsr={label}\nfi\n",
             body = segment.script,
-            label = quote(&format!("failed at {}", segment.label)),
+            // Escaped: a step's name cannot end the audit line and forge another.
+            label = quote(&format!("failed at {}", crate::lock::audit_field(&segment.label))),
         ));
         stdin.extend(segment.stdin.clone());
     }

@@ -1,7 +1,7 @@
 //! Files on a host: the probe that reads every destination's checksum and mode in one go, and
 //! the upload script that writes one file atomically from the shared stdin.
 
-use super::{Octal, Script, quote};
+use super::{Octal, Script};
 use crate::plan::Upload;
 use crate::sh;
 
@@ -42,17 +42,22 @@ pub fn probe(dests: &[&str]) -> String {
     if dests.is_empty() {
         return String::new();
     }
-    let mut files = String::new();
+    let mut files = Script::default();
     for d in dests {
-        files.push(' ');
-        files.push_str(&quote(d));
+        files.push(&sh!(" {}", d));
     }
-    format!(
-        "set --; for f in{files}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done; \
-         if [ $# -gt 0 ]; then sha256sum -- \"$@\" 2>/dev/null; echo '{PROBE_SPLIT}'; \
-         stat -c '%F|%a|%U|%G|%n' -- \"$@\" 2>/dev/null; echo '{PROBE_SPLIT}'; \
-         else echo '{PROBE_SPLIT}'; echo '{PROBE_SPLIT}'; fi\n"
+    sh!(
+        "set --; for f in{}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done; \
+         if [ $# -gt 0 ]; then sha256sum -- \"$@\" 2>/dev/null; echo {}; \
+         stat -c '%F|%a|%U|%G|%n' -- \"$@\" 2>/dev/null; echo {}; \
+         else echo {}; echo {}; fi\n",
+        files,
+        PROBE_SPLIT,
+        PROBE_SPLIT,
+        PROBE_SPLIT,
+        PROBE_SPLIT
     )
+    .into_string()
 }
 
 const PROBE_SPLIT: &str = "--dropship--";

@@ -3,10 +3,11 @@
 use std::borrow::Cow;
 
 use crate::playbook::{AptState, ComposeCommand};
+use crate::sh;
 
 mod chain;
 mod files;
-mod script;
+pub(crate) mod script;
 
 pub use chain::{Driver, Segment, Split, driver, nonce, split};
 pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload};
@@ -60,28 +61,37 @@ pub enum ComposeFlavor {
 /// runs the script directly (a fresh server may have no sudo yet).
 pub fn sudo(script: &str, user: Option<&str>, with_password: bool) -> String {
     let target = match user {
-        Some(u) => format!(" -u {}", quote(u)),
-        None => String::new(),
+        Some(u) => sh!(" -u {}", u),
+        None => Script::default(),
     };
-    let inner = format!("sh -c {}", quote_always(script));
+    let inner = sh!("sh -c {}", Script::trusted(quote_always(script)));
     let skip_line = if with_password {
-        "IFS= read -r _; "
+        sh!("IFS= read -r _; ")
     } else {
-        ""
+        Script::default()
     };
     let via_sudo = if with_password {
-        format!(
-            "if sudo -k -n{target} true 2>/dev/null; then IFS= read -r _; exec sudo -n{target} -- {inner}; else exec sudo -k -S -p ''{target} -- {inner}; fi"
+        sh!(
+            "if sudo -k -n{} true 2>/dev/null; then IFS= read -r _; exec sudo -n{} -- {}; else exec sudo -k -S -p ''{} -- {}; fi",
+            target,
+            target,
+            inner,
+            target,
+            inner
         )
     } else {
-        format!("exec sudo -n{target} -- {inner}")
+        sh!("exec sudo -n{} -- {}", target, inner)
     };
     match user {
         Some(_) => via_sudo,
-        None => {
-            format!("if [ \"$(id -u)\" = 0 ]; then {skip_line}exec {inner}; else {via_sudo}; fi")
-        }
+        None => sh!(
+            "if [ \"$(id -u)\" = 0 ]; then {}exec {}; else {}; fi",
+            skip_line,
+            inner,
+            via_sudo
+        ),
     }
+    .into_string()
 }
 
 /// Single-quotes `word` even when it would not need it (a script for `sh -c`).
@@ -89,10 +99,10 @@ fn quote_always(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
-/// A user's `run` command, in `dir` when given.
+/// A user's `run` command (shell code by intent), in `dir` when given.
 pub fn run(command: &str, dir: Option<&str>) -> String {
     match dir {
-        Some(dir) => format!("cd {} && {{\n{command}\n}}", quote(dir)),
+        Some(dir) => sh!("cd -- {} && {{\n{}\n}}", dir, Script::trusted(command)).into_string(),
         None => command.to_string(),
     }
 }
@@ -107,20 +117,23 @@ pub fn guarded_run(
     creates: Option<&str>,
     unless: Option<&str>,
 ) -> String {
-    let mut script = String::new();
+    let mut script = Script::default();
     if let Some(path) = creates {
-        script.push_str(&format!(
-            "if [ -e {} ]; then echo '{GUARD_HOLDS}'; exit 0; fi\n",
-            quote(path)
+        script.push(&sh!(
+            "if [ -e {} ]; then echo {}; exit 0; fi\n",
+            path,
+            GUARD_HOLDS
         ));
     }
     if let Some(test) = unless {
-        script.push_str(&format!(
-            "if {{\n{test}\n}} >/dev/null 2>&1; then echo '{GUARD_HOLDS}'; exit 0; fi\n"
+        script.push(&sh!(
+            "if {{\n{}\n}} >/dev/null 2>&1; then echo {}; exit 0; fi\n",
+            Script::trusted(test),
+            GUARD_HOLDS
         ));
     }
-    script.push_str(&run(command, dir));
-    script
+    script.push(&Script::trusted(run(command, dir)));
+    script.into_string()
 }
 
 /// What the `apt` script prints last: `dropship-apt: ok` or `dropship-apt: changed PKG...`.
@@ -144,8 +157,8 @@ pub fn apt(packages: &[String], update: bool, state: AptState) -> String {
     };
     let mut script = String::from("set -e\nexport DEBIAN_FRONTEND=noninteractive\ntodo=\nfor p in");
     for p in packages {
-        script.push(' ');
-        script.push_str(p);
+        // Names are checked when the playbook is read; quoted all the same.
+        script.push_str(sh!(" {}", p).as_str());
     }
     script.push_str(&format!(
         "; do\n  case \"$(dpkg-query -W -f='${{Status}}' \"$p\" 2>/dev/null || true)\" in\n    *' ok installed') {on_installed} ;;\n    *) {on_other} ;;\n  esac\ndone\nif [ -z \"$todo\" ]; then echo '{APT_MARKER} ok'; exit 0; fi\n"
@@ -175,10 +188,11 @@ pub fn parse_apt(stdout: &str) -> Option<Vec<String>> {
 /// command line. A one-line password is read by the shell's `read` and handed over by the
 /// `printf` builtin (no extra process); one with a newline goes through `head -c`.
 pub fn docker_login(registry: &str, username: &str, password: &str) -> Segment {
-    let login = format!(
-        "docker login {} --username {} --password-stdin",
-        quote(registry),
-        quote(username)
+    // `--username=VALUE` and `-- REGISTRY`: no value can become an option of docker's.
+    let login = sh!(
+        "docker login --username={} --password-stdin -- {}",
+        username,
+        registry
     );
     let (script, stdin) = if password.contains(['\n', '\0']) {
         (
@@ -237,17 +251,21 @@ pub fn compose(
         ComposeCommand::Restart => "restart",
         ComposeCommand::Ps => "ps",
     };
-    let mut script = format!(
-        "(cd {} && exec {tool} -p {} {args}",
-        quote(dir),
-        quote(project)
+    let mut script = sh!(
+        "(cd -- {} && exec {} -p {} {}",
+        dir,
+        Script::trusted(tool),
+        project,
+        Script::trusted(args)
     );
-    for service in services {
-        script.push(' ');
-        script.push_str(&quote(service));
+    if !services.is_empty() {
+        script.push(&sh!(" --"));
     }
-    script.push_str(") </dev/null");
-    script
+    for service in services {
+        script.push(&sh!(" {}", service));
+    }
+    script.push(&sh!(") </dev/null"));
+    script.into_string()
 }
 
 /// The flavour line `COMPOSE_DETECT` printed first, and the rest.
@@ -320,7 +338,7 @@ mod tests {
         );
         assert_eq!(
             s,
-            "case $dsf in plugin) (cd /srv && exec docker compose -p p pull) </dev/null ;; standalone) (cd /srv && exec docker-compose -p p pull) </dev/null ;; *) false ;; esac"
+            "case $dsf in plugin) (cd -- /srv && exec docker compose -p p pull) </dev/null ;; standalone) (cd -- /srv && exec docker-compose -p p pull) </dev/null ;; *) false ;; esac"
         );
         assert_eq!(
             split_compose_flavor(b"compose=standalone\nPulling\n"),
@@ -372,7 +390,7 @@ mod tests {
         );
         assert_eq!(
             s,
-            "(cd '/srv/x y' && exec docker compose -p pixel up -d --remove-orphans web) </dev/null"
+            "(cd -- '/srv/x y' && exec docker compose -p pixel up -d --remove-orphans -- web) </dev/null"
         );
         let s = compose(
             ComposeFlavor::Standalone,
@@ -381,7 +399,10 @@ mod tests {
             "p",
             &[],
         );
-        assert_eq!(s, "(cd /srv && exec docker-compose -p p pull) </dev/null");
+        assert_eq!(
+            s,
+            "(cd -- /srv && exec docker-compose -p p pull) </dev/null"
+        );
     }
 
     #[test]
@@ -389,13 +410,13 @@ mod tests {
         let one_line = docker_login("registry.example.com:5000", "deploy", "pa ss");
         assert_eq!(
             one_line.script,
-            r#"IFS= read -r dsp && printf '%s' "$dsp" | docker login 'registry.example.com:5000' --username deploy --password-stdin; dss=$?; dsp=; [ $dss = 0 ]"#
+            r#"IFS= read -r dsp && printf '%s' "$dsp" | docker login --username=deploy --password-stdin -- 'registry.example.com:5000'; dss=$?; dsp=; [ $dss = 0 ]"#
         );
         assert_eq!(one_line.stdin.as_deref(), Some(&b"pa ss\n"[..]));
         let two_lines = docker_login("r", "u", "a\nb");
         assert_eq!(
             two_lines.script,
-            "head -c 3 | docker login r --username u --password-stdin"
+            "head -c 3 | docker login --username=u --password-stdin -- r"
         );
         assert_eq!(two_lines.stdin.as_deref(), Some(&b"a\nb"[..]));
     }
@@ -456,7 +477,7 @@ if [ -z "$todo" ]; then echo 'dropship-apt: ok'; exit 0; fi
     fn guarded_runs_check_creates_then_unless() {
         assert_eq!(
             guarded_run("make", Some("/srv"), Some("/srv/out"), Some("test -f x")),
-            "if [ -e /srv/out ]; then echo 'dropship-guard: holds'; exit 0; fi\nif {\ntest -f x\n} >/dev/null 2>&1; then echo 'dropship-guard: holds'; exit 0; fi\ncd /srv && {\nmake\n}"
+            "if [ -e /srv/out ]; then echo 'dropship-guard: holds'; exit 0; fi\nif {\ntest -f x\n} >/dev/null 2>&1; then echo 'dropship-guard: holds'; exit 0; fi\ncd -- /srv && {\nmake\n}"
         );
     }
 
@@ -467,5 +488,100 @@ if [ -z "$todo" ]; then echo 'dropship-apt: ok'; exit 0; fi
             "docker 28.2.2, compose 2.30.0"
         );
         assert_eq!(summarize_facts("docker=\n"), "docker none, compose none");
+    }
+
+    #[test]
+    fn hostile_values_reach_commands_as_single_arguments_never_as_code_or_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        // A docker that records its arguments, one per line in brackets, and where it ran.
+        std::fs::write(
+            bin.join("docker"),
+            "#!/bin/sh\nprintf '[%s]\\n' \"$@\" > \"$ARGV\"; pwd >> \"$ARGV\"; cat >/dev/null\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            bin.join("docker"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let argv = dir.path().join("argv");
+        let sh = |script: &str, stdin: &[u8]| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&work)
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .env("ARGV", &argv)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(stdin).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let args = || std::fs::read_to_string(&argv).unwrap();
+        for (i, value) in script::tests::HOSTILE.iter().enumerate() {
+            if value.is_empty() {
+                continue;
+            }
+            let login = docker_login(value, value, "pw");
+            sh(&login.script, &login.stdin.unwrap());
+            assert_eq!(
+                args(),
+                format!(
+                    "[login]\n[--username={value}]\n[--password-stdin]\n[--]\n[{value}]\n{}\n",
+                    work.display()
+                )
+            );
+            let app = work.join(format!("{i}")).join(value);
+            std::fs::create_dir_all(&app).unwrap();
+            let app = app.to_str().unwrap();
+            sh(
+                &compose(
+                    ComposeFlavor::Plugin,
+                    ComposeCommand::Up,
+                    app,
+                    value,
+                    &[value.to_string()],
+                ),
+                b"",
+            );
+            assert_eq!(
+                args(),
+                format!(
+                    "[compose]\n[-p]\n[{value}]\n[up]\n[-d]\n[--remove-orphans]\n[--]\n[{value}]\n{app}\n"
+                )
+            );
+            assert_eq!(sh(&run("pwd", Some(app)), b""), format!("{app}\n"));
+            assert_eq!(
+                sh(&guarded_run("echo ran", None, Some(value), None), b""),
+                "ran\n"
+            );
+            let as_root = sudo(&run("printf '%s' ok", Some(app)), None, false);
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                assert_eq!(sh(&as_root, b""), "ok");
+            }
+        }
+        let names: Vec<_> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.parse::<usize>().is_ok()),
+            "{names:?}"
+        );
     }
 }

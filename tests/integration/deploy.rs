@@ -12,7 +12,7 @@ use crate::cli_support::{
 };
 use crate::support::Fleet;
 
-const LOGIN: &str = "login registry.test:5000 --username deployer --password-stdin";
+const LOGIN: &str = "login --username=deployer --password-stdin -- registry.test:5000";
 const PULL: &str = "compose -p shop pull";
 const UP: &str = "compose -p shop up -d --remove-orphans";
 const MIGRATE: &str = "compose -p shop exec -T web migrate --noinput";
@@ -221,7 +221,7 @@ fn env_file_is_mode_0600() {
         // No temporary upload files are left behind.
         assert_eq!(
             files_in(&h.root),
-            [".env", "docker-compose.yml", "nginx.conf"],
+            [".dropship", ".env", "docker-compose.yml", "nginx.conf"],
             "{}",
             h.name
         );
@@ -623,7 +623,7 @@ fn a_deploy_is_two_sessions_per_host_cold_and_steady() {
                 cmds.iter().rev().take(2).any(|c| c == UP),
                 "{round}: {cmds:?}"
             );
-            let state = h.dir.join(".dropship/shop");
+            let state = h.root.join(".dropship");
             assert!(!state.join("lock").exists(), "{round}: lock left behind");
             let audit = read(&state.join("audit.log"));
             let last = audit.lines().last().unwrap_or_default();
@@ -633,7 +633,7 @@ fn a_deploy_is_two_sessions_per_host_cold_and_steady() {
             );
             let leftovers: Vec<String> = files_in(&h.root)
                 .into_iter()
-                .filter(|n| n.starts_with(".dropship"))
+                .filter(|n| n.starts_with(".dropship."))
                 .collect();
             assert!(leftovers.is_empty(), "{round}: {leftovers:?}");
         }

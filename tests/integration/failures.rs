@@ -184,7 +184,7 @@ fn down_host_fails_alone() {
         let h = fleet.host(name);
         assert_eq!(
             files_in(&h.root),
-            [".env", "docker-compose.yml", "nginx.conf"],
+            [".dropship", ".env", "docker-compose.yml", "nginx.conf"],
             "{name}"
         );
         let cmds = h.docker_commands();
@@ -250,7 +250,7 @@ fn failing_step_reports_stderr_tail_and_skips_the_rest_on_that_host() {
         run.all()
     );
     // The failing host's last session still wrote its audit line and released its lock.
-    let state = fleet.host("h2").dir.join(".dropship/shop");
+    let state = fleet.host("h2").root.join(".dropship");
     let audit = fs::read_to_string(state.join("audit.log")).unwrap_or_default();
     assert!(
         audit.trim_end().ends_with("result=failed at pull images"),

@@ -172,8 +172,9 @@ fn become_with_a_sudo_password_keeps_it_off_argv_and_output() {
     // user's sshd session read it (the private key stays 0600).
     fs::set_permissions(fleet.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let user = SudoUser::create();
-    // The harness sets HOME to the host's (root-owned) dir: the lock and audit log go there.
-    let state = fleet.host("h1").dir.join(".dropship");
+    // The lock and audit log go to the app's directory (the root-owned host root): let the
+    // test user make them there.
+    let state = fleet.host("h1").root.join(".dropship");
     fs::create_dir_all(&state).unwrap();
     fs::set_permissions(&state, fs::Permissions::from_mode(0o1777)).unwrap();
     let inv =

@@ -1,0 +1,177 @@
+//! One lock per app instance per host, whatever the playbook or the SSH user, against real
+//! sshd: a `[release]` playbook and a plain one of the same app in the same place exclude each
+//! other, as do two SSH users; two instances of the app in different directories do not. The
+//! audit log keeps one record per line whatever the step is called.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::cli_support::{Run, dropship, finish, inventory_with_ssh, spawn, start_fleet};
+use crate::support::Fleet;
+use crate::users::TestUser;
+
+/// The app `inst`: a marker file, then a step that holds the run (and its lock) for `hold`
+/// seconds. With `release`, also a `[release]` rooted at `app_dir` and a file in the release.
+fn playbook(fleet: &Fleet, file: &str, release: bool) -> PathBuf {
+    let mut text = String::from(
+        "name = \"Instance\"\napp = \"inst\"\nhosts = \"web\"\n\n[vars]\nhold = 0\n\n",
+    );
+    if release {
+        text.push_str(
+            "[release]\nroot = \"{{ app_dir }}\"\n\n[[steps]]\nname = \"version\"\ncopy = { src = \"version.txt\", dest = \"{{ release.dir }}/version.txt\" }\n\n",
+        );
+    }
+    text.push_str(
+        "[[steps]]\nname = \"mark\"\nrun = \"touch {{ app_dir }}/ran-by-$(id -un)\"\n\n[[steps]]\nname = \"hold\"\nrun = \"sleep {{ hold }}\"\n",
+    );
+    let path = fleet.dir.path().join(file);
+    fs::write(&path, text).unwrap();
+    fs::write(fleet.dir.path().join("version.txt"), "1\n").unwrap();
+    path
+}
+
+fn deploy_args<'a>(inv: &'a Path, pb: &'a Path, app_dir: &'a str, hold: &'a str) -> Vec<String> {
+    vec![
+        "deploy".into(),
+        "-i".into(),
+        inv.display().to_string(),
+        pb.display().to_string(),
+        "--var".into(),
+        format!("app_dir={app_dir}"),
+        "--var".into(),
+        format!("hold={hold}"),
+    ]
+}
+
+fn run(args: &[String]) -> Run {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    dropship(&args, None)
+}
+
+/// Starts a run that holds `app_dir`'s lock for a while; returns once the lock is there (or,
+/// as versions before one lock per app instance kept it, in the host's `$HOME`).
+fn holding(fleet: &Fleet, args: &[String], app_dir: &Path) -> Child {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = spawn(&refs, None);
+    let lock = app_dir.join(".dropship/lock");
+    let old_lock = fleet.host("h1").dir.join(".dropship/inst/lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lock.is_dir() && !old_lock.is_dir() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the holding run ended ({status}) before its lock was seen");
+        }
+        assert!(Instant::now() < deadline, "no lock at {}", lock.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[track_caller]
+fn assert_refused(run: &Run) {
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(run.all().contains("is locked by"), "{}", run.all());
+    assert!(!run.all().contains("ran-by"), "{}", run.all());
+}
+
+/// A `[release]` playbook and a plain one deploying the same app to the same place.
+#[test]
+fn a_release_playbook_and_a_plain_one_share_the_apps_lock() {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let with_release = playbook(&fleet, "release.toml", true);
+    let plain = playbook(&fleet, "plain.toml", false);
+    let app_dir = fleet.host("h1").root.join("inst");
+    let dir = app_dir.display().to_string();
+    for (first, second) in [(&with_release, &plain), (&plain, &with_release)] {
+        let holder = holding(&fleet, &deploy_args(&inv, first, &dir, "3"), &app_dir);
+        let refused = run(&deploy_args(&inv, second, &dir, "0"));
+        assert_refused(&refused);
+        finish(holder).assert_code(0);
+    }
+    run(&deploy_args(&inv, &plain, &dir, "0")).assert_code(0);
+}
+
+/// Two instances of the app in different directories on one host run side by side.
+#[test]
+fn two_instances_of_an_app_in_different_dirs_do_not_exclude_each_other() {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let plain = playbook(&fleet, "plain.toml", false);
+    let a = fleet.host("h1").root.join("a");
+    let b = fleet.host("h1").root.join("b");
+    let holder = holding(
+        &fleet,
+        &deploy_args(&inv, &plain, &a.display().to_string(), "3"),
+        &a,
+    );
+    let other = run(&deploy_args(&inv, &plain, &b.display().to_string(), "0"));
+    other.assert_code(0);
+    assert!(b.join("ran-by-root").exists());
+    finish(holder).assert_code(0);
+}
+
+/// Root and an unprivileged SSH user deploying the app to the same place: each can deploy when
+/// the other is not, and is refused (naming the holder) while the other holds the lock.
+#[test]
+fn two_ssh_users_share_the_apps_lock() {
+    let fleet = start_fleet(1);
+    // The harness's shared authorized_keys lives in the fleet's 0700 temp dir: let the test
+    // user's sshd session read it (the private key stays 0600).
+    fs::set_permissions(fleet.dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let user = TestUser::create("dslock");
+    let as_root = fleet.write_inventory("");
+    let as_user = inventory_with_ssh(&fleet, &[("user", format!("\"{}\"", user.name))]);
+    let pb = playbook(&fleet, "plain.toml", false);
+    let app_dir = fleet.host("h1").root.join("shared");
+    fs::create_dir(&app_dir).unwrap();
+    user.chown(&app_dir);
+    let dir = app_dir.display().to_string();
+
+    // The user alone first: it must be able to make the app's lock.
+    run(&deploy_args(&as_user, &pb, &dir, "0")).assert_code(0);
+    assert!(app_dir.join(format!("ran-by-{}", user.name)).exists());
+    for (first, second) in [(&as_root, &as_user), (&as_user, &as_root)] {
+        let holder = holding(&fleet, &deploy_args(first, &pb, &dir, "3"), &app_dir);
+        assert_refused(&run(&deploy_args(second, &pb, &dir, "0")));
+        finish(holder).assert_code(0);
+    }
+    run(&deploy_args(&as_root, &pb, &dir, "0")).assert_code(0);
+    let audit = fs::read_to_string(app_dir.join(".dropship/audit.log")).unwrap();
+    // One line per run that held the lock (a refused run takes none).
+    assert_eq!(audit.lines().count(), 4, "{audit}");
+}
+
+/// A step named to look like a second audit record: the audit log still has one line per run.
+#[test]
+fn a_step_name_cannot_forge_an_audit_line() {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let pb = fleet.dir.path().join("forge.toml");
+    fs::write(
+        &pb,
+        "name = \"Forge\"\napp = \"forge\"\nhosts = \"web\"\n\n[[steps]]\nname = \"x\\nforged result=ok\"\nrun = \"false\"\n",
+    )
+    .unwrap();
+    let run = dropship(
+        &["deploy", "-i", inv.to_str().unwrap(), pb.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    let h = fleet.host("h1");
+    // Where this version keeps it, or where the one before kept it.
+    let audit = [
+        h.root.join(".dropship/audit.log"),
+        h.dir.join(".dropship/forge/audit.log"),
+    ]
+    .iter()
+    .find_map(|p| fs::read_to_string(p).ok())
+    .expect("an audit log");
+    assert_eq!(audit.lines().count(), 1, "{audit}");
+    assert!(
+        audit.ends_with(" result=failed at x\\nforged result=ok\n"),
+        "{audit}"
+    );
+}
