@@ -53,12 +53,13 @@ impl Renderer {
             .env
             .get_template(name)
             .map_err(|e| InputError::plain(format!("template `{name}`: {e}")))?;
-        tmpl.render(ctx).map_err(|e| {
-            let source = &self.sources[name];
+        let source = &self.sources[name];
+        let rendered = tmpl.render(ctx).map_err(|e| {
             let missing =
                 undefined_variable(&tmpl.undeclared_variables(true), ctx, &e, &source.text);
             template_error(source, &e, missing)
-        })
+        })?;
+        dotenv::finish(rendered).map_err(|partial| partial_value_error(source, &partial))
     }
 
     /// Renders a templated playbook string field (`dest`, `run`, …) for one host.
@@ -79,6 +80,16 @@ impl Renderer {
         let rendered = tmpl.render(ctx).map_err(|e| {
             let missing = undefined_variable(&tmpl.undeclared_variables(true), ctx, &e, text);
             field_error(playbook, field, &e, missing)
+        })?;
+        // An included `.env` template brackets its quoted values: check and remove them.
+        let rendered = dotenv::finish(rendered).map_err(|partial| {
+            playbook.error_at(
+                field.span(),
+                format!(
+                    "`{}`: a quoted .env value is only part of a value",
+                    partial.key
+                ),
+            )
         })?;
         // What is rendered is a path, an address or a command: template syntax left in it came
         // from data (--var, a secret, a variable holding braces), never meant as a file name.
@@ -173,6 +184,27 @@ fn has_raw_block(text: &str) -> bool {
 }
 
 const LEFTOVER_HINT: &str = "template syntax came from a value: --var values are data, never rendered, and so are secrets; braces meant literally (e.g. docker's --format '{{.Names}}') go inside {% raw %}…{% endraw %} in this field";
+
+/// A quoted `.env` value inside a longer value: points at the key's line in the template.
+fn partial_value_error(source: &SourceFile, partial: &dotenv::PartialValue) -> InputError {
+    let key = &partial.key;
+    let offset = source
+        .text
+        .match_indices(key.as_str())
+        .map(|(i, _)| i)
+        .find(|&i| !key.is_empty() && (i == 0 || source.text[..i].ends_with(['\n', ' '])))
+        .unwrap_or(0);
+    let message = if key == "#" {
+        "a value spanning several lines is written in a comment, where its other lines would be read as settings".to_string()
+    } else {
+        format!(
+            "`{key}`: a value that needs quotes is only part of this .env value, so Compose would read the quotes as part of it"
+        )
+    };
+    source
+        .error_at_span(offset..offset + key.len(), message)
+        .with_hint("build the whole value in one expression, e.g. DATABASE_URL={{ 'postgres://app:' ~ secrets.db_password ~ '@db/app' }}, or write the part with `| safe` if it never holds quotes, spaces, `#`, `$` or newlines")
+}
 
 fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -413,10 +445,13 @@ mod tests {
         env.add_template("templates/app.conf.j2", source).unwrap();
         let ctx = minijinja::context! { v => "x\nINJECTED=1", port => 8000 };
         assert_eq!(
-            env.get_template("templates/env.j2")
-                .unwrap()
-                .render(&ctx)
-                .unwrap(),
+            dotenv::finish(
+                env.get_template("templates/env.j2")
+                    .unwrap()
+                    .render(&ctx)
+                    .unwrap()
+            )
+            .unwrap(),
             "A='x\nINJECTED=1'\nB=x\nINJECTED=1\nC=8000\n"
         );
         assert_eq!(
@@ -426,5 +461,38 @@ mod tests {
                 .unwrap(),
             "A=x\nINJECTED=1\nB=x\nINJECTED=1\nC=8000\n"
         );
+    }
+
+    #[test]
+    fn quoted_env_value_inside_a_longer_value_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("env.j2"),
+            "A=1\nDATABASE_URL=postgres://app:{{ pw }}@db/app\n",
+        )
+        .unwrap();
+        let pb = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: "name = \"t\"\napp = \"a\"\n[[steps]]\ntemplate = { src = \"env.j2\", dest = \"/x/.env\" }\n".into(),
+        })
+        .unwrap();
+        let r = Renderer::new(&pb).unwrap();
+        let plain = r.render_file("env.j2", &minijinja::context! { pw => "s3cret" });
+        assert_eq!(
+            plain.unwrap(),
+            "A=1\nDATABASE_URL=postgres://app:s3cret@db/app\n"
+        );
+        let err = r
+            .render_file("env.j2", &minijinja::context! { pw => "p w#1" })
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{}:2:1: `DATABASE_URL`: a value that needs quotes is only part of this .env value",
+                dir.path().join("env.j2").display()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("p w#1"), "{text}");
     }
 }

@@ -26,6 +26,11 @@ pub fn is_env_file_name(name: &str) -> bool {
     base == "env" || base.starts_with(".env") || base.ends_with(".env")
 }
 
+/// Bracket a quoted value in the rendered text until [`finish`] checks that it stands for
+/// a whole value (`KEY=<here>`): quotes inside a longer value would be read literally.
+const QUOTED_START: char = '\u{E000}';
+const QUOTED_END: char = '\u{E001}';
+
 /// The environment's formatter: dotenv quoting in `.env` templates (values marked `safe`
 /// are written as they are), minijinja's default everywhere else.
 pub fn formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
@@ -33,13 +38,78 @@ pub fn formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), E
         return minijinja::escape_formatter(out, state, value);
     }
     let text = value.to_string();
-    let quoted = quote(&text).map_err(|why| {
+    let cannot = |why: &str| {
         Error::new(
             ErrorKind::InvalidOperation,
-            format!("this value cannot be written to a .env file so that Compose reads it back unchanged: {why} (the value is not shown)"),
+            format!(
+                "this value cannot be written to a .env file so that Compose reads it back unchanged: {why} (the value is not shown)"
+            ),
         )
-    })?;
-    out.write_str(&quoted).map_err(Error::from)
+    };
+    if text.contains([QUOTED_START, QUOTED_END]) {
+        return Err(cannot(
+            "it contains a reserved character (U+E000 or U+E001)",
+        ));
+    }
+    let quoted = quote(&text).map_err(cannot)?;
+    if quoted == text {
+        return out.write_str(&text).map_err(Error::from);
+    }
+    write!(out, "{QUOTED_START}{quoted}{QUOTED_END}").map_err(Error::from)
+}
+
+/// A quoted value that is only part of a line's value: the key it belongs to (`#` for a
+/// multi-line value in a comment).
+#[derive(Debug, PartialEq, Eq)]
+pub struct PartialValue {
+    pub key: String,
+}
+
+/// Checks that every quoted value of `rendered` is a whole value (`KEY=<value>`, optionally
+/// `export KEY = <value>  # comment`) and removes the brackets.
+pub fn finish(rendered: String) -> Result<String, PartialValue> {
+    if !rendered.contains(QUOTED_START) {
+        return Ok(rendered);
+    }
+    let mut out = String::with_capacity(rendered.len());
+    let mut rest = rendered.as_str();
+    while let Some(start) = rest.find(QUOTED_START) {
+        let (before, after) = rest.split_at(start);
+        out.push_str(before);
+        let line = &out[out.rfind('\n').map_or(0, |i| i + 1)..];
+        let key = line.split('=').next().unwrap_or("").trim();
+        let key = key
+            .strip_prefix("export ")
+            .unwrap_or(key)
+            .trim()
+            .to_string();
+        let whole_start = line.matches('=').count() == 1 && line.trim_end().ends_with('=');
+        let in_comment = line.trim_start().starts_with('#');
+        let after = &after[QUOTED_START.len_utf8()..];
+        let Some(end) = after.find(QUOTED_END) else {
+            return Err(PartialValue { key });
+        };
+        let value = &after[..end];
+        out.push_str(value);
+        rest = &after[end + QUOTED_END.len_utf8()..];
+        // In a comment a value may stand anywhere, as long as it stays on the comment's line.
+        if in_comment {
+            if value.contains(['\n', '\r']) {
+                return Err(PartialValue {
+                    key: "#".to_string(),
+                });
+            }
+            continue;
+        }
+        let tail = rest.split('\n').next().unwrap_or("");
+        let whole_end = tail.trim().is_empty()
+            || (tail.starts_with([' ', '\t']) && tail.trim_start().starts_with('#'));
+        if !whole_start || !whole_end || key.is_empty() {
+            return Err(PartialValue { key });
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Characters written without quotes: read literally by both parsers in any position.
@@ -151,5 +221,32 @@ mod tests {
         assert_eq!(quote("${HOME").unwrap(), "'${HOME'");
         assert_eq!(quote("C:\\dir\\").unwrap(), "C:\\dir\\");
         assert!(quote("a b\\").is_err());
+    }
+
+    #[test]
+    fn quoted_values_must_be_whole_values() {
+        let q = |v: &str| format!("{QUOTED_START}{v}{QUOTED_END}");
+        assert_eq!(
+            finish(format!(
+                "# c\nA={}\nexport B = {}  # note\nC=x\n",
+                q("'a b'"),
+                q("'c\nd'")
+            )),
+            Ok("# c\nA='a b'\nexport B = 'c\nd'  # note\nC=x\n".to_string())
+        );
+        assert_eq!(
+            finish(format!("URL=postgres://u:{}@db\n", q("'p w'"))),
+            Err(PartialValue { key: "URL".into() })
+        );
+        assert_eq!(
+            finish(format!("URL={}@db\n", q("'p w'"))),
+            Err(PartialValue { key: "URL".into() })
+        );
+        assert_eq!(finish("A=plain\n".to_string()), Ok("A=plain\n".to_string()));
+        assert_eq!(
+            finish(format!("# for {} here\n", q("'web 1'"))),
+            Ok("# for 'web 1' here\n".to_string())
+        );
+        assert!(finish(format!("# for {}\n", q("'a\nB=1'"))).is_err());
     }
 }
