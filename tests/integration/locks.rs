@@ -114,7 +114,8 @@ fn two_instances_of_an_app_in_different_dirs_do_not_exclude_each_other() {
 }
 
 /// Root and an unprivileged SSH user deploying the app to the same place: each can deploy when
-/// the other is not, and is refused (naming the holder) while the other holds the lock.
+/// the other is not, and is refused (naming the holder) while the other holds the lock, also
+/// when the user cannot read the lock's details.
 #[test]
 fn two_ssh_users_share_the_apps_lock() {
     let fleet = start_fleet(1);
@@ -138,6 +139,19 @@ fn two_ssh_users_share_the_apps_lock() {
         assert_refused(&run(&deploy_args(second, &pb, &dir, "0")));
         finish(holder).assert_code(0);
     }
+    // A lock this user cannot read (root's, 0700) still refuses it, naming the owner.
+    let lock = app_dir.join(".dropship/lock");
+    fs::create_dir(&lock).unwrap();
+    fs::write(lock.join("info"), "holder=alice@laptop\n").unwrap();
+    fs::set_permissions(&lock, fs::Permissions::from_mode(0o700)).unwrap();
+    let refused = run(&deploy_args(&as_user, &pb, &dir, "0"));
+    assert_refused(&refused);
+    assert!(
+        refused.all().contains("is locked by root on this host"),
+        "{}",
+        refused.all()
+    );
+    fs::remove_dir_all(&lock).unwrap();
     run(&deploy_args(&as_root, &pb, &dir, "0")).assert_code(0);
     let audit = fs::read_to_string(app_dir.join(".dropship/audit.log")).unwrap();
     // One line per run that held the lock (a refused run takes none).
