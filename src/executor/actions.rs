@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::HostSession;
+use super::{Cancel, HostSession};
 use crate::health::{self, HealthCheck, Probe};
 use crate::plan::{Action, Become};
 use crate::release;
 use crate::remote::{self, ComposeFlavor, RemoteFile, Segment};
 use crate::report::Outcome;
-use crate::transport::{Connection, ExecOutput};
+use crate::transport::{Connection, ExecOutput, TransportError};
 
 /// How one step will run in its session.
 pub(super) enum Prepared {
@@ -195,18 +195,23 @@ impl<T: Connection> HostSession<T> {
         &self,
         check: &HealthCheck,
         become_as: Option<&Become>,
+        cancel: &Cancel,
     ) -> Result<Done, String> {
         let started = Instant::now();
         let deadline = started + check.timeout;
         let mut attempts = 0u32;
+        let aborted = || Err(TransportError::Aborted.to_string());
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(
                 remaining.max(Duration::from_millis(100)),
-                self.health_attempt(check, become_as),
-            )
-            .await;
+                self.health_attempt(check, become_as, cancel),
+            );
+            let attempt = tokio::select! {
+                attempt = attempt => attempt,
+                () = cancel.aborted() => return aborted(),
+            };
             let last = match attempt {
                 Ok(Ok(summary)) => {
                     return Ok(Done::new(
@@ -226,7 +231,10 @@ impl<T: Connection> HostSession<T> {
                     humantime::format_duration(check.timeout)
                 ));
             }
-            tokio::time::sleep(check.interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(check.interval) => {}
+                () = cancel.aborted() => return aborted(),
+            }
         }
     }
 
@@ -234,6 +242,7 @@ impl<T: Connection> HostSession<T> {
         &self,
         check: &HealthCheck,
         become_as: Option<&Become>,
+        cancel: &Cancel,
     ) -> Result<String, String> {
         match &check.probe {
             Probe::Http(target) => {
@@ -257,9 +266,12 @@ impl<T: Connection> HostSession<T> {
                 Ok(format!("HTTP {status}"))
             }
             Probe::Command { command, dir } => {
+                // Aborted, the command is stopped on the host, not just left behind.
+                let script = remote::run(command, dir.as_deref());
                 let out = self
-                    .exec_as(&remote::run(command, dir.as_deref()), &[], become_as)
-                    .await?;
+                    .exec_cut(&script, &[], become_as, cancel.aborted())
+                    .await
+                    .map_err(|cut| cut.error.to_string())?;
                 require_success(&out)?;
                 Ok("command passed".to_string())
             }

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use super::actions::{Done, Prepared};
 use super::{HostSession, RunContext};
-use crate::plan::{Action, PlannedStep};
+use crate::plan::{Action, Become, PlannedStep};
 use crate::remote::{self, ComposeFlavor};
 use crate::report::Outcome;
-use crate::transport::Connection;
+use crate::transport::{Connection, Cut, ExecOutput};
 
 /// Why a sequence of steps runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl<T: Connection> HostSession<T> {
             let len = if let Action::Health(check) = &rest[0].action {
                 let started = Instant::now();
                 let done = self
-                    .health(check, rest[0].become_as.as_ref())
+                    .health(check, rest[0].become_as.as_ref(), &ctx.cancel)
                     .await
                     .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
                 self.record_step(ctx, &rest[0], purpose, done, elapsed_ms(started));
@@ -68,6 +68,13 @@ impl<T: Connection> HostSession<T> {
                 len
             };
             start += len;
+        }
+        // Steps left out because of an interrupt: the host was not (fully) deployed.
+        let interrupted = self.result.steps[first_result..]
+            .iter()
+            .any(|s| s.outcome == Outcome::Skipped && s.detail.as_deref() == Some("interrupted"));
+        if interrupted && self.result.note.is_none() {
+            self.result.note = Some("interrupted".into());
         }
         epilogue_done
     }
@@ -120,18 +127,15 @@ impl<T: Connection> HostSession<T> {
         let mut outputs = Vec::new();
         let mut epilogue_done = false;
         let mut cut_short = false;
+        let mut stopped = false;
         let mut transport_error = None;
         if !segments.is_empty() {
             let nonce = remote::nonce();
             let preamble = if detect { remote::COMPOSE_DETECT } else { "" };
             let driver = remote::driver(&nonce, preamble, &segments, epilogue);
+            let become_as = steps[0].become_as.as_ref();
             let out = match self
-                .exec_cut(
-                    &driver.script,
-                    &driver.stdin_pieces(),
-                    steps[0].become_as.as_ref(),
-                    std::future::pending(),
-                )
+                .run_driver(ctx, &driver, &nonce, become_as, purpose)
                 .await
             {
                 Ok(out) => out,
@@ -153,21 +157,32 @@ impl<T: Connection> HostSession<T> {
             let split = remote::split(&out, stdout, &nonce, segments.len());
             epilogue_done = split.epilogue_done;
             cut_short = split.cut_short;
+            stopped = split.stopped;
             outputs = split.outputs.into_iter().zip(split.elapsed_ms).collect();
         }
         let session_ms = elapsed_ms(started);
         let sent = outputs.len();
         let mut outputs = outputs.into_iter().enumerate();
         let mut failed = false;
+        let mut interrupted = false;
+        let after_failure = if ctx.cancel.is_aborted() {
+            "interrupted"
+        } else {
+            "after a failed step"
+        };
         for (step, slot) in steps.iter().zip(slots) {
             let (done, ms) = if failed {
-                (
-                    Done::new(Outcome::Skipped, Some("after a failed step".into())),
-                    0,
-                )
+                (Done::new(Outcome::Skipped, Some(after_failure.into())), 0)
+            } else if interrupted {
+                (Done::new(Outcome::Skipped, Some("interrupted".into())), 0)
             } else {
                 match slot {
                     Some(done) => (done, 0),
+                    None if stopped && outputs.len() == 0 => {
+                        // The driver stopped before this step: the run was interrupted.
+                        interrupted = true;
+                        (Done::new(Outcome::Skipped, Some("interrupted".into())), 0)
+                    }
                     None => match (outputs.next(), &transport_error) {
                         // The step that was running when the connection failed.
                         (Some((i, (out, _))), Some(e)) if cut_short && i + 1 == sent => (
@@ -197,8 +212,57 @@ impl<T: Connection> HostSession<T> {
             self.record_step(ctx, step, purpose, done, ms);
         }
         // Steps cut off after a step known to fail.
-        self.skip_steps(ctx, &steps[cut..], purpose, "after a failed step");
+        self.skip_steps(ctx, &steps[cut..], purpose, after_failure);
         epilogue_done
+    }
+
+    /// Runs a driver to its end. Interrupted while it runs (the first Ctrl-C), a deploy's
+    /// driver is asked to start no further segment, the running one going on to its end;
+    /// aborted (the second Ctrl-C, SIGTERM), it is stopped on the host. Both requests go on
+    /// channels of their own, as the driver's user: round trips paid only by a stopped run.
+    async fn run_driver(
+        &self,
+        ctx: &RunContext<'_>,
+        driver: &remote::Driver,
+        nonce: &str,
+        become_as: Option<&Become>,
+        purpose: Purpose,
+    ) -> Result<ExecOutput, Cut> {
+        let stdin = driver.stdin_pieces();
+        let run = self.exec_cut(&driver.script, &stdin, become_as, ctx.cancel.aborted());
+        let killable = async {
+            let mut run = std::pin::pin!(run);
+            tokio::select! {
+                result = &mut run => result,
+                () = ctx.cancel.aborted() => {
+                    // The transport sends SIGTERM through the channel too, but OpenSSH
+                    // refuses that for root logins.
+                    let kill = remote::kill_request(nonce);
+                    let killed = self.exec_cut(&kill, &[], become_as, std::future::pending());
+                    tokio::join!(&mut run, killed).0
+                }
+            }
+        };
+        let mut killable = std::pin::pin!(killable);
+        let stop_wanted = async {
+            match purpose {
+                Purpose::Deploy => ctx.cancel.cancelled().await,
+                Purpose::Rollback => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = &mut killable => return result,
+            () = stop_wanted => {
+                let stop = remote::stop_request(nonce);
+                let request = self.exec_cut(&stop, &[], become_as, std::future::pending());
+                tokio::join!(&mut killable, request).0
+            }
+        };
+        let cleanup = remote::stop_cleanup(nonce);
+        let _ = self
+            .exec_cut(&cleanup, &[], become_as, std::future::pending())
+            .await;
+        result
     }
 
     fn record_step(
@@ -233,7 +297,7 @@ impl<T: Connection> HostSession<T> {
 
 /// Why a step cut short by the transport failed: the transport's reason, then the last lines
 /// the step wrote to stderr.
-fn cut_failure(error: &str, out: &crate::transport::ExecOutput) -> String {
+fn cut_failure(error: &str, out: &ExecOutput) -> String {
     let text = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = &lines[lines.len().saturating_sub(8)..];

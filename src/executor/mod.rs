@@ -2,6 +2,7 @@
 //! cap, steps run in order within the fork cap, results collected per host, Ctrl-C observed.
 
 mod actions;
+mod cancel;
 mod chain;
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use futures::future::join_all;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use crate::plan::{Action, Become, Plan};
 use crate::release;
@@ -21,6 +22,7 @@ use crate::transport::{Connection, Connector, Cut, ExecOutput, TransportError};
 
 pub use actions::failure_text;
 use actions::{Done, require_success};
+pub use cancel::Cancel;
 use chain::Purpose;
 
 #[derive(Debug, Clone, Copy)]
@@ -36,54 +38,6 @@ impl Default for ExecOptions {
         Self {
             forks: 64,
             handshakes: 32,
-        }
-    }
-}
-
-/// Set once on SIGINT/SIGTERM: no new step, batch or host starts after it.
-#[derive(Clone)]
-pub struct Cancel(watch::Receiver<bool>);
-
-impl Cancel {
-    pub fn never() -> Self {
-        let (tx, rx) = watch::channel(false);
-        // Keep the sender alive so the receiver never reports a closed channel.
-        std::mem::forget(tx);
-        Self(rx)
-    }
-
-    /// Cancels on the first SIGINT or SIGTERM.
-    pub fn on_signals() -> Self {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async {
-                    match term.as_mut() {
-                        Some(t) => { t.recv().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => {}
-            }
-            eprintln!("dropship: interrupted: finishing running steps, then releasing locks");
-            let _ = tx.send(true);
-        });
-        Self(rx)
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once cancelled (never, for `never()`).
-    pub async fn cancelled(&self) {
-        let mut rx = self.0.clone();
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
         }
     }
 }

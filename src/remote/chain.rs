@@ -42,11 +42,49 @@ impl Driver {
     }
 }
 
+/// Where a driver looks, before each segment, for the sign to stop: a directory its own user
+/// made (`-O`: nobody else can plant it), named after the driver's unguessable nonce.
+fn stop_sign(nonce: &str) -> String {
+    format!("/tmp/dropship-stop-{nonce}")
+}
+
+/// Asks the running driver `nonce` to start no further segment (the run was interrupted). Run
+/// as the driver's user; the segment running goes on to its end.
+pub fn stop_request(nonce: &str) -> String {
+    format!("mkdir -m 700 {}", stop_sign(nonce))
+}
+
+/// Removes the sign left by `stop_request`, once the driver has ended.
+pub fn stop_cleanup(nonce: &str) -> String {
+    format!("rmdir {} 2>/dev/null; true", stop_sign(nonce))
+}
+
+/// Stops the running driver `nonce` on the host (the run was aborted): SIGTERM to the process
+/// group of every process running it (its shell and what that started, a sudo in between),
+/// SIGKILL two seconds later to what is left. Run as the driver's user. Needed because
+/// OpenSSH refuses SSH `signal` requests for root logins (no privilege separation after
+/// authentication); found by the driver's marker text in `/proc/*/cmdline` (this script's own
+/// process group, which holds that text too, is spared).
+pub fn kill_request(nonce: &str) -> String {
+    format!(
+        "read -r _ _ _ _ dsme _ < /proc/$$/stat; dsg=\n\
+         for f in $(grep -l -F -e '@@dropship:{nonce}:' /proc/[0-9]*/cmdline 2>/dev/null); do\n\
+         p=${{f#/proc/}}; p=${{p%/cmdline}}\n\
+         read -r _ _ _ _ g _ 2>/dev/null < /proc/$p/stat || continue\n\
+         [ \"$g\" = \"$dsme\" ] || dsg=\"$dsg $g\"\n\
+         done\n\
+         [ -n \"$dsg\" ] || exit 0\n\
+         for g in $dsg; do kill -TERM -$g 2>/dev/null; done\n\
+         ( sleep 2; for g in $dsg; do kill -KILL -$g 2>/dev/null; done ) </dev/null >/dev/null 2>&1 &\n"
+    )
+}
+
 /// Builds the driver: `preamble` first (its stdout comes before the first segment's), then
-/// each segment while all before it succeeded, each followed by a marker on stdout and stderr
-/// with its exit status; `epilogue` last, whatever happened (`$dsr` holds `ok` or
-/// `failed at NAME` there), followed by an end marker. The driver exits with the status of
-/// the last segment that ran.
+/// each segment while all before it succeeded and no stop was asked (`stop_request`: a stop
+/// marker is printed instead), each followed by a marker on stdout and stderr with its exit
+/// status; `epilogue` last, whatever happened (`$dsr` holds `ok`, `failed at NAME` or
+/// `interrupted` there), followed by an end marker. The driver exits with the status of the
+/// last segment that ran (130 when stopped).
 pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&str>) -> Driver {
     let mut script = String::from("dss=0; dsr=ok\n");
     if !preamble.is_empty() {
@@ -59,9 +97,12 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
         // before and after: a step's own duration in a shared session.
         let marker = format!("'\\n@@dropship:{nonce}:{i}:%s:%s:%s@@\\n'");
         let fields = "\"$dss\" \"$dsb\" \"${EPOCHREALTIME:-}\"";
+        // The stop check is a builtin `test`: nothing more runs per segment.
         script.push_str(&format!(
-            "if [ $dss = 0 ]; then\ndsb=${{EPOCHREALTIME:-}}\n{body}\ndss=$?; printf {marker} {fields}; printf {marker} {fields} >&2; \
+            "if [ $dss = 0 ] && [ -O {sign} ]; then dss=130; dsr=interrupted; printf '\\n@@dropship:{nonce}:stop@@\\n'; fi\n\
+             if [ $dss = 0 ]; then\ndsb=${{EPOCHREALTIME:-}}\n{body}\ndss=$?; printf {marker} {fields}; printf {marker} {fields} >&2; \
              [ $dss = 0 ] || dsr={label}\nfi\n",
+            sign = stop_sign(nonce),
             body = segment.script,
             // Escaped: a step's name cannot end the audit line and forge another.
             label = quote(&format!("failed at {}", crate::lock::audit_field(&segment.label))),
@@ -84,6 +125,8 @@ pub struct Split {
     pub elapsed_ms: Vec<Option<u64>>,
     /// The last output has no marker: its segment was running when the driver ended.
     pub cut_short: bool,
+    /// The driver stopped before the next segment because the run was interrupted.
+    pub stopped: bool,
     pub epilogue_done: bool,
 }
 
@@ -93,6 +136,7 @@ pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Spli
     let mut elapsed_ms = Vec::new();
     let (mut out_pos, mut err_pos) = (0, 0);
     let mut cut_short = false;
+    let mut stopped = false;
     for i in 0..count {
         let prefix = format!("\n@@dropship:{nonce}:{i}:");
         let found_out = find_marker(stdout, out_pos, prefix.as_bytes());
@@ -112,6 +156,12 @@ pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Spli
                 elapsed_ms.push(elapsed);
                 out_pos = end;
                 err_pos = err_end;
+            }
+            None if stdout[out_pos..]
+                .starts_with(format!("\n@@dropship:{nonce}:stop@@\n").as_bytes()) =>
+            {
+                stopped = true;
+                break;
             }
             None => {
                 // Cut short: the shell died, sudo refused, the connection dropped.
@@ -137,6 +187,7 @@ pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Spli
         outputs,
         elapsed_ms,
         cut_short,
+        stopped,
         epilogue_done,
     }
 }
@@ -247,6 +298,52 @@ mod tests {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("audit=failed at step b\n"), "{text}");
         assert!(!text.contains("never"), "{text}");
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_driver_before_its_next_segment() {
+        let nonce = format!("t{}", nonce());
+        let request = crate::remote::run_in_sh(&stop_request(&nonce), b"");
+        assert_eq!(request.status, Some(0), "{request:?}");
+        let segments = [
+            segment("echo first", b"", "a"),
+            segment("echo never", b"", "b"),
+        ];
+        let d = driver(&nonce, "", &segments, Some("echo \"audit=$dsr\""));
+        let out = run(&d);
+        crate::remote::run_in_sh(&stop_cleanup(&nonce), b"");
+        assert!(!std::path::Path::new(&stop_sign(&nonce)).exists());
+        assert_eq!(out.status, Some(130));
+        let split = split(&out, &out.stdout, &nonce, 2);
+        assert!(split.stopped && !split.cut_short);
+        assert!(split.outputs.is_empty());
+        assert!(split.epilogue_done);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("first") && !text.contains("never"), "{text}");
+        assert!(text.contains("audit=interrupted\n"), "{text}");
+    }
+
+    #[test]
+    fn a_kill_request_stops_the_driver_and_what_it_started() {
+        use std::os::unix::process::CommandExt as _;
+        let nonce = format!("k{}", nonce());
+        let segments = [Segment::isolated("sleep 30", "slow")];
+        let d = driver(&nonce, "", &segments, None);
+        // Its own process group, as sshd gives each session.
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&d.script)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let kill = crate::remote::run_in_sh(&kill_request(&nonce), b"");
+        assert_eq!(kill.status, Some(0), "{kill:?}");
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

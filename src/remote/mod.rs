@@ -9,7 +9,9 @@ mod chain;
 mod files;
 pub(crate) mod script;
 
-pub use chain::{Driver, Segment, Split, driver, nonce, split};
+pub use chain::{
+    Driver, Segment, Split, driver, kill_request, nonce, split, stop_cleanup, stop_request,
+};
 pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload};
 pub use script::{Octal, Script, ShellArg};
 

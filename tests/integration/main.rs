@@ -10,6 +10,7 @@ mod health;
 mod host_keys;
 mod hostile;
 mod inputs;
+mod interrupt;
 mod locks;
 mod provision;
 mod rollout;

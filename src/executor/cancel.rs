@@ -1,0 +1,93 @@
+//! Stopping a run from outside: the first SIGINT stops new work, the second (or SIGTERM) also
+//! aborts the commands running on the hosts.
+
+use tokio::sync::watch;
+
+/// How far a run has been asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Running,
+    /// No new step, batch or host starts; running steps finish.
+    Stopping,
+    /// Running steps are stopped on the hosts too.
+    Aborting,
+}
+
+/// The run's stop requests, shared by every host task.
+#[derive(Clone)]
+pub struct Cancel(watch::Receiver<Stage>);
+
+impl Cancel {
+    pub fn never() -> Self {
+        let (tx, rx) = watch::channel(Stage::Running);
+        // Keep the sender alive so the receiver never reports a closed channel.
+        std::mem::forget(tx);
+        Self(rx)
+    }
+
+    /// The first SIGINT stops new work; a second SIGINT, or a SIGTERM at any time, aborts.
+    pub fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(Stage::Running);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                eprintln!("dropship: cannot watch for Ctrl-C; an interrupt kills the run");
+                return;
+            };
+            loop {
+                let stage = tokio::select! {
+                    _ = int.recv() => match *tx.borrow() {
+                        Stage::Running => Stage::Stopping,
+                        _ => Stage::Aborting,
+                    },
+                    _ = term.recv() => Stage::Aborting,
+                };
+                if stage <= *tx.borrow() {
+                    continue;
+                }
+                match stage {
+                    Stage::Stopping => eprintln!(
+                        "dropship: interrupted: finishing running steps, then releasing locks (Ctrl-C again to abort them)"
+                    ),
+                    _ => eprintln!(
+                        "dropship: aborting: stopping running steps on the hosts, then releasing locks"
+                    ),
+                }
+                let _ = tx.send(stage);
+            }
+        });
+        Self(rx)
+    }
+
+    /// No new work may start.
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow() >= Stage::Stopping
+    }
+
+    /// Running commands are being stopped.
+    pub fn is_aborted(&self) -> bool {
+        *self.0.borrow() >= Stage::Aborting
+    }
+
+    /// Resolves once no new work may start (never, for `never()`).
+    pub async fn cancelled(&self) {
+        self.reached(Stage::Stopping).await
+    }
+
+    /// Resolves once running commands must be stopped (never, for `never()`).
+    pub async fn aborted(&self) {
+        self.reached(Stage::Aborting).await
+    }
+
+    async fn reached(&self, stage: Stage) {
+        let mut rx = self.0.clone();
+        while *rx.borrow_and_update() < stage {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

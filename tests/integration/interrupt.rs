@@ -1,0 +1,278 @@
+//! Ctrl-C and SIGTERM against real sshd hosts: the first SIGINT lets running steps finish and
+//! starts nothing more (not even the later steps of a session already sent), the second (or a
+//! SIGTERM) stops the running steps on the hosts; either way the locks are released and
+//! dropship exits 130.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cli_support::{Run, all_cmdlines, command, finish, start_fleet};
+use crate::support::{Fleet, TestHost};
+
+/// Writes a playbook of app `intr` with `steps` into the fleet's dir.
+fn write_playbook(fleet: &Fleet, steps: &str) -> PathBuf {
+    let path = fleet.dir.path().join("intr.toml");
+    fs::write(
+        &path,
+        format!("name = \"interrupted\"\napp = \"intr\"\nhosts = \"web\"\n\n{steps}"),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn_deploy(fleet: &Fleet, playbook: &Path) -> Child {
+    let inventory = fleet.write_inventory("");
+    command(
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        None,
+    )
+    .spawn()
+    .expect("spawn dropship")
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on the pid of the child this test spawned and has not waited for.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill -{sig} {}", child.id());
+}
+
+/// Waits for a spawned run, killing it (and failing the test) after `limit`.
+fn finish_within(child: Child, limit: Duration) -> Run {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(finish(child));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(run) => run,
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of the child this test spawned.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            panic!("dropship did not finish within {limit:?}");
+        }
+    }
+}
+
+#[track_caller]
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The host's state dir for app `intr` (in its `app_dir`).
+fn state_dir(h: &TestHost) -> PathBuf {
+    h.root.join(".dropship")
+}
+
+#[track_caller]
+fn assert_unlocked_and_audited(h: &TestHost, result: &str) {
+    assert!(
+        !state_dir(h).join("lock").exists(),
+        "{}: lock left behind",
+        h.name
+    );
+    let audit = fs::read_to_string(state_dir(h).join("audit.log")).unwrap_or_default();
+    assert!(
+        audit.lines().last().is_some_and(|l| l.contains(result)),
+        "{}: audit {audit:?}",
+        h.name
+    );
+}
+
+#[test]
+fn first_ctrl_c_finishes_the_running_step_and_starts_no_later_one() {
+    let fleet = start_fleet(2);
+    // Three steps: the first two share one session (one driver script), the third is a
+    // `become` session of its own.
+    let playbook = write_playbook(
+        &fleet,
+        r#"[[steps]]
+name = "slow"
+run = "touch {{ app_dir }}/slow-started; sleep 2; touch {{ app_dir }}/slow-done"
+
+[[steps]]
+name = "after"
+run = "touch {{ app_dir }}/after-ran"
+
+[[steps]]
+name = "as root"
+become = true
+run = "touch {{ app_dir }}/become-ran"
+"#,
+    );
+    let child = spawn_deploy(&fleet, &playbook);
+    for h in &fleet.hosts {
+        wait_for_file(&h.root.join("slow-started"));
+        assert!(state_dir(h).join("lock").is_dir(), "{} not locked", h.name);
+    }
+    signal(&child, libc::SIGINT);
+    let run = finish_within(child, Duration::from_secs(20));
+    run.assert_code(130);
+    for h in &fleet.hosts {
+        let name = h.name.as_str();
+        assert!(
+            h.root.join("slow-done").exists(),
+            "{name}: slow step cut\n{}",
+            run.all()
+        );
+        assert!(
+            !h.root.join("after-ran").exists(),
+            "{name}: later step ran\n{}",
+            run.all()
+        );
+        assert!(
+            !h.root.join("become-ran").exists(),
+            "{name}: become step ran"
+        );
+        assert_eq!(
+            run.outcome(name, "slow").as_deref(),
+            Some("changed"),
+            "{}",
+            run.all()
+        );
+        for step in ["after", "as root"] {
+            assert_eq!(
+                run.outcome(name, step).as_deref(),
+                Some("skipped"),
+                "{name} {step}\n{}",
+                run.all()
+            );
+        }
+        let row = run.summary_row(name).unwrap();
+        assert!(row.ends_with("interrupted"), "{row}\n{}", run.all());
+        assert_unlocked_and_audited(h, "result=interrupted");
+    }
+    assert!(
+        run.stdout
+            .contains("2 host(s): 0 ok, 0 failed, 2 not deployed"),
+        "{}",
+        run.all()
+    );
+}
+
+/// `sleep` processes with this argument on the machine (the hosts are local).
+fn sleeps(arg: &str) -> Vec<(u32, String)> {
+    all_cmdlines()
+        .into_iter()
+        .filter(|(_, c)| c.trim_end() == format!("sleep {arg}"))
+        .collect()
+}
+
+/// Kills the test's remote `sleep` if the test fails before dropship stopped it.
+struct SleepReaper(String);
+
+impl Drop for SleepReaper {
+    fn drop(&mut self) {
+        for (pid, _) in sleeps(&self.0) {
+            // SAFETY: kill(2) on a `sleep` this test's host started (its unique argument).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Starts a run whose first step sleeps long, sends `signals` once it started (200 ms apart),
+/// and checks that the run ends within a few seconds, stopping the sleep on the host.
+fn abort_with(signals: &[libc::c_int], sleep_arg: &str) {
+    let fleet = start_fleet(1);
+    let playbook = write_playbook(
+        &fleet,
+        &format!(
+            r#"[[steps]]
+name = "long"
+run = "touch {{{{ app_dir }}}}/long-started; sleep {sleep_arg}; touch {{{{ app_dir }}}}/long-done"
+
+[[steps]]
+name = "after"
+run = "touch {{{{ app_dir }}}}/after-ran"
+"#
+        ),
+    );
+    let h = fleet.host("h1");
+    let _reaper = SleepReaper(sleep_arg.to_string());
+    let child = spawn_deploy(&fleet, &playbook);
+    wait_for_file(&h.root.join("long-started"));
+    assert!(state_dir(h).join("lock").is_dir(), "not locked");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeps(sleep_arg).is_empty() {
+        assert!(Instant::now() < deadline, "the remote sleep never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (i, sig) in signals.iter().enumerate() {
+        if i > 0 {
+            thread::sleep(Duration::from_millis(200));
+        }
+        signal(&child, *sig);
+    }
+    let signalled = Instant::now();
+    let run = finish_within(child, Duration::from_secs(20));
+    let took = signalled.elapsed();
+    run.assert_code(130);
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}\n{}",
+        run.all()
+    );
+    // The remote command was stopped, not left running.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !sleeps(sleep_arg).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "remote sleep left running: {:?}\n{}\nsshd log:\n{}",
+            sleeps(sleep_arg),
+            run.all(),
+            h.sshd_log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!h.root.join("long-done").exists());
+    assert!(!h.root.join("after-ran").exists());
+    assert_eq!(
+        run.outcome("h1", "long").as_deref(),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    assert!(run.host_text("h1").contains("aborted"), "{}", run.all());
+    assert_eq!(
+        run.outcome("h1", "after").as_deref(),
+        Some("skipped"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !state_dir(h).join("lock").exists(),
+        "lock left behind\n{}",
+        run.all()
+    );
+    assert!(run.stderr.contains("aborting"), "{}", run.all());
+}
+
+#[test]
+fn second_ctrl_c_aborts_running_steps_and_releases_the_lock() {
+    abort_with(&[libc::SIGINT, libc::SIGINT], "617");
+}
+
+#[test]
+fn sigterm_aborts_running_steps_and_releases_the_lock() {
+    abort_with(&[libc::SIGTERM], "619");
+}
