@@ -554,6 +554,20 @@ groups = ["db"]
         // The upper-cased form is not the secret's text, yet it is masked: it came from it.
         let shown = plan.redactor.redact("cat: DB=postgres://app:HUNTER2@db");
         assert!(!shown.contains("HUNTER2"), "{shown}");
+
+        // And it is kept off command lines like the secret itself.
+        let playbook = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: "name = \"t\"\napp = \"a\"\n[vars]\ntoken = \"{{ secrets.pw | replace('u', 'U') }}\"\n[[steps]]\nrun = \"curl -H 'X-Token: {{ token }}' localhost\"\n".into(),
+        })
+        .unwrap();
+        let err = build(&inventory, &playbook, &secrets, &PlanOptions::default()).unwrap_err();
+        assert!(
+            err.message
+                .contains("would put variable `token` (made from a secret) on a command line"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hUnter2"), "{err}");
     }
 
     #[test]
