@@ -29,7 +29,7 @@ impl SourceFile {
 
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let offset = self.text.floor_char_boundary(offset);
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -39,6 +39,7 @@ impl SourceFile {
 
     /// An error pointing at `span` of this TOML file, naming the key there.
     pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> InputError {
+        let span = self.within_text(span);
         let mut error = self.error_at_span(span.clone(), message);
         error.key = key_path_at(&self.text, span.start);
         error
@@ -46,6 +47,7 @@ impl SourceFile {
 
     /// An error pointing at `span` of this file (any format: no key path).
     pub fn error_at_span(&self, span: Range<usize>, message: impl Into<String>) -> InputError {
+        let span = self.within_text(span);
         let (line, column) = self.line_col(span.start);
         InputError(Box::new(InputErrorDetails {
             location: Some(Location {
@@ -70,6 +72,14 @@ impl SourceFile {
         };
         err.hint = hint;
         err
+    }
+
+    /// `span` inside the text and on character boundaries: spans come from other crates
+    /// (minijinja counts some in bytes of a different text), and slicing must never panic.
+    fn within_text(&self, span: Range<usize>) -> Range<usize> {
+        let start = self.text.floor_char_boundary(span.start);
+        let end = self.text.ceil_char_boundary(span.end.max(start));
+        start..end
     }
 
     fn excerpt(&self, span: Range<usize>) -> String {
@@ -282,5 +292,24 @@ mod tests {
         };
         assert_eq!(file.line_col(0), (1, 1));
         assert_eq!(file.line_col(7), (2, 2));
+    }
+
+    /// Found by fuzzing (fuzz/ template target): minijinja reported a syntax error whose span
+    /// ends inside a multi-byte character, and cutting the excerpt there panicked.
+    #[test]
+    fn spans_off_character_boundaries_or_past_the_end_never_panic() {
+        let file = SourceFile {
+            path: "t.j2".into(),
+            text: "first={{ files.lis\u{FFFD}[0] }}\n".into(),
+        };
+        let inside = file.text.find('\u{FFFD}').unwrap() + 1;
+        #[allow(clippy::reversed_empty_ranges)]
+        let spans = [inside..inside, 0..inside, inside..inside + 1, 40..99, 9..3];
+        for span in spans {
+            let err = file.error_at_span(span.clone(), "x");
+            assert!(err.to_string().starts_with("t.j2:"), "{span:?}: {err}");
+            let _ = file.error_at(span, "x");
+        }
+        assert_eq!(file.line_col(inside), (1, 19));
     }
 }

@@ -570,6 +570,26 @@ groups = ["db"]
         assert!(!err.to_string().contains("hUnter2"), "{err}");
     }
 
+    /// Found by fuzzing (fuzz/ template target, crash-3d97b2a7): a syntax error just before a
+    /// multi-byte character panicked while the error's excerpt was cut.
+    #[test]
+    fn a_template_syntax_error_next_to_a_multibyte_character_is_an_input_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.j2"),
+            "conf={{ conf }}\nfirst={{ files.lis\u{FFFD}[0] }}\n",
+        )
+        .unwrap();
+        let playbook = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: "name = \"t\"\napp = \"a\"\n[vars]\nconf = \"/srv\"\n[[steps]]\ntemplate = { src = \"t.j2\", dest = \"/srv/x\" }\n".into(),
+        })
+        .unwrap();
+        let err = Renderer::new(&playbook).err().unwrap();
+        assert!(err.to_string().contains("t.j2:2:"), "{err}");
+        assert!(err.message.contains("syntax error"), "{err}");
+    }
+
     #[test]
     fn tags_that_select_no_step_are_an_error() {
         let playbook = Playbook::parse(SourceFile {
