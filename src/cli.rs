@@ -178,7 +178,8 @@ async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
     match cli.command {
         Command::Check { target } => {
             let plan = load_plan(&target)?;
-            print!("{}", commands::check::describe_plan(&plan));
+            let described = commands::check::describe_plan(&plan);
+            print!("{}", crate::output::visible(&described));
             Ok(None)
         }
         Command::Deploy { target, run } => {

@@ -136,7 +136,10 @@ async fn roll_back_one<T: Connection>(
     let listing = match session.exec(&release::list(site), &[]).await {
         Ok(out) if out.success() => release::parse_list(&String::from_utf8_lossy(&out.stdout)),
         Ok(out) => {
-            session.result.error = Some(format!("cannot list releases: {}", failure_text(&out)));
+            session.result.error = Some(format!(
+                "cannot list releases: {}",
+                failure_text(&out, &ctx.plan.redactor)
+            ));
             return;
         }
         Err(e) => {
@@ -424,7 +427,10 @@ async fn lock_one<T: Connection>(
             }
         }
         Ok(out) => {
-            session.result.error = Some(format!("cannot take the lock: {}", failure_text(&out)));
+            session.result.error = Some(format!(
+                "cannot take the lock: {}",
+                failure_text(&out, &ctx.plan.redactor)
+            ));
             None
         }
         Err(e) => {
@@ -471,7 +477,7 @@ async fn finish<T: Connection>(
         let script = lock::release_and_audit(state, holder, s.name(), &audit_result(&s.result));
         match s.exec(&script, &[]).await {
             Ok(out) if out.success() => s.locked = false,
-            Ok(out) => tracing::warn!(host = %s.name(), "could not release the lock: {}", failure_text(&out)),
+            Ok(out) => tracing::warn!(host = %s.name(), "could not release the lock: {}", failure_text(&out, &ctx.plan.redactor)),
             Err(e) => tracing::warn!(host = %s.name(), "could not release the lock: {e}"),
         }
     }))

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::secrets::Redactor;
+
 /// Where an HTTP health check connects, as seen from the target host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTarget {
@@ -79,10 +81,12 @@ pub fn request(target: &HttpTarget) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The status code and body of a raw HTTP response.
-pub fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
-    let text = String::from_utf8_lossy(raw);
-    let status_line = text.lines().next().unwrap_or("");
+/// The status code and body of a raw HTTP response. What an error shows of the response is
+/// masked for secrets before it is cut or collapsed.
+pub fn parse_response<'r>(raw: &'r [u8], redactor: &Redactor) -> Result<(u16, &'r [u8]), String> {
+    let line_end = memchr::memchr(b'\n', raw).unwrap_or(raw.len());
+    let status_line = String::from_utf8_lossy(&raw[..line_end]);
+    let status_line = status_line.trim_end_matches('\r');
     if status_line.is_empty() {
         return Err("empty response (connection closed without an answer)".to_string());
     }
@@ -91,36 +95,40 @@ pub fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .filter(|_| status_line.starts_with("HTTP/"))
-        .ok_or_else(|| format!("not an HTTP response: {}", excerpt(status_line)))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
+        .ok_or_else(|| format!("not an HTTP response: {}", excerpt(raw, redactor)))?;
+    let body = memchr::memmem::find(raw, b"\r\n\r\n").map_or(&raw[raw.len()..], |i| &raw[i + 4..]);
     Ok((status, body))
 }
 
 /// Whether a response is healthy; otherwise what to report about it.
-pub fn judge(check: &HealthCheck, status: u16, body: &str) -> Result<(), String> {
+pub fn judge(
+    check: &HealthCheck,
+    status: u16,
+    body: &[u8],
+    redactor: &Redactor,
+) -> Result<(), String> {
     if status != check.expect {
         return Err(format!(
             "HTTP {status} (expected {}): {}",
             check.expect,
-            excerpt(body)
+            excerpt(body, redactor)
         ));
     }
     if let Some(needle) = &check.contains
-        && !body.contains(needle.as_str())
+        && memchr::memmem::find(body, needle.as_bytes()).is_none()
     {
         return Err(format!(
             "HTTP {status} but the body lacks `{needle}`: {}",
-            excerpt(body)
+            excerpt(body, redactor)
         ));
     }
     Ok(())
 }
 
-/// The first 200 characters of a body, on one line.
-pub fn excerpt(body: &str) -> String {
+/// The first 200 characters of a body, on one line; secrets are masked over the raw bytes
+/// first, so neither the cut nor the collapsed whitespace can split one.
+pub fn excerpt(body: &[u8], redactor: &Redactor) -> String {
+    let body = String::from_utf8_lossy(&redactor.redact_bytes(body)).into_owned();
     let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > 200 {
         format!("{}…", flat.chars().take(200).collect::<String>())
@@ -171,22 +179,38 @@ mod tests {
             timeout: Duration::from_secs(1),
             interval: Duration::from_secs(1),
         };
+        let r = Redactor::default();
         let (status, body) =
-            parse_response(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nversion=A db=ok").unwrap();
+            parse_response(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nversion=A db=ok", &r).unwrap();
         assert_eq!(status, 200);
-        assert!(judge(&check, status, &body).is_ok());
-        let err = judge(&check, 502, "<html>Bad Gateway</html>").unwrap_err();
+        assert!(judge(&check, status, body, &r).is_ok());
+        let err = judge(&check, 502, b"<html>Bad Gateway</html>", &r).unwrap_err();
         assert_eq!(err, "HTTP 502 (expected 200): <html>Bad Gateway</html>");
         assert!(
-            judge(&check, 200, "version=B")
+            judge(&check, 200, b"version=B", &r)
                 .unwrap_err()
                 .contains("lacks `version=A`")
         );
-        assert!(parse_response(b"").is_err());
+        assert!(parse_response(b"", &r).is_err());
         assert!(
-            parse_response(b"SSH-2.0-OpenSSH\r\n")
+            parse_response(b"SSH-2.0-OpenSSH\r\n", &r)
                 .unwrap_err()
                 .contains("not an HTTP response")
         );
+    }
+
+    #[test]
+    fn a_secret_in_a_body_is_masked_before_the_excerpt_cuts_or_collapses_it() {
+        let secret = crate::secrets::Secret::new("tok-1  tok-2\ntok-3");
+        let r = Redactor::new([&secret]);
+        let long = format!("{}tok-1  tok-2\r\ntok-3 end", "x".repeat(195));
+        let shown = excerpt(long.as_bytes(), &r);
+        assert!(!shown.contains("tok"), "{shown}");
+        assert!(
+            shown.starts_with("xxxxx") && shown.ends_with("*****…"),
+            "{shown}"
+        );
+        let spaced = excerpt(b"a \t tok-1  tok-2\ntok-3 \n b", &r);
+        assert_eq!(spaced, "a ******** b");
     }
 }

@@ -8,6 +8,7 @@ pub mod executor;
 pub mod health;
 pub mod inventory;
 pub mod lock;
+pub mod output;
 pub mod paths;
 pub mod plan;
 pub mod playbook;

@@ -30,7 +30,8 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(cli::run(cli));
     if let Outcome::BadInput(error) = &outcome {
-        eprintln!("error: {error}");
+        // Input errors quote the user's files: shown, never interpreted by the terminal.
+        eprintln!("error: {}", dropship::output::visible(&error.to_string()));
     }
     ExitCode::from(outcome.exit_code())
 }

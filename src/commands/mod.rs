@@ -8,14 +8,19 @@ use crate::deploy::{self, LockOptions};
 use crate::executor::{Cancel, ExecOptions};
 use crate::plan::Plan;
 use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
+use crate::secrets::Redactor;
 use crate::transport::ssh::SshConnector;
 
-/// The reporters a run's flags ask for: plain lines (to stderr when JSON goes to stdout) and JSON.
-pub fn reporters(run: &RunArgs) -> Fanout {
+/// The reporters a run's flags ask for: plain lines (to stderr when JSON goes to stdout) and
+/// JSON, both masking the plan's secrets.
+pub fn reporters(run: &RunArgs, redactor: &Redactor) -> Fanout {
     let json_to_stdout = run.json.as_deref() == Some("-");
-    let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(PlainReporter::new(json_to_stdout))];
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(PlainReporter::new(
+        json_to_stdout,
+        redactor.clone(),
+    ))];
     if let Some(target) = &run.json {
-        reporters.push(Box::new(JsonReporter::new(target)));
+        reporters.push(Box::new(JsonReporter::new(target, redactor.clone())));
     }
     Fanout(reporters)
 }
@@ -36,7 +41,7 @@ pub async fn deploy(plan: Plan, run: &RunArgs) -> RunReport {
         &plan,
         exec_options(run),
         &lock,
-        &reporters(run),
+        &reporters(run, &plan.redactor),
         Cancel::on_signals(),
     )
     .await
@@ -52,7 +57,7 @@ pub async fn rollback(plan: Plan, run: &RunArgs, to: Option<&str>) -> RunReport 
         to,
         exec_options(run),
         &lock,
-        &reporters(run),
+        &reporters(run, &plan.redactor),
         Cancel::on_signals(),
     )
     .await
@@ -64,7 +69,7 @@ pub async fn adhoc(command: &str, plan: Plan, run: &RunArgs) -> RunReport {
         &SshConnector::new(),
         &plan,
         exec_options(run),
-        &reporters(run),
+        &reporters(run, &plan.redactor),
         Cancel::on_signals(),
     )
     .await

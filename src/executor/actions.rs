@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use super::{Cancel, HostSession};
 use crate::health::{self, HealthCheck, Probe};
+use crate::output::KeptOutput;
 use crate::plan::{Action, Become};
 use crate::release;
 use crate::remote::{self, ComposeFlavor, RemoteFile, Segment};
 use crate::report::Outcome;
+use crate::secrets::Redactor;
 use crate::transport::{Connection, ExecOutput, TransportError};
 
 /// How one step will run in its session.
@@ -102,14 +104,14 @@ impl<T: Connection> HostSession<T> {
                 unreachable!("decided without a segment")
             }
             Action::Show { .. } => {
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 Ok(Done {
-                    output: output_tail(&out.stdout),
+                    output: output_tail(out),
                     ..Done::new(Outcome::Ok, None)
                 })
             }
             Action::Upload(upload) => {
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 self.remote_files
                     .insert(upload.dest.clone(), Some(RemoteFile::written_by(upload)));
                 Ok(Done::new(Outcome::Changed, Some(upload.dest.clone())))
@@ -117,7 +119,7 @@ impl<T: Connection> HostSession<T> {
             Action::Run {
                 creates, unless, ..
             } => {
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 if (creates.is_some() || unless.is_some())
                     && stdout.lines().next() == Some(remote::GUARD_HOLDS)
@@ -129,12 +131,12 @@ impl<T: Connection> HostSession<T> {
                     return Ok(Done::new(Outcome::Ok, Some(why)));
                 }
                 Ok(Done {
-                    output: output_tail(&out.stdout),
+                    output: output_tail(out),
                     ..Done::new(Outcome::Changed, None)
                 })
             }
             Action::Apt { state, .. } => {
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 match remote::parse_apt(&String::from_utf8_lossy(&out.stdout)) {
                     None => Ok(Done::new(Outcome::Ok, None)),
                     Some(acted) => {
@@ -150,7 +152,7 @@ impl<T: Connection> HostSession<T> {
                 }
             }
             Action::DockerLogin { registry, .. } => {
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 Ok(Done::new(
                     Outcome::Ok,
                     Some(format!("logged in to {registry}")),
@@ -160,7 +162,7 @@ impl<T: Connection> HostSession<T> {
                 if self.compose == ComposeFlavor::Missing {
                     return Err(COMPOSE_MISSING.into());
                 }
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 let text = String::from_utf8_lossy(&out.stderr).into_owned()
                     + &String::from_utf8_lossy(&out.stdout);
                 let outcome = if remote::compose_changed(*command, &text) {
@@ -171,14 +173,14 @@ impl<T: Connection> HostSession<T> {
                 Ok(Done::new(outcome, None))
             }
             Action::Activate { id, .. } => {
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 self.previous_release = release::parse_previous(&stdout);
                 self.activated = true;
                 Ok(Done::new(Outcome::Changed, Some(format!("current → {id}"))))
             }
             Action::Facts => {
-                require_success(out)?;
+                require_success(out, &self.redactor)?;
                 Ok(Done::new(
                     Outcome::Ok,
                     Some(remote::summarize_facts(&String::from_utf8_lossy(
@@ -261,18 +263,19 @@ impl<T: Connection> HostSession<T> {
                             target.host, target.port
                         )
                     })?;
-                let (status, body) = health::parse_response(&raw)?;
-                health::judge(check, status, &body)?;
+                let (status, body) = health::parse_response(&raw, &self.redactor)?;
+                health::judge(check, status, body, &self.redactor)?;
                 Ok(format!("HTTP {status}"))
             }
             Probe::Command { command, dir } => {
                 // Aborted, the command is stopped on the host, not just left behind.
                 let script = remote::run(command, dir.as_deref());
-                let out = self
-                    .exec_cut(&script, &[], become_as, cancel.aborted())
+                let mut kept = KeptOutput::new(&self.redactor);
+                let status = self
+                    .exec_into(&script, &[], become_as, &mut kept, cancel.aborted())
                     .await
-                    .map_err(|cut| cut.error.to_string())?;
-                require_success(&out)?;
+                    .map_err(|e| e.to_string())?;
+                require_success(&kept.finish(status), &self.redactor)?;
                 Ok("command passed".to_string())
             }
         }
@@ -296,40 +299,78 @@ impl Done {
     }
 }
 
-/// The last 50 non-empty lines of a command's stdout, if it printed anything.
-fn output_tail(stdout: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(stdout);
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(50)..].join("\n");
-    if tail.trim().is_empty() {
+/// Lines of a command's stdout shown: the last 50, or when its middle was dropped (see
+/// `output::HeadTail`) the first 20 of its head, how much was dropped, and the last 30 of its
+/// tail. `None` when it printed nothing but blanks. The output was masked before it was cut.
+fn output_tail(out: &ExecOutput) -> Option<String> {
+    let last_lines = |bytes: &[u8], n: usize| {
+        let text = String::from_utf8_lossy(bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    let shown = match out.stdout_dropped {
+        None => last_lines(&out.stdout, 50),
+        Some(dropped) => {
+            let head = String::from_utf8_lossy(&out.stdout[..dropped.at]);
+            let first: Vec<&str> = head.lines().take(20).collect();
+            format!(
+                "{}\n{}\n{}",
+                first.join("\n"),
+                dropped.note(),
+                last_lines(&out.stdout[dropped.at..], 30)
+            )
+        }
+    };
+    if shown.trim().is_empty() {
         None
     } else {
-        Some(tail)
+        Some(shown)
     }
 }
 
-pub(super) fn require_success(out: &ExecOutput) -> Result<(), String> {
+pub(super) fn require_success(out: &ExecOutput, redactor: &Redactor) -> Result<(), String> {
     if out.success() {
         Ok(())
     } else {
-        Err(failure_text(out))
+        Err(failure_text(out, redactor))
     }
 }
 
-/// The exit status and the last lines of stderr (or stdout when stderr is empty).
-pub fn failure_text(out: &ExecOutput) -> String {
+/// The exit status and the last lines of stderr (or stdout when stderr is empty), secrets
+/// masked over the whole stream before it is cut into lines.
+pub fn failure_text(out: &ExecOutput, redactor: &Redactor) -> String {
     let status = match out.status {
         Some(s) => format!("exit status {s}"),
         None => "killed or disconnected without an exit status".to_string(),
     };
-    let stream = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
-        &out.stderr
+    let (stream, dropped) = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+        (&out.stderr, out.stderr_dropped)
     } else {
-        &out.stdout
+        (&out.stdout, out.stdout_dropped)
     };
-    let text = String::from_utf8_lossy(stream);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = &lines[lines.len().saturating_sub(8)..];
+    let lines_of = |bytes: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(&redactor.redact_bytes(bytes))
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut lines = match dropped {
+        None => lines_of(stream),
+        Some(d) => {
+            let mut lines = lines_of(&stream[..d.at]);
+            lines.push(d.note());
+            lines.extend(lines_of(&stream[d.at..]));
+            lines
+        }
+    };
+    let mut tail = lines.split_off(lines.len().saturating_sub(8));
+    // Say so when the lines shown come after output that was dropped.
+    if let Some(d) = dropped
+        && !tail.contains(&d.note())
+    {
+        tail.insert(0, d.note());
+    }
     if tail.is_empty() {
         status
     } else {

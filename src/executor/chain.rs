@@ -8,7 +8,7 @@ use super::{HostSession, RunContext};
 use crate::plan::{Action, Become, PlannedStep};
 use crate::remote::{self, ComposeFlavor};
 use crate::report::Outcome;
-use crate::transport::{Connection, Cut, ExecOutput};
+use crate::transport::{Connection, ExecOutput, OutputSink, TransportError};
 
 /// Why a sequence of steps runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,27 +134,27 @@ impl<T: Connection> HostSession<T> {
             let preamble = if detect { remote::COMPOSE_DETECT } else { "" };
             let driver = remote::driver(&nonce, preamble, &segments, epilogue);
             let become_as = steps[0].become_as.as_ref();
-            let out = match self
-                .run_driver(ctx, &driver, &nonce, become_as, purpose)
+            // Output is split per step, masked and bounded while it arrives.
+            let mut splitter =
+                remote::StepSplitter::new(&ctx.plan.redactor, &nonce, segments.len(), detect);
+            let status = match self
+                .run_driver(ctx, &driver, &nonce, become_as, purpose, &mut splitter)
                 .await
             {
-                Ok(out) => out,
+                Ok(status) => status,
                 // What the driver printed before it was cut off still tells which steps
                 // finished and which one was running.
-                Err(cut) => {
-                    transport_error = Some(cut.error.to_string());
-                    cut.partial
+                Err(error) => {
+                    transport_error = Some(error.to_string());
+                    None
                 }
             };
-            let mut stdout = &out.stdout[..];
-            if detect {
-                let (flavor, rest) = remote::split_compose_flavor(stdout);
-                if let Some(flavor) = flavor {
-                    self.compose = flavor;
-                    stdout = rest;
-                }
+            let split = splitter.finish(status);
+            if let Some(line) = &split.first_line
+                && let (Some(flavor), _) = remote::split_compose_flavor(line)
+            {
+                self.compose = flavor;
             }
-            let split = remote::split(&out, stdout, &nonce, segments.len());
             epilogue_done = split.epilogue_done;
             cut_short = split.cut_short;
             stopped = split.stopped;
@@ -227,9 +227,16 @@ impl<T: Connection> HostSession<T> {
         nonce: &str,
         become_as: Option<&Become>,
         purpose: Purpose,
-    ) -> Result<ExecOutput, Cut> {
+        sink: &mut dyn OutputSink,
+    ) -> Result<Option<u32>, TransportError> {
         let stdin = driver.stdin_pieces();
-        let run = self.exec_cut(&driver.script, &stdin, become_as, ctx.cancel.aborted());
+        let run = self.exec_into(
+            &driver.script,
+            &stdin,
+            become_as,
+            sink,
+            ctx.cancel.aborted(),
+        );
         let killable = async {
             let mut run = std::pin::pin!(run);
             tokio::select! {

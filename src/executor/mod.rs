@@ -18,7 +18,9 @@ use crate::release;
 use crate::remote::{self, ComposeFlavor, RemoteFile};
 use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
 use crate::secrets::Redactor;
-use crate::transport::{Connection, Connector, Cut, ExecOutput, TransportError};
+use crate::transport::{
+    Capture, Connection, Connector, Cut, ExecOutput, OutputSink, TransportError,
+};
 
 pub use actions::failure_text;
 use actions::{Done, require_success};
@@ -165,7 +167,8 @@ impl<T: Connection> HostSession<T> {
     }
 
     /// `exec_as` that stops the script on the host when `abort` resolves; a script cut short
-    /// keeps the output it sent.
+    /// keeps the output it sent. (Dropship's own scripts: their output is kept whole, up to
+    /// `transport::CAPTURE_LIMIT`.)
     async fn exec_cut(
         &self,
         script: &str,
@@ -173,26 +176,29 @@ impl<T: Connection> HostSession<T> {
         become_as: Option<&Become>,
         abort: impl Future<Output = ()> + Send,
     ) -> Result<ExecOutput, Cut> {
-        let conn = self.conn().map_err(|e| Cut {
-            partial: ExecOutput::default(),
-            error: TransportError::Protocol(e),
-        })?;
-        let Some(b) = become_as else {
-            tracing::debug!(host = %self.host_name, script = %self.redactor.redact(script), "exec");
-            return conn.exec_until(script, stdin, abort).await;
-        };
-        let wrapped = remote::sudo(script, b.user.as_deref(), b.password.is_some());
-        tracing::debug!(host = %self.host_name, script = %self.redactor.redact(&wrapped), "exec");
-        match &b.password {
-            None => conn.exec_until(&wrapped, stdin, abort).await,
-            Some(password) => {
-                let line = format!("{}\n", password.expose());
-                let mut input = Vec::with_capacity(stdin.len() + 1);
-                input.push(line.as_bytes());
-                input.extend_from_slice(stdin);
-                conn.exec_until(&wrapped, &input, abort).await
-            }
-        }
+        let mut capture = Capture::default();
+        let ended = self
+            .exec_into(script, stdin, become_as, &mut capture, abort)
+            .await;
+        capture.finish(ended)
+    }
+
+    /// The one way a script reaches the host: through sudo when `become_as` says so (the sudo
+    /// password, if any, first on stdin, then `stdin`; never on the command line), its output
+    /// streamed into `sink` as it arrives, stopped on the host when `abort` resolves.
+    pub async fn exec_into(
+        &self,
+        script: &str,
+        stdin: &[&[u8]],
+        become_as: Option<&Become>,
+        sink: &mut dyn OutputSink,
+        abort: impl Future<Output = ()> + Send,
+    ) -> Result<Option<u32>, TransportError> {
+        let conn = self.conn().map_err(TransportError::Protocol)?;
+        let (script, password_line) = as_user(script, become_as);
+        tracing::debug!(host = %self.host_name, script = %self.redactor.redact(&script), "exec");
+        let stdin = with_first_line(password_line.as_deref(), stdin);
+        conn.exec_streamed_until(&script, &stdin, sink, abort).await
     }
 
     /// Runs the plan's steps `range` in order, as few sessions as possible. A failed step ends
@@ -249,7 +255,7 @@ impl<T: Connection> HostSession<T> {
         let started = Instant::now();
         let name = format!("rollback: activate {to}");
         let switched = match self.exec(&release::activate(site, to), &[]).await {
-            Ok(out) => require_success(&out),
+            Ok(out) => require_success(&out, &self.redactor),
             Err(e) => Err(e),
         };
         let elapsed = started.elapsed().as_millis() as u64;
@@ -338,7 +344,7 @@ impl<T: Connection> HostSession<T> {
         let Some(files) = remote::parse_probe(stdout, &dests) else {
             return Err(format!(
                 "could not inspect the host's files: {}",
-                failure_text(out)
+                failure_text(out, &self.redactor)
             ));
         };
         for (dest, file) in dests.iter().zip(files) {
@@ -379,6 +385,25 @@ impl<T: Connection> HostSession<T> {
         });
         self.result
     }
+}
+
+/// `script` as it runs for `become_as` (wrapped in sudo) and the line that must go first on
+/// its stdin (the sudo password), if any.
+fn as_user(script: &str, become_as: Option<&Become>) -> (String, Option<String>) {
+    match become_as {
+        None => (script.to_string(), None),
+        Some(b) => (
+            remote::sudo(script, b.user.as_deref(), b.password.is_some()),
+            b.password.as_ref().map(|p| format!("{}\n", p.expose())),
+        ),
+    }
+}
+
+fn with_first_line<'a>(line: Option<&'a str>, stdin: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    line.map(str::as_bytes)
+        .into_iter()
+        .chain(stdin.iter().copied())
+        .collect()
 }
 
 /// Every upload destination of a host's plan, in step order.

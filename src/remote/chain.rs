@@ -1,11 +1,10 @@
 //! Many steps in one session: the driver script that runs each step's segment in order on one
 //! shell, feeds each its own bytes of the shared stdin, stops at the first failure, and marks
-//! where each step's output ends; and the parsing that splits the output back per step.
+//! where each step's output ends (split back per step by `split.rs`).
 
 use std::sync::Arc;
 
 use super::quote;
-use crate::transport::ExecOutput;
 
 /// One step's part of a driver script.
 #[derive(Debug, Clone)]
@@ -117,105 +116,6 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
     Driver { script, stdin }
 }
 
-/// What came back from a driver: per segment that started, its own output and status (a
-/// segment cut short has `status: None` unless the driver's own exit status tells more) and
-/// how long it took when the shell could tell; whether the epilogue finished.
-pub struct Split {
-    pub outputs: Vec<ExecOutput>,
-    pub elapsed_ms: Vec<Option<u64>>,
-    /// The last output has no marker: its segment was running when the driver ended.
-    pub cut_short: bool,
-    /// The driver stopped before the next segment because the run was interrupted.
-    pub stopped: bool,
-    pub epilogue_done: bool,
-}
-
-/// Splits a driver's output (after any preamble lines were taken off `stdout`).
-pub fn split(out: &ExecOutput, stdout: &[u8], nonce: &str, count: usize) -> Split {
-    let mut outputs = Vec::new();
-    let mut elapsed_ms = Vec::new();
-    let (mut out_pos, mut err_pos) = (0, 0);
-    let mut cut_short = false;
-    let mut stopped = false;
-    for i in 0..count {
-        let prefix = format!("\n@@dropship:{nonce}:{i}:");
-        let found_out = find_marker(stdout, out_pos, prefix.as_bytes());
-        let found_err = find_marker(&out.stderr, err_pos, prefix.as_bytes());
-        match found_out {
-            Some((start, fields, end)) => {
-                let (status, elapsed) = parse_fields(&fields);
-                let (err_text, err_end) = match found_err {
-                    Some((s, _, e)) => (&out.stderr[err_pos..s], e),
-                    None => (&out.stderr[err_pos..], out.stderr.len()),
-                };
-                outputs.push(ExecOutput {
-                    status,
-                    stdout: stdout[out_pos..start].to_vec(),
-                    stderr: err_text.to_vec(),
-                });
-                elapsed_ms.push(elapsed);
-                out_pos = end;
-                err_pos = err_end;
-            }
-            None if stdout[out_pos..]
-                .starts_with(format!("\n@@dropship:{nonce}:stop@@\n").as_bytes()) =>
-            {
-                stopped = true;
-                break;
-            }
-            None => {
-                // Cut short: the shell died, sudo refused, the connection dropped.
-                outputs.push(ExecOutput {
-                    status: out.status.filter(|s| *s != 0),
-                    stdout: stdout[out_pos..].to_vec(),
-                    stderr: out.stderr[err_pos..].to_vec(),
-                });
-                elapsed_ms.push(None);
-                cut_short = true;
-                break;
-            }
-        }
-        if outputs.last().is_some_and(|o| !o.success()) {
-            break;
-        }
-    }
-    let end = format!("\n@@dropship:{nonce}:end@@\n");
-    let epilogue_done = stdout[out_pos..]
-        .windows(end.len())
-        .any(|w| w == end.as_bytes());
-    Split {
-        outputs,
-        elapsed_ms,
-        cut_short,
-        stopped,
-        epilogue_done,
-    }
-}
-
-/// `STATUS:BEFORE:AFTER` (times in seconds, possibly empty) → status and milliseconds.
-fn parse_fields(fields: &str) -> (Option<u32>, Option<u64>) {
-    let mut parts = fields.split(':');
-    let status = parts.next().and_then(|s| s.parse().ok());
-    let mut time = || -> Option<f64> { parts.next()?.replace(',', ".").parse().ok() };
-    let elapsed = match (time(), time()) {
-        (Some(before), Some(after)) if after >= before => {
-            Some(((after - before) * 1000.0).round() as u64)
-        }
-        _ => None,
-    };
-    (status, elapsed)
-}
-
-/// Finds `prefix` + `FIELDS@@\n` from `from`: (start of the marker, its fields, end of it).
-fn find_marker(text: &[u8], from: usize, prefix: &[u8]) -> Option<(usize, String, usize)> {
-    let rest = text.get(from..)?;
-    let at = rest.windows(prefix.len()).position(|w| w == prefix)? + from;
-    let after = &text[at + prefix.len()..];
-    let close = after.windows(3).position(|w| w == b"@@\n")?;
-    let fields = String::from_utf8_lossy(&after[..close]).into_owned();
-    Some((at, fields, at + prefix.len() + close + 3))
-}
-
 /// A fresh marker nonce, so no command's output can pass for a marker by accident.
 pub fn nonce() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -231,6 +131,9 @@ pub fn nonce() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Redactor;
+    use crate::remote::split::split_all;
+    use crate::transport::ExecOutput;
 
     fn run(driver: &Driver) -> ExecOutput {
         crate::remote::run_in_sh(&driver.script, &driver.stdin.concat())
@@ -254,8 +157,8 @@ mod tests {
         let d = driver("n1", "echo pre", &segments, Some("echo \"audit=$dsr\""));
         let out = run(&d);
         assert_eq!(out.status, Some(0));
-        let stdout = out.stdout.strip_prefix(b"pre\n").unwrap();
-        let split = split(&out, stdout, "n1", 3);
+        let split = split_all(&Redactor::default(), &out, "n1", 3, true);
+        assert_eq!(split.first_line.as_deref(), Some(&b"pre\n"[..]));
         let texts: Vec<(String, String, Option<u32>)> = split
             .outputs
             .iter()
@@ -276,7 +179,7 @@ mod tests {
             ]
         );
         assert!(split.epilogue_done);
-        assert!(String::from_utf8_lossy(stdout).contains("audit=ok\n"));
+        assert_eq!(split.epilogue, b"audit=ok\n");
     }
 
     #[test]
@@ -289,7 +192,7 @@ mod tests {
         let d = driver("n2", "", &segments, Some("echo \"audit=$dsr\""));
         let out = run(&d);
         assert_eq!(out.status, Some(3));
-        let split = split(&out, &out.stdout, "n2", 3);
+        let split = split_all(&Redactor::default(), &out, "n2", 3, false);
         assert_eq!(split.outputs.len(), 2);
         assert!(!split.cut_short, "a failed step has its marker");
         assert_eq!(split.outputs[1].status, Some(3));
@@ -314,7 +217,7 @@ mod tests {
         crate::remote::run_in_sh(&stop_cleanup(&nonce), b"");
         assert!(!std::path::Path::new(&stop_sign(&nonce)).exists());
         assert_eq!(out.status, Some(130));
-        let split = split(&out, &out.stdout, &nonce, 2);
+        let split = split_all(&Redactor::default(), &out, &nonce, 2, false);
         assert!(split.stopped && !split.cut_short);
         assert!(split.outputs.is_empty());
         assert!(split.epilogue_done);
@@ -352,8 +255,9 @@ mod tests {
             status: Some(1),
             stdout: b"x\n@@dropship:n3:0:0:10.5:10.75@@\npartial".to_vec(),
             stderr: b"\n@@dropship:n3:0:0::@@\nsudo: a password is required\n".to_vec(),
+            ..Default::default()
         };
-        let split = split(&out, &out.stdout, "n3", 3);
+        let split = split_all(&Redactor::default(), &out, "n3", 3, false);
         assert_eq!(split.outputs.len(), 2);
         assert_eq!(split.outputs[0].stdout, b"x");
         assert_eq!(split.elapsed_ms, [Some(250), None]);
@@ -368,9 +272,9 @@ mod tests {
         let marker_lookalike = ExecOutput {
             status: Some(0),
             stdout: b"\n@@dropship:other:0:0::@@\n".to_vec(),
-            stderr: Vec::new(),
+            ..Default::default()
         };
-        let split = super::split(&marker_lookalike, &marker_lookalike.stdout, "n3", 1);
+        let split = split_all(&Redactor::default(), &marker_lookalike, "n3", 1, false);
         assert_eq!(split.outputs[0].status, None, "another nonce is no marker");
     }
 }

@@ -8,12 +8,12 @@ use crate::sh;
 mod chain;
 mod files;
 pub(crate) mod script;
+mod split;
 
-pub use chain::{
-    Driver, Segment, Split, driver, kill_request, nonce, split, stop_cleanup, stop_request,
-};
+pub use chain::{Driver, Segment, driver, kill_request, nonce, stop_cleanup, stop_request};
 pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload};
 pub use script::{Octal, Script, ShellArg};
+pub use split::{Split, StepSplitter};
 
 /// Runs `script` under `sh -c` with `stdin`, as a host would: for the scripts' own tests.
 #[cfg(test)]
@@ -33,6 +33,7 @@ pub(crate) fn run_in_sh(script: &str, stdin: &[u8]) -> crate::transport::ExecOut
         status: out.status.code().map(|c| c as u32),
         stdout: out.stdout,
         stderr: out.stderr,
+        ..Default::default()
     }
 }
 

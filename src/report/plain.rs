@@ -4,22 +4,31 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use super::{Event, Outcome, Reporter, RunReport};
+use crate::output::visible;
+use crate::secrets::Redactor;
 
 pub struct PlainReporter {
     /// Human output goes to stderr when stdout carries JSON.
     to_stderr: bool,
+    /// Output was masked where it came in; this catches any text that came another way.
+    redactor: Redactor,
     lock: Mutex<()>,
 }
 
 impl PlainReporter {
-    pub fn new(to_stderr: bool) -> Self {
+    pub fn new(to_stderr: bool, redactor: Redactor) -> Self {
         Self {
             to_stderr,
+            redactor,
             lock: Mutex::new(()),
         }
     }
 
+    /// Every line this reporter prints passes here: secrets masked, control characters made
+    /// visible (a host's output cannot drive the operator's terminal).
     fn write(&self, text: &str) {
+        let text = self.redactor.redact(text);
+        let text = visible(&text);
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let _ = if self.to_stderr {
             std::io::stderr().lock().write_all(text.as_bytes())

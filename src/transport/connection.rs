@@ -9,7 +9,7 @@ use russh::{Channel, ChannelMsg, Disconnect, Sig};
 use tokio::sync::{Notify, Semaphore};
 
 use super::ssh::{Bastion, ClientHandler, MAX_SESSIONS, OPEN_RETRIES, STDIN_CHUNK, SessionState};
-use super::{Connection, Cut, ExecOutput, TransportError};
+use super::{Connection, OutputSink, TransportError};
 
 /// One authenticated connection; commands run on their own channels, possibly concurrently.
 pub struct SshConnection {
@@ -99,17 +99,14 @@ impl SshConnection {
         &self,
         command: &str,
         stdin: &[&[u8]],
+        sink: &mut dyn OutputSink,
         abort: impl Future<Output = ()>,
-    ) -> Result<ExecOutput, Cut> {
-        let cut = |error| Cut {
-            partial: ExecOutput::default(),
-            error,
-        };
-        let channel = self.open_session().await.map_err(cut)?;
+    ) -> Result<Option<u32>, TransportError> {
+        let channel = self.open_session().await?;
         channel
             .exec(true, command)
             .await
-            .map_err(|e| cut(self.channel_error(e)))?;
+            .map_err(|e| self.channel_error(e))?;
         let (mut rx, tx) = channel.split();
 
         // Stdin is written while output is read: a command that echoes its input would
@@ -120,17 +117,17 @@ impl SshConnection {
             }
             tx.eof().await
         };
-        let mut out = ExecOutput::default();
+        // Output goes to the sink as it arrives: nothing accumulates here, and russh's
+        // bounded channel buffer holds the server back while the sink works.
+        let mut status = None;
         let mut aborting = Aborting::No;
         let ended = {
             let read = async {
                 while let Some(msg) = rx.wait().await {
                     match msg {
-                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                        ChannelMsg::ExtendedData { data, ext: 1 } => {
-                            out.stderr.extend_from_slice(&data)
-                        }
-                        ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                        ChannelMsg::Data { data } => sink.stdout(&data),
+                        ChannelMsg::ExtendedData { data, ext: 1 } => sink.stderr(&data),
+                        ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                         ChannelMsg::ExitSignal { signal_name, .. } => {
                             tracing::debug!(signal = ?signal_name, "remote command killed by signal");
                         }
@@ -185,15 +182,9 @@ impl SshConnection {
             let _ = tx.close().await;
         }
         match (ended, aborting) {
-            (Ok(()), Aborting::No) => Ok(out),
-            (Err(error), Aborting::No) => Err(Cut {
-                partial: out,
-                error,
-            }),
-            (_, _) => Err(Cut {
-                partial: out,
-                error: TransportError::Aborted,
-            }),
+            (Ok(()), Aborting::No) => Ok(status),
+            (Err(error), Aborting::No) => Err(error),
+            (_, _) => Err(TransportError::Aborted),
         }
     }
 }
@@ -211,17 +202,19 @@ enum Aborting {
 const ABORT_GRACE: Duration = Duration::from_millis(1500);
 
 impl Connection for SshConnection {
-    async fn exec_until(
+    async fn exec_streamed_until(
         &self,
         command: &str,
         stdin: &[&[u8]],
+        sink: &mut dyn OutputSink,
         abort: impl Future<Output = ()> + Send,
-    ) -> Result<ExecOutput, Cut> {
-        let _permit = self.sessions.acquire().await.map_err(|_| Cut {
-            partial: ExecOutput::default(),
-            error: TransportError::Protocol("connection closed".into()),
-        })?;
-        let result = self.run(command, stdin, abort).await;
+    ) -> Result<Option<u32>, TransportError> {
+        let _permit = self
+            .sessions
+            .acquire()
+            .await
+            .map_err(|_| TransportError::Protocol("connection closed".into()))?;
+        let result = self.run(command, stdin, sink, abort).await;
         self.session_ended.notify_waiters();
         result
     }

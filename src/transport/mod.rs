@@ -11,6 +11,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::Dropped;
+
 /// How to treat a host key that is not yet in known_hosts. A changed or revoked key, or a
 /// host covered by a `@cert-authority` line, is always refused.
 #[derive(
@@ -124,6 +126,10 @@ pub struct ExecOutput {
     pub status: Option<u32>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Where the middle of `stdout` was left out to keep it bounded, and how much (a step's
+    /// output, see `output::Kept`); `None` when it is whole.
+    pub stdout_dropped: Option<Dropped>,
+    pub stderr_dropped: Option<Dropped>,
 }
 
 impl ExecOutput {
@@ -190,6 +196,12 @@ pub enum TransportError {
     },
     #[error("ssh: {0}")]
     Protocol(String),
+    /// One of dropship's own scripts printed more than `CAPTURE_LIMIT` on a stream.
+    #[error(
+        "the host printed more than {} on {stream} for one of dropship's own commands; it is not read further",
+        crate::output::human_bytes(*.limit as u64)
+    )]
+    OutputTooLarge { stream: &'static str, limit: usize },
     /// The run was aborted (a second Ctrl-C, SIGTERM): the command's processes on the host
     /// were sent SIGTERM, then SIGKILL.
     #[error("aborted: the command was stopped on the host")]
@@ -218,19 +230,116 @@ pub struct Cut {
     pub error: TransportError,
 }
 
+/// Receives a remote command's output as it arrives, piece by piece.
+pub trait OutputSink: Send {
+    fn stdout(&mut self, bytes: &[u8]);
+    fn stderr(&mut self, bytes: &[u8]);
+}
+
+/// Most of a command's output `exec_until` keeps per stream: dropship's own scripts print
+/// little (the probe a line per file), so more is an error rather than memory spent. Commands
+/// of the user go through `exec_streamed_until` into a bounded sink instead.
+pub const CAPTURE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Keeps a command's output whole, up to `CAPTURE_LIMIT` per stream.
+#[derive(Default)]
+pub struct Capture {
+    out: ExecOutput,
+    overflow: Option<&'static str>,
+}
+
+impl Capture {
+    fn keep(
+        stream: &mut Vec<u8>,
+        overflow: &mut Option<&'static str>,
+        name: &'static str,
+        bytes: &[u8],
+    ) {
+        if stream.len() + bytes.len() > CAPTURE_LIMIT {
+            overflow.get_or_insert(name);
+        } else {
+            stream.extend_from_slice(bytes);
+        }
+    }
+
+    /// The whole output once the command ended with `ended` (its status, or why it was cut
+    /// short); past the limit, an error.
+    // The shape of `Connection::exec_until`, whose `Cut` carries the partial output.
+    #[allow(clippy::result_large_err)]
+    pub fn finish(mut self, ended: Result<Option<u32>, TransportError>) -> Result<ExecOutput, Cut> {
+        match ended {
+            Ok(status) => {
+                self.out.status = status;
+                match self.overflow {
+                    None => Ok(self.out),
+                    Some(stream) => Err(Cut {
+                        partial: self.out,
+                        error: TransportError::OutputTooLarge {
+                            stream,
+                            limit: CAPTURE_LIMIT,
+                        },
+                    }),
+                }
+            }
+            Err(error) => Err(Cut {
+                partial: self.out,
+                error,
+            }),
+        }
+    }
+}
+
+impl OutputSink for Capture {
+    fn stdout(&mut self, bytes: &[u8]) {
+        Self::keep(&mut self.out.stdout, &mut self.overflow, "stdout", bytes);
+    }
+
+    fn stderr(&mut self, bytes: &[u8]) {
+        Self::keep(&mut self.out.stderr, &mut self.overflow, "stderr", bytes);
+    }
+}
+
 /// One open, authenticated connection; every step of a host runs over it.
 pub trait Connection: Send + Sync + 'static {
     /// Runs `command` through the remote user's shell, writes the `stdin` pieces to it back to
-    /// back and closes stdin, then collects stdout, stderr and the exit status. (Pieces, so
-    /// many files go to one command without being copied into one buffer first.) When `abort`
-    /// resolves first, the command is stopped on the host (`TransportError::Aborted`). Either
-    /// way a command cut short keeps the output it sent.
+    /// back and closes stdin, and hands stdout and stderr to `sink` as they arrive (keeping
+    /// nothing itself); returns the exit status. (Pieces, so many files go to one command
+    /// without being copied into one buffer first.) When `abort` resolves first, the command
+    /// is stopped on the host (`TransportError::Aborted`). Either way the sink has what the
+    /// command sent until it ended.
+    fn exec_streamed_until(
+        &self,
+        command: &str,
+        stdin: &[&[u8]],
+        sink: &mut dyn OutputSink,
+        abort: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<Option<u32>, TransportError>> + Send;
+    /// `exec_streamed_until` that is never aborted.
+    fn exec_streamed(
+        &self,
+        command: &str,
+        stdin: &[&[u8]],
+        sink: &mut dyn OutputSink,
+    ) -> impl Future<Output = Result<Option<u32>, TransportError>> + Send {
+        self.exec_streamed_until(command, stdin, sink, std::future::pending())
+    }
+    /// `exec_streamed_until` collecting stdout, stderr and the exit status, each stream kept
+    /// whole up to `CAPTURE_LIMIT` (past it the command fails). A command cut short keeps the
+    /// output it sent.
     fn exec_until(
         &self,
         command: &str,
         stdin: &[&[u8]],
         abort: impl Future<Output = ()> + Send,
-    ) -> impl Future<Output = Result<ExecOutput, Cut>> + Send;
+    ) -> impl Future<Output = Result<ExecOutput, Cut>> + Send {
+        async move {
+            let mut capture = Capture::default();
+            let ended = self
+                .exec_streamed_until(command, stdin, &mut capture, abort)
+                .await;
+            capture.finish(ended)
+        }
+    }
     /// `exec_until` that is never aborted, without the partial output.
     fn exec_pieces(
         &self,

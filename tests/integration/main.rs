@@ -12,6 +12,7 @@ mod hostile;
 mod inputs;
 mod interrupt;
 mod locks;
+mod output;
 mod provision;
 mod rollout;
 mod secrets;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dropship::transport::ssh::SshConnector;
 use dropship::transport::{
-    ConnectSpec, Connection, Connector, HostKeyPolicy, JumpSpec, TransportError,
+    ConnectSpec, Connection, Connector, HostKeyPolicy, JumpSpec, OutputSink, TransportError,
 };
 use sha2::{Digest, Sha256};
 
@@ -198,6 +198,20 @@ fn pseudo_random(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Keeps everything a streamed command prints.
+#[derive(Default)]
+struct Collected {
+    stdout: Vec<u8>,
+}
+
+impl OutputSink for Collected {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.stdout.extend_from_slice(bytes);
+    }
+
+    fn stderr(&mut self, _: &[u8]) {}
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_commands_with_stdin_and_exit_status() {
     let sshd = Sshd::start();
@@ -253,12 +267,28 @@ async fn runs_commands_with_stdin_and_exit_status() {
         Some(expected.as_str())
     );
 
-    // Echoing megabytes back needs stdin written while stdout is read.
-    let out = conn.exec("cat", &big).await.expect("cat 5 MiB");
+    // Echoing megabytes back needs stdin written while stdout is read. (Streamed: a whole
+    // capture stops at CAPTURE_LIMIT, below.)
+    let mut echoed = Collected::default();
+    let status = conn
+        .exec_streamed("cat", &[&big], &mut echoed)
+        .await
+        .expect("cat 5 MiB");
+    assert_eq!(status, Some(0));
     assert!(
-        out.stdout == big,
+        echoed.stdout == big,
         "5 MiB did not round-trip through cat ({} bytes back)",
-        out.stdout.len()
+        echoed.stdout.len()
+    );
+    let too_much = conn
+        .exec("cat", &big)
+        .await
+        .expect_err("more than the capture limit");
+    assert!(
+        too_much
+            .to_string()
+            .contains("printed more than 4.2 MB on stdout"),
+        "{too_much}"
     );
 
     // A command that ignores its stdin must not leave us blocked on the send window.

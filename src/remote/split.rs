@@ -1,0 +1,432 @@
+//! A driver's output split per step as it arrives: the step markers found in the raw streams,
+//! each step's share of stdout and stderr masked for secrets and bounded to its head and tail.
+
+use std::ops::Range;
+
+use memchr::memmem;
+
+use crate::output::{Kept, Redactor};
+use crate::transport::{ExecOutput, OutputSink};
+
+/// Longest marker fields (`STATUS:BEFORE:AFTER`) believed: more is output, not a marker.
+const MAX_FIELDS: usize = 96;
+/// The driver's first stdout line (the compose flavour) is taken whole up to this length.
+const MAX_FIRST_LINE: usize = 1024;
+/// What is kept of the epilogue's stdout (the audit and unlock lines), for tests and debugging.
+const MAX_EPILOGUE: usize = 16 * 1024;
+
+/// What came back from a driver: per segment that started, its own output and status (a
+/// segment cut short has `status: None` unless the driver's own exit status tells more) and
+/// how long it took when the shell could tell; whether the epilogue finished.
+pub struct Split {
+    pub outputs: Vec<ExecOutput>,
+    pub elapsed_ms: Vec<Option<u64>>,
+    /// The last output has no marker: its segment was running when the driver ended.
+    pub cut_short: bool,
+    /// The driver stopped before the next segment because the run was interrupted.
+    pub stopped: bool,
+    pub epilogue_done: bool,
+    /// The preamble's first stdout line (with its newline), when asked for.
+    pub first_line: Option<Vec<u8>>,
+    /// The start of what the epilogue printed on stdout.
+    pub epilogue: Vec<u8>,
+}
+
+/// Splits a driver's streams per step while they arrive (see `chain::driver` for the
+/// markers). Markers are found in the raw bytes, so neither masking nor bounding can hide
+/// one; each step's output is masked before it is bounded, so no cut can split a secret.
+/// Memory stays bounded whatever the steps print.
+pub struct StepSplitter<'r> {
+    redactor: &'r Redactor,
+    count: usize,
+    prefix: Vec<u8>,
+    end_marker: Vec<u8>,
+    stop_marker: Vec<u8>,
+    stdout: Scanner,
+    stderr: Scanner,
+    steps: Vec<StepCapture<'r>>,
+    out_at: usize,
+    err_at: usize,
+    /// A marker with a failing status ended the steps on this stream: the rest is epilogue.
+    out_stopped: bool,
+    err_stopped: bool,
+    first_line: Option<Vec<u8>>,
+    taking_first_line: bool,
+    epilogue: Vec<u8>,
+    epilogue_done: bool,
+    stopped: bool,
+}
+
+struct StepCapture<'r> {
+    stdout: Kept<'r>,
+    stderr: Kept<'r>,
+    /// Set by the step's stdout marker: its status and duration.
+    marked: Option<(Option<u32>, Option<u64>)>,
+}
+
+impl<'r> StepSplitter<'r> {
+    /// For a driver of `count` segments made with `nonce`; `first_line` takes the preamble's
+    /// first stdout line apart (the compose flavour).
+    pub fn new(redactor: &'r Redactor, nonce: &str, count: usize, first_line: bool) -> Self {
+        Self {
+            redactor,
+            count,
+            prefix: format!("\n@@dropship:{nonce}:").into_bytes(),
+            end_marker: b"end".to_vec(),
+            stop_marker: b"stop".to_vec(),
+            stdout: Scanner::default(),
+            stderr: Scanner::default(),
+            steps: Vec::new(),
+            out_at: 0,
+            err_at: 0,
+            out_stopped: false,
+            err_stopped: false,
+            first_line: None,
+            taking_first_line: first_line,
+            epilogue: Vec::new(),
+            epilogue_done: false,
+            stopped: false,
+        }
+    }
+
+    fn step(&mut self, index: usize) -> &mut StepCapture<'r> {
+        while self.steps.len() <= index {
+            self.steps.push(StepCapture {
+                stdout: Kept::new(self.redactor),
+                stderr: Kept::new(self.redactor),
+                marked: None,
+            });
+        }
+        &mut self.steps[index]
+    }
+
+    fn on_stdout(&mut self, bytes: &[u8], end: bool) {
+        let pieces = self.stdout.feed(bytes, &self.prefix, end);
+        let buffer = std::mem::take(&mut self.stdout.pending);
+        for piece in &pieces {
+            match piece {
+                Piece::Data(range) => self.stdout_data(&buffer[range.clone()]),
+                Piece::Marker(range) => self.stdout_marker(&buffer[range.clone()]),
+            }
+        }
+        self.stdout.pending = buffer;
+        self.stdout.consume();
+    }
+
+    fn stdout_data(&mut self, mut bytes: &[u8]) {
+        if self.taking_first_line {
+            let line = self.first_line.get_or_insert_with(Vec::new);
+            let (head, rest) = match memchr::memchr(b'\n', bytes) {
+                Some(i) => (&bytes[..=i], &bytes[i + 1..]),
+                None => (bytes, &bytes[bytes.len()..]),
+            };
+            let room = MAX_FIRST_LINE.saturating_sub(line.len());
+            line.extend_from_slice(&head[..head.len().min(room)]);
+            if head.ends_with(b"\n") {
+                self.taking_first_line = false;
+            }
+            bytes = rest;
+        }
+        if bytes.is_empty() {
+            return;
+        }
+        if self.out_at < self.count && !self.out_stopped {
+            self.step(self.out_at).stdout.push(bytes);
+        } else {
+            let room = MAX_EPILOGUE.saturating_sub(self.epilogue.len());
+            self.epilogue
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+
+    fn stdout_marker(&mut self, fields: &[u8]) {
+        if fields == self.end_marker.as_slice() {
+            self.epilogue_done = true;
+            return;
+        }
+        // Printed instead of the next segment when a stop was asked (`chain::stop_request`).
+        if fields == self.stop_marker.as_slice() {
+            if !self.out_stopped {
+                self.stopped = true;
+                self.out_stopped = true;
+            }
+            return;
+        }
+        let Some((index, status, elapsed)) = parse_fields(fields) else {
+            return;
+        };
+        if index != self.out_at || self.out_stopped || index >= self.count {
+            return;
+        }
+        self.step(index).marked = Some((status, elapsed));
+        self.out_at += 1;
+        self.out_stopped = status != Some(0);
+    }
+
+    fn on_stderr(&mut self, bytes: &[u8], end: bool) {
+        let pieces = self.stderr.feed(bytes, &self.prefix, end);
+        let buffer = std::mem::take(&mut self.stderr.pending);
+        for piece in &pieces {
+            match piece {
+                Piece::Data(range) => {
+                    if self.err_at < self.count && !self.err_stopped {
+                        self.step(self.err_at).stderr.push(&buffer[range.clone()]);
+                    }
+                }
+                Piece::Marker(range) => {
+                    if let Some((index, status, _)) = parse_fields(&buffer[range.clone()])
+                        && index == self.err_at
+                        && !self.err_stopped
+                    {
+                        self.err_at += 1;
+                        self.err_stopped = status != Some(0);
+                    }
+                }
+            }
+        }
+        self.stderr.pending = buffer;
+        self.stderr.consume();
+    }
+
+    /// Ends both streams: `status` is the driver's own exit status.
+    pub fn finish(mut self, status: Option<u32>) -> Split {
+        self.on_stdout(&[], true);
+        self.on_stderr(&[], true);
+        // Steps that ended with a marker, then the one that was running when the driver
+        // stopped (the shell died, sudo refused, the connection dropped), if any.
+        let cut_short = !self.out_stopped && self.out_at < self.count;
+        let started = self.out_at + usize::from(cut_short);
+        self.step(started.saturating_sub(1));
+        let mut outputs = Vec::new();
+        let mut elapsed_ms = Vec::new();
+        for capture in self.steps.into_iter().take(started) {
+            let (status, elapsed) = capture.marked.unwrap_or((status.filter(|s| *s != 0), None));
+            let (stdout, stdout_dropped) = capture.stdout.finish();
+            let (stderr, stderr_dropped) = capture.stderr.finish();
+            outputs.push(ExecOutput {
+                status,
+                stdout,
+                stderr,
+                stdout_dropped,
+                stderr_dropped,
+            });
+            elapsed_ms.push(elapsed);
+        }
+        Split {
+            outputs,
+            elapsed_ms,
+            cut_short,
+            stopped: self.stopped,
+            epilogue_done: self.epilogue_done,
+            first_line: self.first_line,
+            epilogue: self.epilogue,
+        }
+    }
+}
+
+impl OutputSink for StepSplitter<'_> {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.on_stdout(bytes, false);
+    }
+
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.on_stderr(bytes, false);
+    }
+}
+
+/// `INDEX:STATUS:BEFORE:AFTER` (times in seconds, possibly empty) → index, status, milliseconds.
+fn parse_fields(fields: &[u8]) -> Option<(usize, Option<u32>, Option<u64>)> {
+    let fields = std::str::from_utf8(fields).ok()?;
+    let mut parts = fields.split(':');
+    let index = parts.next()?.parse().ok()?;
+    let status = parts.next().and_then(|s| s.parse().ok());
+    let mut time = || -> Option<f64> { parts.next()?.replace(',', ".").parse().ok() };
+    let elapsed = match (time(), time()) {
+        (Some(before), Some(after)) if after >= before => {
+            Some(((after - before) * 1000.0).round() as u64)
+        }
+        _ => None,
+    };
+    Some((index, status, elapsed))
+}
+
+/// A piece of one stream: output, or a marker's fields (ranges into `Scanner::pending`).
+enum Piece {
+    Data(Range<usize>),
+    Marker(Range<usize>),
+}
+
+/// Finds markers (`prefix` + fields + `@@\n`) in a stream that arrives in pieces, holding
+/// back only what could still be the start of one.
+#[derive(Default)]
+struct Scanner {
+    pending: Vec<u8>,
+    /// Bytes of `pending` already handed out as pieces.
+    consumed: usize,
+}
+
+impl Scanner {
+    fn consume(&mut self) {
+        self.pending.drain(..self.consumed);
+        self.consumed = 0;
+    }
+
+    /// Takes `bytes`, returns the pieces now known; `end`: nothing more will come.
+    fn feed(&mut self, bytes: &[u8], prefix: &[u8], end: bool) -> Vec<Piece> {
+        self.pending.extend_from_slice(bytes);
+        let buf = &self.pending;
+        let mut pieces = Vec::new();
+        let mut pos = 0;
+        let finder = memmem::Finder::new(prefix);
+        loop {
+            let Some(found) = finder.find(&buf[pos..]) else {
+                // Hold back a tail that may be the start of a marker.
+                let keep = if end {
+                    0
+                } else {
+                    partial_prefix_len(&buf[pos..], prefix)
+                };
+                let data_end = buf.len() - keep;
+                if data_end > pos {
+                    pieces.push(Piece::Data(pos..data_end));
+                }
+                pos = data_end;
+                break;
+            };
+            let at = pos + found;
+            if at > pos {
+                pieces.push(Piece::Data(pos..at));
+            }
+            let fields = at + prefix.len();
+            let window = &buf[fields..buf.len().min(fields + MAX_FIELDS + 3)];
+            match memmem::find(window, b"@@\n") {
+                Some(close) => {
+                    pieces.push(Piece::Marker(fields..fields + close));
+                    pos = fields + close + 3;
+                }
+                None if end || window.len() >= MAX_FIELDS + 3 => {
+                    // Not a marker after all: its first byte is output.
+                    pieces.push(Piece::Data(at..at + 1));
+                    pos = at + 1;
+                }
+                None => {
+                    pos = at;
+                    break;
+                }
+            }
+        }
+        self.consumed = pos;
+        pieces
+    }
+}
+
+/// The length of the longest end of `text` that is a proper start of `prefix`.
+fn partial_prefix_len(text: &[u8], prefix: &[u8]) -> usize {
+    let longest = text.len().min(prefix.len() - 1);
+    (1..=longest)
+        .rev()
+        .find(|&n| text[text.len() - n..] == prefix[..n])
+        .unwrap_or(0)
+}
+
+/// Splits a whole driver output at once.
+#[cfg(test)]
+pub fn split_all(
+    redactor: &Redactor,
+    out: &ExecOutput,
+    nonce: &str,
+    count: usize,
+    first_line: bool,
+) -> Split {
+    let mut splitter = StepSplitter::new(redactor, nonce, count, first_line);
+    splitter.stdout(&out.stdout);
+    splitter.stderr(&out.stderr);
+    splitter.finish(out.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::HEAD;
+    use crate::secrets::Secret;
+
+    fn feed_in_pieces(redactor: &Redactor, out: &ExecOutput, piece: usize) -> Split {
+        let mut splitter = StepSplitter::new(redactor, "n5", 3, true);
+        let (mut o, mut e) = (out.stdout.chunks(piece), out.stderr.chunks(piece));
+        loop {
+            let (a, b) = (o.next(), e.next());
+            if a.is_none() && b.is_none() {
+                break;
+            }
+            a.into_iter().for_each(|c| splitter.stdout(c));
+            b.into_iter().for_each(|c| splitter.stderr(c));
+        }
+        splitter.finish(out.status)
+    }
+
+    #[test]
+    fn markers_and_secrets_survive_any_piece_size() {
+        let secret = Secret::new("pa$$\nword");
+        let redactor = Redactor::new([&secret]);
+        let out = ExecOutput {
+            status: Some(4),
+            stdout: b"compose=plugin\none pa$$\r\nword\n@@dropship:n5:0:0:1.0:1.5@@\n\
+                      two pa$$\nword\n@@dropship:n5:1:4::@@\naudit\n@@dropship:n5:end@@\n"
+                .to_vec(),
+            stderr: b"e1\n@@dropship:n5:0:0::@@\npa$$\nword e2\n@@dropship:n5:1:4::@@\n".to_vec(),
+            ..Default::default()
+        };
+        let whole = split_all(&redactor, &out, "n5", 3, true);
+        for piece in 1..=out.stdout.len() {
+            let split = feed_in_pieces(&redactor, &out, piece);
+            assert_eq!(split.first_line.as_deref(), Some(&b"compose=plugin\n"[..]));
+            let texts: Vec<(&[u8], &[u8], Option<u32>)> = split
+                .outputs
+                .iter()
+                .map(|o| (&o.stdout[..], &o.stderr[..], o.status))
+                .collect();
+            assert_eq!(
+                texts,
+                [
+                    (&b"one ********"[..], &b"e1"[..], Some(0)),
+                    (&b"two ********"[..], &b"******** e2"[..], Some(4)),
+                ],
+                "piece size {piece}"
+            );
+            assert_eq!(split.elapsed_ms, [Some(500), None]);
+            assert!(split.epilogue_done, "piece size {piece}");
+            assert_eq!(split.epilogue, whole.epilogue);
+            assert_eq!(split.epilogue, b"audit");
+        }
+    }
+
+    #[test]
+    fn a_flood_is_bounded_per_step_and_no_marker_is_lost() {
+        let redactor = Redactor::default();
+        let mut splitter = StepSplitter::new(&redactor, "n6", 2, false);
+        let chunk = vec![b'x'; 32 * 1024];
+        splitter.stdout(b"start\n");
+        for _ in 0..200 {
+            splitter.stdout(&chunk);
+            splitter.stderr(&chunk);
+        }
+        splitter.stdout(b"\nend-of-0\n@@dropship:n6:0:0::@@\nsecond");
+        splitter.stderr(b"\n@@dropship:n6:0:0::@@\n");
+        let split = splitter.finish(Some(0));
+        assert_eq!(split.outputs.len(), 2);
+        let first = &split.outputs[0];
+        assert!(first.stdout.starts_with(b"start\nxxx"));
+        assert!(first.stdout.ends_with(b"xxx\nend-of-0"));
+        let dropped = first.stdout_dropped.expect("stdout was cut");
+        assert_eq!(dropped.at, HEAD);
+        assert_eq!(
+            dropped.bytes as usize + first.stdout.len(),
+            6 + 200 * chunk.len() + 9
+        );
+        assert!(first.stderr_dropped.is_some());
+        // The second step was running when the driver ended: it keeps its output.
+        assert_eq!(split.outputs[1].stdout, b"second");
+        assert_eq!(split.outputs[1].status, None);
+        assert!(split.cut_short);
+    }
+}
