@@ -234,13 +234,26 @@ fn an_upload_onto_a_full_disk_fails_clearly_and_keeps_the_old_file() {
     assert_eq!(leftovers(&mount.dir), Vec::<String>::new());
 }
 
-/// Stops and reaps the racer when dropped (also when an assertion fails).
-struct Racer(Child);
+/// Stops and reaps the racer when dropped (also when an assertion fails): its stop file
+/// first, so that its loop ends with no `ln`/`mv` of its own still running (one finishing
+/// after the area is removed would leave it behind), then a kill if it is still there.
+struct Racer {
+    child: Child,
+    stop: PathBuf,
+}
 
 impl Drop for Racer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = fs::write(&self.stop, "");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -315,7 +328,10 @@ fn uploads_as_root_never_follow_a_symlink_a_racing_user_plants() {
             .collect::<Vec<_>>()
             .join(" "),
     );
-    let racer = Racer(user.sh(&racer_script).spawn().expect("start the racer"));
+    let racer = Racer {
+        child: user.sh(&racer_script).spawn().expect("start the racer"),
+        stop: stop.clone(),
+    };
 
     let mut uploads_done = 0;
     for round in 0..ROUNDS {
@@ -346,7 +362,6 @@ fn uploads_as_root_never_follow_a_symlink_a_racing_user_plants() {
             }
         }
     }
-    fs::write(&stop, "").unwrap();
     drop(racer);
 
     assert!(
