@@ -9,7 +9,7 @@ use crate::executor::{Cancel, ExecOptions, HostSession, RunContext, connect_all,
 use crate::lock::{self, Holder};
 use crate::plan::Plan;
 use crate::release::{self, utc_rfc3339};
-use crate::report::{Event, HostResult, Reporter, RunReport};
+use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::rollout::OnFailure;
 use crate::transport::{Connection, Connector};
 
@@ -24,6 +24,7 @@ pub struct LockOptions {
 #[derive(Default)]
 struct Stops {
     halted: Option<String>,
+    lock_conflict: Option<String>,
 }
 
 /// `dropship deploy`: locks, batches, rollback on failure, audit.
@@ -117,7 +118,7 @@ fn refuse<T: Connection>(
     for s in sessions.iter_mut() {
         s.result.note = Some(format!("{what}: lock held elsewhere"));
     }
-    stops.halted = Some(refusal);
+    stops.lock_conflict = Some(refusal);
 }
 
 async fn roll_back_one<T: Connection>(
@@ -129,41 +130,45 @@ async fn roll_back_one<T: Connection>(
         return;
     }
     let Some(site) = &ctx.plan.hosts[session.index].release else {
-        session.result.error =
-            Some("the playbook has no [release] section: nothing to roll back to".into());
+        session.fail(
+            ctx.reporter,
+            "the playbook has no [release] section: nothing to roll back to",
+        );
         return;
     };
     let listing = match session.exec(&release::list(site), &[]).await {
         Ok(out) if out.success() => release::parse_list(&String::from_utf8_lossy(&out.stdout)),
         Ok(out) => {
-            session.result.error = Some(format!(
+            let error = format!(
                 "cannot list releases: {}",
                 failure_text(&out, &ctx.plan.redactor)
-            ));
+            );
+            session.fail(ctx.reporter, &error);
             return;
         }
         Err(e) => {
-            session.result.error = Some(e);
+            session.fail(ctx.reporter, &e);
             return;
         }
     };
     let target = match to {
         Some(id) if listing.releases.iter().any(|r| r == id) => id.to_string(),
         Some(id) => {
-            session.result.error = Some(format!(
+            let error = format!(
                 "release {id} is not on this host (it has: {})",
                 if listing.releases.is_empty() {
                     "none".to_string()
                 } else {
                     listing.releases.join(", ")
                 }
-            ));
+            );
+            session.fail(ctx.reporter, &error);
             return;
         }
         None => match listing.previous {
             Some(p) => p,
             None => {
-                session.result.error = Some("no previous release on this host".into());
+                session.fail(ctx.reporter, "no previous release on this host");
                 return;
             }
         },
@@ -234,7 +239,11 @@ async fn run_batches<T: Connection>(
             .iter()
             .filter(|s| batch.contains(&s.index) && s.failed())
             .count();
-        if policy.exceeded(failed, total) {
+        // Halting means something only when later batches would have started or the failed
+        // batch goes back: a single batch (no `[rollout]`) just failed.
+        let later = &batches[number + 1..];
+        let rolls_back = policy.on_failure == OnFailure::Rollback;
+        if policy.exceeded(failed, total) && (!later.is_empty() || rolls_back) {
             let reason = format!(
                 "{failed} of {total} host(s) failed by batch {}/{}, more than max_failures allows",
                 number + 1,
@@ -243,15 +252,10 @@ async fn run_batches<T: Connection>(
             ctx.reporter.event(&Event::Note {
                 text: &format!("rollout halted: {reason}"),
             });
-            if policy.on_failure == OnFailure::Rollback {
+            if rolls_back {
                 roll_back_batch(sessions, ctx, batch).await;
             }
-            skip_batches(
-                sessions,
-                ctx,
-                &batches[number + 1..],
-                "not deployed: rollout halted",
-            );
+            skip_batches(sessions, ctx, later, "not deployed: rollout halted");
             stops.halted = Some(reason);
             return;
         }
@@ -427,14 +431,15 @@ async fn lock_one<T: Connection>(
             }
         }
         Ok(out) => {
-            session.result.error = Some(format!(
+            let error = format!(
                 "cannot take the lock: {}",
                 failure_text(&out, &ctx.plan.redactor)
-            ));
+            );
+            session.fail(ctx.reporter, &error);
             None
         }
         Err(e) => {
-            session.result.error = Some(format!("cannot take the lock: {e}"));
+            session.fail(ctx.reporter, &format!("cannot take the lock: {e}"));
             None
         }
     }
@@ -516,9 +521,14 @@ fn report(
     let interrupted = ctx.cancel.is_cancelled();
     let report = RunReport {
         command: command.to_string(),
-        ok: !hosts.iter().any(HostResult::failed) && stops.halted.is_none() && !interrupted,
+        ok: !hosts.iter().any(HostResult::failed)
+            && stops.halted.is_none()
+            && stops.lock_conflict.is_none()
+            && !interrupted,
         release,
         halted: stops.halted,
+        lock_conflict: stops.lock_conflict,
+        counts: Counts::of(&hosts),
         interrupted,
         hosts,
         elapsed_ms: started.elapsed().as_millis() as u64,

@@ -119,7 +119,7 @@ pub async fn connect_all<C: Connector>(
             };
             match connected {
                 Ok(conn) => session.conn = Some(conn),
-                Err(e) => session.result.error = Some(plan.redactor.redact(&e.to_string())),
+                Err(e) => session.fail(reporter, &e.to_string()),
             }
             session
         }
@@ -128,6 +128,20 @@ pub async fn connect_all<C: Connector>(
 }
 
 impl<T: Connection> HostSession<T> {
+    /// The host failed outside a step: it runs nothing more, and the reporter hears it now
+    /// (the first error only: what followed from it adds nothing).
+    pub fn fail(&mut self, reporter: &dyn Reporter, error: &str) {
+        if self.result.error.is_some() {
+            return;
+        }
+        let error = self.redactor.redact(error);
+        reporter.event(&Event::HostFailed {
+            host: &self.host_name,
+            error: &error,
+        });
+        self.result.error = Some(error);
+    }
+
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
     }
@@ -225,7 +239,7 @@ impl<T: Connection> HostSession<T> {
         if !self.probed {
             self.probed = true;
             if let Err(e) = self.probe(ctx.plan).await {
-                self.result.error = Some(ctx.plan.redactor.redact(&e));
+                self.fail(ctx.reporter, &e);
                 self.skip(ctx, steps.iter().map(|s| s.name.as_str()), "host failed");
                 return;
             }
@@ -248,7 +262,7 @@ impl<T: Connection> HostSession<T> {
             // `dropship rollback` runs no deploy steps first: learn the remote files here.
             self.probed = true;
             if let Err(e) = self.probe(ctx.plan).await {
-                self.result.error = Some(ctx.plan.redactor.redact(&e));
+                self.fail(ctx.reporter, &e);
                 return;
             }
         }

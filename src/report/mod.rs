@@ -77,6 +77,47 @@ impl HostResult {
     pub fn count(&self, outcome: Outcome) -> usize {
         self.steps.iter().filter(|s| s.outcome == outcome).count()
     }
+
+    /// How the host's run ended, as the summary counts it: a host with a note (interrupted,
+    /// rollout halted, lock held elsewhere) and nothing failed was not deployed, never ok.
+    pub fn status(&self) -> HostStatus {
+        if self.failed() {
+            HostStatus::Failed
+        } else if self.note.is_some() {
+            HostStatus::NotDeployed
+        } else {
+            HostStatus::Ok
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostStatus {
+    Ok,
+    Failed,
+    NotDeployed,
+}
+
+/// How many hosts ended each way; the summary line and the JSON report say the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub ok: usize,
+    pub failed: usize,
+    pub not_deployed: usize,
+}
+
+impl Counts {
+    pub fn of(hosts: &[HostResult]) -> Self {
+        let mut counts = Self::default();
+        for h in hosts {
+            match h.status() {
+                HostStatus::Ok => counts.ok += 1,
+                HostStatus::Failed => counts.failed += 1,
+                HostStatus::NotDeployed => counts.not_deployed += 1,
+            }
+        }
+        counts
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,9 +127,14 @@ pub struct RunReport {
     /// The release this run created or rolled back to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
-    /// Why the rollout stopped before its last batch, if it did.
+    /// Why the rollout stopped before its last batch (or rolled the failed batch back), if it
+    /// did. Never set without a `[rollout]` that had something to halt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub halted: Option<String>,
+    /// A lock held by another run refused this one (no host was changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_conflict: Option<String>,
+    pub counts: Counts,
     pub interrupted: bool,
     pub hosts: Vec<HostResult>,
     pub elapsed_ms: u64,
@@ -102,6 +148,12 @@ pub enum Event<'a> {
     StepFinished {
         host: &'a str,
         step: &'a StepResult,
+    },
+    /// A host failed outside a step (unreachable, host key, authentication, lock, probe): said
+    /// when it happens, before its steps are reported skipped.
+    HostFailed {
+        host: &'a str,
+        error: &'a str,
     },
     HostFinished {
         result: &'a HostResult,

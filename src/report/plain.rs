@@ -69,16 +69,15 @@ impl Reporter for PlainReporter {
                 }
             }
             Event::Note { text } => self.write(&format!("== {text}\n")),
-            Event::HostFinished { result } => {
-                if let Some(error) = &result.error {
-                    let mut text = String::new();
-                    for (i, l) in error.lines().enumerate() {
-                        let prefix = if i == 0 { "FAILED   " } else { "    " };
-                        text.push_str(&format!("[{}] {prefix}{l}\n", result.host));
-                    }
-                    self.write(&text);
+            Event::HostFailed { host, error } => {
+                let mut text = String::new();
+                for (i, l) in error.lines().enumerate() {
+                    let prefix = if i == 0 { "FAILED   " } else { "    " };
+                    text.push_str(&format!("[{host}] {prefix}{l}\n"));
                 }
+                self.write(&text);
             }
+            Event::HostFinished { .. } => {}
         }
     }
 
@@ -139,24 +138,22 @@ pub fn summary_table(report: &RunReport) -> String {
         let cells: Vec<&str> = row.iter().map(String::as_str).collect();
         out.push_str(&format_row(&cells));
     }
-    let failed = report.hosts.iter().filter(|h| h.failed()).count();
-    let not_run = report
-        .hosts
-        .iter()
-        .filter(|h| !h.failed() && h.note.is_some())
-        .count();
+    let counts = &report.counts;
     out.push_str(&format!(
         "{} host(s): {} ok, {} failed",
         report.hosts.len(),
-        report.hosts.len() - failed - not_run,
-        failed,
+        counts.ok,
+        counts.failed,
     ));
-    if not_run > 0 {
-        out.push_str(&format!(", {not_run} not deployed"));
+    if counts.not_deployed > 0 {
+        out.push_str(&format!(", {} not deployed", counts.not_deployed));
     }
     out.push_str(&format!(" in {:.1}s\n", report.elapsed_ms as f64 / 1000.0));
     if let Some(reason) = &report.halted {
         out.push_str(&format!("rollout halted: {reason}\n"));
+    }
+    if let Some(conflict) = &report.lock_conflict {
+        out.push_str(&format!("lock conflict: {conflict}\n"));
     }
     if report.interrupted {
         out.push_str("interrupted: no new work was started after the signal; locks released\n");
@@ -166,7 +163,7 @@ pub fn summary_table(report: &RunReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HostResult, StepResult};
+    use super::super::{Counts, HostResult, StepResult};
     use super::*;
 
     #[test]
@@ -178,11 +175,13 @@ mod tests {
             output: None,
             elapsed_ms: 1,
         };
-        let report = RunReport {
+        let mut report = RunReport {
             command: "deploy".into(),
             ok: false,
             release: None,
             halted: None,
+            lock_conflict: None,
+            counts: Counts::default(),
             interrupted: false,
             elapsed_ms: 1500,
             hosts: vec![
@@ -206,6 +205,7 @@ mod tests {
                 },
             ],
         };
+        report.counts = Counts::of(&report.hosts);
         assert_eq!(
             summary_table(&report),
             "\nHOST   CHANGED  OK  FAILED  SKIPPED  TIME  RESULT\n\

@@ -24,14 +24,18 @@ fn write_playbook(fleet: &Fleet, steps: &str) -> PathBuf {
     path
 }
 
+/// `dropship deploy`, its JSON report written to `report.json` in the fleet's dir.
 fn spawn_deploy(fleet: &Fleet, playbook: &Path) -> Child {
     let inventory = fleet.write_inventory("");
+    let json = fleet.dir.path().join("report.json");
     command(
         &[
             "deploy",
             "-i",
             inventory.to_str().unwrap(),
             playbook.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
         ],
         None,
     )
@@ -166,6 +170,15 @@ run = "touch {{ app_dir }}/become-ran"
         "{}",
         run.all()
     );
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(fleet.dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["interrupted"], true, "{report:#}");
+    assert_eq!(report["counts"]["ok"], 0, "{report:#}");
+    assert_eq!(report["counts"]["not_deployed"], 2, "{report:#}");
+    for h in report["hosts"].as_array().unwrap() {
+        assert_eq!(h["note"], "interrupted", "{report:#}");
+    }
 }
 
 /// `sleep` processes with this argument on the machine (the hosts are local).

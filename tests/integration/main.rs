@@ -14,6 +14,7 @@ mod interrupt;
 mod locks;
 mod output;
 mod provision;
+mod reports;
 mod rollout;
 mod secrets;
 mod support;
