@@ -24,6 +24,10 @@ pub enum Probe {
     },
 }
 
+/// The shortest wait between two attempts of a health check: a playbook asking for less is
+/// refused, and the executor never retries faster (a check must not hammer the host).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
     pub probe: Probe,

@@ -227,14 +227,15 @@ impl<T: Connection> HostSession<T> {
                 Ok(Err(last)) => last,
                 Err(_) => "no answer before the timeout".to_string(),
             };
-            if Instant::now() + check.interval >= deadline {
+            let interval = check.interval.max(health::MIN_INTERVAL);
+            if Instant::now() + interval >= deadline {
                 return Err(format!(
                     "unhealthy after {} ({attempts} attempt(s)); last: {last}",
                     humantime::format_duration(check.timeout)
                 ));
             }
             tokio::select! {
-                () = tokio::time::sleep(check.interval) => {}
+                () = tokio::time::sleep(interval) => {}
                 () = cancel.aborted() => return aborted(),
             }
         }

@@ -349,13 +349,27 @@ pub(super) fn convert_health(
                 .with_hint("write e.g. \"60s\", \"2m\" or \"500ms\"")
         }),
     };
+    let interval = duration(&raw.interval, 1)?;
+    if let Some(t) = &raw.interval
+        && interval < crate::health::MIN_INTERVAL
+    {
+        return Err(file
+            .error_at(
+                t.span(),
+                format!(
+                    "`interval` must be at least {}",
+                    humantime::format_duration(crate::health::MIN_INTERVAL)
+                ),
+            )
+            .with_hint("each attempt opens a channel (and, for a `command`, runs a shell) on the host; write e.g. \"1s\" (the default) or \"500ms\""));
+    }
     Ok(HealthStep {
         url: raw.url,
         command: raw.command,
         expect: raw.expect.unwrap_or(200),
         contains: raw.contains,
         timeout: duration(&raw.timeout, 60)?,
-        interval: duration(&raw.interval, 1)?,
+        interval,
     })
 }
 

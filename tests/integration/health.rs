@@ -155,3 +155,34 @@ fn command_health_check_passes_on_exit_zero() {
     );
     assert!(marker.exists());
 }
+
+#[test]
+fn health_interval_below_the_minimum_is_bad_input() {
+    let fleet = Fleet::start(1);
+    for interval in ["0s", "1ms", "99ms"] {
+        let run = deploy(
+            &fleet,
+            &format!("{{ command = \"true\", timeout = \"2s\", interval = \"{interval}\" }}"),
+        );
+        run.assert_code(2);
+        let first = run.stderr.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error: ")
+                && first.contains("health.toml:")
+                && first.contains("`interval` must be at least 100ms"),
+            "{interval}\n{}",
+            run.all()
+        );
+        assert!(run.stderr.contains("hint: "), "{}", run.all());
+    }
+    assert!(
+        !fleet.host("h1").sshd_log().contains("Accepted publickey"),
+        "a host was touched"
+    );
+    // The minimum itself is accepted.
+    let run = deploy(
+        &fleet,
+        "{ command = \"true\", timeout = \"2s\", interval = \"100ms\" }",
+    );
+    run.assert_code(0);
+}
