@@ -289,3 +289,121 @@ fn second_ctrl_c_aborts_running_steps_and_releases_the_lock() {
 fn sigterm_aborts_running_steps_and_releases_the_lock() {
     abort_with(&[libc::SIGTERM], "619");
 }
+
+/// Through a real sudo with a password, as an unprivileged SSH user: the stop sign and the
+/// abort reach the root processes of a `become` session too.
+#[test]
+fn ctrl_c_stops_and_aborts_become_sessions_through_sudo() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fleet = start_fleet(1);
+    // As in provision.rs: the test user's sshd reads the fleet's authorized_keys, and makes
+    // the lock in the root-owned app directory.
+    fs::set_permissions(fleet.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let user = crate::provision::SudoUser::create();
+    let h = fleet.host("h1");
+    fs::create_dir_all(state_dir(h)).unwrap();
+    fs::set_permissions(state_dir(h), fs::Permissions::from_mode(0o1777)).unwrap();
+    let inventory =
+        crate::cli_support::inventory_with_ssh(&fleet, &[("user", format!("\"{}\"", user.name))]);
+    let out = user.scratch.display().to_string();
+    let playbook = |first: &str| {
+        write_playbook(
+            &fleet,
+            &format!(
+                r#"[vars]
+out = "{out}"
+
+[secrets]
+sudo_pw = {{ env = "DROPSHIP_TEST_SUDO_PW" }}
+
+[become]
+password = "{{{{ secrets.sudo_pw }}}}"
+
+[[steps]]
+name = "first"
+become = true
+run = "{first}"
+
+[[steps]]
+name = "after"
+become = true
+run = "touch {{{{ out }}}}/after-ran"
+"#
+            ),
+        )
+    };
+    let spawn = |playbook: &Path| {
+        let mut cmd = command(
+            &[
+                "deploy",
+                "-i",
+                inventory.to_str().unwrap(),
+                playbook.to_str().unwrap(),
+            ],
+            None,
+        );
+        cmd.env("DROPSHIP_TEST_SUDO_PW", &user.password);
+        cmd.spawn().expect("spawn dropship")
+    };
+    let scratch = |f: &str| user.scratch.join(f);
+
+    // One Ctrl-C: the running root step ends, the next one never starts.
+    let pb = playbook("touch {{ out }}/slow-started; sleep 2; touch {{ out }}/slow-done");
+    let child = spawn(&pb);
+    wait_for_file(&scratch("slow-started"));
+    signal(&child, libc::SIGINT);
+    let run = finish_within(child, Duration::from_secs(20));
+    run.assert_code(130);
+    assert!(scratch("slow-done").exists(), "{}", run.all());
+    assert!(!scratch("after-ran").exists(), "{}", run.all());
+    assert_eq!(
+        run.outcome("h1", "after").as_deref(),
+        Some("skipped"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !state_dir(h).join("lock").exists(),
+        "lock left\n{}",
+        run.all()
+    );
+
+    // Two: the root `sleep` is stopped on the host within seconds.
+    let _reaper = SleepReaper("623".into());
+    let pb = playbook("touch {{ out }}/long-started; sleep 623; touch {{ out }}/long-done");
+    let child = spawn(&pb);
+    wait_for_file(&scratch("long-started"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeps("623").is_empty() {
+        assert!(Instant::now() < deadline, "the remote sleep never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, libc::SIGINT);
+    thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let signalled = Instant::now();
+    let run = finish_within(child, Duration::from_secs(20));
+    run.assert_code(130);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "{}",
+        run.all()
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !sleeps("623").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "root sleep left running\n{}",
+            run.all()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!scratch("long-done").exists());
+    assert!(!scratch("after-ran").exists(), "{}", run.all());
+    assert!(
+        !state_dir(h).join("lock").exists(),
+        "lock left\n{}",
+        run.all()
+    );
+    assert!(!run.all().contains(&user.password), "{}", run.all());
+}

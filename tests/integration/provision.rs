@@ -94,15 +94,15 @@ fn apt_installs_only_missing_packages() {
 
 /// A real unprivileged user whose sudo needs a password; removed (with its sudoers file and
 /// scratch dir) on drop.
-struct SudoUser {
-    name: String,
-    password: String,
+pub(crate) struct SudoUser {
+    pub(crate) name: String,
+    pub(crate) password: String,
     sudoers: PathBuf,
-    scratch: PathBuf,
+    pub(crate) scratch: PathBuf,
 }
 
 impl SudoUser {
-    fn create() -> SudoUser {
+    pub(crate) fn create() -> SudoUser {
         let name = unique("dsb");
         let password = unique("pw-sudo-");
         let scratch = PathBuf::from(format!("/tmp/dropship-become-{name}"));
