@@ -210,10 +210,12 @@ impl<T: Connection> HostSession<T> {
                 remaining.max(Duration::from_millis(100)),
                 self.health_attempt(check, become_as, cancel),
             );
-            let attempt = tokio::select! {
-                attempt = attempt => attempt,
-                () = cancel.aborted() => return aborted(),
-            };
+            // Not raced against the abort here: an attempt stops itself (a command is
+            // killed on the host first), and then the run is aborted.
+            let attempt = attempt.await;
+            if cancel.is_aborted() {
+                return aborted();
+            }
             let last = match attempt {
                 Ok(Ok(summary)) => {
                     return Ok(Done::new(
@@ -249,31 +251,32 @@ impl<T: Connection> HostSession<T> {
     ) -> Result<String, String> {
         match &check.probe {
             Probe::Http(target) => {
-                let raw = self
-                    .conn()?
-                    .tcp_request(
-                        &target.host,
-                        target.port,
-                        &health::request(target),
-                        64 * 1024,
+                let bytes = health::request(target);
+                let request =
+                    self.conn()?
+                        .tcp_request(&target.host, target.port, &bytes, 64 * 1024);
+                // Nothing runs on the host for a request: dropping it is stopping it.
+                let raw = tokio::select! {
+                    raw = request => raw,
+                    () = cancel.aborted() => Err(TransportError::Aborted),
+                };
+                let raw = raw.map_err(|e| {
+                    format!(
+                        "cannot connect to {}:{} from the host: {e}",
+                        target.host, target.port
                     )
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "cannot connect to {}:{} from the host: {e}",
-                            target.host, target.port
-                        )
-                    })?;
+                })?;
                 let (status, body) = health::parse_response(&raw, &self.redactor)?;
                 health::judge(check, status, body, &self.redactor)?;
                 Ok(format!("HTTP {status}"))
             }
             Probe::Command { command, dir } => {
                 // Aborted, the command is stopped on the host, not just left behind.
-                let script = remote::run(command, dir.as_deref());
+                let nonce = remote::nonce();
+                let script = remote::tagged(&nonce, &remote::run(command, dir.as_deref()));
                 let mut kept = KeptOutput::new(&self.redactor);
                 let status = self
-                    .exec_into(&script, &[], become_as, &mut kept, cancel.aborted())
+                    .exec_killable(&script, &[], become_as, &mut kept, &nonce, cancel)
                     .await
                     .map_err(|e| e.to_string())?;
                 require_success(&kept.finish(status), &self.redactor)?;

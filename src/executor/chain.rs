@@ -230,26 +230,9 @@ impl<T: Connection> HostSession<T> {
         sink: &mut dyn OutputSink,
     ) -> Result<Option<u32>, TransportError> {
         let stdin = driver.stdin_pieces();
-        let run = self.exec_into(
-            &driver.script,
-            &stdin,
-            become_as,
-            sink,
-            ctx.cancel.aborted(),
-        );
-        let killable = async {
-            let mut run = std::pin::pin!(run);
-            tokio::select! {
-                result = &mut run => result,
-                () = ctx.cancel.aborted() => {
-                    // The transport sends SIGTERM through the channel too, but OpenSSH
-                    // refuses that for root logins.
-                    let kill = remote::kill_request(nonce);
-                    let killed = self.exec_cut(&kill, &[], become_as, std::future::pending());
-                    tokio::join!(&mut run, killed).0
-                }
-            }
-        };
+        // The driver's markers carry its nonce: the kill request finds it by them.
+        let killable =
+            self.exec_killable(&driver.script, &stdin, become_as, sink, nonce, &ctx.cancel);
         let mut killable = std::pin::pin!(killable);
         let stop_wanted = async {
             match purpose {
@@ -270,6 +253,31 @@ impl<T: Connection> HostSession<T> {
             .exec_cut(&cleanup, &[], become_as, std::future::pending())
             .await;
         result
+    }
+
+    /// `exec_into` stopped on the host when the run is aborted. The transport sends SIGTERM
+    /// through the channel, but OpenSSH refuses that for root logins: a kill request on a
+    /// channel of its own also finds the script by `nonce`, which its text must contain
+    /// (a driver's markers, or `remote::tagged`).
+    pub(super) async fn exec_killable(
+        &self,
+        script: &str,
+        stdin: &[&[u8]],
+        become_as: Option<&Become>,
+        sink: &mut dyn OutputSink,
+        nonce: &str,
+        cancel: &super::Cancel,
+    ) -> Result<Option<u32>, TransportError> {
+        let run = self.exec_into(script, stdin, become_as, sink, cancel.aborted());
+        let mut run = std::pin::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            () = cancel.aborted() => {
+                let kill = remote::kill_request(nonce);
+                let killed = self.exec_cut(&kill, &[], become_as, std::future::pending());
+                tokio::join!(&mut run, killed).0
+            }
+        }
     }
 
     fn record_step(

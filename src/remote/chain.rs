@@ -58,6 +58,12 @@ pub fn stop_cleanup(nonce: &str) -> String {
     format!("rmdir {} 2>/dev/null; true", stop_sign(nonce))
 }
 
+/// `script` marked with `nonce` the way a driver is (in a comment), so that `kill_request`
+/// finds it too.
+pub fn tagged(nonce: &str, script: &str) -> String {
+    format!("# @@dropship:{nonce}:\n{script}")
+}
+
 /// Stops the running driver `nonce` on the host (the run was aborted): SIGTERM to the process
 /// group of every process running it (its shell and what that started, a sudo in between),
 /// SIGKILL two seconds later to what is left. Run as the driver's user. Needed because

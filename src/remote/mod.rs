@@ -10,7 +10,7 @@ mod files;
 pub(crate) mod script;
 mod split;
 
-pub use chain::{Driver, Segment, driver, kill_request, nonce, stop_cleanup, stop_request};
+pub use chain::{Driver, Segment, driver, kill_request, nonce, stop_cleanup, stop_request, tagged};
 pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload};
 pub use script::{Octal, Script, ShellArg};
 pub use split::{Split, StepSplitter};

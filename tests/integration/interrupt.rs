@@ -206,13 +206,21 @@ impl Drop for SleepReaper {
 /// Starts a run whose first step sleeps long, sends `signals` once it started (200 ms apart),
 /// and checks that the run ends within a few seconds, stopping the sleep on the host.
 fn abort_with(signals: &[libc::c_int], sleep_arg: &str) {
+    let step = format!(
+        "run = \"touch {{{{ app_dir }}}}/long-started; sleep {sleep_arg}; touch {{{{ app_dir }}}}/long-done\""
+    );
+    abort_step_with(signals, sleep_arg, &step);
+}
+
+/// `abort_with` for a step `long` of any kind (`step`: its TOML lines but the name).
+fn abort_step_with(signals: &[libc::c_int], sleep_arg: &str, step: &str) {
     let fleet = start_fleet(1);
     let playbook = write_playbook(
         &fleet,
         &format!(
             r#"[[steps]]
 name = "long"
-run = "touch {{{{ app_dir }}}}/long-started; sleep {sleep_arg}; touch {{{{ app_dir }}}}/long-done"
+{step}
 
 [[steps]]
 name = "after"
@@ -239,6 +247,7 @@ run = "touch {{{{ app_dir }}}}/after-ran"
     let signalled = Instant::now();
     let run = finish_within(child, Duration::from_secs(20));
     let took = signalled.elapsed();
+    eprintln!("dropship exited {took:?} after the last signal");
     run.assert_code(130);
     assert!(
         took < Duration::from_secs(5),
@@ -288,6 +297,12 @@ fn second_ctrl_c_aborts_running_steps_and_releases_the_lock() {
 #[test]
 fn sigterm_aborts_running_steps_and_releases_the_lock() {
     abort_with(&[libc::SIGTERM], "619");
+}
+
+#[test]
+fn second_ctrl_c_stops_a_running_health_command_on_the_host() {
+    let step = "health = { command = \"touch {{ app_dir }}/long-started; sleep 629; touch {{ app_dir }}/long-done\", timeout = \"60s\" }";
+    abort_step_with(&[libc::SIGINT, libc::SIGINT], "629", step);
 }
 
 /// Through a real sudo with a password, as an unprivileged SSH user: the stop sign and the
