@@ -480,7 +480,17 @@ async fn finish<T: Connection>(
     join_all(sessions.iter_mut().filter(|s| s.locked).map(|s| async move {
         let state = &ctx.plan.hosts[s.index].state;
         let script = lock::release_and_audit(state, holder, s.name(), &audit_result(&s.result));
-        match s.exec(&script, &[]).await {
+        let release = s.exec(&script, &[]);
+        let answer = if ctx.cancel.is_aborted() {
+            // An aborted run ends within seconds: a host that does not answer keeps its
+            // lock (it names this run; `dropship lock release` clears it).
+            tokio::time::timeout(ABORTED_RELEASE_WAIT, release)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {ABORTED_RELEASE_WAIT:?}")))
+        } else {
+            release.await
+        };
+        match answer {
             Ok(out) if out.success() => s.locked = false,
             Ok(out) => tracing::warn!(host = %s.name(), "could not release the lock: {}", failure_text(&out, &ctx.plan.redactor)),
             Err(e) => tracing::warn!(host = %s.name(), "could not release the lock: {e}"),
@@ -489,6 +499,9 @@ async fn finish<T: Connection>(
     .await;
     join_all(sessions.into_iter().map(|s| s.finish(ctx.reporter))).await
 }
+
+/// How long an aborted run waits for a host to release its lock.
+const ABORTED_RELEASE_WAIT: Duration = Duration::from_secs(3);
 
 fn audit_result(result: &HostResult) -> String {
     let mut text = if let Some(e) = &result.error {

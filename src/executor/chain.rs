@@ -244,15 +244,22 @@ impl<T: Connection> HostSession<T> {
             result = &mut killable => return result,
             () = stop_wanted => {
                 let stop = remote::stop_request(nonce);
-                let request = self.exec_cut(&stop, &[], become_as, std::future::pending());
+                let request = self.exec_helper(&stop, become_as);
                 tokio::join!(&mut killable, request).0
             }
         };
         let cleanup = remote::stop_cleanup(nonce);
-        let _ = self
-            .exec_cut(&cleanup, &[], become_as, std::future::pending())
-            .await;
+        self.exec_helper(&cleanup, become_as).await;
         result
+    }
+
+    /// A stop, cleanup or kill request: a host that does not answer within
+    /// `HELPER_WAIT` is not waited for (an interrupted run must end).
+    async fn exec_helper(&self, script: &str, become_as: Option<&Become>) {
+        let request = self.exec_cut(script, &[], become_as, std::future::pending());
+        if tokio::time::timeout(HELPER_WAIT, request).await.is_err() {
+            tracing::warn!(host = %self.name(), "no answer to a stop request within {HELPER_WAIT:?}");
+        }
     }
 
     /// `exec_into` stopped on the host when the run is aborted. The transport sends SIGTERM
@@ -274,7 +281,7 @@ impl<T: Connection> HostSession<T> {
             result = &mut run => result,
             () = cancel.aborted() => {
                 let kill = remote::kill_request(nonce);
-                let killed = self.exec_cut(&kill, &[], become_as, std::future::pending());
+                let killed = self.exec_helper(&kill, become_as);
                 tokio::join!(&mut run, killed).0
             }
         }
@@ -322,6 +329,9 @@ fn cut_failure(error: &str, out: &ExecOutput) -> String {
         format!("{error}\n{}", tail.join("\n"))
     }
 }
+
+/// How long a request that stops a script may take before the host is given up on.
+const HELPER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64

@@ -422,3 +422,66 @@ run = "touch {{{{ out }}}}/after-ran"
     );
     assert!(!run.all().contains(&user.password), "{}", run.all());
 }
+
+/// A host that stops answering (its sshd and sessions frozen) does not keep an aborted run
+/// waiting: dropship still exits 130 within seconds, having unlocked the other host, and says
+/// which lock it could not release.
+#[test]
+fn an_aborted_run_does_not_wait_for_a_frozen_host() {
+    let fleet = start_fleet(2);
+    let _reaper = SleepReaper("631".into());
+    let playbook = write_playbook(
+        &fleet,
+        r#"[[steps]]
+name = "long"
+run = "touch {{ app_dir }}/long-started; sleep 631"
+"#,
+    );
+    let child = spawn_deploy(&fleet, &playbook);
+    for h in &fleet.hosts {
+        wait_for_file(&h.root.join("long-started"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeps("631").len() < 2 {
+        assert!(Instant::now() < deadline, "the remote sleeps never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let sshd = fleet.host("h2").pid().expect("h2's sshd");
+    let mut frozen = vec![sshd];
+    frozen.extend(crate::support::descendants(sshd));
+    for pid in &frozen {
+        // SAFETY: kill(2) on h2's sshd and its sessions, started by this test's fleet (its
+        // drop kills them, stopped or not).
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGSTOP);
+        }
+    }
+    signal(&child, libc::SIGINT);
+    thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let signalled = Instant::now();
+    let run = finish_within(child, Duration::from_secs(30));
+    let took = signalled.elapsed();
+    run.assert_code(130);
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}\n{}",
+        run.all()
+    );
+    assert!(
+        !state_dir(fleet.host("h1")).join("lock").exists(),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("could not release the lock"),
+        "{}",
+        run.all()
+    );
+    for pid in &frozen {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGCONT);
+        }
+    }
+}

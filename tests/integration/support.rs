@@ -589,7 +589,7 @@ pub fn toml_str(s: &str) -> String {
 }
 
 /// All descendants of `root` (not `root` itself), from /proc.
-fn descendants(root: u32) -> Vec<u32> {
+pub fn descendants(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
