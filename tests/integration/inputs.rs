@@ -104,7 +104,8 @@ template = {{ src = "conf.j2", dest = "{{{{ conf }}}}/app.conf" }}
 
 [[steps]]
 name = "nested"
-run = "touch {{{{ files.list[1] }}}}"
+dir = "{{{{ conf }}}}"
+run = "touch {{{{ files.list[1] }}}} in-dir"
 "#,
             top = top.display()
         ),
@@ -132,6 +133,7 @@ run = "touch {{{{ files.list[1] }}}}"
             )
         );
         assert!(conf.join("second").is_file(), "{}\n{}", h.name, run.all());
+        assert!(conf.join("in-dir").is_file(), "{}\n{}", h.name, run.all());
     }
     assert_eq!(template_named_paths(top), Vec::<PathBuf>::new());
 }
