@@ -112,11 +112,18 @@ impl SudoUser {
             password,
             scratch,
         };
-        let ok = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", &user.name])
-            .status()
-            .expect("useradd")
-            .success();
+        // /etc/passwd is locked while another test's useradd/userdel runs: retry a little.
+        let ok = (0..25).any(|_| {
+            let ok = Command::new("useradd")
+                .args(["-m", "-s", "/bin/sh", &user.name])
+                .status()
+                .expect("useradd")
+                .success();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            ok
+        });
         assert!(ok, "useradd {}", user.name);
         let mut chpasswd = Command::new("chpasswd")
             .stdin(Stdio::piped())
@@ -155,10 +162,19 @@ impl Drop for SudoUser {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.sudoers);
         let _ = fs::remove_dir_all(&self.scratch);
-        let _ = Command::new("userdel")
-            .args(["-r", &self.name])
-            .stderr(Stdio::null())
-            .status();
+        // userdel refuses while a process of the user still runs (an sshd session ending, a
+        // killed sudo) or while another test's useradd holds /etc/passwd: retry a little.
+        for _ in 0..25 {
+            match Command::new("userdel")
+                .args(["-r", &self.name])
+                .stderr(Stdio::null())
+                .status()
+            {
+                // 6: the user is gone already.
+                Ok(s) if s.success() || s.code() == Some(6) => return,
+                _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
     }
 }
 
