@@ -43,6 +43,7 @@ impl<T: Connection> HostSession<T> {
                     script: remote::upload(upload, tag),
                     stdin: Some(upload.content.clone()),
                     label: name.to_string(),
+                    cleanup: Some(remote::upload_cleanup(upload)),
                 })
             }
             Action::Run {
@@ -90,6 +91,7 @@ impl<T: Connection> HostSession<T> {
                     script: remote::compose(self.compose, *command, dir, project, services),
                     stdin: None,
                     label: name.to_string(),
+                    cleanup: None,
                 })
             }
             Action::Activate { site, id } => isolated(&release::activate(site, id)),

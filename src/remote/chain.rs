@@ -10,12 +10,17 @@ use super::quote;
 #[derive(Debug, Clone)]
 pub struct Segment {
     /// Runs in the driver's shell: it must not `exit`, `cd` or change options there (commands
-    /// that might run in a subshell), and must read exactly `stdin` from stdin, or nothing.
+    /// that might run in a subshell), and must read exactly `stdin` from stdin, or nothing. It
+    /// may set variables named `dsu_*` for later segments (uploads share a directory so).
     pub script: String,
     /// Shared, not copied: one file's content goes to every host's script as is.
     pub stdin: Option<Arc<[u8]>>,
     /// The step's name, for the audit line of a failure (`failed at NAME`).
     pub label: String,
+    /// Runs once at the driver's end, after the last segment that ran, whatever happened
+    /// (a failure, a stop); the same line from several segments runs once. It must not fail
+    /// the driver (its status is ignored).
+    pub cleanup: Option<String>,
 }
 
 impl Segment {
@@ -25,6 +30,7 @@ impl Segment {
             script: format!("(\n{script}\n) </dev/null"),
             stdin: None,
             label: label.to_string(),
+            cleanup: None,
         }
     }
 }
@@ -87,7 +93,7 @@ pub fn kill_request(nonce: &str) -> String {
 /// Builds the driver: `preamble` first (its stdout comes before the first segment's), then
 /// each segment while all before it succeeded and no stop was asked (`stop_request`: a stop
 /// marker is printed instead), each followed by a marker on stdout and stderr with its exit
-/// status; `epilogue` last, whatever happened (`$dsr` holds `ok`, `failed at NAME` or
+/// status; the segments' cleanup lines (each distinct one once) and `epilogue` last, whatever happened (`$dsr` holds `ok`, `failed at NAME` or
 /// `interrupted` there), followed by an end marker. The driver exits with the status of the
 /// last segment that ran (130 when stopped).
 pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&str>) -> Driver {
@@ -113,6 +119,14 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
             label = quote(&format!("failed at {}", crate::lock::audit_field(&segment.label))),
         ));
         stdin.extend(segment.stdin.clone());
+    }
+    let mut cleanups: Vec<&str> = Vec::new();
+    for cleanup in segments.iter().filter_map(|s| s.cleanup.as_deref()) {
+        if !cleanups.contains(&cleanup) {
+            cleanups.push(cleanup);
+            script.push_str(cleanup);
+            script.push('\n');
+        }
     }
     if let Some(epilogue) = epilogue {
         script.push_str(epilogue);
@@ -150,6 +164,7 @@ mod tests {
             script: script.into(),
             stdin: (!stdin.is_empty()).then(|| stdin.into()),
             label: label.into(),
+            cleanup: None,
         }
     }
 
@@ -214,9 +229,14 @@ mod tests {
         let nonce = format!("t{}", nonce());
         let request = crate::remote::run_in_sh(&stop_request(&nonce), b"");
         assert_eq!(request.status, Some(0), "{request:?}");
+        // Cleanup lines still run, each distinct one once, before the epilogue.
+        let cleanup = |s: Segment| Segment {
+            cleanup: Some("echo cleaned".into()),
+            ..s
+        };
         let segments = [
-            segment("echo first", b"", "a"),
-            segment("echo never", b"", "b"),
+            cleanup(segment("echo first", b"", "a")),
+            cleanup(segment("echo never", b"", "b")),
         ];
         let d = driver(&nonce, "", &segments, Some("echo \"audit=$dsr\""));
         let out = run(&d);
@@ -230,6 +250,8 @@ mod tests {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains("first") && !text.contains("never"), "{text}");
         assert!(text.contains("audit=interrupted\n"), "{text}");
+        assert_eq!(text.matches("cleaned\naudit=").count(), 1, "{text}");
+        assert_eq!(text.matches("cleaned").count(), 1, "{text}");
     }
 
     #[test]

@@ -112,29 +112,31 @@ pub const STALE_TEMP_MINUTES: u32 = 60;
 /// stdin to whatever follows in the same script. The file is never written through a path
 /// another user could swap, and never replaces `dest` unless it is complete:
 ///
-/// - `cd -P` into the destination directory once: every later name is relative to that
-///   directory itself, whatever happens to the path.
-/// - `mktemp -d` makes a private (0700, ours, unpredictable name) directory there; `[ -O . ]`
-///   after entering it proves it is ours. Nobody else can plant or swap anything inside it, so
-///   `head -c N` (GNU head never reads past N bytes), `chown -h` and `chmod` act on our file.
+/// - `cd -P` into the destination directory: every later name is relative to that directory
+///   itself, whatever happens to the path.
+/// - A private (0700, ours, unpredictable name) `mktemp -d` directory there, made by the first
+///   upload into that directory in a driver and shared by every later one: the driver's shell
+///   keeps its physical path in a variable named after the directory (`session_dir_var`), and
+///   `upload_cleanup`, run once at the driver's end, removes it. Each upload enters it by its
+///   relative name from the destination directory and checks `[ -O . ]` (ours) and that `$PWD`
+///   is still the path it was made at (not a symlink or a directory moved in since). Nobody
+///   else can plant or swap anything inside it, so `head -c N` (GNU head never reads past N
+///   bytes), `chown -h` and `chmod` act on our file.
 /// - `sha256sum` of the written file must equal the planned one (which also proves its size:
 ///   a transfer cut short, a full disk or a dropped connection fail here) before
 ///   `mv -T ../NAME` renames it over `dest` (`-T`: a directory or a symlink planted at `dest`
-///   is replaced, never followed). On any failure the temporary file is removed and `dest` is
-///   left as it was.
-/// - The private directory is removed afterwards (if someone renamed it, the sweep below takes
-///   it later).
+///   is replaced, never followed). On any failure the temporary file and the private directory
+///   are removed (the driver stops there) and `dest` is left as it was.
 /// - Leftovers of ours older than `STALE_TEMP_MINUTES` (a shell killed mid-upload) are removed
-///   by the next upload into the directory; `find` only runs when a `.dropship.*` name exists.
+///   when a driver makes its private directory; `find` only runs when a `.dropship.*` name
+///   exists.
 ///
-/// Processes per changed file: a subshell, `mktemp`, `head`, `sha256sum`, `mv`, `rmdir` (plus
-/// `mkdir` when the directory is missing, `chown`/`chmod` when the mode or owner need them).
+/// Processes per changed file: a subshell, `head`, `sha256sum`, `mv` (plus `chown`/`chmod` when
+/// the mode or owner need them); per directory and driver: `mktemp` (and `mkdir` when the
+/// directory is missing) in a command substitution, and the cleanup's `rmdir`.
 pub fn upload(upload: &Upload, _tag: usize) -> String {
-    let (dir, name) = match upload.dest.rsplit_once('/') {
-        Some(("", name)) => ("/", name),
-        Some((dir, name)) => (dir, name),
-        None => (".", upload.dest.as_str()),
-    };
+    let (dir, name) = dir_and_name(&upload.dest);
+    let var = session_dir_var(dir);
     let chown = match (&upload.owner, &upload.group) {
         (None, None) => Script::default(),
         (owner, group) => {
@@ -156,16 +158,21 @@ pub fn upload(upload: &Upload, _tag: usize) -> String {
     } else {
         (0o077, sh!(" && chmod {} f", Octal(upload.mode)))
     };
+    // `${PWD%/}`: in `/`, the path is `/.dropship.X`, as `cd -P` will report it.
     sh!(
-        "({{ [ -d {} ] || mkdir -p -- {}; }} && cd -P -- {} || exit
-set -- .dropship.*; [ ! -e \"$1\" ] || find . -maxdepth 1 -name '.dropship.*' -user \"$(id -u)\" -mmin +{} -exec rm -rf -- {{}} + 2>/dev/null
-dst=$(mktemp -d .dropship.XXXXXXXXXX) && cd -- \"$dst\" && [ -O . ] || {{ echo 'dropship: cannot make a private temporary directory in '{} >&2; exit 1; }}
-if (umask {} && set -C && exec head -c {} >f) && [ \"$(exec sha256sum <f)\" = {} ]{}{} && mv -Tf -- f ../{}; then cd .. && {{ rmdir -- \"$dst\" 2>/dev/null || :; }}
-else got=$(wc -c <f 2>/dev/null); rm -f -- f; cd .. && rmdir -- \"$dst\"; printf 'dropship: %s was not replaced (%s of %s bytes arrived intact); the previous file is untouched\\n' {} \"${got:-0}\" {} >&2; exit 1; fi)",
+        "[ -n \"${{{}:-}}\" ] || {}=$({{ [ -d {} ] || mkdir -p -- {}; }} && cd -P -- {} && {{ set -- .dropship.*; [ ! -e \"$1\" ] || find . -maxdepth 1 -name '.dropship.*' -user \"$(id -u)\" -mmin +{} -exec rm -rf -- {{}} + 2>/dev/null; }} && exec mktemp -d \"${{PWD%/}}/.dropship.XXXXXXXXXX\") || {}=
+(dst=${}; cd -P -- {} && [ -n \"$dst\" ] && [ \"${{PWD%/}}/${{dst##*/}}\" = \"$dst\" ] && cd -P -- \"${{dst##*/}}\" && [ -O . ] && [ \"$PWD\" = \"$dst\" ] || {{ echo 'dropship: cannot make a private temporary directory in '{} >&2; exit 1; }}
+if (umask {} && set -C && exec head -c {} >f) && [ \"$(exec sha256sum <f)\" = {} ]{}{} && mv -Tf -- f ../{}; then :
+else got=$(wc -c <f 2>/dev/null); rm -f -- f; cd .. && rmdir -- \"${{dst##*/}}\"; printf 'dropship: %s was not replaced (%s of %s bytes arrived intact); the previous file is untouched\\n' {} \"${{got:-0}}\" {} >&2; exit 1; fi)",
+        Script::trusted(var.clone()),
+        Script::trusted(var.clone()),
         dir,
         dir,
         dir,
         STALE_TEMP_MINUTES,
+        Script::trusted(var.clone()),
+        Script::trusted(var),
+        dir,
         dir,
         Script::trusted(format!("{umask:03o}")),
         upload.content.len(),
@@ -177,6 +184,28 @@ else got=$(wc -c <f 2>/dev/null); rm -f -- f; cd .. && rmdir -- \"$dst\"; printf
         upload.content.len()
     )
     .into_string()
+}
+
+/// Removes the private directory `upload` shares with the other uploads into its directory:
+/// once per driver, at its end (see `Segment::cleanup`), whatever happened before.
+pub fn upload_cleanup(upload: &Upload) -> String {
+    let var = session_dir_var(dir_and_name(&upload.dest).0);
+    format!("[ -z \"${{{var}:-}}\" ] || rmdir -- \"${var}\" 2>/dev/null || :")
+}
+
+fn dir_and_name(dest: &str) -> (&str, &str) {
+    match dest.rsplit_once('/') {
+        Some(("", name)) => ("/", name),
+        Some((dir, name)) => (dir, name),
+        None => (".", dest),
+    }
+}
+
+/// The driver's shell variable holding the private directory made in `dir`: one per
+/// directory as written in the plan (two spellings of one directory just get one each).
+fn session_dir_var(dir: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("dsu_{}", &hex::encode(Sha256::digest(dir.as_bytes()))[..16])
 }
 
 #[cfg(test)]
@@ -255,10 +284,12 @@ mod tests {
         let empty = crate::plan::upload(format!("{root}/e"), 0o644, b""[..].into(), false);
         std::fs::write(format!("{root}/b"), "old").unwrap();
         let script = format!(
-            "{} && {} && {} && cat",
+            "{} && {} && {} && cat; s=$?; {}; {}; exit $s",
             upload(&a, 0),
             upload(&b, 1),
-            upload(&empty, 2)
+            upload(&empty, 2),
+            upload_cleanup(&a),
+            upload_cleanup(&b)
         );
         let (status, rest) = sh(&script, b"first#!/bin/sh\nthe rest\n");
         assert_eq!(status, Some(0));
@@ -272,15 +303,17 @@ mod tests {
         assert_eq!(mode_of(&dir.path().join("b")), 0o755);
         assert_eq!(std::fs::read(format!("{root}/e")).unwrap(), b"");
         assert_eq!(mode_of(&dir.path().join("e")), 0o644);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(".dropship"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        for d in [dir.path().to_path_buf(), dir.path().join("new dir")] {
+            assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
+        }
         // A destination that cannot be written fails, and leaves no temporary file behind.
         let blocked = crate::plan::upload(format!("{root}/b/x"), 0o644, b"x"[..].into(), false);
-        assert_ne!(sh(&upload(&blocked, 3), b"x").0, Some(0));
+        assert_ne!(sh(&alone(&blocked), b"x").0, Some(0));
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
     }
 
     #[test]
@@ -311,6 +344,20 @@ mod tests {
         assert!(!remote.matches(&u));
     }
 
+    /// `upload` followed by its cleanup, as a driver with it alone would run it.
+    fn alone(u: &Upload) -> String {
+        format!("{}\ns=$?; {}\nexit $s", upload(u, 0), upload_cleanup(u))
+    }
+
+    fn upload_segment(u: &Upload) -> crate::remote::Segment {
+        crate::remote::Segment {
+            script: upload(u, 0),
+            stdin: Some(u.content.clone()),
+            label: "up".into(),
+            cleanup: Some(upload_cleanup(u)),
+        }
+    }
+
     fn leftovers(dir: &std::path::Path) -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -331,7 +378,7 @@ mod tests {
             false,
         );
         // stdin ends early, as when dropship dies or the connection drops mid-transfer.
-        let out = crate::remote::run_in_sh(&upload(&u, 0), b"the new");
+        let out = crate::remote::run_in_sh(&alone(&u), b"the new");
         assert_ne!(out.status, Some(0));
         assert_eq!(std::fs::read(&dest).unwrap(), b"good\n");
         assert!(
@@ -345,7 +392,7 @@ mod tests {
             "{stderr}"
         );
         // The same length but other bytes: the checksum catches it.
-        let out = crate::remote::run_in_sh(&upload(&u, 0), b"the NEW version");
+        let out = crate::remote::run_in_sh(&alone(&u), b"the NEW version");
         assert_ne!(out.status, Some(0));
         assert_eq!(std::fs::read(&dest).unwrap(), b"good\n");
         assert!(leftovers(dir.path()).is_empty());
@@ -364,7 +411,7 @@ mod tests {
         for (path, content) in [(&dest, &b"one"[..]), (&into_dir, &b"two"[..])] {
             let u =
                 crate::plan::upload(path.to_str().unwrap().into(), 0o755, content.into(), false);
-            let out = crate::remote::run_in_sh(&upload(&u, 0), content);
+            let out = crate::remote::run_in_sh(&alone(&u), content);
             assert_eq!(
                 out.status,
                 Some(0),
@@ -401,10 +448,7 @@ mod tests {
             b"x"[..].into(),
             false,
         );
-        assert_eq!(
-            crate::remote::run_in_sh(&upload(&u, 0), b"x").status,
-            Some(0)
-        );
+        assert_eq!(crate::remote::run_in_sh(&alone(&u), b"x").status, Some(0));
         assert_eq!(leftovers(dir.path()), [".dropship.newnewnewn"]);
     }
 
@@ -419,7 +463,7 @@ mod tests {
             let dest = format!("{}/{name}/{name}", sub.display());
             let u = crate::plan::upload(dest.clone(), 0o640, b"data"[..].into(), false);
             let out = crate::remote::run_in_sh(
-                &format!("cd {} && {}", dir.path().display(), upload(&u, 0)),
+                &format!("cd {} && {}", dir.path().display(), alone(&u)),
                 b"data",
             );
             assert_eq!(
@@ -438,6 +482,84 @@ mod tests {
             names.len(),
             crate::remote::script::tests::HOSTILE.len() - 1,
             "{names:?}"
+        );
+    }
+
+    /// The `.dropship.*` entries of `dir` each segment sees, printed by a listing segment.
+    fn listing(dir: &std::path::Path) -> crate::remote::Segment {
+        crate::remote::Segment::isolated(
+            &format!(
+                "cd {} && ls -d .dropship.* 2>/dev/null; :",
+                crate::remote::quote(dir.to_str().unwrap())
+            ),
+            "ls",
+        )
+    }
+
+    #[test]
+    fn uploads_into_one_directory_share_one_private_directory_per_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, content: &[u8]| {
+            crate::plan::upload(
+                dir.path().join(name).to_str().unwrap().into(),
+                0o644,
+                content.into(),
+                false,
+            )
+        };
+        let (a, b, c) = (at("a", b"one"), at("b", b"two"), at("c", b"three"));
+        let segments = [
+            upload_segment(&a),
+            listing(dir.path()),
+            upload_segment(&b),
+            listing(dir.path()),
+        ];
+        let d = crate::remote::driver("u1", "", &segments, None);
+        let out = crate::remote::run_in_sh(&d.script, &d.stdin.concat());
+        assert_eq!(
+            out.status,
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let split = crate::remote::split::split_all(
+            &crate::output::Redactor::default(),
+            &out,
+            "u1",
+            4,
+            false,
+        );
+        let seen: Vec<String> = [1, 3]
+            .iter()
+            .map(|&i| String::from_utf8_lossy(&split.outputs[i].stdout).into_owned())
+            .collect();
+        assert!(
+            seen[0].starts_with(".dropship.") && seen[0].lines().count() == 1,
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen[0], seen[1],
+            "the second upload used the first one's directory"
+        );
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"one");
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"two");
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+        // A second upload that fails (its bytes arrive short): the first file stays, and no
+        // temporary file or directory is left.
+        let segments = [upload_segment(&c), upload_segment(&at("d", b"four"))];
+        let d = crate::remote::driver("u2", "", &segments, None);
+        let out = crate::remote::run_in_sh(&d.script, b"threefo");
+        assert_ne!(out.status, Some(0));
+        assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), b"three");
+        assert!(!dir.path().join("d").exists());
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
         );
     }
 }

@@ -11,7 +11,7 @@ pub(crate) mod script;
 mod split;
 
 pub use chain::{Driver, Segment, driver, kill_request, nonce, stop_cleanup, stop_request, tagged};
-pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload};
+pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload, upload_cleanup};
 pub use script::{Octal, Script, ShellArg};
 pub use split::{Split, StepSplitter};
 
@@ -214,6 +214,7 @@ pub fn docker_login(registry: &str, username: &str, password: &str) -> Segment {
         script,
         stdin: Some(stdin),
         label: String::new(),
+        cleanup: None,
     }
 }
 
