@@ -29,56 +29,31 @@ pub fn release_id(now: std::time::SystemTime, rendered: &[&[u8]]) -> String {
         hasher.update(part);
     }
     let hash = hex::encode(hasher.finalize());
-    let stamp = utc_stamp(now);
-    let millis = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_millis());
-    format!(
-        "{}.{millis:03}Z-{}",
-        stamp.trim_end_matches('Z'),
-        &hash[..8]
-    )
+    let stamp = humantime::format_rfc3339_millis(not_before_epoch(now)).to_string();
+    format!("{}-{}", compact(&stamp), &hash[..8])
 }
 
 /// `YYYYMMDDTHHMMSSZ`.
 pub fn utc_stamp(now: std::time::SystemTime) -> String {
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, mo, d, h, mi, s) = civil_from_unix(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+    compact(&humantime::format_rfc3339_seconds(not_before_epoch(now)).to_string())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, for audit lines and lock info.
 pub fn utc_rfc3339(now: std::time::SystemTime) -> String {
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, mo, d, h, mi, s) = civil_from_unix(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    humantime::format_rfc3339_seconds(not_before_epoch(now)).to_string()
 }
 
-/// Days-from-civil inverse (Howard Hinnant's algorithm): no date crate needed for UTC stamps.
-fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
+/// An RFC 3339 stamp without its `-` and `:` separators: fixed width, and safe in file names.
+fn compact(rfc3339: &str) -> String {
+    rfc3339
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect()
+}
+
+/// A clock set before 1970 reads as the epoch (humantime formats only times after it).
+fn not_before_epoch(now: std::time::SystemTime) -> std::time::SystemTime {
+    now.max(std::time::UNIX_EPOCH)
 }
 
 /// Whether `text` has the form of a release id (`20261122T175512.042Z-3f9a1c2e`). Names read
@@ -225,6 +200,17 @@ mod tests {
             utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "20000229T000000Z"
         );
+    }
+
+    #[test]
+    fn ids_carry_the_milliseconds_and_a_clock_before_1970_reads_as_the_epoch() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_370_112_042);
+        let id = release_id(t, &[b"x"]);
+        assert!(id.starts_with("20261122T175512.042Z-"), "{id}");
+        assert!(is_release_id(&id), "{id}");
+        let early = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(utc_rfc3339(early), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_stamp(early), "19700101T000000Z");
     }
 
     const R1: &str = "20261122T175512.042Z-3f9a1c2e";
