@@ -2,7 +2,6 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
@@ -226,19 +225,17 @@ fn ends_with_newline(mut file: &File) -> std::io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
-/// An exclusive advisory lock, released when dropped (closing the file would too).
+/// An exclusive advisory lock (`flock`), released when dropped (closing the file would too).
 struct Flock<'a>(&'a File);
 
 impl<'a> Flock<'a> {
     fn exclusive(file: &'a File) -> std::io::Result<Self> {
         loop {
-            // SAFETY: flock on a valid, open descriptor owned by `file`.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Flock(file));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
+            // std's `File::lock` is `flock(LOCK_EX)` on Unix and does not retry a signal.
+            match file.lock() {
+                Ok(()) => return Ok(Flock(file)),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -246,8 +243,8 @@ impl<'a> Flock<'a> {
 
 impl Drop for Flock<'_> {
     fn drop(&mut self) {
-        // SAFETY: as above; unlocking cannot fail in a way we could act on.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        // Unlocking cannot fail in a way we could act on.
+        let _ = self.0.unlock();
     }
 }
 
