@@ -136,16 +136,11 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
     Driver { script, stdin }
 }
 
-/// A fresh marker nonce, so no command's output can pass for a marker by accident.
+/// A fresh marker nonce, so no command's output can pass for a marker by accident: 64 random
+/// bits from fastrand. It is not a secret (it shows in the host's process list); it only has to
+/// be unpredictable to the commands whose output the driver frames.
 pub fn nonce() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!("{:016x}", hasher.finish())
+    format!("{:016x}", fastrand::u64(..))
 }
 
 #[cfg(test)]

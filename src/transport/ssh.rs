@@ -214,12 +214,8 @@ where
 
 /// A random duration up to `max`, so retrying clients do not come back in lockstep.
 fn jitter(max: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
-    Duration::from_nanos(random % nanos)
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
 fn timeout_error(spec: &ConnectSpec) -> TransportError {
