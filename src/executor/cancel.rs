@@ -1,6 +1,8 @@
 //! Stopping a run from outside: the first SIGINT stops new work, the second (or SIGTERM) also
 //! aborts the commands running on the hosts.
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 /// How far a run has been asked to stop.
@@ -15,14 +17,20 @@ enum Stage {
 
 /// The run's stop requests, shared by every host task.
 #[derive(Clone)]
-pub struct Cancel(watch::Receiver<Stage>);
+pub struct Cancel {
+    stage: watch::Receiver<Stage>,
+    /// `never()` keeps its sender here, so the receiver never sees a closed channel; for
+    /// `on_signals()` the signal task owns the sender.
+    _sender: Option<Arc<watch::Sender<Stage>>>,
+}
 
 impl Cancel {
     pub fn never() -> Self {
-        let (tx, rx) = watch::channel(Stage::Running);
-        // Keep the sender alive so the receiver never reports a closed channel.
-        std::mem::forget(tx);
-        Self(rx)
+        let (tx, stage) = watch::channel(Stage::Running);
+        Self {
+            stage,
+            _sender: Some(Arc::new(tx)),
+        }
     }
 
     /// The first SIGINT stops new work; a second SIGINT, or a SIGTERM at any time, aborts.
@@ -59,17 +67,20 @@ impl Cancel {
                 let _ = tx.send(stage);
             }
         });
-        Self(rx)
+        Self {
+            stage: rx,
+            _sender: None,
+        }
     }
 
     /// No new work may start.
     pub fn is_cancelled(&self) -> bool {
-        *self.0.borrow() >= Stage::Stopping
+        *self.stage.borrow() >= Stage::Stopping
     }
 
     /// Running commands are being stopped.
     pub fn is_aborted(&self) -> bool {
-        *self.0.borrow() >= Stage::Aborting
+        *self.stage.borrow() >= Stage::Aborting
     }
 
     /// Resolves once no new work may start (never, for `never()`).
@@ -83,7 +94,7 @@ impl Cancel {
     }
 
     async fn reached(&self, stage: Stage) {
-        let mut rx = self.0.clone();
+        let mut rx = self.stage.clone();
         while *rx.borrow_and_update() < stage {
             if rx.changed().await.is_err() {
                 std::future::pending::<()>().await;
