@@ -201,6 +201,19 @@ pub fn dropship(args: &[&str], secrets: Option<&Secrets>) -> Run {
     dropship_cmd(command(args, secrets))
 }
 
+/// `dropship COMMAND -i INVENTORY PLAYBOOK` with no secrets in its environment.
+pub fn run_playbook(command: &str, inventory: &Path, playbook: &Path) -> Run {
+    dropship(
+        &[
+            command,
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        None,
+    )
+}
+
 pub fn dropship_cmd(mut cmd: Command) -> Run {
     Run::from_output(cmd.output().expect("run dropship"))
 }

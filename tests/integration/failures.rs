@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::cli_support::run_playbook;
 use crate::cli_support::{
     Run, Secrets, deploy_shop, dropship, files_in, fixture, logins, shop_playbook, start_fleet,
 };
@@ -453,15 +454,7 @@ name = "healthy"
 health = { command = "touch {{ app_dir }}/health-ran", timeout = "2s" }
 "#,
     );
-    let run = dropship(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let run = run_playbook("deploy", &inv, &playbook);
     run.assert_code(1);
     let root = &fleet.host("h1").root;
     for file in ["plain-ran", "become-ran", "health-ran"] {
@@ -506,15 +499,7 @@ name = "healthy"
 health = { command = "touch {{ app_dir }}/health-ran", timeout = "2s" }
 "#,
     );
-    let run = dropship(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let run = run_playbook("deploy", &inv, &playbook);
     run.assert_code(1);
     assert_eq!(run.outcome("h1", "pull images").as_deref(), Some("FAILED"));
     for step in ["start stack", "healthy"] {

@@ -6,7 +6,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::cli_support::{Run, dropship};
+use crate::cli_support::Run;
+use crate::cli_support::run_playbook;
 use crate::support::Fleet;
 
 /// A tiny HTTP server on 127.0.0.1 that answers `status` (and `body`) for the first
@@ -50,15 +51,7 @@ fn playbook(fleet: &Fleet, health: &str) -> std::path::PathBuf {
 fn deploy(fleet: &Fleet, health: &str) -> Run {
     let inventory = fleet.write_inventory("");
     let pb = playbook(fleet, health);
-    dropship(
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            pb.to_str().unwrap(),
-        ],
-        None,
-    )
+    run_playbook("deploy", &inventory, &pb)
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::cli_support::run_playbook;
 use crate::cli_support::{Run, Secrets, dropship, logins, shop_playbook, start_fleet};
 use crate::support::{Fleet, toml_str};
 
@@ -110,15 +111,7 @@ run = "touch {{{{ files.list[1] }}}} in-dir"
             top = top.display()
         ),
     );
-    let run = dropship(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let run = run_playbook("deploy", &inv, &playbook);
     run.assert_code(0);
     for h in &fleet.hosts {
         let conf = h.root.join(format!("shop-{}", h.name)).join("conf");
@@ -152,15 +145,7 @@ fn variable_cycles_and_unrendered_values_are_refused() {
             top.display()
         ),
     );
-    let run = dropship(
-        &[
-            "check",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let run = run_playbook("check", &inv, &playbook);
     run.assert_code(2);
     for want in [
         "variables refer to each other in a cycle: `app_dir` → `base` → `app_dir`",
@@ -169,15 +154,7 @@ fn variable_cycles_and_unrendered_values_are_refused() {
     ] {
         assert!(run.stderr.contains(want), "no `{want}`\n{}", run.all());
     }
-    let run = dropship(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let run = run_playbook("deploy", &inv, &playbook);
     assert_refused_untouched(&fleet, &run, "in a cycle");
 
     // `--var` is data, never a template: a value holding `{{` cannot become a directory.
@@ -368,15 +345,7 @@ fn host_ranges_are_capped_on_the_product_of_all_ranges_in_a_name() {
             &format!("[hosts.\"{name}\"]\naddress = \"127.0.0.1\"\n"),
         );
         let started = Instant::now();
-        let run = dropship(
-            &[
-                "check",
-                "-i",
-                inv.to_str().unwrap(),
-                playbook.to_str().unwrap(),
-            ],
-            None,
-        );
+        let run = run_playbook("check", &inv, &playbook);
         run.assert_code(2);
         assert!(
             run.stderr.contains("more than 100000 hosts"),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use crate::cli_support::run_playbook;
 use crate::cli_support::{Run, dropship, finish, inventory_with_ssh, spawn, start_fleet};
 use crate::support::Fleet;
 use crate::users::TestUser;
@@ -169,10 +170,7 @@ fn a_step_name_cannot_forge_an_audit_line() {
         "name = \"Forge\"\napp = \"forge\"\nhosts = \"web\"\n\n[[steps]]\nname = \"x\\nforged result=ok\"\nrun = \"false\"\n",
     )
     .unwrap();
-    let run = dropship(
-        &["deploy", "-i", inv.to_str().unwrap(), pb.to_str().unwrap()],
-        None,
-    );
+    let run = run_playbook("deploy", &inv, &pb);
     assert_eq!(run.code, Some(1), "{}", run.all());
     let h = fleet.host("h1");
     // Where this version keeps it, or where the one before kept it.

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::cli_support::run_playbook;
 use crate::cli_support::{
     Run, Secrets, all_cmdlines, command, dropship, dropship_cmd, shop_playbook, start_fleet,
 };
@@ -103,15 +104,7 @@ fn secret_timeout_is_checked_as_input() {
             ),
             &[],
         );
-        let run = dropship(
-            &[
-                "check",
-                "-i",
-                inv.to_str().unwrap(),
-                playbook.to_str().unwrap(),
-            ],
-            None,
-        );
+        let run = run_playbook("check", &inv, &playbook);
         run.assert_code(2);
         assert_error_at(&run, &location_of(&playbook, at), message);
         assert!(

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::cli_support::{dropship, finish, spawn, start_fleet};
+use crate::cli_support::run_playbook;
+use crate::cli_support::{finish, spawn, start_fleet};
 use crate::support::Fleet;
 use crate::users::{TestUser, Tmpfs};
 
@@ -209,15 +210,7 @@ fn an_upload_onto_a_full_disk_fails_clearly_and_keeps_the_old_file() {
     let src = fleet.dir.path().join("bigger.bin");
     fs::write(&src, content(800 * 1024, 4)).unwrap();
     let playbook = copy_playbook(&fleet, &src, &dest);
-    let run = dropship(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let run = run_playbook("deploy", &inv, &playbook);
     assert_eq!(run.code, Some(1), "{}", run.all());
     assert_eq!(
         run.outcome("h1", "blob").as_deref(),
@@ -336,15 +329,7 @@ fn uploads_as_root_never_follow_a_symlink_a_racing_user_plants() {
     let mut uploads_done = 0;
     for round in 0..ROUNDS {
         fs::write(fleet.dir.path().join("payload"), format!("round {round}\n")).unwrap();
-        let run = dropship(
-            &[
-                "deploy",
-                "-i",
-                inv.to_str().unwrap(),
-                playbook.to_str().unwrap(),
-            ],
-            None,
-        );
+        let run = run_playbook("deploy", &inv, &playbook);
         uploads_done += run.stdout.matches("] changed ").count();
         for dir in [&sticky, &owned] {
             for i in 0..FILES {
