@@ -5,12 +5,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 
-use crate::executor::{Cancel, ExecOptions, HostSession, RunContext, connect_all, failure_text};
 use crate::lock::{self, Holder};
 use crate::plan::Plan;
 use crate::release::{self, utc_rfc3339};
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::rollout::OnFailure;
+use crate::session::{Cancel, ExecOptions, HostSession, RunContext, connect_all, failure_text};
 use crate::transport::{Connection, Connector};
 
 /// How a run that changes hosts takes their locks.

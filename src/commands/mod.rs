@@ -5,10 +5,10 @@ pub mod inspect;
 
 use crate::cli::RunArgs;
 use crate::deploy::{self, LockOptions};
-use crate::executor::{Cancel, ExecOptions};
 use crate::plan::Plan;
 use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
 use crate::secrets::Redactor;
+use crate::session::{Cancel, ExecOptions};
 use crate::transport::ssh::SshConnector;
 
 /// The reporters a run's flags ask for: plain lines (to stderr when JSON goes to stdout) and

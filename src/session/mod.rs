@@ -1,9 +1,11 @@
-//! Host sessions: one connection per host, opened for many hosts at once within the handshake
-//! cap, steps run in order within the fork cap, results collected per host, Ctrl-C observed.
+//! The host session: one host's connection and what this run learned and did there (file
+//! cache, compose flavour, lock, failure state), its step sequences, Ctrl-C observed. Connected
+//! for many hosts at once within the handshake cap. May import plan, remote, release, lock,
+//! health, output, report, secrets, transport; never the fleet run above it.
 
 mod actions;
 mod cancel;
-mod chain;
+mod sequence;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +27,7 @@ use crate::transport::{
 pub use actions::failure_text;
 use actions::{Done, require_success};
 pub use cancel::Cancel;
-use chain::Purpose;
+use sequence::Purpose;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ExecOptions {

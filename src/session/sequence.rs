@@ -1,5 +1,5 @@
-//! Consecutive steps in one session: which steps share a driver script, running it, and one
-//! result per step from its output.
+//! A host's step sequence: which consecutive steps share one driver script, running it (and
+//! stopping it on Ctrl-C), and one result per step from its output.
 
 use std::time::Instant;
 
