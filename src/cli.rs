@@ -1,16 +1,12 @@
-//! The command line: arguments, and each command wired from input files to the executor.
+//! The command line: clap's arguments, resolved into `settings` and handed to `commands`.
+//! The only module (with main.rs) that knows clap; may import settings and commands.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands;
-use crate::diagnostic::InputError;
-use crate::inventory::Inventory;
-use crate::plan::{self, Action, PlanOptions};
-use crate::playbook::Playbook;
-use crate::report::RunReport;
-use crate::secrets;
+use crate::commands::{self, ExitStatus};
+use crate::settings::{self, HostTarget, JsonTarget, PlaybookTarget, RunSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,9 +125,6 @@ pub struct RunArgs {
     /// Write a JSON report to this file (`-` for stdout; human output then goes to stderr).
     #[arg(long, value_name = "PATH")]
     pub json: Option<String>,
-    /// Plain lines even on a terminal.
-    #[arg(long)]
-    pub plain: bool,
     /// If a host is locked by another run, keep trying this long (e.g. 5m) instead of failing.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait_lock: Option<std::time::Duration>,
@@ -144,157 +137,172 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// How a command ended, mapped to the process's exit status by `main`.
-#[derive(Debug)]
-pub enum Outcome {
-    Success,
-    HostsFailed,
-    BadInput(InputError),
-    /// SIGINT/SIGTERM: running steps finished, locks released.
-    Interrupted,
-}
-
-impl Outcome {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Success => 0,
-            Self::HostsFailed => 1,
-            Self::BadInput(_) => 2,
-            Self::Interrupted => 130,
+impl From<LockAction> for settings::LockAction {
+    fn from(action: LockAction) -> Self {
+        match action {
+            LockAction::Status => Self::Status,
+            LockAction::Release => Self::Release,
         }
     }
 }
 
-pub async fn run(cli: Cli) -> Outcome {
-    match dispatch(cli).await {
-        Ok(Some(r)) if r.interrupted => Outcome::Interrupted,
-        Ok(Some(r)) if !r.ok => Outcome::HostsFailed,
-        Ok(_) => Outcome::Success,
-        Err(e) => Outcome::BadInput(e),
+impl From<HostArgs> for HostTarget {
+    fn from(args: HostArgs) -> Self {
+        Self {
+            inventory: args.inventory,
+            limit: args.limit,
+        }
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<Option<RunReport>, InputError> {
-    match cli.command {
-        Command::Check { target } => {
-            let plan = load_plan(&target)?;
-            let described = commands::check::describe_plan(&plan);
-            print!("{}", crate::output::visible(&described));
-            Ok(None)
+impl From<PlaybookArgs> for PlaybookTarget {
+    fn from(args: PlaybookArgs) -> Self {
+        Self {
+            inventory: args.inventory,
+            playbook: args.playbook,
+            limit: args.limit,
+            vars: args.vars,
+            tags: args.tags,
         }
-        Command::Deploy { target, run } => {
-            let plan = load_plan(&target)?;
-            preflight(&plan, &run)?;
-            Ok(Some(commands::deploy(plan, &run).await))
+    }
+}
+
+impl From<RunArgs> for RunSettings {
+    fn from(args: RunArgs) -> Self {
+        Self {
+            forks: args.forks,
+            handshakes: args.handshakes,
+            wait_lock: args.wait_lock,
+            json: args.json.as_deref().map(JsonTarget::from_arg),
         }
-        Command::Rollback { target, run, to } => {
-            let plan = load_plan(&target)?;
-            preflight(&plan, &run)?;
-            Ok(Some(commands::rollback(plan, &run, to.as_deref()).await))
+    }
+}
+
+impl From<Command> for settings::Command {
+    fn from(command: Command) -> Self {
+        match command {
+            Command::Check { target } => Self::Check {
+                target: target.into(),
+            },
+            Command::Deploy { target, run } => Self::Deploy {
+                target: target.into(),
+                run: run.into(),
+            },
+            Command::Exec {
+                hosts,
+                run,
+                command,
+            } => Self::Exec {
+                hosts: hosts.into(),
+                run: run.into(),
+                command: command.join(" "),
+            },
+            Command::Ping { hosts, run } => Self::Ping {
+                hosts: hosts.into(),
+                run: run.into(),
+            },
+            Command::Rollback { target, run, to } => Self::Rollback {
+                target: target.into(),
+                run: run.into(),
+                to,
+            },
+            Command::Releases { target, run } => Self::Releases {
+                target: target.into(),
+                run: run.into(),
+            },
+            Command::Lock {
+                action,
+                target,
+                run,
+            } => Self::Lock {
+                action: action.into(),
+                target: target.into(),
+                run: run.into(),
+            },
         }
-        Command::Releases { target, run } => {
-            let plan = load_sites(&target)?;
-            preflight(&plan, &run)?;
-            Ok(Some(commands::inspect::releases(plan, &run).await))
-        }
-        Command::Lock {
-            action,
-            target,
-            run,
-        } => {
-            let plan = load_sites(&target)?;
-            preflight(&plan, &run)?;
-            Ok(Some(commands::inspect::lock(plan, &run, action).await))
-        }
-        Command::Exec {
+    }
+}
+
+/// Runs the command the arguments name.
+pub async fn run(cli: Cli) -> ExitStatus {
+    commands::run(cli.command.into()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> settings::Command {
+        let cli = Cli::try_parse_from(std::iter::once("dropship").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        cli.command.into()
+    }
+
+    #[test]
+    fn run_flags_resolve_into_plain_settings() {
+        let settings::Command::Deploy { target, run } = settings(&[
+            "deploy",
+            "-i",
+            "inv.toml",
+            "app.toml",
+            "--limit",
+            "web",
+            "--var",
+            "a=b=c",
+            "--tags",
+            "x,y",
+            "--forks",
+            "3",
+            "--handshakes",
+            "2",
+            "--wait-lock",
+            "5m",
+            "--json",
+            "-",
+        ]) else {
+            panic!("not a deploy");
+        };
+        assert_eq!(target.inventory, PathBuf::from("inv.toml"));
+        assert_eq!(target.playbook, PathBuf::from("app.toml"));
+        assert_eq!(target.limit.as_deref(), Some("web"));
+        assert_eq!(target.vars, [("a".to_string(), "b=c".to_string())]);
+        assert_eq!(target.tags, ["x", "y"]);
+        assert_eq!((run.forks, run.handshakes), (3, 2));
+        assert_eq!(run.wait_lock, Some(std::time::Duration::from_secs(300)));
+        assert_eq!(run.json, Some(JsonTarget::Stdout));
+    }
+
+    #[test]
+    fn defaults_json_files_exec_words_and_lock_actions() {
+        let settings::Command::Exec {
             hosts,
             run,
             command,
-        } => {
-            let inventory = Inventory::load(&hosts.inventory)?;
-            let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
-            let command = command.join(" ");
-            let action = Action::Run {
-                command: command.clone(),
-                dir: None,
-                creates: None,
-                unless: None,
-            };
-            let plan = plan::adhoc(targets, &command, action);
-            preflight(&plan, &run)?;
-            Ok(Some(commands::adhoc("exec", plan, &run).await))
-        }
-        Command::Ping { hosts, run } => {
-            let inventory = Inventory::load(&hosts.inventory)?;
-            let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
-            let plan = plan::adhoc(targets, "ping", Action::Facts);
-            preflight(&plan, &run)?;
-            Ok(Some(commands::adhoc("ping", plan, &run).await))
-        }
-    }
-}
-
-/// What a run needs locally, checked before the first connection: each host's identity file
-/// and known_hosts, and the `--json` file.
-fn preflight(plan: &plan::Plan, run: &RunArgs) -> Result<(), InputError> {
-    for host in &plan.hosts {
-        host.host.check_local_files()?;
-    }
-    match run.json.as_deref() {
-        Some(target) if target != "-" => check_json_target(std::path::Path::new(target)),
-        _ => Ok(()),
-    }
-}
-
-/// The JSON report is written when the run ends: a path it cannot be written to must refuse
-/// the run before it starts, not after hosts were changed. The check leaves no file behind: an
-/// existing file is opened for writing without truncating it, a new one is created and removed.
-fn check_json_target(path: &std::path::Path) -> Result<(), InputError> {
-    let hint = "give a file in an existing, writable directory, or `-` for stdout";
-    if path.is_dir() {
-        return Err(
-            InputError::plain(format!("--json `{}` is a directory", path.display()))
-                .with_hint(hint),
+        } = settings(&[
+            "exec", "-i", "inv.toml", "--json", "r.json", "--", "uname", "-a",
+        ])
+        else {
+            panic!("not an exec");
+        };
+        assert_eq!(
+            (hosts.inventory, hosts.limit),
+            (PathBuf::from("inv.toml"), None)
         );
+        assert_eq!((run.forks, run.handshakes, run.wait_lock), (64, 32, None));
+        assert_eq!(run.json, Some(JsonTarget::File("r.json".into())));
+        assert_eq!(command, "uname -a");
+        let settings::Command::Lock { action, .. } =
+            settings(&["lock", "release", "-i", "inv.toml", "app.toml"])
+        else {
+            panic!("not a lock");
+        };
+        assert_eq!(action, settings::LockAction::Release);
     }
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true);
-    let result = if path.exists() {
-        open.open(path).map(drop)
-    } else {
-        open.create_new(true)
-            .open(path)
-            .and_then(|_| std::fs::remove_file(path))
-    };
-    result.map_err(|e| {
-        InputError::plain(format!(
-            "--json `{}`: cannot write the JSON report: {e}",
-            path.display()
-        ))
-        .with_hint(hint)
-    })
-}
 
-fn plan_options(target: &PlaybookArgs) -> PlanOptions {
-    PlanOptions {
-        limit: target.limit.clone(),
-        vars: target.vars.clone(),
-        tags: target.tags.clone(),
+    #[test]
+    fn bad_vars_are_refused_by_the_parser() {
+        let err =
+            Cli::try_parse_from(["dropship", "check", "-i", "i", "p", "--var", "=x"]).unwrap_err();
+        assert!(err.to_string().contains("`=x` is not KEY=VALUE"), "{err}");
     }
-}
-
-/// Everything that can be checked without a network: parse, resolve secrets, render all.
-fn load_plan(target: &PlaybookArgs) -> Result<plan::Plan, InputError> {
-    let inventory = Inventory::load(&target.inventory)?;
-    let playbook = Playbook::load(&target.playbook)?;
-    let bases: Vec<&std::path::Path> = playbook.bases.iter().map(PathBuf::as_path).collect();
-    let secrets = secrets::resolve_all(&playbook.secrets, &playbook.file, &bases)?;
-    plan::build(&inventory, &playbook, &secrets, &plan_options(target))
-}
-
-/// The hosts and where they keep releases and locks; no secrets needed.
-fn load_sites(target: &PlaybookArgs) -> Result<plan::Plan, InputError> {
-    let inventory = Inventory::load(&target.inventory)?;
-    let playbook = Playbook::load(&target.playbook)?;
-    plan::sites(&inventory, &playbook, &plan_options(target))
 }

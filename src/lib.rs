@@ -17,6 +17,7 @@ pub mod report;
 pub mod rollout;
 pub mod secrets;
 pub mod session;
+pub mod settings;
 pub mod template;
 pub mod transport;
 pub mod vars;

@@ -1,9 +1,10 @@
-//! The `dropship` binary: parse arguments, run, map the outcome to an exit status.
+//! The `dropship` binary: parse arguments, run, map how it ended to an exit status.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use dropship::cli::{self, Cli, Outcome};
+use dropship::cli::{self, Cli};
+use dropship::commands::ExitStatus;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,10 +29,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(cli::run(cli));
-    if let Outcome::BadInput(error) = &outcome {
+    let status = runtime.block_on(cli::run(cli));
+    if let ExitStatus::BadInput(error) = &status {
         // Input errors quote the user's files: shown, never interpreted by the terminal.
         eprintln!("error: {}", dropship::output::visible(&error.to_string()));
     }
-    ExitCode::from(outcome.exit_code())
+    ExitCode::from(status.exit_code())
 }

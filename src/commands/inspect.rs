@@ -1,15 +1,15 @@
 //! `dropship releases` and `dropship lock status|release`: read-only (or lock-clearing) scripts
 //! run on every host, their output shown per host.
 
-use crate::cli::{LockAction, RunArgs};
 use crate::lock;
 use crate::plan::{Action, Plan, PlannedStep};
 use crate::release;
 use crate::report::RunReport;
+use crate::settings::{LockAction, RunSettings};
 use crate::sh;
 
 /// Lists each host's releases (marking the current one) and the tail of its audit log.
-pub async fn releases(mut plan: Plan, run: &RunArgs) -> RunReport {
+pub async fn releases(mut plan: Plan, run: &RunSettings) -> RunReport {
     for hp in &mut plan.hosts {
         let list = match &hp.release {
             Some(site) => release::human_list(site),
@@ -31,7 +31,7 @@ pub async fn releases(mut plan: Plan, run: &RunArgs) -> RunReport {
 }
 
 /// Shows who holds each host's lock, or clears it.
-pub async fn lock(mut plan: Plan, run: &RunArgs, action: LockAction) -> RunReport {
+pub async fn lock(mut plan: Plan, run: &RunSettings, action: LockAction) -> RunReport {
     for hp in &mut plan.hosts {
         let (name, script) = match action {
             LockAction::Status => (

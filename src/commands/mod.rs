@@ -1,69 +1,234 @@
-//! The commands that talk to hosts: reporters and options wired to the fleet runs.
+//! The commands: input files loaded and checked, reporters and options wired to the fleet runs,
+//! and how each command ended. Take `settings`, never the CLI's types.
 
 pub mod check;
 pub mod inspect;
 
-use crate::cli::RunArgs;
+use std::path::{Path, PathBuf};
+
 use crate::deploy::{self, LockOptions};
-use crate::plan::Plan;
+use crate::diagnostic::InputError;
+use crate::inventory::Inventory;
+use crate::plan::{self, Action, Plan, PlanOptions};
+use crate::playbook::Playbook;
 use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
-use crate::secrets::Redactor;
+use crate::secrets::{self, Redactor};
 use crate::session::{Cancel, ExecOptions};
+use crate::settings::{Command, JsonTarget, PlaybookTarget, RunSettings};
 use crate::transport::ssh::SshConnector;
 
-/// The reporters a run's flags ask for: plain lines (to stderr when JSON goes to stdout) and
-/// JSON, both masking the plan's secrets.
-pub fn reporters(run: &RunArgs, redactor: &Redactor) -> Fanout {
-    let json_to_stdout = run.json.as_deref() == Some("-");
+/// How a command ended, mapped to the process's exit status by `main`.
+#[derive(Debug)]
+pub enum ExitStatus {
+    Success,
+    HostsFailed,
+    BadInput(InputError),
+    /// SIGINT/SIGTERM: running steps finished, locks released.
+    Interrupted,
+}
+
+impl ExitStatus {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::HostsFailed => 1,
+            Self::BadInput(_) => 2,
+            Self::Interrupted => 130,
+        }
+    }
+}
+
+/// Runs one command to its end.
+pub async fn run(command: Command) -> ExitStatus {
+    match dispatch(command).await {
+        Ok(Some(r)) if r.interrupted => ExitStatus::Interrupted,
+        Ok(Some(r)) if !r.ok => ExitStatus::HostsFailed,
+        Ok(_) => ExitStatus::Success,
+        Err(e) => ExitStatus::BadInput(e),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<Option<RunReport>, InputError> {
+    match command {
+        Command::Check { target } => {
+            let plan = load_plan(&target)?;
+            let described = check::describe_plan(&plan);
+            print!("{}", crate::output::visible(&described));
+            Ok(None)
+        }
+        Command::Deploy { target, run } => {
+            let plan = load_plan(&target)?;
+            preflight(&plan, &run)?;
+            Ok(Some(deploy(plan, &run).await))
+        }
+        Command::Rollback { target, run, to } => {
+            let plan = load_plan(&target)?;
+            preflight(&plan, &run)?;
+            Ok(Some(rollback(plan, &run, to.as_deref()).await))
+        }
+        Command::Releases { target, run } => {
+            let plan = load_sites(&target)?;
+            preflight(&plan, &run)?;
+            Ok(Some(inspect::releases(plan, &run).await))
+        }
+        Command::Lock {
+            action,
+            target,
+            run,
+        } => {
+            let plan = load_sites(&target)?;
+            preflight(&plan, &run)?;
+            Ok(Some(inspect::lock(plan, &run, action).await))
+        }
+        Command::Exec {
+            hosts,
+            run,
+            command,
+        } => {
+            let inventory = Inventory::load(&hosts.inventory)?;
+            let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
+            let action = Action::Run {
+                command: command.clone(),
+                dir: None,
+                creates: None,
+                unless: None,
+            };
+            let plan = plan::adhoc(targets, &command, action);
+            preflight(&plan, &run)?;
+            Ok(Some(adhoc("exec", plan, &run).await))
+        }
+        Command::Ping { hosts, run } => {
+            let inventory = Inventory::load(&hosts.inventory)?;
+            let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
+            let plan = plan::adhoc(targets, "ping", Action::Facts);
+            preflight(&plan, &run)?;
+            Ok(Some(adhoc("ping", plan, &run).await))
+        }
+    }
+}
+
+/// What a run needs locally, checked before the first connection: each host's identity file
+/// and known_hosts, and the `--json` file.
+fn preflight(plan: &Plan, run: &RunSettings) -> Result<(), InputError> {
+    for host in &plan.hosts {
+        host.host.check_local_files()?;
+    }
+    match &run.json {
+        Some(JsonTarget::File(path)) => check_json_target(path),
+        _ => Ok(()),
+    }
+}
+
+/// The JSON report is written when the run ends: a path it cannot be written to must refuse
+/// the run before it starts, not after hosts were changed. The check leaves no file behind: an
+/// existing file is opened for writing without truncating it, a new one is created and removed.
+fn check_json_target(path: &Path) -> Result<(), InputError> {
+    let hint = "give a file in an existing, writable directory, or `-` for stdout";
+    if path.is_dir() {
+        return Err(
+            InputError::plain(format!("--json `{}` is a directory", path.display()))
+                .with_hint(hint),
+        );
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    let result = if path.exists() {
+        open.open(path).map(drop)
+    } else {
+        open.create_new(true)
+            .open(path)
+            .and_then(|_| std::fs::remove_file(path))
+    };
+    result.map_err(|e| {
+        InputError::plain(format!(
+            "--json `{}`: cannot write the JSON report: {e}",
+            path.display()
+        ))
+        .with_hint(hint)
+    })
+}
+
+fn plan_options(target: &PlaybookTarget) -> PlanOptions {
+    PlanOptions {
+        limit: target.limit.clone(),
+        vars: target.vars.clone(),
+        tags: target.tags.clone(),
+    }
+}
+
+/// Everything that can be checked without a network: parse, resolve secrets, render all.
+fn load_plan(target: &PlaybookTarget) -> Result<Plan, InputError> {
+    let inventory = Inventory::load(&target.inventory)?;
+    let playbook = Playbook::load(&target.playbook)?;
+    let bases: Vec<&Path> = playbook.bases.iter().map(PathBuf::as_path).collect();
+    let secrets = secrets::resolve_all(&playbook.secrets, &playbook.file, &bases)?;
+    plan::build(&inventory, &playbook, &secrets, &plan_options(target))
+}
+
+/// The hosts and where they keep releases and locks; no secrets needed.
+fn load_sites(target: &PlaybookTarget) -> Result<Plan, InputError> {
+    let inventory = Inventory::load(&target.inventory)?;
+    let playbook = Playbook::load(&target.playbook)?;
+    plan::sites(&inventory, &playbook, &plan_options(target))
+}
+
+/// The reporters a run's settings ask for: plain lines (to stderr when JSON goes to stdout)
+/// and JSON, both masking the plan's secrets.
+pub fn reporters(run: &RunSettings, redactor: &Redactor) -> Fanout {
+    let json_to_stdout = run.json == Some(JsonTarget::Stdout);
     let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(PlainReporter::new(
         json_to_stdout,
         redactor.clone(),
     ))];
     if let Some(target) = &run.json {
-        reporters.push(Box::new(JsonReporter::new(target, redactor.clone())));
+        let path = match target {
+            JsonTarget::Stdout => None,
+            JsonTarget::File(path) => Some(path.clone()),
+        };
+        reporters.push(Box::new(JsonReporter::new(path, redactor.clone())));
     }
     Fanout(reporters)
 }
 
-pub fn exec_options(run: &RunArgs) -> ExecOptions {
+pub fn exec_options(run: &RunSettings) -> ExecOptions {
     ExecOptions {
         forks: run.forks,
         handshakes: run.handshakes,
     }
 }
 
-pub async fn deploy(plan: Plan, run: &RunArgs) -> RunReport {
-    let lock = LockOptions {
+fn lock_options(run: &RunSettings) -> LockOptions {
+    LockOptions {
         wait: run.wait_lock,
-    };
+    }
+}
+
+pub async fn deploy(plan: Plan, run: &RunSettings) -> RunReport {
     deploy::deploy(
         &SshConnector::new(),
         &plan,
         exec_options(run),
-        &lock,
+        &lock_options(run),
         &reporters(run, &plan.redactor),
         Cancel::on_signals(),
     )
     .await
 }
 
-pub async fn rollback(plan: Plan, run: &RunArgs, to: Option<&str>) -> RunReport {
-    let lock = LockOptions {
-        wait: run.wait_lock,
-    };
+pub async fn rollback(plan: Plan, run: &RunSettings, to: Option<&str>) -> RunReport {
     deploy::rollback(
         &SshConnector::new(),
         &plan,
         to,
         exec_options(run),
-        &lock,
+        &lock_options(run),
         &reporters(run, &plan.redactor),
         Cancel::on_signals(),
     )
     .await
 }
 
-pub async fn adhoc(command: &str, plan: Plan, run: &RunArgs) -> RunReport {
+pub async fn adhoc(command: &str, plan: Plan, run: &RunSettings) -> RunReport {
     deploy::adhoc(
         command,
         &SshConnector::new(),

@@ -14,12 +14,9 @@ pub struct JsonReporter {
 }
 
 impl JsonReporter {
-    /// `-` means stdout.
-    pub fn new(target: &str, redactor: Redactor) -> Self {
-        Self {
-            path: (target != "-").then(|| PathBuf::from(target)),
-            redactor,
-        }
+    /// `None` writes to stdout.
+    pub fn new(path: Option<PathBuf>, redactor: Redactor) -> Self {
+        Self { path, redactor }
     }
 }
 

@@ -1,0 +1,104 @@
+//! What the user asked for, resolved from the command line into plain values: the commands
+//! take these, never the CLI's (clap) types. Imports nothing from the crate.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One command and its settings.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Validate, resolve secrets and render every template; no connection.
+    Check {
+        target: PlaybookTarget,
+    },
+    Deploy {
+        target: PlaybookTarget,
+        run: RunSettings,
+    },
+    /// An ad-hoc shell command (its words joined with spaces) on many hosts.
+    Exec {
+        hosts: HostTarget,
+        run: RunSettings,
+        command: String,
+    },
+    Ping {
+        hosts: HostTarget,
+        run: RunSettings,
+    },
+    Rollback {
+        target: PlaybookTarget,
+        run: RunSettings,
+        /// The release to go back to; `None`: the one before the current.
+        to: Option<String>,
+    },
+    Releases {
+        target: PlaybookTarget,
+        run: RunSettings,
+    },
+    Lock {
+        action: LockAction,
+        target: PlaybookTarget,
+        run: RunSettings,
+    },
+}
+
+/// Hosts of an inventory, without a playbook (`exec`, `ping`).
+#[derive(Debug, Clone)]
+pub struct HostTarget {
+    pub inventory: PathBuf,
+    /// `--limit`: names, groups or globs, comma-separated; `!x` excludes.
+    pub limit: Option<String>,
+}
+
+/// A playbook on the hosts of an inventory.
+#[derive(Debug, Clone)]
+pub struct PlaybookTarget {
+    pub inventory: PathBuf,
+    pub playbook: PathBuf,
+    pub limit: Option<String>,
+    /// `--var KEY=VALUE`, in the order given (highest precedence).
+    pub vars: Vec<(String, String)>,
+    /// `--tags`: only steps carrying one of these.
+    pub tags: Vec<String>,
+}
+
+/// How a command that talks to hosts runs and reports.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Hosts worked on at once.
+    pub forks: usize,
+    /// SSH handshakes in flight at once.
+    pub handshakes: usize,
+    /// Keep retrying a lock held by another run this long instead of failing.
+    pub wait_lock: Option<Duration>,
+    /// Where the JSON report goes, if one is asked for.
+    pub json: Option<JsonTarget>,
+}
+
+/// Where `--json` writes the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonTarget {
+    /// `--json -`: the report on stdout, human output on stderr.
+    Stdout,
+    File(PathBuf),
+}
+
+impl JsonTarget {
+    /// `-` is stdout, anything else a file.
+    pub fn from_arg(arg: &str) -> Self {
+        if arg == "-" {
+            Self::Stdout
+        } else {
+            Self::File(PathBuf::from(arg))
+        }
+    }
+}
+
+/// `dropship lock status|release`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockAction {
+    /// Who holds the lock on each host.
+    Status,
+    /// Remove the lock whoever holds it.
+    Release,
+}
