@@ -7,7 +7,7 @@ use futures::future::join_all;
 
 use crate::lock::{self, Holder};
 use crate::plan::Plan;
-use crate::release::{self, utc_rfc3339};
+use crate::release::utc_rfc3339;
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::rollout::OnFailure;
 use crate::session::{Cancel, ExecOptions, HostSession, RunContext, connect_all, failure_text};
@@ -98,7 +98,7 @@ pub async fn rollback<C: Connector>(
     match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
         Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not rolled back"),
         Ok(()) => {
-            join_all(sessions.iter_mut().map(|s| roll_back_one(s, &ctx, to))).await;
+            join_all(sessions.iter_mut().map(|s| s.roll_back_to(&ctx, to))).await;
         }
     }
     let results = finish(sessions, &ctx, &holder).await;
@@ -116,64 +116,9 @@ fn refuse<T: Connection>(
 ) {
     ctx.reporter.event(&Event::Note { text: &refusal });
     for s in sessions.iter_mut() {
-        s.result.note = Some(format!("{what}: lock held elsewhere"));
+        s.note(&format!("{what}: lock held elsewhere"));
     }
     stops.lock_conflict = Some(refusal);
-}
-
-async fn roll_back_one<T: Connection>(
-    session: &mut HostSession<T>,
-    ctx: &RunContext<'_>,
-    to: Option<&str>,
-) {
-    if !session.is_connected() || ctx.cancel.is_cancelled() {
-        return;
-    }
-    let Some(site) = &ctx.plan.hosts[session.index].release else {
-        session.fail(
-            ctx.reporter,
-            "the playbook has no [release] section: nothing to roll back to",
-        );
-        return;
-    };
-    let listing = match session.exec(&release::list(site), &[]).await {
-        Ok(out) if out.success() => release::parse_list(&String::from_utf8_lossy(&out.stdout)),
-        Ok(out) => {
-            let error = format!(
-                "cannot list releases: {}",
-                failure_text(&out, &ctx.plan.redactor)
-            );
-            session.fail(ctx.reporter, &error);
-            return;
-        }
-        Err(e) => {
-            session.fail(ctx.reporter, &e);
-            return;
-        }
-    };
-    let target = match to {
-        Some(id) if listing.releases.iter().any(|r| r == id) => id.to_string(),
-        Some(id) => {
-            let error = format!(
-                "release {id} is not on this host (it has: {})",
-                if listing.releases.is_empty() {
-                    "none".to_string()
-                } else {
-                    listing.releases.join(", ")
-                }
-            );
-            session.fail(ctx.reporter, &error);
-            return;
-        }
-        None => match listing.previous {
-            Some(p) => p,
-            None => {
-                session.fail(ctx.reporter, "no previous release on this host");
-                return;
-            }
-        },
-    };
-    session.roll_back(ctx, &target).await;
 }
 
 /// Runs the batches of the rollout policy in order, pausing between them; halts when the
@@ -270,13 +215,8 @@ async fn roll_back_batch<T: Connection>(
     join_all(
         sessions
             .iter_mut()
-            .filter(|s| batch.contains(&s.index) && s.activated && s.is_connected())
-            .map(|s| async move {
-                match s.previous_release.clone() {
-                    Some(previous) => s.roll_back(ctx, &previous).await,
-                    None => s.result.note = Some("no previous release to roll back to".into()),
-                }
-            }),
+            .filter(|s| batch.contains(&s.index))
+            .map(|s| s.undo_activation(ctx)),
     )
     .await;
 }
@@ -294,7 +234,7 @@ fn skip_batches<T: Connection>(
                 .iter()
                 .map(|st| st.name.as_str());
             s.skip(ctx, names, reason);
-            s.result.note = Some(reason.to_string());
+            s.note(reason);
         }
     }
 }
@@ -479,7 +419,7 @@ async fn finish<T: Connection>(
 ) -> Vec<HostResult> {
     join_all(sessions.iter_mut().filter(|s| s.locked).map(|s| async move {
         let state = &ctx.plan.hosts[s.index].state;
-        let script = lock::release_and_audit(state, holder, s.name(), &audit_result(&s.result));
+        let script = lock::release_and_audit(state, holder, s.name(), &audit_result(s.result()));
         let release = s.exec(&script, &[]);
         let answer = if ctx.cancel.is_aborted() {
             // An aborted run ends within seconds: a host that does not answer keeps its

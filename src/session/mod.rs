@@ -5,6 +5,8 @@
 
 mod actions;
 mod cancel;
+mod gate;
+mod rollback;
 mod sequence;
 
 use std::collections::HashMap;
@@ -14,6 +16,8 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use tokio::sync::Semaphore;
+
+pub use gate::{Gate, Turn};
 
 use crate::plan::{Action, Become, Plan};
 use crate::release;
@@ -50,7 +54,8 @@ impl Default for ExecOptions {
 pub struct RunContext<'a> {
     pub plan: &'a Plan,
     pub reporter: &'a dyn Reporter,
-    pub forks: Semaphore,
+    /// The run's `--forks` bound: every call that talks to a host goes through it.
+    pub gate: Gate,
     pub cancel: Cancel,
 }
 
@@ -59,7 +64,7 @@ impl<'a> RunContext<'a> {
         Self {
             plan,
             reporter,
-            forks: Semaphore::new(forks.max(1)),
+            gate: Gate::new(forks),
             cancel,
         }
     }
@@ -77,11 +82,11 @@ pub struct HostSession<T: Connection> {
     compose: ComposeFlavor,
     probed: bool,
     /// The release `current` pointed at before this run's `activate`.
-    pub previous_release: Option<String>,
-    pub activated: bool,
+    previous_release: Option<String>,
+    activated: bool,
     /// This run holds the host's lock.
     pub locked: bool,
-    pub result: HostResult,
+    result: HostResult,
     started: Instant,
 }
 
@@ -154,6 +159,17 @@ impl<T: Connection> HostSession<T> {
 
     pub fn name(&self) -> &str {
         &self.host_name
+    }
+
+    /// Why the host was not (fully) deployed although nothing failed on it; replaces an
+    /// earlier note.
+    pub fn note(&mut self, text: &str) {
+        self.result.note = Some(text.to_string());
+    }
+
+    /// What the run did on this host so far.
+    pub fn result(&self) -> &HostResult {
+        &self.result
     }
 
     fn conn(&self) -> Result<&T, String> {
@@ -235,9 +251,7 @@ impl<T: Connection> HostSession<T> {
             self.skip(ctx, steps.iter().map(|s| s.name.as_str()), "host failed");
             return;
         }
-        let Ok(_fork) = ctx.forks.acquire().await else {
-            return;
-        };
+        let _turn = ctx.gate.turn().await;
         if !self.probed {
             self.probed = true;
             if let Err(e) = self.probe(ctx.plan).await {
@@ -254,8 +268,9 @@ impl<T: Connection> HostSession<T> {
         }
     }
 
-    /// Points `current` back at `to` and re-runs the steps that follow activation.
-    pub async fn roll_back(&mut self, ctx: &RunContext<'_>, to: &str) {
+    /// Points `current` back at `to` and re-runs the steps that follow activation. (The
+    /// caller holds a turn of the gate.)
+    async fn roll_back(&mut self, ctx: &RunContext<'_>, to: &str) {
         let host_plan = &ctx.plan.hosts[self.index];
         let Some(site) = &host_plan.release else {
             return;
