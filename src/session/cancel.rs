@@ -15,6 +15,32 @@ enum Stage {
     Aborting,
 }
 
+/// Stops a run made with `Cancel::manual`, as the signals stop one made with `on_signals`.
+#[derive(Clone)]
+pub struct CancelHandle(Arc<watch::Sender<Stage>>);
+
+impl CancelHandle {
+    /// The first Ctrl-C: no new step, batch or host starts; running steps finish.
+    pub fn interrupt(&self) {
+        self.raise(Stage::Stopping);
+    }
+
+    /// The second Ctrl-C (or SIGTERM): running steps are stopped on the hosts too.
+    pub fn abort(&self) {
+        self.raise(Stage::Aborting);
+    }
+
+    fn raise(&self, stage: Stage) {
+        self.0.send_if_modified(|now| {
+            let raised = stage > *now;
+            if raised {
+                *now = stage;
+            }
+            raised
+        });
+    }
+}
+
 /// The run's stop requests, shared by every host task.
 #[derive(Clone)]
 pub struct Cancel {
@@ -26,11 +52,19 @@ pub struct Cancel {
 
 impl Cancel {
     pub fn never() -> Self {
+        Self::manual().0
+    }
+
+    /// A `Cancel` stopped by hand through its `CancelHandle` (tests, a program embedding the
+    /// run), not by signals.
+    pub fn manual() -> (Self, CancelHandle) {
         let (tx, stage) = watch::channel(Stage::Running);
-        Self {
+        let tx = Arc::new(tx);
+        let cancel = Self {
             stage,
-            _sender: Some(Arc::new(tx)),
-        }
+            _sender: Some(Arc::clone(&tx)),
+        };
+        (cancel, CancelHandle(tx))
     }
 
     /// The first SIGINT stops new work; a second SIGINT, or a SIGTERM at any time, aborts.

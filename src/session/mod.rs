@@ -30,7 +30,7 @@ use crate::transport::{
 
 pub use actions::failure_text;
 use actions::{Done, require_success};
-pub use cancel::Cancel;
+pub use cancel::{Cancel, CancelHandle};
 use sequence::Purpose;
 
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@ mod auth;
 mod connection;
 mod known_hosts;
 mod known_hosts_format;
+pub mod local;
 pub mod ssh;
 pub mod ssh_config;
 

@@ -12,6 +12,7 @@ mod hostile;
 mod inputs;
 mod interrupt;
 mod locks;
+mod orchestration;
 mod output;
 mod provision;
 mod reports;
