@@ -2,8 +2,7 @@
 
 use std::fs;
 
-use crate::cli_support::{dropship, logins, start_fleet};
-use crate::support::{Fleet, TestHost, toml_str};
+use crate::harness::{Fleet, TestHost, dropship, logins, start_fleet, toml_str};
 
 /// Restarts `h`'s sshd at LogLevel DEBUG1, which logs every `direct-tcpip` request.
 fn debug_log(h: &mut TestHost) {

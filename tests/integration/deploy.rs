@@ -6,11 +6,10 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cli_support::{
-    FILE_STEPS, Secrets, all_cmdlines, command, deploy_shop, dropship, dropship_cmd, files_in,
-    finish, logins, mode, shop_playbook, spawn, start_fleet,
+use crate::harness::{
+    FILE_STEPS, Fleet, Secrets, all_cmdlines, command, deploy_shop, dropship, dropship_cmd,
+    files_in, finish, logins, mode, shop_playbook, spawn, start_fleet,
 };
-use crate::support::Fleet;
 
 const LOGIN: &str = "login --username=deployer --password-stdin -- registry.test:5000";
 const PULL: &str = "compose -p shop pull";

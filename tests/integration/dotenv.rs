@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::cli_support::{command, dropship_cmd, start_fleet};
 use crate::failures::{assert_error_at, location_of};
+use crate::harness::{command, dropship_cmd, start_fleet};
 
 /// Values an attacker or an unlucky password generator could put in a secret.
 const HOSTILE: &[&str] = &[

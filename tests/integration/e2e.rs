@@ -3,14 +3,14 @@
 //! hosts on 127.0.0.1 whose `docker` is the real one. Checked over HTTP through each host's nginx.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::cli_support::{Run, command, dropship_cmd};
+use crate::harness::{Run, command, dropship_cmd, free_range};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -183,25 +183,6 @@ fn copy_dir(from: &Path, to: &Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
-}
-
-/// A base port B with B+1..B+n all free on 127.0.0.1 (the scripts number from B+1).
-fn free_range(n: u16) -> u16 {
-    let seed = std::process::id() as u16
-        ^ (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u16);
-    for attempt in 0..200u16 {
-        let base = 20_000 + (seed.wrapping_add(attempt.wrapping_mul(97)) % 20_000);
-        let listeners: Vec<_> = (1..=n)
-            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
-            .collect();
-        if listeners.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port range");
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1; status and body.

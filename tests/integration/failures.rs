@@ -5,11 +5,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::cli_support::run_playbook;
-use crate::cli_support::{
-    Run, Secrets, deploy_shop, dropship, files_in, fixture, logins, shop_playbook, start_fleet,
+use crate::harness::{
+    Fleet, Run, Secrets, deploy_shop, dropship, files_in, fixture, logins, run_playbook,
+    shop_playbook, start_fleet, toml_str,
 };
-use crate::support::{Fleet, toml_str};
 
 const PULL: &str = "compose -p shop pull";
 const UP: &str = "compose -p shop up -d --remove-orphans";

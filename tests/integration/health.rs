@@ -6,9 +6,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::cli_support::Run;
-use crate::cli_support::run_playbook;
-use crate::support::Fleet;
+use crate::harness::{Fleet, Run, run_playbook};
 
 /// A tiny HTTP server on 127.0.0.1 that answers `status` (and `body`) for the first
 /// `unhealthy_first` requests with 503, then with `status`. Returns its port and a request counter.

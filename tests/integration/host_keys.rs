@@ -6,28 +6,12 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::cli_support::{
-    Run, Secrets, deploy_shop, dropship, files_in, inventory_with_ssh, listening_count, logins,
-    start_fleet,
+use crate::harness::{
+    Fleet, Run, Secrets, TestHost, deploy_shop, dropship, files_in, inventory_with_ssh, keygen,
+    listening_count, logins, public_key, start_fleet, toml_str,
 };
-use crate::support::{Fleet, TestHost, toml_str};
 
 const UP: &str = "compose -p shop up -d --remove-orphans";
-
-/// `SHA256:...` of a host's current key, as `ssh-keygen -l` prints it.
-fn fingerprint(h: &TestHost) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(h.dir.join("ssh_host_ed25519_key.pub"))
-        .output()
-        .expect("ssh-keygen -l");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint field")
-        .to_string()
-}
 
 fn path_toml(p: &Path) -> String {
     toml_str(p.to_str().unwrap())
@@ -50,7 +34,7 @@ fn refuses_unknown_host_under_strict() {
                 "[{}] FAILED   host key for [127.0.0.1]:{} is not known ({}); it is not in {}",
                 h.name,
                 h.port,
-                fingerprint(h),
+                h.fingerprint(),
                 empty.display()
             )),
             "{}",
@@ -92,7 +76,7 @@ fn learns_unknown_host_under_accept_new() {
     let text = fs::read_to_string(&learned).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort_unstable();
-    let mut want: Vec<String> = fleet.hosts.iter().map(TestHost::host_key_line).collect();
+    let mut want: Vec<String> = fleet.hosts.iter().map(|h| h.host_key_line()).collect();
     want.sort_unstable();
     assert_eq!(lines, want, "one line per host, OpenSSH format");
     assert!(text.ends_with('\n'));
@@ -155,7 +139,7 @@ fn refuses_changed_host_key() {
             text.contains(&format!(
                 "[h2] FAILED   HOST KEY CHANGED for [127.0.0.1]:{} (now {}); it does not match {} line 3",
                 h2.port,
-                fingerprint(h2),
+                h2.fingerprint(),
                 fleet.known_hosts.display()
             )),
             "{policy}:\n{}",
@@ -196,8 +180,7 @@ fn refuses_changed_host_key() {
 
 /// `ssh-ed25519 AAAA...`: a host's key as it stands after the host names in known_hosts.
 fn key_field(h: &TestHost) -> String {
-    let line = h.host_key_line();
-    line.split_once(' ').expect("host key line").1.to_string()
+    public_key(&h.host_key("ed25519"))
 }
 
 /// `dropship exec -- true` on every host of `inv`.
@@ -263,7 +246,7 @@ fn refuses_revoked_host_key() {
                 text.contains(&format!(
                     "host key for [127.0.0.1]:{} ({}) is REVOKED in {} line {line}",
                     h.port,
-                    fingerprint(h),
+                    h.fingerprint(),
                     fleet.known_hosts.display()
                 )),
                 "{policy}:\n{}",
@@ -309,7 +292,7 @@ fn pattern_entry_with_another_key_is_a_changed_key() {
             run.host_text(&h.name).contains(&format!(
                 "HOST KEY CHANGED for [127.0.0.1]:{} (now {}); it does not match {} line {line}",
                 h.port,
-                fingerprint(h),
+                h.fingerprint(),
                 fleet.known_hosts.display()
             )),
             "{}",
@@ -335,12 +318,7 @@ fn cert_authority_host_is_never_learned() {
     let (h1, h2) = (fleet.host("h1"), fleet.host("h2"));
     // A CA for every host on the fleet's address; h2 also has its own plain line.
     let ca = fleet.dir.path().join("host_ca");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-N", "", "-t", "ed25519", "-f"])
-        .arg(&ca)
-        .output()
-        .expect("ssh-keygen");
-    assert!(out.status.success());
+    keygen(&ca);
     let ca_key = fs::read_to_string(ca.with_extension("pub")).unwrap();
     let known = format!(
         "@cert-authority [127.0.0.1]:*,*.example.com {}\n{}\n",
@@ -357,7 +335,7 @@ fn cert_authority_host_is_never_learned() {
         text.contains(&format!(
             "host key for [127.0.0.1]:{} ({}) is not trusted: {} line 1 is a @cert-authority for it",
             h1.port,
-            fingerprint(h1),
+            h1.fingerprint(),
             fleet.known_hosts.display()
         )),
         "{}",

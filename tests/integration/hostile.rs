@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::cli_support::{dropship, start_fleet};
+use crate::harness::{dropship, start_fleet};
 
 /// Planted under `releases/`: a command substitution, an option, a name with a space, each
 /// sorting before the real release so that they would be "the previous release".

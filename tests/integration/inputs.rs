@@ -6,9 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cli_support::run_playbook;
-use crate::cli_support::{Run, Secrets, dropship, logins, shop_playbook, start_fleet};
-use crate::support::{Fleet, toml_str};
+use crate::harness::{
+    Fleet, Run, Secrets, dropship, logins, run_playbook, shop_playbook, start_fleet, toml_str,
+};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -259,7 +259,7 @@ fn empty_selections_and_impossible_settings_exit_2_before_any_connection() {
     }
 
     // SSH settings that cannot work.
-    let key_missing = crate::cli_support::inventory_with_ssh(
+    let key_missing = crate::harness::inventory_with_ssh(
         &fleet,
         &[(
             "identity_file",
@@ -273,7 +273,7 @@ fn empty_selections_and_impossible_settings_exit_2_before_any_connection() {
         "{}",
         run.all()
     );
-    let kh_dir = crate::cli_support::inventory_with_ssh(
+    let kh_dir = crate::harness::inventory_with_ssh(
         &fleet,
         &[("known_hosts", toml_str(&top.to_string_lossy()))],
     );

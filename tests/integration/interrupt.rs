@@ -10,8 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cli_support::{Run, all_cmdlines, command, finish, start_fleet};
-use crate::support::{Fleet, TestHost};
+use crate::harness::{Fleet, Run, TestHost, all_cmdlines, command, finish, start_fleet};
 
 /// Writes a playbook of app `intr` with `steps` into the fleet's dir.
 fn write_playbook(fleet: &Fleet, steps: &str) -> PathBuf {
@@ -319,7 +318,7 @@ fn ctrl_c_stops_and_aborts_become_sessions_through_sudo() {
     fs::create_dir_all(state_dir(h)).unwrap();
     fs::set_permissions(state_dir(h), fs::Permissions::from_mode(0o1777)).unwrap();
     let inventory =
-        crate::cli_support::inventory_with_ssh(&fleet, &[("user", format!("\"{}\"", user.name))]);
+        crate::harness::inventory_with_ssh(&fleet, &[("user", format!("\"{}\"", user.name))]);
     let out = user.scratch.display().to_string();
     let playbook = |first: &str| {
         write_playbook(
@@ -448,7 +447,7 @@ run = "touch {{ app_dir }}/long-started; sleep 631"
     }
     let sshd = fleet.host("h2").pid().expect("h2's sshd");
     let mut frozen = vec![sshd];
-    frozen.extend(crate::support::descendants(sshd));
+    frozen.extend(crate::harness::descendants(sshd));
     for pid in &frozen {
         // SAFETY: kill(2) on h2's sshd and its sessions, started by this test's fleet (its
         // drop kills them, stopped or not).

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::cli_support::run_playbook;
-use crate::cli_support::{Run, dropship, finish, inventory_with_ssh, spawn, start_fleet};
-use crate::support::Fleet;
-use crate::users::TestUser;
+use crate::harness::{
+    Fleet, Run, TestUser, dropship, finish, inventory_with_ssh, run_playbook, spawn, start_fleet,
+};
 
 /// The app `inst`: a marker file, then a step that holds the run (and its lock) for `hold`
 /// seconds. With `release`, also a `[release]` rooted at `app_dir` and a file in the release.

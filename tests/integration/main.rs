@@ -1,11 +1,11 @@
 //! The single integration-test binary (cargo target `integration`).
 
 mod bastion;
-mod cli_support;
 mod deploy;
 mod dotenv;
 mod e2e;
 mod failures;
+mod harness;
 mod health;
 mod host_keys;
 mod hostile;
@@ -18,7 +18,5 @@ mod provision;
 mod reports;
 mod rollout;
 mod secrets;
-mod support;
 mod transport;
 mod uploads;
-mod users;

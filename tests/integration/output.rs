@@ -7,8 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cli_support::{BIN, Run, command, dropship_cmd, start_fleet};
-use crate::support::{Fleet, toml_str};
+use crate::harness::{BIN, Fleet, Run, command, dropship_cmd, start_fleet, toml_str};
 
 /// Answers every request with `200` and the body `bodies` gives for the request's path.
 fn http_server(bodies: fn(&str) -> String) -> u16 {

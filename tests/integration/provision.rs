@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli_support::{Run, all_cmdlines, command, dropship_cmd, finish, start_fleet};
-use crate::support::Fleet;
+use crate::harness::{
+    Fleet, Run, all_cmdlines, command, dropship_cmd, finish, free_port, keygen, start_fleet,
+};
 
 /// An `apt-get` that only logs its argv and DEBIAN_FRONTEND, first on the host's PATH.
 const APT_GET_STANDIN: &str = "#!/bin/sh\nprintf 'DEBIAN_FRONTEND=%s %s\\n' \"$DEBIAN_FRONTEND\" \"$*\" >> \"$(dirname \"$0\")/../apt-get.log\"\n";
@@ -193,8 +194,7 @@ fn become_with_a_sudo_password_keeps_it_off_argv_and_output() {
     let state = fleet.host("h1").root.join(".dropship");
     fs::create_dir_all(&state).unwrap();
     fs::set_permissions(&state, fs::Permissions::from_mode(0o1777)).unwrap();
-    let inv =
-        crate::cli_support::inventory_with_ssh(&fleet, &[("user", format!("\"{}\"", user.name))]);
+    let inv = crate::harness::inventory_with_ssh(&fleet, &[("user", format!("\"{}\"", user.name))]);
     let out = user.scratch.display().to_string();
     fs::write(fleet.dir.path().join("secret.conf.j2"), "for root only\n").unwrap();
     let pb = write_playbook(
@@ -318,25 +318,6 @@ struct FreshServer {
     known_hosts: PathBuf,
 }
 
-fn keygen(path: &Path) {
-    let ok = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "dropship-fresh",
-            "-f",
-        ])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen")
-        .success();
-    assert!(ok, "ssh-keygen {}", path.display());
-}
-
 impl FreshServer {
     fn start() -> FreshServer {
         let script =
@@ -356,10 +337,7 @@ impl FreshServer {
         keygen(&d.join("host_key"));
         keygen(&d.join("root_key"));
         fs::copy(d.join("root_key.pub"), d.join("root_authorized_keys")).unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         fs::write(
             d.join("sshd_config"),
             format!(

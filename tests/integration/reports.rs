@@ -5,8 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::cli_support::{Run, dropship, start_fleet};
-use crate::support::{Fleet, TestHost};
+use crate::harness::{Fleet, Run, TestHost, dropship, start_fleet};
 
 /// A playbook of app `rep` (no `[rollout]`): one step that fails on hosts with a `broken`
 /// file in their root.

@@ -12,8 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cli_support::{Run, command, dropship, finish, start_fleet};
-use crate::support::{Fleet, TestHost};
+use crate::harness::{Fleet, Run, TestHost, command, dropship, finish, start_fleet};
 
 /// The docker call of the playbook's `start` step.
 const UP: &str = "compose -p roll up -d --remove-orphans";
@@ -862,7 +861,7 @@ fn lock_holder_names_the_user_without_user_env() {
     let rig = Rig::new(1, ALL_AT_ONCE);
     let mut cmd = command(&rig.args("deploy", &[]), None);
     cmd.env_remove("USER").env_remove("LOGNAME");
-    crate::cli_support::dropship_cmd(cmd).assert_code(0);
+    crate::harness::dropship_cmd(cmd).assert_code(0);
     let audit = audit_lines(rig.host("h1"));
     assert_eq!(audit.len(), 1, "{audit:#?}");
     assert!(

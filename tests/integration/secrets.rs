@@ -5,11 +5,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli_support::run_playbook;
-use crate::cli_support::{
-    Run, Secrets, all_cmdlines, command, dropship, dropship_cmd, shop_playbook, start_fleet,
-};
 use crate::failures::{assert_error_at, assert_untouched, location_of};
+use crate::harness::{
+    Run, Secrets, all_cmdlines, command, dropship, dropship_cmd, run_playbook, shop_playbook,
+    start_fleet,
+};
 
 /// Writes `playbook.toml` (and `templates`, by name) into `dir`; returns the playbook's path.
 fn write_playbook(dir: &Path, playbook: &str, templates: &[(&str, &str)]) -> PathBuf {

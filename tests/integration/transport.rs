@@ -4,7 +4,7 @@ use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dropship::transport::ssh::SshConnector;
@@ -13,170 +13,22 @@ use dropship::transport::{
 };
 use sha2::{Digest, Sha256};
 
-/// One sshd on 127.0.0.1 with its own host key and one authorized client key; killed on drop.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
+use crate::harness::{Agent, Sshd, free_port, keygen, keygen_typed};
 
-impl Sshd {
-    fn start() -> Sshd {
-        Sshd::start_with("ed25519")
+/// What the transport needs to reach `sshd` as root with its client key.
+fn connect_spec(sshd: &Sshd, known_hosts: &Path, policy: HostKeyPolicy) -> ConnectSpec {
+    ConnectSpec {
+        host_name: format!("test-{}", sshd.port),
+        address: "127.0.0.1".into(),
+        port: sshd.port,
+        user: "root".into(),
+        identity_file: Some(sshd.path("client_key")),
+        known_hosts: known_hosts.to_path_buf(),
+        host_key_policy: policy,
+        connect_timeout: Duration::from_secs(10),
+        jump: None,
+        identities_only: false,
     }
-
-    /// `key_type` is used for both the host key and the client key. Ed25519 servers also
-    /// offer a second, ecdsa host key (`host_key_ecdsa`).
-    fn start_with(key_type: &str) -> Sshd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        keygen_typed(&dir.path().join("host_key"), key_type, "");
-        keygen_typed(&dir.path().join("client_key"), key_type, "");
-        let mut host_keys = format!("HostKey {}/host_key\n", dir.path().display());
-        if key_type == "ed25519" {
-            keygen_typed(&dir.path().join("host_key_ecdsa"), "ecdsa", "");
-            host_keys.push_str(&format!(
-                "HostKey {}/host_key_ecdsa\n",
-                dir.path().display()
-            ));
-        }
-        fs::copy(
-            dir.path().join("client_key.pub"),
-            dir.path().join("authorized_keys"),
-        )
-        .expect("authorized_keys");
-        fs::create_dir_all("/run/sshd").expect("privilege separation dir");
-        // Ports are picked by binding :0 and releasing; another process may grab one in between.
-        for _ in 0..5 {
-            let port = free_port();
-            let config = dir.path().join("sshd_config");
-            let d = dir.path().display();
-            fs::write(
-                &config,
-                format!(
-                    "Port {port}\nListenAddress 127.0.0.1\n{host_keys}PidFile {d}/sshd.pid\n\
-                     AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPermitRootLogin yes\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel VERBOSE\n"
-                ),
-            )
-            .expect("sshd_config");
-            let log = fs::File::create(dir.path().join("sshd.log")).expect("sshd.log");
-            let mut child = Command::new("/usr/sbin/sshd")
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn sshd");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                let listening = fs::read_to_string(dir.path().join("sshd.log"))
-                    .unwrap_or_default()
-                    .contains(&format!("Server listening on 127.0.0.1 port {port}."));
-                if listening && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Sshd { dir, port, child };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!(
-            "sshd did not start:\n{}",
-            fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
-        );
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// This host's entry as OpenSSH writes it: `[127.0.0.1]:PORT ssh-ed25519 AAAA...`.
-    fn known_hosts_line(&self) -> String {
-        self.known_hosts_line_for("host_key.pub")
-    }
-
-    fn known_hosts_line_for(&self, public_key_file: &str) -> String {
-        let public = fs::read_to_string(self.path(public_key_file)).expect("host public key");
-        let mut fields = public.split_whitespace();
-        let (alg, key) = (fields.next().expect("alg"), fields.next().expect("key"));
-        format!("[127.0.0.1]:{} {alg} {key}", self.port)
-    }
-
-    /// `SHA256:...` as `ssh-keygen -l` prints it.
-    fn fingerprint(&self) -> String {
-        let out = Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(self.path("host_key.pub"))
-            .output()
-            .expect("ssh-keygen -l");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .nth(1)
-            .expect("fingerprint")
-            .to_string()
-    }
-
-    fn spec(&self, known_hosts: &Path, policy: HostKeyPolicy) -> ConnectSpec {
-        ConnectSpec {
-            host_name: format!("test-{}", self.port),
-            address: "127.0.0.1".into(),
-            port: self.port,
-            user: "root".into(),
-            identity_file: Some(self.path("client_key")),
-            known_hosts: known_hosts.to_path_buf(),
-            host_key_policy: policy,
-            connect_timeout: Duration::from_secs(10),
-            jump: None,
-            identities_only: false,
-        }
-    }
-
-    /// A known_hosts file in this sshd's dir that already trusts it.
-    fn trusted_known_hosts(&self) -> PathBuf {
-        let path = self.path("known_hosts");
-        fs::write(&path, format!("{}\n", self.known_hosts_line())).expect("known_hosts");
-        path
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::env::var_os("KEEP_SSHD_LOG").is_some() {
-            let _ = fs::copy(
-                self.path("sshd.log"),
-                format!("/tmp/sshd-{}.log", self.port),
-            );
-        }
-    }
-}
-
-fn keygen(path: &Path, passphrase: &str) {
-    keygen_typed(path, "ed25519", passphrase);
-}
-
-fn keygen_typed(path: &Path, key_type: &str, passphrase: &str) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", key_type, "-C", "", "-N", passphrase, "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(status.success(), "ssh-keygen failed for {}", path.display());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind :0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
 }
 
 /// Only the spec's identity file: the developer's agent and ~/.ssh must not influence tests.
@@ -214,9 +66,13 @@ impl OutputSink for Collected {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_commands_with_stdin_and_exit_status() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     let conn = connector()
-        .connect(&sshd.spec(&sshd.trusted_known_hosts(), HostKeyPolicy::Strict))
+        .connect(&connect_spec(
+            &sshd,
+            &sshd.trusted_known_hosts(),
+            HostKeyPolicy::Strict,
+        ))
         .await
         .expect("connect");
 
@@ -303,7 +159,7 @@ async fn runs_commands_with_stdin_and_exit_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refuses_unknown_host_key_under_strict() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     let known_hosts = sshd.path("known_hosts");
     for existing in [
         None,
@@ -315,7 +171,7 @@ async fn refuses_unknown_host_key_under_strict() {
             fs::write(&known_hosts, content).unwrap();
         }
         let err = connector()
-            .connect(&sshd.spec(&known_hosts, HostKeyPolicy::Strict))
+            .connect(&connect_spec(&sshd, &known_hosts, HostKeyPolicy::Strict))
             .await
             .expect_err("must refuse");
         match err {
@@ -337,11 +193,11 @@ async fn refuses_unknown_host_key_under_strict() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn learns_unknown_host_key_under_accept_new() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     // Missing directory and file: "nothing known", both get created.
     let known_hosts = sshd.path("fresh/dir/known_hosts");
     let conn = connector()
-        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::AcceptNew))
+        .connect(&connect_spec(&sshd, &known_hosts, HostKeyPolicy::AcceptNew))
         .await
         .expect("accept-new");
     assert_eq!(
@@ -352,7 +208,7 @@ async fn learns_unknown_host_key_under_accept_new() {
 
     assert_eq!(
         fs::read_to_string(&known_hosts).unwrap(),
-        format!("{}\n", sshd.known_hosts_line())
+        format!("{}\n", sshd.host_key_line())
     );
     assert_eq!(
         fs::metadata(&known_hosts).unwrap().permissions().mode() & 0o777,
@@ -372,12 +228,12 @@ async fn learns_unknown_host_key_under_accept_new() {
     );
 
     let conn = connector()
-        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::Strict))
+        .connect(&connect_spec(&sshd, &known_hosts, HostKeyPolicy::Strict))
         .await
         .expect("now known");
     conn.close().await;
     let conn = connector()
-        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::AcceptNew))
+        .connect(&connect_spec(&sshd, &known_hosts, HostKeyPolicy::AcceptNew))
         .await
         .expect("known again");
     conn.close().await;
@@ -390,8 +246,8 @@ async fn learns_unknown_host_key_under_accept_new() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refuses_changed_host_key_naming_the_line() {
-    let sshd = Sshd::start();
-    keygen(&sshd.path("impostor"), "");
+    let sshd = Sshd::alone("ed25519");
+    keygen(&sshd.path("impostor"));
     let impostor = fs::read_to_string(sshd.path("impostor.pub")).unwrap();
     let impostor_key = impostor
         .split_whitespace()
@@ -408,7 +264,7 @@ async fn refuses_changed_host_key_naming_the_line() {
 
     for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
         let err = connector()
-            .connect(&sshd.spec(&known_hosts, policy))
+            .connect(&connect_spec(&sshd, &known_hosts, policy))
             .await
             .expect_err("must refuse");
         match &err {
@@ -436,12 +292,20 @@ async fn refuses_changed_host_key_naming_the_line() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn accept_new_is_safe_under_concurrent_learning() {
-    let hosts = [Sshd::start(), Sshd::start(), Sshd::start()];
+    let hosts = [
+        Sshd::alone("ed25519"),
+        Sshd::alone("ed25519"),
+        Sshd::alone("ed25519"),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
     let connector = connector();
     let attempts = (0..21).map(|i| {
-        let spec = hosts[i % hosts.len()].spec(&known_hosts, HostKeyPolicy::AcceptNew);
+        let spec = connect_spec(
+            &hosts[i % hosts.len()],
+            &known_hosts,
+            HostKeyPolicy::AcceptNew,
+        );
         let connector = connector.clone();
         tokio::spawn(async move {
             let conn = connector.connect(&spec).await?;
@@ -456,18 +320,18 @@ async fn accept_new_is_safe_under_concurrent_learning() {
     let content = fs::read_to_string(&known_hosts).unwrap();
     let mut lines: Vec<&str> = content.lines().collect();
     lines.sort();
-    let mut expected: Vec<String> = hosts.iter().map(Sshd::known_hosts_line).collect();
+    let mut expected: Vec<String> = hosts.iter().map(Sshd::host_key_line).collect();
     expected.sort();
     assert_eq!(lines, expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_auth_refused_listing_keys_tried() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     let known_hosts = sshd.trusted_known_hosts();
     let stranger = sshd.path("stranger");
-    keygen(&stranger, "");
-    let mut spec = sshd.spec(&known_hosts, HostKeyPolicy::Strict);
+    keygen(&stranger);
+    let mut spec = connect_spec(&sshd, &known_hosts, HostKeyPolicy::Strict);
     spec.identity_file = Some(stranger.clone());
     match connector()
         .connect(&spec)
@@ -484,7 +348,7 @@ async fn reports_auth_refused_listing_keys_tried() {
 
     // Identity files that cannot be used are named, not silently skipped.
     let locked = sshd.path("locked");
-    keygen(&locked, "secret passphrase");
+    keygen_typed(&locked, "ed25519", "secret passphrase");
     for (path, why) in [
         (sshd.path("no-such-key"), "not found"),
         (locked, "passphrase"),
@@ -505,20 +369,20 @@ async fn reports_auth_refused_listing_keys_tried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn uses_rsa_keys_with_sha2_signatures() {
     // OpenSSH 8.8+ refuses SHA-1 `ssh-rsa`, so success here means rsa-sha2-* on both sides.
-    let sshd = Sshd::start_with("rsa");
+    let sshd = Sshd::alone("rsa");
     let known_hosts = sshd.path("known_hosts");
     let conn = connector()
-        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::AcceptNew))
+        .connect(&connect_spec(&sshd, &known_hosts, HostKeyPolicy::AcceptNew))
         .await
         .expect("rsa connect");
     assert_eq!(conn.exec("echo rsa", b"").await.unwrap().stdout, b"rsa\n");
     conn.close().await;
     assert_eq!(
         fs::read_to_string(&known_hosts).unwrap(),
-        format!("{}\n", sshd.known_hosts_line())
+        format!("{}\n", sshd.host_key_line())
     );
     let conn = connector()
-        .connect(&sshd.spec(&known_hosts, HostKeyPolicy::Strict))
+        .connect(&connect_spec(&sshd, &known_hosts, HostKeyPolicy::Strict))
         .await
         .expect("rsa host key known");
     conn.close().await;
@@ -528,13 +392,13 @@ async fn uses_rsa_keys_with_sha2_signatures() {
 async fn verifies_the_host_key_type_already_known() {
     // The server offers ed25519 and ecdsa; only ecdsa is recorded. OpenSSH then asks for
     // ecdsa rather than calling the host unknown, and so must we.
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     let known_hosts = sshd.path("known_hosts");
-    let ecdsa_line = sshd.known_hosts_line_for("host_key_ecdsa.pub");
+    let ecdsa_line = sshd.host_key_line_of("ecdsa");
     fs::write(&known_hosts, format!("{ecdsa_line}\n")).unwrap();
     for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
         let conn = connector()
-            .connect(&sshd.spec(&known_hosts, policy))
+            .connect(&connect_spec(&sshd, &known_hosts, policy))
             .await
             .expect("ecdsa key is known");
         conn.close().await;
@@ -545,71 +409,23 @@ async fn verifies_the_host_key_type_already_known() {
     );
 }
 
-/// A private ssh-agent on a socket in a temp dir; killed on drop.
-struct Agent {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    child: Child,
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ssh-agent");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Agent {
-            _dir: dir,
-            socket,
-            child,
-        }
-    }
-
-    fn add(&self, key: &Path) {
-        let status = Command::new("ssh-add")
-            .arg("-q")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &self.socket)
-            .status()
-            .expect("ssh-add");
-        assert!(status.success(), "ssh-add {}", key.display());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn authenticates_through_ssh_agent() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     let known_hosts = sshd.trusted_known_hosts();
     let agent = Agent::start();
     let via_agent = || connector().with_agent_socket(&agent.socket);
 
     // A stranger key in the agent is offered and named.
     let stranger = sshd.path("stranger");
-    keygen(&stranger, "");
+    keygen(&stranger);
     Command::new("ssh-keygen")
         .args(["-q", "-c", "-C", "stranger@test", "-f"])
         .arg(&stranger)
         .status()
         .unwrap();
     agent.add(&stranger);
-    let mut spec = sshd.spec(&known_hosts, HostKeyPolicy::Strict);
+    let mut spec = connect_spec(&sshd, &known_hosts, HostKeyPolicy::Strict);
     spec.identity_file = None;
     match via_agent().connect(&spec).await.expect_err("stranger only") {
         TransportError::AuthRefused { tried, .. } => {
@@ -620,7 +436,7 @@ async fn authenticates_through_ssh_agent() {
 
     // A passphrase-protected identity file is left to the agent, which holds the same key.
     let locked = sshd.path("locked");
-    keygen(&locked, "secret passphrase");
+    keygen_typed(&locked, "ed25519", "secret passphrase");
     let unlocked = sshd.path("unlocked");
     fs::copy(&locked, &unlocked).unwrap();
     fs::set_permissions(&unlocked, fs::Permissions::from_mode(0o600)).unwrap();
@@ -631,9 +447,7 @@ async fn authenticates_through_ssh_agent() {
         .unwrap();
     assert!(status.success());
     agent.add(&unlocked);
-    let mut authorized = fs::read_to_string(sshd.path("authorized_keys")).unwrap();
-    authorized.push_str(&fs::read_to_string(sshd.path("locked.pub")).unwrap());
-    fs::write(sshd.path("authorized_keys"), authorized).unwrap();
+    sshd.authorize(&sshd.path("locked"));
     spec.identity_file = Some(locked);
     let conn = via_agent()
         .connect(&spec)
@@ -711,9 +525,13 @@ async fn silent_server_times_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_connection_lost_mid_command() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     let conn = connector()
-        .connect(&sshd.spec(&sshd.trusted_known_hosts(), HostKeyPolicy::Strict))
+        .connect(&connect_spec(
+            &sshd,
+            &sshd.trusted_known_hosts(),
+            HostKeyPolicy::Strict,
+        ))
         .await
         .expect("connect");
     // The shell's parent is the sshd process serving this connection.
@@ -773,18 +591,18 @@ fn flaky_proxy(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_handshakes_the_server_dropped() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::alone("ed25519");
     let known_hosts = sshd.path("known_hosts_proxy");
     let (port, accepted) = flaky_proxy(sshd.port, 2);
     // The proxy's port must be trusted with the sshd's key.
-    let line = sshd.known_hosts_line().replace(
+    let line = sshd.host_key_line().replace(
         &format!("[127.0.0.1]:{}", sshd.port),
         &format!("[127.0.0.1]:{port}"),
     );
     fs::write(&known_hosts, format!("{line}\n")).unwrap();
     let spec = ConnectSpec {
         port,
-        ..sshd.spec(&known_hosts, HostKeyPolicy::Strict)
+        ..connect_spec(&sshd, &known_hosts, HostKeyPolicy::Strict)
     };
     let started = Instant::now();
     let conn = connector()
@@ -808,7 +626,7 @@ async fn retries_handshakes_the_server_dropped() {
     let (port, accepted) = flaky_proxy(sshd.port, 0);
     let spec = ConnectSpec {
         port,
-        ..sshd.spec(&known_hosts, HostKeyPolicy::Strict)
+        ..connect_spec(&sshd, &known_hosts, HostKeyPolicy::Strict)
     };
     let err = connector().connect(&spec).await.expect_err("unknown key");
     assert!(
@@ -820,19 +638,13 @@ async fn retries_handshakes_the_server_dropped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn targets_share_one_bastion_connection_that_outlives_them() {
-    let (bastion, target) = (Sshd::start(), Sshd::start());
+    let (bastion, target) = (Sshd::alone("ed25519"), Sshd::alone("ed25519"));
     // The bastion accepts the target's client key too; one known_hosts trusts both.
-    let mut authorized = fs::read_to_string(bastion.path("authorized_keys")).unwrap();
-    authorized.push_str(&fs::read_to_string(target.path("client_key.pub")).unwrap());
-    fs::write(bastion.path("authorized_keys"), authorized).unwrap();
+    bastion.authorize(&target.path("client_key"));
     let known_hosts = target.path("known_hosts_both");
     fs::write(
         &known_hosts,
-        format!(
-            "{}\n{}\n",
-            bastion.known_hosts_line(),
-            target.known_hosts_line()
-        ),
+        format!("{}\n{}\n", bastion.host_key_line(), target.host_key_line()),
     )
     .unwrap();
     let spec = ConnectSpec {
@@ -841,7 +653,7 @@ async fn targets_share_one_bastion_connection_that_outlives_them() {
             port: bastion.port,
             user: "root".into(),
         }),
-        ..target.spec(&known_hosts, HostKeyPolicy::Strict)
+        ..connect_spec(&target, &known_hosts, HostKeyPolicy::Strict)
     };
 
     let connector = connector();
@@ -887,19 +699,13 @@ async fn targets_share_one_bastion_connection_that_outlives_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn targets_with_other_identities_do_not_share_a_bastion_connection() {
-    let (bastion, target) = (Sshd::start(), Sshd::start());
+    let (bastion, target) = (Sshd::alone("ed25519"), Sshd::alone("ed25519"));
     // The bastion accepts only its own client key; the target accepts both.
-    let mut authorized = fs::read_to_string(target.path("authorized_keys")).unwrap();
-    authorized.push_str(&fs::read_to_string(bastion.path("client_key.pub")).unwrap());
-    fs::write(target.path("authorized_keys"), authorized).unwrap();
+    target.authorize(&bastion.path("client_key"));
     let known_hosts = target.path("known_hosts_both");
     fs::write(
         &known_hosts,
-        format!(
-            "{}\n{}\n",
-            bastion.known_hosts_line(),
-            target.known_hosts_line()
-        ),
+        format!("{}\n{}\n", bastion.host_key_line(), target.host_key_line()),
     )
     .unwrap();
     let via_bastion = |identity: PathBuf| ConnectSpec {
@@ -910,7 +716,7 @@ async fn targets_with_other_identities_do_not_share_a_bastion_connection() {
         }),
         identity_file: Some(identity),
         identities_only: true,
-        ..target.spec(&known_hosts, HostKeyPolicy::Strict)
+        ..connect_spec(&target, &known_hosts, HostKeyPolicy::Strict)
     };
     let accepted = via_bastion(bastion.path("client_key"));
     let refused = via_bastion(target.path("client_key"));

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::cli_support::run_playbook;
-use crate::cli_support::{finish, spawn, start_fleet};
-use crate::support::Fleet;
-use crate::users::{TestUser, Tmpfs};
+use crate::harness::{Fleet, TestUser, Tmpfs, finish, run_playbook, spawn, start_fleet};
 
 /// A playbook of one `copy` step from `src` to `dest` (both absolute).
 fn copy_playbook(fleet: &Fleet, src: &Path, dest: &Path) -> PathBuf {
@@ -148,7 +145,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 /// The host's `sshd: USER@notty` session processes (descendants of its sshd).
 fn session_processes(sshd: u32) -> Vec<u32> {
-    crate::cli_support::all_cmdlines()
+    crate::harness::all_cmdlines()
         .into_iter()
         .filter(|(_, cmd)| cmd.starts_with("sshd: ") && cmd.contains("@notty"))
         .map(|(pid, _)| pid)

@@ -1,6 +1,5 @@
 //! Real local users and tmpfs mounts for the safety tests, removed again in `Drop` (also when
-//! a test fails).
-#![allow(dead_code)]
+//! a test fails). Imports std only.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,15 +1,10 @@
-//! Helpers for the end-to-end tests of the `dropship` binary: running it with fresh secrets,
-//! the fixture playbooks, and reading its plain output.
-#![allow(dead_code)]
+//! Running the `dropship` binary: with fresh secrets or none, the fixture playbooks, and
+//! reading its plain output. Imports std only.
 
-use std::fs;
 use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use crate::support::{Fleet, TestHost};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dropship");
 
@@ -19,37 +14,6 @@ pub const REGISTRY_PASSWORD_VAR: &str = "DROPSHIP_TEST_REGISTRY_PASSWORD";
 
 /// The steps of `playbooks/shop.toml`, in order.
 pub const FILE_STEPS: [&str; 3] = ["compose file", "nginx config", "env file"];
-
-/// `Fleet::start(n)`, making sure every host's port is served by that host's own sshd.
-///
-/// The harness picks a free port, releases it and starts sshd on it, then waits until the
-/// port accepts a connection. When a concurrently starting test's sshd grabbed the same port
-/// first, our sshd fails to bind, yet the connect may reach the other test's sshd before ours
-/// has exited: the host then silently has someone else's sshd (and host key). Such a fleet
-/// is thrown away and started again.
-pub fn start_fleet(n: usize) -> Fleet {
-    for _ in 0..3 {
-        let fleet = Fleet::start(n);
-        if fleet.hosts.iter().all(|h| listening_count(h) > 0) {
-            return fleet;
-        }
-    }
-    panic!("could not start a fleet of {n} sshd with their own ports");
-}
-
-/// How many times this host's sshd logged that it listens on its port, waiting up to 3 s
-/// for the first time (sshd logs it right after listen(), so a connect can come first).
-pub fn listening_count(h: &TestHost) -> usize {
-    let want = format!("Server listening on 127.0.0.1 port {}.", h.port);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let n = h.sshd_log().matches(&want).count();
-        if n > 0 || Instant::now() > deadline {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
@@ -253,79 +217,4 @@ pub fn deploy_shop(inventory: &Path, secrets: &Secrets, extra: &[&str]) -> Run {
     let mut args = vec!["deploy", "-i", inv, pb.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
     dropship(&args, Some(secrets))
-}
-
-/// The fleet's inventory with `[ssh]` lines replaced: each `(key, value)` replaces the line
-/// starting with `key = ` (value is TOML, e.g. `"\"accept-new\""`).
-pub fn inventory_with_ssh(fleet: &Fleet, replace: &[(&str, String)]) -> PathBuf {
-    let mut text = String::new();
-    for line in fleet.inventory().lines() {
-        match replace
-            .iter()
-            .find(|(k, _)| line.starts_with(&format!("{k} = ")))
-        {
-            Some((k, v)) => text.push_str(&format!("{k} = {v}\n")),
-            None => {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-    }
-    for (k, _) in replace {
-        assert!(
-            text.contains(&format!("\n{k} = ")),
-            "inventory has no `{k}` line to replace"
-        );
-    }
-    let path = fleet.dir.path().join("inventory-custom.toml");
-    fs::write(&path, text).expect("write inventory");
-    path
-}
-
-/// Unix mode bits (e.g. 0o600) of a file.
-pub fn mode(path: &Path) -> u32 {
-    fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
-/// Names of the files in a host root (hidden ones included), sorted.
-pub fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-/// The number of times sshd accepted a login.
-pub fn logins(sshd_log: &str) -> usize {
-    sshd_log.matches("Accepted publickey").count()
-}
-
-/// Every process's command line on this machine (NULs shown as spaces), read from /proc.
-pub fn all_cmdlines() -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        // Processes come and go while we look: a vanished one is simply skipped.
-        if let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) {
-            let text = String::from_utf8_lossy(&raw).replace('\0', " ");
-            out.push((pid, text));
-        }
-    }
-    out
 }

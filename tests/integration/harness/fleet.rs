@@ -1,7 +1,7 @@
-//! Integration-test harness: a "fleet" of real OpenSSH `sshd` processes on
-//! loopback, one per test host, each with its own host key, app root and a
-//! `docker` stand-in (tests/fixtures/docker-standin.sh) first on the PATH of
-//! commands run over SSH.
+//! A "fleet" of test hosts: `Sshd`s on loopback, one per host ("h1".."hN"), each with its
+//! own host key, app root and a `docker` stand-in (tests/fixtures/docker-standin.sh) first on
+//! the PATH of commands run over SSH; the inventory that reaches them. Imports `sshd`, `keys`,
+//! `files`, `procs`.
 //!
 //! Layout under the fleet's temp dir (`dropship-fleet-XXXX`):
 //!
@@ -10,10 +10,7 @@
 //! authorized_keys              shared by all hosts (client_key.pub)
 //! known_hosts                  "[127.0.0.1]:PORT ssh-ed25519 AAAA..." per host
 //! inventory.toml               written by Fleet::write_inventory
-//! h1/                          TestHost::dir
-//!   ssh_host_ed25519_key(.pub) host key
-//!   sshd_config, sshd.pid
-//!   sshd.log                   sshd stderr (-e, LogLevel VERBOSE), appended
+//! h1/                          TestHost::dir, the host's sshd dir (see `sshd`)
 //!   bin/docker                 the stand-in
 //!   .docker/cli-plugins/docker-compose  marks compose as a plugin (the stand-in answers it)
 //!   docker.log                 "<epoch.nanos> <argv...>" per docker call
@@ -30,28 +27,29 @@
 //! `SetEnv ... SHLVL=1` keeps root's login shell (bash) from sourcing the
 //! machine's ~/.bashrc for ssh commands (bash only does that when SHLVL < 2),
 //! so a local .bashrc can neither prepend to PATH nor slow every session.
-#![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::files::{read_or_empty, toml_path};
+use super::keys::{keygen, pub_path};
+use super::procs::descendants;
+use super::sshd::{Sshd, SshdSetup};
+
 /// What a stand-in host has as its compose CLI plugin: only its presence counts.
 const COMPOSE_PLUGIN_MARK: &str = "#!/bin/sh\n# dropship test host: `docker compose` is answered by bin/docker (the stand-in).\nexec \"$HOME/bin/docker\" compose \"$@\"\n";
-const SSHD: &str = "/usr/sbin/sshd";
 const DOCKER_STANDIN: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/docker-standin.sh"
 ));
 const STD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Fleet {
     pub dir: tempfile::TempDir,
@@ -60,26 +58,33 @@ pub struct Fleet {
     pub known_hosts: PathBuf,
 }
 
+/// One host of a fleet: its sshd (which it derefs to: `port`, `dir`, `stop`, `sshd_log`...)
+/// and its app root.
 pub struct TestHost {
     /// "h1".."hN"
     pub name: String,
-    pub port: u16,
     /// Writable dir: the host's app root (inventory var `app_dir`).
     pub root: PathBuf,
-    /// The host's private dir: keys, config, logs, bin/docker.
-    pub dir: PathBuf,
-    config: PathBuf,
-    host_key: PathBuf,
-    child: Option<Child>,
-    /// "Server listening" lines in sshd.log before the last spawn.
-    listen_lines_before: usize,
+    sshd: Sshd,
+}
+
+impl Deref for TestHost {
+    type Target = Sshd;
+    fn deref(&self) -> &Sshd {
+        &self.sshd
+    }
+}
+
+impl DerefMut for TestHost {
+    fn deref_mut(&mut self) -> &mut Sshd {
+        &mut self.sshd
+    }
 }
 
 impl Fleet {
     /// Starts `n` sshd processes ("h1".."hN"), all accepting connections when
     /// this returns; `known_hosts` lists all their host keys.
     pub fn start(n: usize) -> Fleet {
-        ensure_privsep_dir();
         let dir = tempfile::Builder::new()
             .prefix("dropship-fleet-")
             .tempdir_in(std::env::temp_dir())
@@ -87,7 +92,7 @@ impl Fleet {
         let base = dir.path().to_path_buf();
 
         let client_key = base.join("client_key");
-        keygen(&client_key, "dropship-test-client");
+        keygen(&client_key);
         let authorized_keys = base.join("authorized_keys");
         fs::copy(pub_path(&client_key), &authorized_keys).expect("write authorized_keys");
 
@@ -99,7 +104,7 @@ impl Fleet {
             h.spawn();
         }
         for h in &mut hosts {
-            h.wait_ready_retrying_port();
+            h.wait_started();
         }
 
         let known_hosts = base.join("known_hosts");
@@ -117,7 +122,6 @@ impl Fleet {
             known_hosts,
         }
     }
-
     pub fn host(&self, name: &str) -> &TestHost {
         self.hosts
             .iter()
@@ -212,7 +216,7 @@ impl Drop for Fleet {
         // Runs before the fields are dropped: kill every sshd (and its
         // sessions) before the TempDir is removed.
         for h in &mut self.hosts {
-            h.kill();
+            h.stop();
         }
     }
 }
@@ -236,44 +240,8 @@ impl TestHost {
         fs::write(&plugin, COMPOSE_PLUGIN_MARK).expect("write compose plugin mark");
         fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755)).expect("chmod plugin");
 
-        let host_key = dir.join("ssh_host_ed25519_key");
-        keygen(&host_key, &format!("dropship-test-{name}"));
-
-        let config = dir.join("sshd_config");
-        let mut h = TestHost {
-            name: name.to_string(),
-            port: 0,
-            root,
-            dir,
-            config,
-            host_key,
-            child: None,
-            listen_lines_before: 0,
-        };
-        h.port = free_port();
-        h.write_config(authorized_keys);
-        h
-    }
-
-    fn authorized_keys(&self) -> PathBuf {
-        self.dir.parent().unwrap().join("authorized_keys")
-    }
-
-    fn write_config(&self, authorized_keys: &Path) {
-        let bin = self.dir.join("bin");
-        let cfg = format!(
-            "Port {port}\n\
-             ListenAddress 127.0.0.1\n\
-             HostKey {key}\n\
-             PidFile {pid}\n\
-             AuthorizedKeysFile {ak}\n\
-             StrictModes no\n\
-             UsePAM no\n\
-             PermitRootLogin yes\n\
-             PubkeyAuthentication yes\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             LogLevel VERBOSE\n\
+        let extra_config = format!(
+            "PubkeyAuthentication yes\n\
              MaxStartups 100:30:200\n\
              MaxSessions 100\n\
              PrintMotd no\n\
@@ -281,140 +249,23 @@ impl TestHost {
              X11Forwarding no\n\
              Subsystem sftp internal-sftp\n\
              SetEnv PATH={bin}:{std} SHLVL=1 HOME={home}\n",
-            port = self.port,
-            key = self.host_key.display(),
-            pid = self.dir.join("sshd.pid").display(),
-            ak = authorized_keys.display(),
             bin = bin.display(),
-            home = self.dir.display(),
+            home = dir.display(),
             std = STD_PATH,
         );
-        fs::write(&self.config, cfg).expect("write sshd_config");
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "{}: sshd already running", self.name);
-        self.listen_lines_before = self.listen_lines();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("sshd.log"))
-            .expect("open sshd.log");
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup sshd.log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: spawn {SSHD}: {e}", self.name));
-        self.child = Some(child);
-    }
-
-    /// How often sshd.log says this host's sshd listens on its current port.
-    fn listen_lines(&self) -> usize {
-        self.sshd_log()
-            .matches(&format!(
-                "Server listening on 127.0.0.1 port {}.",
-                self.port
-            ))
-            .count()
-    }
-
-    /// Waits until the port accepts; Ok(()) or Err(sshd log) if sshd exited.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let child = self.child.as_mut().expect("sshd spawned");
-            if let Some(status) = child.try_wait().expect("poll sshd") {
-                self.child = None;
-                return Err(format!(
-                    "{}: sshd on port {} exited ({status}); log:\n{}",
-                    self.name,
-                    self.port,
-                    self.sshd_log()
-                ));
-            }
-            // Our sshd must say it listens: a TCP connect alone could reach another test's
-            // sshd that grabbed the port between picking it and binding.
-            if self.listen_lines() > self.listen_lines_before
-                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let log = self.sshd_log();
-                self.kill();
-                panic!(
-                    "{}: sshd did not accept on port {} within {:?}; log:\n{log}",
-                    self.name, self.port, START_TIMEOUT
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// First start: if the port got taken between picking and binding, pick
-    /// another one (the port is only fixed once the fleet is up).
-    fn wait_ready_retrying_port(&mut self) {
-        let mut attempts = 0;
-        loop {
-            match self.wait_ready() {
-                Ok(()) => return,
-                Err(log) => {
-                    attempts += 1;
-                    let port_taken = log.contains("Address already in use")
-                        || log.contains("Cannot bind any address");
-                    if !port_taken || attempts >= 5 {
-                        panic!("{log}");
-                    }
-                    self.port = free_port();
-                    self.write_config(&self.authorized_keys());
-                    self.spawn();
-                }
-            }
-        }
-    }
-
-    /// Kills this host's sshd together with all its live sessions (and what
-    /// they run, e.g. a sleeping docker stand-in): the host "goes down" and
-    /// its port refuses connections. No-op if already stopped.
-    pub fn stop(&mut self) {
-        self.kill();
-    }
-
-    /// Starts sshd again: same port, same host key (as now on disk).
-    pub fn start(&mut self) {
-        if self.child.is_some() {
-            return;
-        }
-        self.spawn();
-        if let Err(log) = self.wait_ready() {
-            panic!("{log}");
-        }
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            None => false,
-            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
-        }
-    }
-
-    /// Replaces the host key with a fresh one and restarts sshd. The fleet's
-    /// known_hosts is left alone (it still has the old key).
-    pub fn regenerate_host_key(&mut self) {
-        self.stop();
-        let _ = fs::remove_file(&self.host_key);
-        let _ = fs::remove_file(pub_path(&self.host_key));
-        keygen(
-            &self.host_key,
-            &format!("dropship-test-{}-regen", self.name),
+        let sshd = Sshd::create(
+            dir,
+            SshdSetup {
+                host_key_types: vec!["ed25519"],
+                authorized_keys: authorized_keys.to_path_buf(),
+                extra_config,
+            },
         );
-        self.start();
+        TestHost {
+            name: name.to_string(),
+            root,
+            sshd,
+        }
     }
 
     /// The stand-in's argv log: "<epoch.nanos> <arg> <arg>...\n" per call.
@@ -463,176 +314,69 @@ impl TestHost {
             }
         }
     }
-
-    /// sshd's stderr (all starts of this host, appended).
-    pub fn sshd_log(&self) -> String {
-        read_or_empty(&self.dir.join("sshd.log"))
-    }
-
-    /// "[127.0.0.1]:PORT ssh-ed25519 AAAA..." for the current host key.
-    pub fn host_key_line(&self) -> String {
-        let pubkey = fs::read_to_string(pub_path(&self.host_key)).expect("read host .pub");
-        let mut fields = pubkey.split_whitespace();
-        let kind = fields.next().expect("host key type");
-        let blob = fields.next().expect("host key blob");
-        format!("[127.0.0.1]:{} {kind} {blob}", self.port)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    fn kill(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id();
-        // Freeze the tree (so nothing forks/reparents behind our back), then
-        // kill it all. sshd session processes call setsid(), so a process
-        // group kill would miss them; walk /proc instead.
-        let mut frozen: HashSet<u32> = HashSet::new();
-        frozen.insert(pid);
-        signal(&[pid], "STOP");
-        for _ in 0..10 {
-            let new: Vec<u32> = descendants(pid)
-                .into_iter()
-                .filter(|p| !frozen.contains(p))
-                .collect();
-            if new.is_empty() {
-                break;
-            }
-            signal(&new, "STOP");
-            frozen.extend(new);
-        }
-        let all: Vec<u32> = frozen.into_iter().filter(|p| *p != pid).collect();
-        signal(&all, "KILL");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn ensure_privsep_dir() {
-    let p = Path::new("/run/sshd");
-    if !p.is_dir() {
-        // Several tests may race here; create_dir_all tolerates that.
-        fs::create_dir_all(p).expect("create /run/sshd (sshd privilege separation dir)");
-        let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o755));
-    }
-}
-
-fn keygen(path: &Path, comment: &str) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-N", "", "-t", "ed25519", "-C", comment, "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ssh-keygen");
-    assert!(
-        out.status.success(),
-        "ssh-keygen {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn pub_path(key: &Path) -> PathBuf {
-    let mut s = key.as_os_str().to_owned();
-    s.push(".pub");
-    PathBuf::from(s)
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
-
-fn read_or_empty(p: &Path) -> String {
-    let mut s = String::new();
-    if let Ok(mut f) = fs::File::open(p) {
-        let mut buf = Vec::new();
-        let _ = f.read_to_end(&mut buf);
-        s = String::from_utf8_lossy(&buf).into_owned();
-    }
-    s
-}
-
-/// TOML basic string for a path.
-fn toml_path(p: &Path) -> String {
-    toml_str(&p.to_string_lossy())
-}
-
-/// TOML basic string: quotes, escapes `"`, `\` and control characters.
-pub fn toml_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                write!(out, "\\u{:04X}", c as u32).unwrap();
-            }
-            c => out.push(c),
+/// `Fleet::start(n)`, making sure every host's port is served by that host's own sshd.
+///
+/// The harness picks a free port, releases it and starts sshd on it, then waits until the
+/// port accepts a connection. When a concurrently starting test's sshd grabbed the same port
+/// first, our sshd fails to bind, yet the connect may reach the other test's sshd before ours
+/// has exited: the host then silently has someone else's sshd (and host key). Such a fleet
+/// is thrown away and started again.
+pub fn start_fleet(n: usize) -> Fleet {
+    for _ in 0..3 {
+        let fleet = Fleet::start(n);
+        if fleet.hosts.iter().all(|h| listening_count(h) > 0) {
+            return fleet;
         }
     }
-    out.push('"');
-    out
+    panic!("could not start a fleet of {n} sshd with their own ports");
 }
 
-/// All descendants of `root` (not `root` itself), from /proc.
-pub fn descendants(root: u32) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(rd) = fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // "pid (comm) state ppid ..." — comm may contain spaces/parens.
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            let mut f = after.split_whitespace();
-            let _state = f.next();
-            if let Some(ppid) = f.next().and_then(|s| s.parse::<u32>().ok()) {
-                children.entry(ppid).or_default().push(pid);
+/// How many times this host's sshd logged that it listens on its port, waiting up to 3 s
+/// for the first time (sshd logs it right after listen(), so a connect can come first).
+pub fn listening_count(h: &TestHost) -> usize {
+    let want = format!("Server listening on 127.0.0.1 port {}.", h.port);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = h.sshd_log().matches(&want).count();
+        if n > 0 || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The fleet's inventory with `[ssh]` lines replaced: each `(key, value)` replaces the line
+/// starting with `key = ` (value is TOML, e.g. `"\"accept-new\""`).
+pub fn inventory_with_ssh(fleet: &Fleet, replace: &[(&str, String)]) -> PathBuf {
+    let mut text = String::new();
+    for line in fleet.inventory().lines() {
+        match replace
+            .iter()
+            .find(|(k, _)| line.starts_with(&format!("{k} = ")))
+        {
+            Some((k, v)) => text.push_str(&format!("{k} = {v}\n")),
+            None => {
+                text.push_str(line);
+                text.push('\n');
             }
         }
     }
-    let mut out = Vec::new();
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
-        if let Some(cs) = children.get(&p) {
-            for &c in cs {
-                out.push(c);
-                stack.push(c);
-            }
-        }
+    for (k, _) in replace {
+        assert!(
+            text.contains(&format!("\n{k} = ")),
+            "inventory has no `{k}` line to replace"
+        );
     }
-    out
+    let path = fleet.dir.path().join("inventory-custom.toml");
+    fs::write(&path, text).expect("write inventory");
+    path
 }
 
-fn signal(pids: &[u32], sig: &str) {
-    if pids.is_empty() {
-        return;
-    }
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .args(pids.iter().map(|p| p.to_string()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// The number of times sshd accepted a login.
+pub fn logins(sshd_log: &str) -> usize {
+    sshd_log.matches("Accepted publickey").count()
 }
 
 #[test]
@@ -791,10 +535,4 @@ fn fleet_hosts_accept_ssh_and_use_the_docker_standin() {
             .sshd_log()
             .contains("Accepted publickey for root")
     );
-}
-
-#[test]
-fn toml_strings_are_escaped() {
-    assert_eq!(toml_str(r#"a"b\c"#), r#""a\"b\\c""#);
-    assert_eq!(toml_str("x\ny\u{1}"), "\"x\\ny\\u0001\"");
 }
