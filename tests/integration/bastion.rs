@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::harness::{Fleet, TestHost, dropship, logins, start_fleet, toml_str};
+use crate::harness::{Fleet, TestHost, dropship_reporting, logins, start_fleet, toml_str};
 
 /// Restarts `h`'s sshd at LogLevel DEBUG1, which logs every `direct-tcpip` request.
 fn debug_log(h: &mut TestHost) {
@@ -38,7 +38,7 @@ fn all_targets_share_one_bastion_connection() {
     debug_log(fleet.host_mut("h1"));
     let bastion = fleet.host("h1");
     let inv = inventory_via(&fleet, bastion, "");
-    let run = dropship(
+    let run = dropship_reporting(
         &[
             "exec",
             "-i",
@@ -51,11 +51,7 @@ fn all_targets_share_one_bastion_connection() {
         None,
     );
     run.assert_code(0);
-    assert!(
-        run.stdout.contains("5 host(s): 5 ok, 0 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(5, 5, 0);
 
     let log = bastion.sshd_log();
     assert_eq!(logins(&log), 1, "one login on the bastion:\n{log}");
@@ -88,7 +84,7 @@ fn bastion_and_target_host_keys_are_both_verified() {
     let inv = inventory_via(&fleet, fleet.host("h1"), ghost);
     let inv_s = inv.to_str().unwrap().to_string();
     let exec = || {
-        dropship(
+        dropship_reporting(
             &["exec", "-i", &inv_s, "--limit", "!h1", "--", "true"],
             None,
         )
@@ -96,16 +92,8 @@ fn bastion_and_target_host_keys_are_both_verified() {
 
     let run = exec();
     run.assert_code(1);
-    assert!(
-        run.summary_row("h2").unwrap().ends_with("  ok"),
-        "{}",
-        run.all()
-    );
-    assert!(
-        run.summary_row("h4").unwrap().ends_with("  ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_host_ok("h2");
+    run.assert_host_ok("h4");
     let h3 = run.host_text("h3");
     assert!(
         h3.contains(&format!(
@@ -169,7 +157,7 @@ fn ssh_config_supplies_what_the_inventory_leaves_out() {
     };
 
     let inv = write("");
-    let run = dropship(
+    let run = dropship_reporting(
         &["exec", "-i", inv.to_str().unwrap(), "--", "docker info"],
         None,
     );
@@ -179,7 +167,7 @@ fn ssh_config_supplies_what_the_inventory_leaves_out() {
 
     // The inventory wins over the config: its port sends the same alias to h2.
     let inv = write(&format!("ssh = {{ port = {} }}", h2.port));
-    let run = dropship(
+    let run = dropship_reporting(
         &["exec", "-i", inv.to_str().unwrap(), "--", "docker info"],
         None,
     );
@@ -188,7 +176,7 @@ fn ssh_config_supplies_what_the_inventory_leaves_out() {
     assert_eq!(h2.docker_commands(), ["info"]);
 
     let inv = write("ssh = { user = \"nobody-here\" }");
-    let run = dropship(&["exec", "-i", inv.to_str().unwrap(), "--", "true"], None);
+    let run = dropship_reporting(&["exec", "-i", inv.to_str().unwrap(), "--", "true"], None);
     run.assert_code(1);
     assert!(
         run.all().contains("permission denied for nobody-here@web"),
@@ -227,7 +215,7 @@ fn bastion_is_verified_with_each_hosts_settings() {
 
     // Either host may reach the bastion first; run a few times so both orders are seen.
     for round in 0..3 {
-        let run = dropship(
+        let run = dropship_reporting(
             &[
                 "exec",
                 "-i",
@@ -240,11 +228,7 @@ fn bastion_is_verified_with_each_hosts_settings() {
             None,
         );
         run.assert_code(1);
-        assert!(
-            run.summary_row("h2").unwrap().ends_with("  ok"),
-            "round {round}: {}",
-            run.all()
-        );
+        run.assert_host_ok("h2");
         assert!(
             run.host_text("h3").contains(&format!(
                 "via bastion root@127.0.0.1:{}: HOST KEY CHANGED for [127.0.0.1]:{}",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     FILE_STEPS, Fleet, Secrets, all_cmdlines, command, deploy_shop, dropship, dropship_cmd,
-    files_in, finish, logins, mode, shop_playbook, spawn, start_fleet,
+    dropship_reporting, files_in, finish, logins, mode, shop_playbook, spawn, start_fleet,
 };
 
 const LOGIN: &str = "login --username=deployer --password-stdin -- registry.test:5000";
@@ -88,16 +88,11 @@ fn deploys_to_five_hosts() {
         assert_eq!(cwds[up], h.root.to_str().unwrap(), "{}", h.name);
 
         for step in FILE_STEPS {
-            assert_eq!(
-                run.outcome(&h.name, step).as_deref(),
-                Some("changed"),
-                "{}: {step}\n{}",
-                h.name,
-                run.all()
-            );
+            run.assert_outcome(&h.name, step, "changed");
         }
         let row = run.summary_row(&h.name).expect("summary row");
         assert!(row.ends_with("  ok"), "{row}");
+        run.assert_status(&h.name, "ok");
     }
 
     // The `once` step ran on exactly one host: the first.
@@ -108,21 +103,11 @@ fn deploys_to_five_hosts() {
         .map(|h| h.name.as_str())
         .collect();
     assert_eq!(migrated, ["h1"], "{}", run.all());
-    assert_eq!(
-        run.outcome("h1", "migrate database").as_deref(),
-        Some("changed")
-    );
+    run.assert_outcome("h1", "migrate database", "changed");
     for h in ["h2", "h3", "h4", "h5"] {
-        assert_eq!(
-            run.outcome(h, "migrate database").as_deref(),
-            Some("skipped")
-        );
+        run.assert_outcome(h, "migrate database", "skipped");
     }
-    assert!(
-        run.stdout.contains("5 host(s): 5 ok, 0 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(5, 5, 0);
 }
 
 /// (inode, mtime in ns) of each file the playbook writes.
@@ -156,16 +141,11 @@ fn second_deploy_rewrites_nothing() {
     again.assert_code(0);
     for h in &fleet.hosts {
         for step in FILE_STEPS {
-            assert_eq!(
-                again.outcome(&h.name, step).as_deref(),
-                Some("ok"),
-                "{}: {step} on the second run\n{}",
-                h.name,
-                again.all()
-            );
+            again.assert_outcome(&h.name, step, "ok");
         }
         let row = again.summary_row(&h.name).expect("summary row");
         assert!(row.ends_with("  ok"), "{row}");
+        again.assert_status(&h.name, "ok");
     }
     assert_eq!(file_stamps(&fleet), before, "files were rewritten");
     let after: Vec<String> = fleet
@@ -180,20 +160,9 @@ fn second_deploy_rewrites_nothing() {
     bumped.assert_code(0);
     let stamps = file_stamps(&fleet);
     for h in &fleet.hosts {
-        assert_eq!(
-            bumped.outcome(&h.name, "compose file").as_deref(),
-            Some("changed"),
-            "{}",
-            bumped.all()
-        );
-        assert_eq!(
-            bumped.outcome(&h.name, "env file").as_deref(),
-            Some("changed")
-        );
-        assert_eq!(
-            bumped.outcome(&h.name, "nginx config").as_deref(),
-            Some("ok")
-        );
+        bumped.assert_outcome(&h.name, "compose file", "changed");
+        bumped.assert_outcome(&h.name, "env file", "changed");
+        bumped.assert_outcome(&h.name, "nginx config", "ok");
         let nginx = format!("{}/nginx.conf", h.name);
         assert_eq!(stamps[&nginx], before[&nginx]);
         assert!(read(&h.root.join("docker-compose.yml")).contains("/shop/web:1.2.4\""));
@@ -232,8 +201,8 @@ fn env_file_is_mode_0600() {
     let run = deploy_shop(&inv, &secrets, &[]);
     run.assert_code(0);
     assert_eq!(mode(&env), 0o600);
-    assert_eq!(run.outcome("h1", "env file").as_deref(), Some("changed"));
-    assert_eq!(run.outcome("h2", "env file").as_deref(), Some("ok"));
+    run.assert_outcome("h1", "env file", "changed");
+    run.assert_outcome("h2", "env file", "ok");
 }
 
 #[test]
@@ -322,12 +291,7 @@ fn registry_password_travels_on_stdin_only() {
         "DROPSHIP_LOG=debug had no effect:\n{}",
         run.stderr
     );
-    assert_eq!(
-        run.outcome("h1", "env file").as_deref(),
-        Some("changed"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "env file", "changed");
     for s in secrets2.values() {
         assert!(!run.stdout.contains(s), "secret in JSON:\n{}", run.stdout);
         assert!(
@@ -370,6 +334,12 @@ fn limit_restricts_hosts() {
         assert_eq!(logins(&h.sshd_log()), 0, "{name} got a login");
         assert_eq!(run.host_text(name), "", "{name} in output");
         assert_eq!(run.summary_row(name), None, "{name} in the summary");
+        assert!(
+            run.report()["hosts"]
+                .as_array()
+                .is_some_and(|hosts| hosts.iter().all(|h| h["host"] != name)),
+            "{name} in the JSON report"
+        );
     }
     // `once` means the first host of the run: h2 here.
     assert!(
@@ -419,7 +389,7 @@ fn exec_and_ping_report_per_host() {
     let inv = fleet.write_inventory("");
     let inv_s = inv.to_str().unwrap();
 
-    let run = dropship(
+    let run = dropship_reporting(
         &[
             "exec",
             "-i",
@@ -431,24 +401,18 @@ fn exec_and_ping_report_per_host() {
     );
     run.assert_code(0);
     for h in &fleet.hosts {
-        assert_eq!(
-            run.outcome(&h.name, "docker info >/dev/null && echo hi-$(hostname)")
-                .as_deref(),
-            Some("changed"),
-            "{}",
-            run.all()
+        run.assert_outcome(
+            &h.name,
+            "docker info >/dev/null && echo hi-$(hostname)",
+            "changed",
         );
         // The command really ran there: through that host's PATH, on its stand-in.
         assert_eq!(h.docker_commands(), ["info"], "{}", h.name);
     }
-    assert!(
-        run.stdout.contains("3 host(s): 3 ok, 0 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(3, 3, 0);
 
     // A command failing on one host fails that host only, with its stderr.
-    let run = dropship(
+    let run = dropship_reporting(
         &[
             "exec",
             "-i",
@@ -464,14 +428,10 @@ fn exec_and_ping_report_per_host() {
     assert!(h2.contains("exit status 4"), "{}", run.all());
     assert!(h2.contains("broken-on-h2"), "{}", run.all());
     for h in ["h1", "h3"] {
-        assert!(
-            run.summary_row(h).unwrap().ends_with("  ok"),
-            "{}",
-            run.all()
-        );
+        run.assert_host_ok(h);
     }
 
-    let run = dropship(&["ping", "-i", inv_s], None);
+    let run = dropship_reporting(&["ping", "-i", inv_s], None);
     run.assert_code(0);
     for h in &fleet.hosts {
         assert!(
@@ -483,7 +443,7 @@ fn exec_and_ping_report_per_host() {
             run.all()
         );
     }
-    let run = dropship(&["ping", "-i", inv_s, "--limit", "h3"], None);
+    let run = dropship_reporting(&["ping", "-i", inv_s, "--limit", "h3"], None);
     run.assert_code(0);
     assert_eq!(run.host_text("h1"), "");
     assert!(run.host_text("h3").contains("docker 99.0.0-standin"));
@@ -615,7 +575,7 @@ fn a_deploy_is_two_sessions_per_host_cold_and_steady() {
             assert_eq!(sessions_since(&log, *from), 2, "{round} {}: {log}", h.name);
             let want = if changed { "changed" } else { "ok" };
             for step in FILE_STEPS {
-                assert_eq!(run.outcome(&h.name, step).as_deref(), Some(want), "{round}");
+                run.assert_outcome(&h.name, step, want);
             }
             let cmds = h.docker_commands();
             assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Run, command, dropship_cmd, free_range};
+use crate::harness::{Run, dropship_reporting, free_range};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -124,7 +124,7 @@ impl LocalFleet {
             playbook.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        dropship_cmd(command(&args, None))
+        dropship_reporting(&args, None)
     }
 
     /// GET through host `k`'s nginx (1-based).
@@ -271,12 +271,7 @@ fn example_app_deploys_for_real_and_rolls_forward() {
     let run = fleet.deploy("deploy.toml", &["--var", "version=B"]);
     run.assert_code(0);
     for step in ["compose file", "nginx config", "secrets (.env)"] {
-        assert_eq!(
-            run.outcome(&fleet.host(1), step).as_deref(),
-            Some("ok"),
-            "{}",
-            run.all()
-        );
+        run.assert_outcome(&fleet.host(1), step, "ok");
     }
 }
 
@@ -296,18 +291,8 @@ fn real_failures_are_reported_per_step() {
     fleet.set_secret("registry_password", wrong);
     let run = fleet.deploy("fast.toml", &[]);
     run.assert_code(1);
-    assert_eq!(
-        run.outcome(&fleet.host(1), "registry login").as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        run.outcome(&fleet.host(1), "pull images").as_deref(),
-        Some("skipped"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome(&fleet.host(1), "registry login", "FAILED");
+    run.assert_outcome(&fleet.host(1), "pull images", "skipped");
     let text = run.host_text(&fleet.host(1));
     assert!(
         text.to_lowercase().contains("unauthorized")
@@ -324,12 +309,7 @@ fn real_failures_are_reported_per_step() {
     // 2. A tag that is not in the registry: pull fails with docker's stderr tail.
     let run = fleet.deploy("fast.toml", &["--var", "version=no-such-tag"]);
     run.assert_code(1);
-    assert_eq!(
-        run.outcome(&fleet.host(1), "pull images").as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome(&fleet.host(1), "pull images", "FAILED");
     let text = run.host_text(&fleet.host(1));
     assert!(
         text.contains("no-such-tag")
@@ -346,13 +326,7 @@ fn real_failures_are_reported_per_step() {
     fleet.set_secret("postgres_password", "changed-after-init");
     let run = fleet.deploy("fast.toml", &[]);
     run.assert_code(1);
-    assert_eq!(
-        run.outcome(&fleet.host(1), "healthy through nginx")
-            .as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome(&fleet.host(1), "healthy through nginx", "FAILED");
     let text = run.host_text(&fleet.host(1));
     assert!(text.contains("last: HTTP 503"), "{text}");
 }
@@ -403,6 +377,11 @@ fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host() {
         "{}",
         run.all()
     );
+    assert!(
+        run.report().host(&fleet.host(1))["rolled_back"].is_string(),
+        "{}",
+        run.report()
+    );
     // The canary serves A again, healthy.
     let (status, body) = fleet.get(1, "/");
     assert_eq!(status, 200, "{body}");
@@ -422,5 +401,6 @@ fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host() {
             "{}",
             run.all()
         );
+        run.assert_status(&fleet.host(k), "not deployed");
     }
 }

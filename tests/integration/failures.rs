@@ -177,6 +177,13 @@ fn down_host_fails_alone() {
     );
     let row = run.summary_row("h3").unwrap();
     assert!(row.contains("failed: cannot reach 127.0.0.1:"), "{row}");
+    assert!(
+        run.report().host("h3")["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cannot reach 127.0.0.1:")),
+        "{}",
+        run.report()
+    );
     assert!(files_in(&fleet.host("h3").root).is_empty());
     assert_eq!(fleet.host("h3").docker_log(), "");
 
@@ -198,13 +205,9 @@ fn down_host_fails_alone() {
             "{name}: {cmds:?}\n{}",
             run.all()
         );
-        assert!(run.summary_row(name).unwrap().ends_with("  ok"), "{name}");
+        run.assert_host_ok(name);
     }
-    assert!(
-        run.stdout.contains("5 host(s): 4 ok, 1 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(5, 4, 1);
 }
 
 #[test]
@@ -216,25 +219,20 @@ fn failing_step_reports_stderr_tail_and_skips_the_rest_on_that_host() {
 
     let run = deploy_shop(&inv, &secrets, &[]);
     run.assert_code(1);
-    assert_eq!(
-        run.outcome("h2", "pull images").as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h2", "pull images", "FAILED");
     let h2 = run.host_text("h2");
     assert!(
         h2.contains("[h2] FAILED   pull images:\n[h2]     exit status 1\n[h2]     error: simulated failure of pull"),
         "{}",
         run.all()
     );
-    assert_eq!(run.outcome("h2", "start stack").as_deref(), Some("skipped"));
+    run.assert_outcome("h2", "start stack", "skipped");
     assert!(
         h2.contains("[h2] skipped  start stack (after a failed step)"),
         "{h2}"
     );
     // Steps before the failure did their work.
-    assert_eq!(run.outcome("h2", "env file").as_deref(), Some("changed"));
+    run.assert_outcome("h2", "env file", "changed");
     assert!(fleet.host("h2").root.join(".env").is_file());
     let cmds = fleet.host("h2").docker_commands();
     assert!(cmds.iter().any(|c| c == PULL), "{cmds:?}");
@@ -265,13 +263,9 @@ fn failing_step_reports_stderr_tail_and_skips_the_rest_on_that_host() {
             "{name}: {cmds:?}\n{}",
             run.all()
         );
-        assert!(run.summary_row(name).unwrap().ends_with("  ok"), "{name}");
+        run.assert_host_ok(name);
     }
-    assert!(
-        run.stdout.contains("3 host(s): 2 ok, 1 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(3, 2, 1);
 }
 
 /// Replaces a host's docker with a wrapper whose `login` fails echoing the password it read,
@@ -302,13 +296,8 @@ fn wrong_registry_password_is_masked() {
     let run = deploy_shop(&inv, &secrets, &["--json", json.to_str().unwrap()]);
     run.assert_code(1);
     for h in ["h1", "h2"] {
-        assert_eq!(
-            run.outcome(h, "registry login").as_deref(),
-            Some("FAILED"),
-            "{}",
-            run.all()
-        );
-        assert_eq!(run.outcome(h, "pull images").as_deref(), Some("skipped"));
+        run.assert_outcome(h, "registry login", "FAILED");
+        run.assert_outcome(h, "pull images", "skipped");
     }
     assert!(
         run.host_text("h1")
@@ -459,22 +448,14 @@ health = { command = "touch {{ app_dir }}/health-ran", timeout = "2s" }
     for file in ["plain-ran", "become-ran", "health-ran"] {
         assert!(!root.join(file).exists(), "{file} exists\n{}", run.all());
     }
-    assert_eq!(run.outcome("h1", "fails").as_deref(), Some("FAILED"));
+    run.assert_outcome("h1", "fails", "FAILED");
     for step in ["plain", "as root", "healthy"] {
-        assert_eq!(
-            run.outcome("h1", step).as_deref(),
-            Some("skipped"),
-            "{step}\n{}",
-            run.all()
-        );
+        run.assert_outcome("h1", step, "skipped");
     }
     let row = run.summary_row("h1").unwrap();
     assert!(row.ends_with("failed at `fails`"), "{row}");
-    assert!(
-        run.stdout.contains("1 host(s): 0 ok, 1 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_status("h1", "failed");
+    run.assert_counts(1, 0, 1);
 }
 
 #[test]
@@ -500,14 +481,9 @@ health = { command = "touch {{ app_dir }}/health-ran", timeout = "2s" }
     );
     let run = run_playbook("deploy", &inv, &playbook);
     run.assert_code(1);
-    assert_eq!(run.outcome("h1", "pull images").as_deref(), Some("FAILED"));
+    run.assert_outcome("h1", "pull images", "FAILED");
     for step in ["start stack", "healthy"] {
-        assert_eq!(
-            run.outcome("h1", step).as_deref(),
-            Some("skipped"),
-            "{step}\n{}",
-            run.all()
-        );
+        run.assert_outcome("h1", step, "skipped");
     }
     assert!(!fleet.host("h1").root.join("health-ran").exists());
     assert!(
@@ -527,11 +503,7 @@ health = { command = "touch {{ app_dir }}/health-ran", timeout = "2s" }
         run.all()
     );
     // The healthy host ran everything.
-    assert_eq!(run.outcome("h2", "healthy").as_deref(), Some("ok"));
+    run.assert_outcome("h2", "healthy", "ok");
     assert!(fleet.host("h2").root.join("health-ran").exists());
-    assert!(
-        run.stdout.contains("2 host(s): 1 ok, 1 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(2, 1, 1);
 }

@@ -64,12 +64,7 @@ fn http_health_check_retries_until_healthy() {
     );
     run.assert_code(0);
     for host in ["h1", "h2"] {
-        assert_eq!(
-            run.outcome(host, "healthy").as_deref(),
-            Some("ok"),
-            "{}",
-            run.all()
-        );
+        run.assert_outcome(host, "healthy", "ok");
     }
     assert!(run.stdout.contains("HTTP 200 after"), "{}", run.all());
     // Two hosts, the first two answers were 503: at least 4 requests reached the server.
@@ -88,12 +83,7 @@ fn http_health_check_that_never_passes_reports_the_last_status() {
         ),
     );
     run.assert_code(1);
-    assert_eq!(
-        run.outcome("h1", "healthy").as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "healthy", "FAILED");
     let text = run.host_text("h1");
     assert!(text.contains("unhealthy after 2s"), "{text}");
     assert!(
@@ -138,12 +128,7 @@ fn command_health_check_passes_on_exit_zero() {
         ),
     );
     run.assert_code(0);
-    assert_eq!(
-        run.outcome("h1", "healthy").as_deref(),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "healthy", "ok");
     assert!(marker.exists());
 }
 

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::harness::{
-    Fleet, Run, Secrets, TestHost, deploy_shop, dropship, files_in, inventory_with_ssh, keygen,
-    listening_count, logins, public_key, start_fleet, toml_str,
+    Fleet, Run, Secrets, TestHost, deploy_shop, dropship_reporting, files_in, inventory_with_ssh,
+    keygen, listening_count, logins, public_key, start_fleet, toml_str,
 };
 
 const UP: &str = "compose -p shop up -d --remove-orphans";
@@ -50,11 +50,7 @@ fn refuses_unknown_host_under_strict() {
         "",
         "strict learned a key"
     );
-    assert!(
-        run.stdout.contains("3 host(s): 0 ok, 3 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(3, 0, 3);
 }
 
 #[test]
@@ -150,17 +146,14 @@ fn refuses_changed_host_key() {
         assert_eq!(h2.docker_log(), "", "{policy}");
         assert_eq!(logins(&h2.sshd_log()), 0, "{policy}: h2 authenticated");
         for name in ["h1", "h3"] {
-            assert!(
-                run.summary_row(name).unwrap().ends_with("  ok"),
-                "{policy}: {name}\n{}",
-                run.all()
-            );
+            run.assert_host_ok(name);
         }
         assert!(
             run.stdout.contains("3 host(s): 2 ok, 1 failed"),
             "{policy}:\n{}",
             run.all()
         );
+        run.report().assert_counts(3, 2, 1);
         assert_eq!(
             fs::read_to_string(&fleet.known_hosts).unwrap(),
             known,
@@ -185,7 +178,7 @@ fn key_field(h: &TestHost) -> String {
 
 /// `dropship exec -- true` on every host of `inv`.
 fn exec_true(inv: &Path) -> Run {
-    dropship(&["exec", "-i", inv.to_str().unwrap(), "--", "true"], None)
+    dropship_reporting(&["exec", "-i", inv.to_str().unwrap(), "--", "true"], None)
 }
 
 /// Whether OpenSSH's own client, checking strictly against the fleet's known_hosts, logs in
@@ -300,11 +293,7 @@ fn pattern_entry_with_another_key_is_a_changed_key() {
         );
         untouched(h, &h.name);
     }
-    assert!(
-        run.summary_row("h2").unwrap().ends_with("  ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_host_ok("h2");
     assert_eq!(
         fs::read_to_string(&fleet.known_hosts).unwrap(),
         known,
@@ -342,11 +331,7 @@ fn cert_authority_host_is_never_learned() {
         run.all()
     );
     untouched(h1, "h1");
-    assert!(
-        run.summary_row("h2").unwrap().ends_with("  ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_host_ok("h2");
     assert_eq!(
         fs::read_to_string(&fleet.known_hosts).unwrap(),
         known,
@@ -394,10 +379,6 @@ fn reads_known_hosts_lines_as_openssh_does() {
     // Strict: every host must be found in the file as it is.
     let run = exec_true(&fleet.write_inventory(""));
     run.assert_code(0);
-    assert!(
-        run.stdout.contains("3 host(s): 3 ok, 0 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(3, 3, 0);
     assert_eq!(fs::read_to_string(&fleet.known_hosts).unwrap(), known);
 }

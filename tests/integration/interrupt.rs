@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, Run, TestHost, all_cmdlines, command, finish, start_fleet};
+use crate::harness::{Fleet, Report, Run, TestHost, all_cmdlines, command, finish, start_fleet};
 
 /// Writes a playbook of app `intr` with `steps` into the fleet's dir.
 fn write_playbook(fleet: &Fleet, steps: &str) -> PathBuf {
@@ -145,19 +145,9 @@ run = "touch {{ app_dir }}/become-ran"
             !h.root.join("become-ran").exists(),
             "{name}: become step ran"
         );
-        assert_eq!(
-            run.outcome(name, "slow").as_deref(),
-            Some("changed"),
-            "{}",
-            run.all()
-        );
+        run.assert_outcome(name, "slow", "changed");
         for step in ["after", "as root"] {
-            assert_eq!(
-                run.outcome(name, step).as_deref(),
-                Some("skipped"),
-                "{name} {step}\n{}",
-                run.all()
-            );
+            run.assert_outcome(name, step, "skipped");
         }
         let row = run.summary_row(name).unwrap();
         assert!(row.ends_with("interrupted"), "{row}\n{}", run.all());
@@ -169,6 +159,7 @@ run = "touch {{ app_dir }}/become-ran"
         "{}",
         run.all()
     );
+    Report::read(&fleet.dir.path().join("report.json")).assert_counts_of(2, 0, 0, 2);
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(fleet.dir.path().join("report.json")).unwrap())
             .unwrap();
@@ -267,19 +258,9 @@ run = "touch {{{{ app_dir }}}}/after-ran"
     }
     assert!(!h.root.join("long-done").exists());
     assert!(!h.root.join("after-ran").exists());
-    assert_eq!(
-        run.outcome("h1", "long").as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "long", "FAILED");
     assert!(run.host_text("h1").contains("aborted"), "{}", run.all());
-    assert_eq!(
-        run.outcome("h1", "after").as_deref(),
-        Some("skipped"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "after", "skipped");
     assert!(
         !state_dir(h).join("lock").exists(),
         "lock left behind\n{}",
@@ -370,12 +351,7 @@ run = "touch {{{{ out }}}}/after-ran"
     run.assert_code(130);
     assert!(scratch("slow-done").exists(), "{}", run.all());
     assert!(!scratch("after-ran").exists(), "{}", run.all());
-    assert_eq!(
-        run.outcome("h1", "after").as_deref(),
-        Some("skipped"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "after", "skipped");
     assert!(
         !state_dir(h).join("lock").exists(),
         "lock left\n{}",

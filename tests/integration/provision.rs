@@ -54,12 +54,7 @@ fn apt_installs_only_missing_packages() {
     );
     let run = deploy(&inv, &pb);
     run.assert_code(0);
-    assert_eq!(
-        run.outcome("h1", "coreutils").as_deref(),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "coreutils", "ok");
     assert!(!log.exists(), "apt-get ran: {:?}", fs::read_to_string(&log));
 
     let pb = write_playbook(
@@ -69,12 +64,7 @@ fn apt_installs_only_missing_packages() {
     );
     let run = deploy(&inv, &pb);
     run.assert_code(0);
-    assert_eq!(
-        run.outcome("h1", "missing").as_deref(),
-        Some("changed"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "missing", "changed");
     assert!(
         run.all().contains("installed dropship-test-missing"),
         "{}",
@@ -264,12 +254,7 @@ become_password = "{{{{ secrets.sudo_pw }}}}"
     assert!(scans > 10, "only {scans} scans of /proc during the run");
     assert!(!run.all().contains(&user.password), "{}", run.all());
     for step in ["as the user", "as root", "slow", "root file"] {
-        assert_eq!(
-            run.outcome("h1", step).as_deref(),
-            Some("changed"),
-            "{step}: {}",
-            run.all()
-        );
+        run.assert_outcome("h1", step, "changed");
     }
     let read = |f: &str| fs::read_to_string(user.scratch.join(f)).unwrap();
     assert_eq!(read("plain-uid").trim(), user.uid().to_string());
@@ -288,12 +273,7 @@ become_password = "{{{{ secrets.sudo_pw }}}}"
     cmd.env("DROPSHIP_TEST_SUDO_PW", &user.password);
     let run = dropship_cmd(cmd);
     run.assert_code(0);
-    assert_eq!(
-        run.outcome("h1", "root file").as_deref(),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "root file", "ok");
     assert!(!run.all().contains(&user.password), "{}", run.all());
 
     // A wrong password fails the step, and is not printed either.
@@ -480,12 +460,7 @@ fn bootstrap_provisions_a_fresh_debian_server() {
         "passwordless sudo for the deploy user",
         "app dir",
     ] {
-        assert_eq!(
-            run.outcome("fresh", step).as_deref(),
-            Some("changed"),
-            "{step}: {}",
-            run.all()
-        );
+        run.assert_outcome("fresh", step, "changed");
     }
 
     // The deploy user logs in with its own key (root's key is not in its authorized_keys).
@@ -540,12 +515,7 @@ fn bootstrap_provisions_a_fresh_debian_server() {
         None,
     ));
     run.assert_code(0);
-    assert_eq!(
-        run.outcome("fresh", "hello").as_deref(),
-        Some("changed"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("fresh", "hello", "changed");
     assert!(run.all().contains("hello from dropship"), "{}", run.all());
     eprintln!(
         "fresh-server test done in {:.1}s",

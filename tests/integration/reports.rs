@@ -35,19 +35,6 @@ fn deploy(fleet: &Fleet, json: &Path) -> Run {
     )
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn host<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["host"] == name)
-        .unwrap()
-}
-
 fn break_host(h: &TestHost) {
     fs::write(h.root.join("broken"), "").unwrap();
 }
@@ -61,12 +48,8 @@ fn a_failure_without_rollout_is_no_halted_rollout() {
     run.assert_code(1);
     assert!(!run.all().contains("halted"), "{}", run.all());
     assert!(!run.all().contains("max_failures"), "{}", run.all());
-    assert!(
-        run.stdout.contains("2 host(s): 1 ok, 1 failed"),
-        "{}",
-        run.all()
-    );
-    let report = json(&path);
+    run.assert_counts(2, 1, 1);
+    let report = run.report();
     assert!(report.get("halted").is_none(), "{report:#}");
     assert_eq!(report["counts"]["failed"], 1, "{report:#}");
     assert_eq!(report["counts"]["ok"], 1, "{report:#}");
@@ -95,7 +78,7 @@ fn a_held_lock_is_reported_as_a_lock_conflict() {
     for h in &fleet.hosts {
         assert!(!h.root.join("marked").exists(), "{} deployed", h.name);
     }
-    let report = json(&path);
+    let report = run.report();
     assert!(report.get("halted").is_none(), "{report:#}");
     assert!(
         report["lock_conflict"]
@@ -128,15 +111,11 @@ fn an_unreachable_host_is_failed_not_skipped() {
         row.ends_with("connection refused") && row.contains("failed: cannot reach"),
         "{row}"
     );
-    assert!(
-        run.stdout.contains("2 host(s): 1 ok, 1 failed"),
-        "{}",
-        run.all()
-    );
-    let report = json(&path);
+    run.assert_counts(2, 1, 1);
+    let report = run.report();
     assert_eq!(report["counts"]["failed"], 1, "{report:#}");
     assert!(
-        host(&report, "h2")["error"]
+        report.host("h2")["error"]
             .as_str()
             .is_some_and(|e| e.starts_with("cannot reach")),
         "{report:#}"

@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, Run, TestHost, command, dropship, finish, start_fleet};
+use crate::harness::{
+    Fleet, Run, TestHost, command, dropship, dropship_reporting, finish, start_fleet,
+};
 
 /// The docker call of the playbook's `start` step.
 const UP: &str = "compose -p roll up -d --remove-orphans";
@@ -97,7 +99,7 @@ impl Rig {
     }
 
     fn run(&self, cmd: &str, extra: &[&str]) -> Run {
-        dropship(&self.args(cmd, extra), None)
+        dropship_reporting(&self.args(cmd, extra), None)
     }
 
     /// `dropship lock ACTION -i INV PLAYBOOK`.
@@ -222,6 +224,24 @@ fn assert_row(run: &Run, host: &str, want: &str) {
         "{host}: summary row should contain `{want}`: {row}\n{}",
         run.all()
     );
+    // The JSON report says the same, where the row says it in so many words.
+    let want = want.trim();
+    for status in ["ok", "failed", "not deployed"] {
+        if want == status
+            || want.starts_with(&format!("{status}:"))
+            || want.starts_with(&format!("{status},"))
+        {
+            run.assert_status(host, status);
+        }
+    }
+    if let Some(release) = want.split("rolled back to ").nth(1) {
+        assert_eq!(
+            run.report().host(host)["rolled_back"],
+            release,
+            "JSON report: {host} rolled back\n{}",
+            run.report()
+        );
+    }
 }
 
 #[track_caller]
@@ -325,7 +345,7 @@ fn failing_canary_halts_and_rolls_back() {
     run.assert_code(1);
 
     // h1 got B, failed its health check, and went back to A.
-    assert_eq!(run.outcome("h1", "healthy").as_deref(), Some("FAILED"));
+    run.assert_outcome("h1", "healthy", "FAILED");
     assert!(run.stdout.contains("== rollout halted: "), "{}", run.all());
     assert_eq!(current_release(h1), a, "{}", run.all());
     assert_eq!(running_version(h1), "A\n");
@@ -335,19 +355,8 @@ fn failing_canary_halts_and_rolls_back() {
         read(&h1.root.join("releases").join(&b[0]).join("version.txt")),
         "B\n"
     );
-    assert_eq!(
-        run.outcome("h1", &format!("rollback: activate {a}"))
-            .as_deref(),
-        Some("changed"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        run.outcome("h1", "rollback: healthy").as_deref(),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", &format!("rollback: activate {a}"), "changed");
+    run.assert_outcome("h1", "rollback: healthy", "ok");
     // The rollback started the stack again, after B's health check had given up.
     let new_calls = &docker_calls(h1)[calls_after_a[0]..];
     let up_times: Vec<f64> = new_calls
@@ -406,12 +415,7 @@ fn kill_h3_mid_batch_two(max_failures: usize) -> (Rig, Run) {
         "{}",
         run.all()
     );
-    assert_eq!(
-        run.outcome("h3", "start").as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h3", "start", "FAILED");
     assert_row(&run, "h3", "failed");
     for name in ["h1", "h2"] {
         assert_eq!(running_version(rig.host(name)), "A\n", "{name}");
@@ -428,14 +432,10 @@ fn killed_host_in_batch_two_is_tolerated_by_max_failures() {
         let h = rig.host(name);
         assert_eq!(ups(h), 1, "{name} was not deployed\n{}", run.all());
         assert_eq!(running_version(h), "A\n", "{name}");
-        assert_eq!(run.outcome(name, "healthy").as_deref(), Some("ok"));
+        run.assert_outcome(name, "healthy", "ok");
         assert_row(&run, name, "  ok");
     }
-    assert!(
-        run.stdout.contains("7 host(s): 6 ok, 1 failed"),
-        "{}",
-        run.all()
-    );
+    run.assert_counts(7, 6, 1);
 }
 
 #[test]
@@ -456,7 +456,7 @@ fn killed_host_in_batch_two_halts_with_max_failures_zero() {
         assert!(!lock_dir(h).exists(), "{name} still locked");
     }
     // on_failure = "halt": h2, in the failed batch, keeps the new release.
-    assert!(run.summary_row("h2").unwrap().ends_with("  ok"));
+    run.assert_host_ok("h2");
 }
 
 /// Deploys version A, then B, to every host of `rig`; returns their release ids.
@@ -537,12 +537,7 @@ fn releases_are_listed_with_the_audit_and_pruned_to_keep() {
 
     let run = rig.run("releases", &[]);
     // Listing releases changes nothing: reported `ok`, not `changed`.
-    assert_eq!(
-        run.outcome("h1", "releases").as_deref(),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "releases", "ok");
     run.assert_code(0);
     for h in &rig.fleet.hosts {
         let text = run.host_text(&h.name);
@@ -592,12 +587,7 @@ fn deploy_deploy_rollback_and_releases() {
         assert_eq!(current_release(h), a, "{}\n{}", h.name, run.all());
         assert_eq!(running_version(h), "A\n");
         assert_eq!(ups(h), 3, "{}: no `up` after the rollback", h.name);
-        assert_eq!(
-            run.outcome(&h.name, "rollback: healthy").as_deref(),
-            Some("ok"),
-            "{}",
-            run.all()
-        );
+        run.assert_outcome(&h.name, "rollback: healthy", "ok");
         assert_row(&run, &h.name, &format!("ok, rolled back to {a}"));
     }
 
@@ -714,13 +704,8 @@ fn sigint_mid_deploy_releases_every_lock() {
 
     // The running step finished; nothing new started.
     let h1 = rig.host("h1");
-    assert_eq!(
-        run.outcome("h1", "start").as_deref(),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(run.outcome("h1", "healthy").as_deref(), Some("skipped"));
+    run.assert_outcome("h1", "start", "ok");
+    run.assert_outcome("h1", "healthy", "skipped");
     assert_eq!(ups(h1), 1);
     assert!(!run.stdout.contains("== batch 2/3"), "{}", run.all());
     for name in ["h2", "h3"] {

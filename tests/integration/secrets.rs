@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::failures::{assert_error_at, assert_untouched, location_of};
 use crate::harness::{
-    Run, Secrets, all_cmdlines, command, dropship, dropship_cmd, run_playbook, shop_playbook,
-    start_fleet,
+    Run, Secrets, Watched, all_cmdlines, command, dropship, dropship_cmd, run_playbook,
+    shop_playbook, start_fleet,
 };
 
 /// Writes `playbook.toml` (and `templates`, by name) into `dir`; returns the playbook's path.
@@ -230,16 +230,12 @@ fn watched_deploy(level: &str) -> (Run, Vec<(u32, String)>, Secrets) {
         Some(&secrets),
     );
     cmd.env("DROPSHIP_LOG", level);
-    let mut child = cmd.spawn().expect("spawn dropship");
     // Read the pipes while watching: a chatty log must not block the child.
-    let readers = [
-        pipe_reader(child.stdout.take().unwrap()),
-        pipe_reader(child.stderr.take().unwrap()),
-    ];
+    let mut child = Watched::start(cmd.spawn().expect("spawn dropship"));
     let started = Instant::now();
     let mut leaks = Vec::new();
     let mut saw_remote = false;
-    while child.try_wait().expect("poll dropship").is_none() {
+    while !child.ended() {
         assert!(started.elapsed() < Duration::from_secs(60), "deploy hangs");
         for (pid, cmdline) in all_cmdlines() {
             if secrets.values().iter().any(|s| cmdline.contains(s)) {
@@ -250,28 +246,11 @@ fn watched_deploy(level: &str) -> (Run, Vec<(u32, String)>, Secrets) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let code = child.wait().unwrap().code();
-    let [stdout, stderr] = readers.map(|r| r.join().unwrap());
+    let run = child.finish();
     assert!(saw_remote, "the watch never saw a remote compose command");
     let h = &fleet.hosts[0];
     assert_eq!(h.docker_stdin_log(), secrets.registry_password);
-    (
-        Run {
-            code,
-            stdout,
-            stderr,
-        },
-        leaks,
-        secrets,
-    )
-}
-
-fn pipe_reader(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    (run, leaks, secrets)
 }
 
 #[test]

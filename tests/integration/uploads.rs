@@ -209,12 +209,7 @@ fn an_upload_onto_a_full_disk_fails_clearly_and_keeps_the_old_file() {
     let playbook = copy_playbook(&fleet, &src, &dest);
     let run = run_playbook("deploy", &inv, &playbook);
     assert_eq!(run.code, Some(1), "{}", run.all());
-    assert_eq!(
-        run.outcome("h1", "blob").as_deref(),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    run.assert_outcome("h1", "blob", "FAILED");
     assert!(
         run.all().contains("No space left on device"),
         "{}",

@@ -1,10 +1,13 @@
-//! Running the `dropship` binary: with fresh secrets or none, the fixture playbooks, and
-//! reading its plain output. Imports std only.
+//! Running the `dropship` binary: with fresh secrets or none, the fixture playbooks, reading
+//! its plain output and its JSON report. Imports `report`.
 
-use std::io::Read as _;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::report::Report;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dropship");
 
@@ -77,6 +80,10 @@ pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// The `--json` file the run was told to write, if any.
+    pub report_path: Option<PathBuf>,
+    /// Where `dropship_reporting` put the report; removed with the run.
+    report_dir: Option<tempfile::TempDir>,
 }
 
 impl Run {
@@ -85,6 +92,70 @@ impl Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            report_path: None,
+            report_dir: None,
+        }
+    }
+
+    /// The JSON report the run wrote (it was given `--json FILE`).
+    #[track_caller]
+    pub fn report(&self) -> Report {
+        let path = self
+            .report_path
+            .as_deref()
+            .unwrap_or_else(|| panic!("this run wrote no JSON report\n{}", self.all()));
+        Report::read(path)
+    }
+
+    /// Asserts the outcome label (`changed`, `ok`, `FAILED`, `skipped`) of `step` on `host`
+    /// in the plain lines and, when the run wrote one, in the JSON report.
+    #[track_caller]
+    pub fn assert_outcome(&self, host: &str, step: &str, label: &str) {
+        assert_eq!(
+            self.outcome(host, step).as_deref(),
+            Some(label),
+            "`{step}` on {host}\n{}",
+            self.all()
+        );
+        if self.report_path.is_some() {
+            self.report().assert_outcome(host, step, label);
+        }
+    }
+
+    /// Asserts that `host`'s summary row ends in `ok` and, when the run wrote one, that the
+    /// JSON report has it ok.
+    #[track_caller]
+    pub fn assert_host_ok(&self, host: &str) {
+        let row = self.summary_row(host);
+        assert!(
+            row.as_deref().is_some_and(|r| r.ends_with("  ok")),
+            "{host}: summary row {row:?}\n{}",
+            self.all()
+        );
+        self.assert_status(host, "ok");
+    }
+
+    /// When the run wrote a JSON report, asserts how `host` ended there (`ok`, `failed`,
+    /// `not deployed`).
+    #[track_caller]
+    pub fn assert_status(&self, host: &str, status: &str) {
+        if self.report_path.is_some() {
+            self.report().assert_status(host, status);
+        }
+    }
+
+    /// Asserts the summary's `N host(s): OK ok, FAILED failed` and, when the run wrote one,
+    /// the JSON report's counts.
+    #[track_caller]
+    pub fn assert_counts(&self, hosts: usize, ok: u64, failed: u64) {
+        assert!(
+            self.stdout
+                .contains(&format!("{hosts} host(s): {ok} ok, {failed} failed")),
+            "{}",
+            self.all()
+        );
+        if self.report_path.is_some() {
+            self.report().assert_counts(hosts, ok, failed);
         }
     }
 
@@ -167,19 +238,57 @@ pub fn dropship(args: &[&str], secrets: Option<&Secrets>) -> Run {
 
 /// `dropship COMMAND -i INVENTORY PLAYBOOK` with no secrets in its environment.
 pub fn run_playbook(command: &str, inventory: &Path, playbook: &Path) -> Run {
-    dropship(
-        &[
-            command,
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    )
+    run_playbook_with(command, inventory, playbook, &[])
 }
 
+/// `dropship COMMAND -i INVENTORY PLAYBOOK EXTRA...` with no secrets in its environment;
+/// deploy and rollback write their JSON report too (`Run::report`).
+pub fn run_playbook_with(command: &str, inventory: &Path, playbook: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        command,
+        "-i",
+        inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    dropship_reporting(&args, None)
+}
+
+/// Runs `cmd` to completion; a `--json FILE` among its arguments is the run's report.
 pub fn dropship_cmd(mut cmd: Command) -> Run {
-    Run::from_output(cmd.output().expect("run dropship"))
+    let mut run = Run::from_output(cmd.output().expect("run dropship"));
+    let mut args = cmd.get_args();
+    while let Some(arg) = args.next() {
+        if arg == "--json" {
+            run.report_path = args.next().filter(|p| *p != "-").map(PathBuf::from);
+        }
+    }
+    run
+}
+
+/// `dropship ARGS`, writing its JSON report too when the command writes one (deploy,
+/// rollback, exec, ping) and ARGS name no `--json` target: into a temp dir of the run's,
+/// before a `--` among ARGS. What a test reads from the plain output can then be checked
+/// against the report (`Run::report`, `Run::assert_outcome`, `Run::assert_counts`).
+pub fn dropship_reporting(args: &[&str], secrets: Option<&Secrets>) -> Run {
+    let reports = matches!(
+        args.first(),
+        Some(&("deploy" | "rollback" | "exec" | "ping"))
+    );
+    if !reports || args.contains(&"--json") {
+        return dropship(args, secrets);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("dropship-report-")
+        .tempdir()
+        .expect("report temp dir");
+    let path = dir.path().join("report.json");
+    let json = ["--json", path.to_str().expect("utf-8 path")];
+    let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let args: Vec<&str> = [&args[..at], &json, &args[at..]].concat();
+    let mut run = dropship(&args, secrets);
+    run.report_dir = Some(dir);
+    run
 }
 
 /// Spawns `dropship ARGS` and returns the child (stdout/stderr piped).
@@ -188,33 +297,78 @@ pub fn spawn(args: &[&str], secrets: Option<&Secrets>) -> Child {
 }
 
 /// Waits for a spawned run, reading both pipes.
-pub fn finish(mut child: Child) -> Run {
-    // Read both pipes on threads so a chatty child never blocks on a full pipe.
-    let mut out = child.stdout.take().expect("stdout piped");
-    let mut err = child.stderr.take().expect("stderr piped");
-    let t_out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let status = child.wait().expect("wait dropship");
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+pub fn finish(child: Child) -> Run {
+    Watched::start(child).finish()
+}
+
+/// A spawned run whose pipes are read on threads (so a chatty child never blocks on a full
+/// pipe) while the test watches it.
+pub struct Watched {
+    pub child: Child,
+    readers: [std::thread::JoinHandle<String>; 2],
+}
+
+impl Watched {
+    pub fn start(mut child: Child) -> Watched {
+        let out = child.stdout.take().expect("stdout piped");
+        let err = child.stderr.take().expect("stderr piped");
+        Watched {
+            child,
+            readers: [pipe_reader(out), pipe_reader(err)],
+        }
+    }
+
+    /// Whether the run has ended.
+    pub fn ended(&mut self) -> bool {
+        self.child.try_wait().expect("poll dropship").is_some()
+    }
+
+    pub fn finish(mut self) -> Run {
+        let status = self.child.wait().expect("wait dropship");
+        let [stdout, stderr] = self.readers.map(|r| r.join().unwrap());
+        Run {
+            code: status.code(),
+            stdout,
+            stderr,
+            report_path: None,
+            report_dir: None,
+        }
     }
 }
 
-/// `dropship deploy -i INV shop.toml EXTRA...` with `secrets`.
+fn pipe_reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Waits for a spawned run, killing it (and failing the test) after `limit`.
+pub fn finish_within(child: Child, limit: Duration) -> Run {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(finish(child));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(run) => run,
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of the child this test spawned.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            panic!("dropship did not finish within {limit:?}");
+        }
+    }
+}
+
+/// `dropship deploy -i INV shop.toml EXTRA...` with `secrets`, writing its JSON report too
+/// unless EXTRA names a `--json` target.
 pub fn deploy_shop(inventory: &Path, secrets: &Secrets, extra: &[&str]) -> Run {
     let inv = inventory.to_str().expect("utf-8 path");
     let pb = shop_playbook();
     let mut args = vec!["deploy", "-i", inv, pb.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
-    dropship(&args, Some(secrets))
+    dropship_reporting(&args, Some(secrets))
 }

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod keys;
 pub mod ports;
 pub mod procs;
+pub mod report;
 pub mod sshd;
 pub mod users;
 
@@ -21,5 +22,6 @@ pub use fleet::*;
 pub use keys::*;
 pub use ports::*;
 pub use procs::*;
+pub use report::*;
 pub use sshd::*;
 pub use users::*;
