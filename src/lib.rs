@@ -2,8 +2,9 @@
 
 pub mod cli;
 pub mod commands;
-pub mod deploy;
+mod deploy;
 pub mod diagnostic;
+pub mod fleet;
 pub mod health;
 pub mod inventory;
 pub mod lock;

@@ -6,14 +6,13 @@ pub mod inspect;
 
 use std::path::{Path, PathBuf};
 
-use crate::deploy::{self, LockOptions};
 use crate::diagnostic::InputError;
+use crate::fleet::{self, Cancel, ExecOptions, LockOptions};
 use crate::inventory::Inventory;
 use crate::plan::{self, Action, Plan, PlanOptions};
 use crate::playbook::Playbook;
 use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
 use crate::secrets::{self, Redactor};
-use crate::session::{Cancel, ExecOptions};
 use crate::settings::{Command, JsonTarget, PlaybookTarget, RunSettings};
 use crate::transport::ssh::SshConnector;
 
@@ -204,7 +203,7 @@ fn lock_options(run: &RunSettings) -> LockOptions {
 }
 
 pub async fn deploy(plan: Plan, run: &RunSettings) -> RunReport {
-    deploy::deploy(
+    fleet::deploy(
         &SshConnector::new(),
         &plan,
         exec_options(run),
@@ -216,7 +215,7 @@ pub async fn deploy(plan: Plan, run: &RunSettings) -> RunReport {
 }
 
 pub async fn rollback(plan: Plan, run: &RunSettings, to: Option<&str>) -> RunReport {
-    deploy::rollback(
+    fleet::rollback(
         &SshConnector::new(),
         &plan,
         to,
@@ -229,7 +228,7 @@ pub async fn rollback(plan: Plan, run: &RunSettings, to: Option<&str>) -> RunRep
 }
 
 pub async fn adhoc(command: &str, plan: Plan, run: &RunSettings) -> RunReport {
-    deploy::adhoc(
+    fleet::adhoc(
         command,
         &SshConnector::new(),
         &plan,

@@ -33,23 +33,6 @@ use actions::{Done, require_success};
 pub use cancel::{Cancel, CancelHandle};
 use sequence::Purpose;
 
-#[derive(Debug, Clone, Copy)]
-pub struct ExecOptions {
-    /// Hosts worked on at once.
-    pub forks: usize,
-    /// SSH handshakes in flight at once (sshd's MaxStartups drops bursts).
-    pub handshakes: usize,
-}
-
-impl Default for ExecOptions {
-    fn default() -> Self {
-        Self {
-            forks: 64,
-            handshakes: 32,
-        }
-    }
-}
-
 /// What every host task shares during a run.
 pub struct RunContext<'a> {
     pub plan: &'a Plan,

@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dropship::deploy::{self, LockOptions};
 use dropship::diagnostic::SourceFile;
+use dropship::fleet::{self, Cancel, CancelHandle, ExecOptions, LockOptions};
 use dropship::inventory::Inventory;
 use dropship::plan::{self, Plan, PlanOptions};
 use dropship::playbook::Playbook;
 use dropship::report::{Event, HostResult, HostStatus, Outcome, Reporter, RunReport};
-use dropship::session::{Cancel, CancelHandle, ExecOptions};
 use dropship::transport::local::{Fault, Hook, LocalConnector};
 
 /// Rollout policies.
@@ -154,7 +153,7 @@ impl Rig {
         wait: Option<Duration>,
     ) -> RunReport {
         let lock = LockOptions { wait };
-        deploy::deploy(
+        fleet::deploy(
             &self.connector,
             plan,
             ExecOptions::default(),

@@ -1,0 +1,171 @@
+//! The fleet run: connect every host, take their locks, deploy batch by batch under the
+//! rollout policy (halting, rolling a failed batch back), then write the audit log, release the
+//! locks and report. Talks to a host only through `HostSession`'s methods, each of which waits
+//! for the run's fork gate. May import session, plan, rollout, lock, report, transport's traits.
+
+mod batches;
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+
+use crate::deploy::{finish, holder, take_locks};
+use crate::plan::Plan;
+use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
+use crate::session::{HostSession, RunContext, connect_all};
+use crate::transport::{Connection, Connector};
+
+pub use crate::session::{Cancel, CancelHandle};
+
+/// How many hosts a run talks to at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecOptions {
+    /// Hosts talked to at once (`--forks`): steps, locks, listing releases, rollback, audit.
+    pub forks: usize,
+    /// SSH handshakes in flight at once (sshd's MaxStartups drops bursts).
+    pub handshakes: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self {
+            forks: 64,
+            handshakes: 32,
+        }
+    }
+}
+
+/// How a run that changes hosts takes their locks.
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    /// Keep retrying a held lock this long (`--wait-lock`).
+    pub wait: Option<Duration>,
+}
+
+/// Why a run did not finish normally, for the report.
+#[derive(Default)]
+struct Stops {
+    halted: Option<String>,
+    lock_conflict: Option<String>,
+}
+
+/// `dropship deploy`: locks, batches, rollback on failure, audit.
+pub async fn deploy<C: Connector>(
+    connector: &C,
+    plan: &Plan,
+    exec: ExecOptions,
+    lock_options: &LockOptions,
+    reporter: &dyn Reporter,
+    cancel: Cancel,
+) -> RunReport {
+    let started = Instant::now();
+    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
+    let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    let holder = holder("deploy", plan, plan.release_id.as_deref());
+    let mut stops = Stops::default();
+
+    match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
+        Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not deployed"),
+        Ok(()) => batches::run_batches(&mut sessions, &ctx, &holder, &mut stops).await,
+    }
+    let results = finish(sessions, &ctx, &holder).await;
+    report(
+        "deploy",
+        plan.release_id.clone(),
+        results,
+        stops,
+        &ctx,
+        started,
+    )
+}
+
+/// `dropship exec` and `ping`: every host at once, no lock, no audit.
+pub async fn adhoc<C: Connector>(
+    command: &str,
+    connector: &C,
+    plan: &Plan,
+    exec: ExecOptions,
+    reporter: &dyn Reporter,
+    cancel: Cancel,
+) -> RunReport {
+    let started = Instant::now();
+    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
+    let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    join_all(sessions.iter_mut().map(|s| {
+        let len = plan.hosts[s.index].steps.len();
+        s.run_steps(&ctx, 0..len, None)
+    }))
+    .await;
+    let holder = holder(command, plan, None);
+    let results = finish(sessions, &ctx, &holder).await;
+    report(command, None, results, Stops::default(), &ctx, started)
+}
+
+/// `dropship rollback`: on every host, `current` back to `to` (or the previous release), then
+/// the steps after activation again.
+pub async fn rollback<C: Connector>(
+    connector: &C,
+    plan: &Plan,
+    to: Option<&str>,
+    exec: ExecOptions,
+    lock_options: &LockOptions,
+    reporter: &dyn Reporter,
+    cancel: Cancel,
+) -> RunReport {
+    let started = Instant::now();
+    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
+    let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    let holder = holder("rollback", plan, Some(to.unwrap_or("previous")));
+    let mut stops = Stops::default();
+    match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
+        Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not rolled back"),
+        Ok(()) => {
+            join_all(sessions.iter_mut().map(|s| s.roll_back_to(&ctx, to))).await;
+        }
+    }
+    let results = finish(sessions, &ctx, &holder).await;
+    let release = to.map(str::to_string);
+    report("rollback", release, results, stops, &ctx, started)
+}
+
+/// A lock held elsewhere refuses the whole run: say why once, note it on every host.
+fn refuse<T: Connection>(
+    sessions: &mut [HostSession<T>],
+    ctx: &RunContext<'_>,
+    stops: &mut Stops,
+    refusal: String,
+    what: &str,
+) {
+    ctx.reporter.event(&Event::Note { text: &refusal });
+    for s in sessions.iter_mut() {
+        s.note(&format!("{what}: lock held elsewhere"));
+    }
+    stops.lock_conflict = Some(refusal);
+}
+
+fn report(
+    command: &str,
+    release: Option<String>,
+    hosts: Vec<HostResult>,
+    stops: Stops,
+    ctx: &RunContext<'_>,
+    started: Instant,
+) -> RunReport {
+    let interrupted = ctx.cancel.is_cancelled();
+    let report = RunReport {
+        command: command.to_string(),
+        ok: !hosts.iter().any(HostResult::failed)
+            && stops.halted.is_none()
+            && stops.lock_conflict.is_none()
+            && !interrupted,
+        release,
+        halted: stops.halted,
+        lock_conflict: stops.lock_conflict,
+        counts: Counts::of(&hosts),
+        interrupted,
+        hosts,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    ctx.reporter.finished(&report);
+    report
+}
