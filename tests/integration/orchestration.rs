@@ -13,7 +13,7 @@ use dropship::inventory::Inventory;
 use dropship::plan::{self, Plan, PlanOptions};
 use dropship::playbook::Playbook;
 use dropship::report::{Event, HostResult, HostStatus, Outcome, Reporter, RunReport};
-use dropship::transport::local::{Fault, Hook, LocalConnector};
+use dropship::transport::local::{Fault, Hook, LocalConnector, Tcp};
 
 /// Rollout policies.
 const ONE_BY_ONE_PAUSED: &str = "[rollout]\ncanary = 1\nbatch = 1\npause = \"100ms\"\n";
@@ -311,6 +311,23 @@ fn interrupt_on(rig: &Rig, host: &str, fault: impl FnOnce(Hook) -> Fault) -> Can
     let (cancel, handle) = Cancel::manual();
     rig.connector
         .inject(host, fault(Arc::new(move |_: &str| handle.interrupt())));
+    cancel
+}
+
+/// A `Cancel` aborted (both Ctrl-Cs) `after` the hook of the fault `fault` makes, injected
+/// into `host`, was called.
+fn abort_on(rig: &Rig, host: &str, after: Duration, fault: impl FnOnce(Hook) -> Fault) -> Cancel {
+    let (cancel, handle) = Cancel::manual();
+    let handle = Arc::new(handle);
+    let hook = move |_: &str| {
+        let handle = Arc::clone(&handle);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            handle.interrupt();
+            handle.abort();
+        });
+    };
+    rig.connector.inject(host, fault(Arc::new(hook)));
     cancel
 }
 
@@ -692,17 +709,10 @@ async fn interrupted_during_a_step_it_finishes_and_the_rest_is_skipped() {
 #[tokio::test]
 async fn aborted_during_a_step_it_is_stopped_on_the_host() {
     let rig = Rig::new(1);
-    let (cancel, handle) = cancel();
-    rig.connector.inject(
-        "h1",
-        Fault::OnOutput {
-            marker: "in-second".into(),
-            hook: Arc::new(move |_: &str| {
-                handle.interrupt();
-                handle.abort();
-            }),
-        },
-    );
+    let cancel = abort_on(&rig, "h1", Duration::ZERO, |hook| Fault::OnOutput {
+        marker: "in-second".into(),
+        hook,
+    });
     let second = "echo in-second; sleep 5; echo second >> {{ app_dir }}/log";
     let plan = rig.plan(&plain_playbook(second), &[]);
     let started = Instant::now();
@@ -788,6 +798,219 @@ async fn interrupted_during_a_rollback_the_rollback_still_finishes() {
         assert_eq!(rig.current(h), "A");
         assert_eq!(outcome_of(&report, h, "rollback: done"), Outcome::Changed);
         assert!(rig.read(h, "log").ends_with("start-A\ndone\n"), "{h}");
+        assert!(!rig.locked(h));
+    }
+}
+
+#[tokio::test]
+async fn rollback_returns_every_host_to_the_previous_release() {
+    let rig = Rig::new(2);
+    let a = rig.deployed(ALL_AT_ONCE, "A").await.release.unwrap();
+    rig.deployed(ALL_AT_ONCE, "B").await;
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[("version", "B")]);
+    let report = fleet::rollback(
+        &rig.connector,
+        &plan,
+        None,
+        ExecOptions::default(),
+        &LockOptions { wait: None },
+        &Events::default(),
+        Cancel::never(),
+    )
+    .await;
+    assert!(report.ok, "{report:#?}");
+    for h in &rig.hosts {
+        assert_eq!(rig.current(h), "A");
+        assert_eq!(host(&report, h).rolled_back.as_deref(), Some(a.as_str()));
+        assert_eq!(
+            steps(&report, h),
+            [
+                (format!("rollback: activate {a}"), Outcome::Changed),
+                ("rollback: start".to_string(), Outcome::Changed),
+                ("rollback: healthy".to_string(), Outcome::Ok),
+                ("rollback: done".to_string(), Outcome::Changed),
+            ]
+        );
+        assert_eq!(
+            rig.read(h, "log"),
+            "start-A\ndone\nstart-B\ndone\nstart-A\ndone\n"
+        );
+        assert!(!rig.locked(h));
+        rig.assert_audit(h, "rollback");
+    }
+}
+
+#[tokio::test]
+async fn rollback_to_a_release_a_host_lacks_fails_that_host() {
+    let rig = Rig::new(2);
+    let a = rig.deployed(ALL_AT_ONCE, "A").await.release.unwrap();
+    rig.deployed(ALL_AT_ONCE, "B").await;
+    // h2 lost release A.
+    let on_h2 = rig.app("h2").join("releases").join(&a);
+    fs::remove_dir_all(on_h2).unwrap();
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[("version", "B")]);
+    let report = fleet::rollback(
+        &rig.connector,
+        &plan,
+        Some(&a),
+        ExecOptions::default(),
+        &LockOptions { wait: None },
+        &Events::default(),
+        Cancel::never(),
+    )
+    .await;
+    assert!(!report.ok);
+    assert_eq!(host(&report, "h1").status(), HostStatus::Ok);
+    assert_eq!(rig.current("h1"), "A");
+    let h2 = host(&report, "h2");
+    assert_eq!(h2.status(), HostStatus::Failed);
+    let error = h2.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(&format!("release {a} is not on this host")),
+        "{error}"
+    );
+    assert_eq!(rig.current("h2"), "B");
+    assert!(!rig.locked("h1") && !rig.locked("h2"));
+}
+
+#[tokio::test]
+async fn adhoc_commands_run_on_every_reachable_host_without_a_lock() {
+    let rig = Rig::new(3);
+    rig.connector
+        .inject("h3", Fault::Refuse("no route to host".into()));
+    let targets = plan::target_hosts(&rig.inventory(), "all", None).unwrap();
+    let command = "echo hello > greeting; echo said-hello";
+    let action = dropship::plan::Action::Run {
+        command: command.into(),
+        dir: None,
+        creates: None,
+        unless: None,
+    };
+    let plan = plan::adhoc(targets, command, action);
+    let report = fleet::adhoc(
+        "exec",
+        &rig.connector,
+        &plan,
+        ExecOptions::default(),
+        &Events::default(),
+        Cancel::never(),
+    )
+    .await;
+    for h in ["h1", "h2"] {
+        assert_eq!(host(&report, h).status(), HostStatus::Ok, "{report:#?}");
+        let output = host(&report, h).steps[0].output.clone().unwrap_or_default();
+        assert!(output.contains("said-hello"), "{output}");
+        // In the host's home, and no lock or audit log was made there.
+        let home = rig.connector.host_dir(h);
+        assert_eq!(
+            fs::read_to_string(home.join("greeting")).unwrap(),
+            "hello\n"
+        );
+        assert!(!home.join(".dropship").exists());
+    }
+    assert_eq!(host(&report, "h3").status(), HostStatus::Failed);
+    assert_eq!((report.counts.ok, report.counts.failed), (2, 1));
+}
+
+/// A plain playbook whose health check asks `http://127.0.0.1:8080/health` from the host.
+const URL_CHECKED: &str = r#"name = "Web"
+app = "web"
+hosts = "web"
+
+[[steps]]
+name = "start"
+run = "echo start >> {{ app_dir }}/log"
+
+[[steps]]
+name = "healthy"
+health = { url = "http://127.0.0.1:8080/health", contains = "ok", timeout = "200ms", interval = "100ms" }
+
+[[steps]]
+name = "done"
+run = "echo done >> {{ app_dir }}/log"
+"#;
+
+#[tokio::test]
+async fn url_health_checks_go_through_the_transport() {
+    let rig = Rig::new(3);
+    let answer = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    rig.connector
+        .inject("h1", Fault::Tcp(Tcp::Reply(answer("all ok").into_bytes())));
+    rig.connector.inject(
+        "h2",
+        Fault::Tcp(Tcp::Reply(answer("starting").into_bytes())),
+    );
+    // h3 forwards nothing.
+    let plan = rig.plan(URL_CHECKED, &[]);
+    let report = rig.deploy(&plan, &Events::default(), Cancel::never()).await;
+    assert_eq!(host(&report, "h1").status(), HostStatus::Ok, "{report:#?}");
+    assert_eq!(rig.read("h1", "log"), "start\ndone\n");
+    for h in ["h2", "h3"] {
+        assert_eq!(outcome_of(&report, h, "healthy"), Outcome::Failed);
+        assert_eq!(outcome_of(&report, h, "done"), Outcome::Skipped);
+        assert_eq!(rig.read(h, "log"), "start\n");
+    }
+    let refused = detail_of(&report, "h3", "healthy");
+    assert!(
+        refused.contains("cannot connect to 127.0.0.1:8080 from the host"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn aborted_during_the_health_check_it_fails_and_nothing_follows() {
+    let rig = Rig::new(1);
+    // The check's command is slow to start; the run is aborted meanwhile.
+    let cancel = abort_on(&rig, "h1", Duration::from_millis(50), |hook| {
+        Fault::OnExec {
+            pattern: "unhealthy-".into(),
+            hook,
+        }
+    });
+    rig.connector.inject(
+        "h1",
+        Fault::Delay {
+            pattern: "unhealthy-".into(),
+            delay: Duration::from_secs(5),
+        },
+    );
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);
+    let started = Instant::now();
+    let report = rig.deploy(&plan, &Events::default(), cancel).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(report.interrupted);
+    assert_eq!(outcome_of(&report, "h1", "healthy"), Outcome::Failed);
+    assert!(detail_of(&report, "h1", "healthy").contains("aborted"));
+    assert_eq!(outcome_of(&report, "h1", "done"), Outcome::Skipped);
+    assert_eq!(rig.read("h1", "log"), "start-A\n");
+    assert!(!rig.locked("h1"));
+}
+
+#[tokio::test]
+async fn a_connection_dropped_while_locking_fails_that_host_only() {
+    let rig = Rig::new(3);
+    // The lock script's first output ends the connection.
+    rig.connector.inject("h2", Fault::DropAfterBytes(3));
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);
+    let report = rig.deploy(&plan, &Events::default(), Cancel::never()).await;
+    let h2 = host(&report, "h2");
+    assert_eq!(h2.status(), HostStatus::Failed);
+    let error = h2.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("cannot take the lock") && error.contains("connection lost"),
+        "{error}"
+    );
+    assert_eq!(rig.releases("h2"), 0);
+    // The lock was made before the connection went: it stays, naming this run.
+    assert!(rig.locked("h2"));
+    for h in ["h1", "h3"] {
+        assert_eq!(host(&report, h).status(), HostStatus::Ok);
+        assert_eq!(rig.current(h), "A");
         assert!(!rig.locked(h));
     }
 }
