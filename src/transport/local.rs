@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,11 +110,6 @@ impl LocalConnector {
     pub fn with(self, host: &str, fault: Fault) -> Self {
         self.inject(host, fault);
         self
-    }
-
-    /// Removes every fault of host `host`.
-    pub fn heal(&self, host: &str) {
-        self.faults.lock().remove(host);
     }
 }
 
@@ -449,13 +444,6 @@ impl Connection for LocalConnection {
 
     async fn close(&self) {
         let _ = self.lose("closed");
-    }
-}
-
-impl LocalConnection {
-    /// The directory this connection's commands run in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
