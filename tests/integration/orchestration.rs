@@ -16,7 +16,7 @@ use dropship::report::{Event, HostResult, HostStatus, Outcome, Reporter, RunRepo
 use dropship::transport::local::{Fault, Hook, LocalConnector, Tcp};
 
 /// Rollout policies.
-const ONE_BY_ONE_PAUSED: &str = "[rollout]\ncanary = 1\nbatch = 1\npause = \"100ms\"\n";
+const ONE_BY_ONE_PAUSED: &str = "[rollout]\ncanary = 1\nbatch = 1\npause = \"50ms\"\n";
 const CANARY_BATCH_2_ROLLBACK: &str =
     "[rollout]\ncanary = 1\nbatch = 2\nmax_failures = 0\non_failure = \"rollback\"\n";
 const ONE_BY_ONE_HALT: &str = "[rollout]\ncanary = 1\nbatch = 1\nmax_failures = 0\n";
@@ -346,10 +346,10 @@ async fn deploys_batch_by_batch_with_pauses_between() {
     let report = rig.deploy(&plan, &events, Cancel::never()).await;
     assert!(report.ok, "{report:#?}");
     assert_eq!(report.counts.ok, 3);
-    // Three batches, two pauses of 100ms between them.
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    // Three batches, two pauses of 50ms between them.
+    assert!(started.elapsed() >= Duration::from_millis(100));
     let b1 = events.position("batch 1/3 h1");
-    let p2 = events.position("note pausing 100ms before batch 2");
+    let p2 = events.position("note pausing 50ms before batch 2");
     let b2 = events.position("batch 2/3 h2");
     let b3 = events.position("batch 3/3 h3");
     assert!(b1 < p2 && p2 < b2 && b2 < b3, "{:#?}", events.lines());
@@ -966,11 +966,9 @@ async fn url_health_checks_go_through_the_transport() {
 async fn aborted_during_the_health_check_it_fails_and_nothing_follows() {
     let rig = Rig::new(1);
     // The check's command is slow to start; the run is aborted meanwhile.
-    let cancel = abort_on(&rig, "h1", Duration::from_millis(50), |hook| {
-        Fault::OnExec {
-            pattern: "unhealthy-".into(),
-            hook,
-        }
+    let cancel = abort_on(&rig, "h1", Duration::ZERO, |hook| Fault::OnExec {
+        pattern: "unhealthy-".into(),
+        hook,
     });
     rig.connector.inject(
         "h1",
