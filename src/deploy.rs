@@ -104,6 +104,7 @@ async fn lock_one<T: Connection>(
     ctx: &RunContext<'_>,
     holder: &Holder,
 ) -> Option<(String, Holder)> {
+    let _turn = ctx.gate.turn().await;
     let state = &ctx.plan.hosts[session.index].state;
     // The first step's probe rides along with the lock: one round trip instead of two.
     let probe = session.piggyback_probe(ctx.plan);
@@ -176,6 +177,7 @@ async fn release_locks<T: Connection>(
             .iter_mut()
             .filter(|s| s.locked)
             .map(|s| async move {
+                let _turn = ctx.gate.turn().await;
                 let state = &ctx.plan.hosts[s.index].state;
                 if s.exec(&lock::release(state, holder), &[]).await.is_ok() {
                     s.locked = false;
@@ -192,6 +194,7 @@ pub(crate) async fn finish<T: Connection>(
     holder: &Holder,
 ) -> Vec<HostResult> {
     join_all(sessions.iter_mut().filter(|s| s.locked).map(|s| async move {
+        let _turn = ctx.gate.turn().await;
         let state = &ctx.plan.hosts[s.index].state;
         let script = lock::release_and_audit(state, holder, s.name(), &audit_result(s.result()));
         let release = s.exec(&script, &[]);

@@ -7,7 +7,7 @@ use super::Stops;
 use crate::lock::{self, Holder};
 use crate::report::Event;
 use crate::rollout::OnFailure;
-use crate::session::{HostSession, RunContext};
+use crate::session::{HostSession, RunContext, StepsOutcome};
 use crate::transport::Connection;
 
 /// Runs the batches of the rollout policy in order, pausing between them; halts when the
@@ -52,12 +52,12 @@ pub(super) async fn run_batches<T: Connection>(
             of: batches.len(),
             hosts: &names,
         });
-        join_all(
+        let outcomes = join_all(
             sessions
                 .iter_mut()
-                .filter(|s| batch.contains(&s.index))
+                .filter(|s| batch.contains(&s.index()))
                 .map(|s| {
-                    let host_plan = &plan.hosts[s.index];
+                    let host_plan = &plan.hosts[s.index()];
                     // A host that might still be rolled back keeps its lock until the end.
                     let unlock = (policy.on_failure != OnFailure::Rollback
                         || host_plan.release.is_none())
@@ -69,9 +69,9 @@ pub(super) async fn run_batches<T: Connection>(
                 }),
         )
         .await;
-        failed += sessions
+        failed += outcomes
             .iter()
-            .filter(|s| batch.contains(&s.index) && s.failed())
+            .filter(|o| **o == StepsOutcome::Failed)
             .count();
         // Halting means something only when later batches would have started or the failed
         // batch goes back: a single batch (no `[rollout]`) just failed.
@@ -104,7 +104,7 @@ async fn roll_back_batch<T: Connection>(
     join_all(
         sessions
             .iter_mut()
-            .filter(|s| batch.contains(&s.index))
+            .filter(|s| batch.contains(&s.index()))
             .map(|s| s.undo_activation(ctx)),
     )
     .await;
@@ -117,8 +117,8 @@ fn skip_batches<T: Connection>(
     reason: &str,
 ) {
     for batch in batches {
-        for s in sessions.iter_mut().filter(|s| batch.contains(&s.index)) {
-            let names = ctx.plan.hosts[s.index]
+        for s in sessions.iter_mut().filter(|s| batch.contains(&s.index())) {
+            let names = ctx.plan.hosts[s.index()]
                 .steps
                 .iter()
                 .map(|st| st.name.as_str());

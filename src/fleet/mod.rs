@@ -92,7 +92,7 @@ pub async fn adhoc<C: Connector>(
     let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
     let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
     join_all(sessions.iter_mut().map(|s| {
-        let len = plan.hosts[s.index].steps.len();
+        let len = plan.hosts[s.index()].steps.len();
         s.run_steps(&ctx, 0..len, None)
     }))
     .await;

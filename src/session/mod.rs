@@ -53,6 +53,15 @@ impl<'a> RunContext<'a> {
     }
 }
 
+/// How a host came out of `run_steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepsOutcome {
+    /// Nothing failed on the host (its steps may have been skipped or interrupted).
+    Finished,
+    /// The host failed, in these steps or before them.
+    Failed,
+}
+
 /// One host's connection and what this run learned and did there.
 pub struct HostSession<T: Connection> {
     pub index: usize,
@@ -144,6 +153,11 @@ impl<T: Connection> HostSession<T> {
         &self.host_name
     }
 
+    /// The host's place in the plan (`plan.hosts[index]`).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Why the host was not (fully) deployed although nothing failed on it; replaces an
     /// earlier note.
     pub fn note(&mut self, text: &str) {
@@ -221,6 +235,20 @@ impl<T: Connection> HostSession<T> {
     /// are skipped. `unlock` (the lock's audit-and-release script, `lock::release_and_audit_epilogue`)
     /// rides at the end of the last session when it can; then the host is no longer `locked`.
     pub async fn run_steps(
+        &mut self,
+        ctx: &RunContext<'_>,
+        range: Range<usize>,
+        unlock: Option<&str>,
+    ) -> StepsOutcome {
+        self.run_step_range(ctx, range, unlock).await;
+        if self.failed() {
+            StepsOutcome::Failed
+        } else {
+            StepsOutcome::Finished
+        }
+    }
+
+    async fn run_step_range(
         &mut self,
         ctx: &RunContext<'_>,
         range: Range<usize>,

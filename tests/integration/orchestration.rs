@@ -1012,3 +1012,153 @@ async fn a_connection_dropped_while_locking_fails_that_host_only() {
         assert!(!rig.locked(h));
     }
 }
+
+// The fork gate: `--forks` bounds every call that talks to a host, not only the steps.
+
+/// How long every command on a timed host is held back before it runs: with one fork, no two
+/// commands may start closer together than this.
+const HELD: Duration = Duration::from_millis(20);
+
+/// Records when each command starts on every host of `rig` (and which), then holds it back
+/// `HELD`.
+fn time_every_command(rig: &Rig) -> Arc<Mutex<Vec<(Instant, String)>>> {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    for h in &rig.hosts {
+        let kept = Arc::clone(&starts);
+        let name = h.clone();
+        rig.connector.inject(
+            h,
+            Fault::OnExec {
+                pattern: String::new(),
+                hook: Arc::new(move |script: &str| {
+                    let what = format!("{name}: {}", script.lines().next().unwrap_or(""));
+                    kept.lock().unwrap().push((Instant::now(), what));
+                }),
+            },
+        );
+        rig.connector.inject(
+            h,
+            Fault::Delay {
+                pattern: String::new(),
+                delay: HELD,
+            },
+        );
+    }
+    starts
+}
+
+/// The starts closer together than `HELD`: two commands were in flight at once.
+fn overlapping(starts: &Mutex<Vec<(Instant, String)>>) -> Vec<(String, String)> {
+    let mut starts = starts.lock().unwrap().clone();
+    starts.sort_by_key(|(at, _)| *at);
+    starts
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 < HELD)
+        .map(|w| (w[0].1.clone(), w[1].1.clone()))
+        .collect()
+}
+
+fn forks(forks: usize) -> ExecOptions {
+    ExecOptions {
+        forks,
+        ..ExecOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn with_one_fork_taking_and_releasing_locks_talks_to_one_host_at_a_time() {
+    let rig = Rig::new(4);
+    rig.hold_lock("h4", "alice@laptop");
+    let starts = time_every_command(&rig);
+    let plan = rig.plan(&plain_playbook("echo second"), &[]);
+    let lock = LockOptions { wait: None };
+    let events = Events::default();
+    let report = fleet::deploy(
+        &rig.connector,
+        &plan,
+        forks(1),
+        &lock,
+        &events,
+        Cancel::never(),
+    )
+    .await;
+    assert!(report.lock_conflict.is_some(), "{report:#?}");
+    // The lock taken on h1, tried on h2..h4, given back on h1..h3: seven commands, one by one.
+    assert_eq!(
+        starts.lock().unwrap().len(),
+        7,
+        "{:#?}",
+        starts.lock().unwrap()
+    );
+    assert_eq!(overlapping(&starts), vec![]);
+    assert!(!rig.locked("h1") && !rig.locked("h2") && !rig.locked("h3"));
+
+    // The same run with forks to spare tries h2..h4 at once.
+    let rig = Rig::new(4);
+    rig.hold_lock("h4", "alice@laptop");
+    let starts = time_every_command(&rig);
+    let plan = rig.plan(&plain_playbook("echo second"), &[]);
+    fleet::deploy(
+        &rig.connector,
+        &plan,
+        forks(4),
+        &lock,
+        &events,
+        Cancel::never(),
+    )
+    .await;
+    assert!(!overlapping(&starts).is_empty());
+}
+
+#[tokio::test]
+async fn with_one_fork_a_rolled_back_batch_and_its_audit_go_one_host_at_a_time() {
+    let rig = Rig::new(3);
+    let rollout = "[rollout]\nmax_failures = 0\non_failure = \"rollback\"\n";
+    rig.deployed(rollout, "A").await;
+    fs::write(rig.app("h3").join("unhealthy-B"), "").unwrap();
+    let starts = time_every_command(&rig);
+    let plan = rig.plan(&release_playbook(rollout), &[("version", "B")]);
+    let lock = LockOptions { wait: None };
+    let report = fleet::deploy(
+        &rig.connector,
+        &plan,
+        forks(1),
+        &lock,
+        &Events::default(),
+        Cancel::never(),
+    )
+    .await;
+    assert!(report.halted.is_some(), "{report:#?}");
+    for h in &rig.hosts {
+        assert_eq!(rig.current(h), "A", "{h}");
+        assert!(host(&report, h).rolled_back.is_some(), "{h}");
+        assert!(!rig.locked(h), "{h}");
+        rig.assert_audit(h, "rolled back to");
+    }
+    assert_eq!(overlapping(&starts), vec![]);
+}
+
+#[tokio::test]
+async fn with_one_fork_dropship_rollback_lists_and_rolls_back_one_host_at_a_time() {
+    let rig = Rig::new(3);
+    rig.deployed(ALL_AT_ONCE, "A").await;
+    rig.deployed(ALL_AT_ONCE, "B").await;
+    let starts = time_every_command(&rig);
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);
+    let lock = LockOptions { wait: None };
+    let report = fleet::rollback(
+        &rig.connector,
+        &plan,
+        None,
+        forks(1),
+        &lock,
+        &Events::default(),
+        Cancel::never(),
+    )
+    .await;
+    assert!(report.ok, "{report:#?}");
+    for h in &rig.hosts {
+        assert_eq!(rig.current(h), "A", "{h}");
+    }
+    assert_eq!(overlapping(&starts), vec![]);
+}
