@@ -1058,6 +1058,40 @@ fn overlapping(starts: &Mutex<Vec<(Instant, String)>>) -> Vec<(String, String)> 
         .collect()
 }
 
+/// `release_playbook` with a `check` command in place of the health check (timed commands
+/// make health checks' timeouts a matter of the machine's load): it fails while
+/// `<app_dir>/unhealthy-<version>` exists.
+fn release_playbook_checked(rollout: &str) -> String {
+    let playbook = release_playbook(rollout);
+    let health = playbook
+        .lines()
+        .find(|l| l.starts_with("health = "))
+        .unwrap();
+    playbook.replace(
+        health,
+        "run = \"test ! -f {{ app_dir }}/unhealthy-$(cat {{ app_dir }}/current/version.txt)\"",
+    )
+}
+
+/// Deploys `version` of `release_playbook_checked(rollout)` with `forks` forks.
+async fn deploy_checked(rig: &Rig, rollout: &str, version: &str, forks: usize) -> RunReport {
+    let plan = rig.plan(&release_playbook_checked(rollout), &[("version", version)]);
+    let options = ExecOptions {
+        forks,
+        ..ExecOptions::default()
+    };
+    let lock = LockOptions { wait: None };
+    fleet::deploy(
+        &rig.connector,
+        &plan,
+        options,
+        &lock,
+        &Events::default(),
+        Cancel::never(),
+    )
+    .await
+}
+
 fn forks(forks: usize) -> ExecOptions {
     ExecOptions {
         forks,
@@ -1114,20 +1148,11 @@ async fn with_one_fork_taking_and_releasing_locks_talks_to_one_host_at_a_time() 
 async fn with_one_fork_a_rolled_back_batch_and_its_audit_go_one_host_at_a_time() {
     let rig = Rig::new(3);
     let rollout = "[rollout]\nmax_failures = 0\non_failure = \"rollback\"\n";
-    rig.deployed(rollout, "A").await;
+    let first = deploy_checked(&rig, rollout, "A", 64).await;
+    assert!(first.ok, "{first:#?}");
     fs::write(rig.app("h3").join("unhealthy-B"), "").unwrap();
     let starts = time_every_command(&rig);
-    let plan = rig.plan(&release_playbook(rollout), &[("version", "B")]);
-    let lock = LockOptions { wait: None };
-    let report = fleet::deploy(
-        &rig.connector,
-        &plan,
-        forks(1),
-        &lock,
-        &Events::default(),
-        Cancel::never(),
-    )
-    .await;
+    let report = deploy_checked(&rig, rollout, "B", 1).await;
     assert!(report.halted.is_some(), "{report:#?}");
     for h in &rig.hosts {
         assert_eq!(rig.current(h), "A", "{h}");
@@ -1141,10 +1166,12 @@ async fn with_one_fork_a_rolled_back_batch_and_its_audit_go_one_host_at_a_time()
 #[tokio::test]
 async fn with_one_fork_dropship_rollback_lists_and_rolls_back_one_host_at_a_time() {
     let rig = Rig::new(3);
-    rig.deployed(ALL_AT_ONCE, "A").await;
-    rig.deployed(ALL_AT_ONCE, "B").await;
+    for version in ["A", "B"] {
+        let report = deploy_checked(&rig, ALL_AT_ONCE, version, 64).await;
+        assert!(report.ok, "{report:#?}");
+    }
     let starts = time_every_command(&rig);
-    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);
+    let plan = rig.plan(&release_playbook_checked(ALL_AT_ONCE), &[]);
     let lock = LockOptions { wait: None };
     let report = fleet::rollback(
         &rig.connector,
