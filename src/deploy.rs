@@ -6,9 +6,9 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::join_all;
 
 use crate::fleet::LockOptions;
-use crate::lock::{self, Holder};
 use crate::plan::Plan;
 use crate::release::utc_rfc3339;
+use crate::remote::lock::{self, Holder, LockAnswer};
 use crate::report::{Event, HostResult};
 use crate::session::{HostSession, RunContext, failure_text};
 use crate::transport::Connection;
@@ -108,63 +108,35 @@ async fn lock_one<T: Connection>(
     let state = &ctx.plan.hosts[session.index].state;
     // The first step's probe rides along with the lock: one round trip instead of two.
     let probe = session.piggyback_probe(ctx.plan);
-    let script = match &probe {
-        Some(p) => format!("{}\necho {PROBE_MARKER}\n{p}", lock::acquire(state, holder)),
-        None => lock::acquire(state, holder),
-    };
-    match session.exec(&script, &[]).await {
-        Ok(out) if lock_answered(&out.stdout) => {
-            let whole = String::from_utf8_lossy(&out.stdout).into_owned();
-            let (stdout, probed) = match whole.split_once(&format!("{PROBE_MARKER}\n")) {
-                Some((lock_part, probe_part)) => {
-                    (lock_part.to_string(), Some(probe_part.to_string()))
-                }
-                None => (whole.clone(), None),
-            };
-            if let (Some(_), Some(probe_out)) = (&probe, probed) {
-                session.accept_piggybacked_probe(ctx.plan, &probe_out, &out);
-            }
-            if stdout.starts_with("acquired") {
-                session.locked = true;
-                return None;
-            }
-            match Holder::parse(&stdout) {
-                // Hosts sharing one home directory share the lock: ours already.
-                Some(other) if other.token == holder.token => None,
-                Some(other) => Some((session.name().to_string(), other)),
-                None => Some((
-                    session.name().to_string(),
-                    Holder {
-                        who: "an unknown holder (the lock has no info)".into(),
-                        since: "?".into(),
-                        playbook: String::new(),
-                        command: "?".into(),
-                        release: String::new(),
-                        token: String::new(),
-                    },
-                )),
-            }
-        }
-        Ok(out) => {
-            let error = format!(
-                "cannot take the lock: {}",
-                failure_text(&out, &ctx.plan.redactor)
-            );
-            session.fail(ctx.reporter, &error);
-            None
-        }
+    let request = lock::acquire(state, holder, probe.as_ref());
+    let out = match session.exec(request.script(), &[]).await {
+        Ok(out) => out,
         Err(e) => {
             session.fail(ctx.reporter, &format!("cannot take the lock: {e}"));
+            return None;
+        }
+    };
+    let reply = request.reply(&out.stdout);
+    let Some(answer) = lock::parse_acquire(&reply) else {
+        let error = format!(
+            "cannot take the lock: {}",
+            failure_text(&out, &ctx.plan.redactor)
+        );
+        session.fail(ctx.reporter, &error);
+        return None;
+    };
+    if probe.is_some() {
+        session.accept_piggybacked_probe(ctx.plan, &reply, &out);
+    }
+    match answer {
+        LockAnswer::Acquired => {
+            session.locked = true;
             None
         }
+        // Hosts sharing one home directory share the lock: ours already.
+        LockAnswer::Held(other) if other.token == holder.token => None,
+        LockAnswer::Held(other) => Some((session.name().to_string(), other)),
     }
-}
-
-const PROBE_MARKER: &str = "@@dropship-probe@@";
-
-/// The lock script printed its verdict (`acquired`, or `held` and the holder).
-fn lock_answered(stdout: &[u8]) -> bool {
-    stdout.starts_with(b"acquired") || stdout.starts_with(b"held")
 }
 
 async fn release_locks<T: Connection>(

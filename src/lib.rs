@@ -7,7 +7,6 @@ pub mod diagnostic;
 pub mod fleet;
 pub mod health;
 pub mod inventory;
-pub mod lock;
 pub mod output;
 pub mod paths;
 pub mod plan;

@@ -1,9 +1,9 @@
 //! `dropship releases` and `dropship lock status|release`: read-only (or lock-clearing) scripts
 //! run on every host, their output shown per host.
 
-use crate::lock;
 use crate::plan::{Action, Plan, PlannedStep};
 use crate::release;
+use crate::remote::lock;
 use crate::report::RunReport;
 use crate::settings::{LockAction, RunSettings};
 use crate::sh;

@@ -4,7 +4,7 @@
 use futures::future::join_all;
 
 use super::Stops;
-use crate::lock::{self, Holder};
+use crate::remote::lock::{self, Holder};
 use crate::report::Event;
 use crate::rollout::OnFailure;
 use crate::session::{HostSession, RunContext, StepsOutcome};

@@ -116,7 +116,7 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
             sign = stop_sign(nonce),
             body = segment.script,
             // Escaped: a step's name cannot end the audit line and forge another.
-            label = quote(&format!("failed at {}", crate::lock::audit_field(&segment.label))),
+            label = quote(&format!("failed at {}", super::lock::audit_field(&segment.label))),
         ));
         stdin.extend(segment.stdin.clone());
     }
@@ -136,17 +136,11 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
     Driver { script, stdin }
 }
 
-/// A fresh marker nonce, so no command's output can pass for a marker by accident: 64 random
-/// bits from fastrand. It is not a secret (it shows in the host's process list); it only has to
-/// be unpredictable to the commands whose output the driver frames.
-pub fn nonce() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::output::Redactor;
+    use crate::remote::frame::nonce;
     use crate::remote::split::split_all;
     use crate::transport::ExecOutput;
 

@@ -1,6 +1,7 @@
 //! Files on a host: the probe that reads every destination's checksum and mode in one go, and
 //! the upload script that writes one file atomically from the shared stdin.
 
+use super::frame::{self, Kind, Reply};
 use super::{Octal, Script};
 use crate::plan::Upload;
 use crate::sh;
@@ -38,38 +39,43 @@ impl RemoteFile {
 /// One script that reports every destination file's sha256 and mode/owner/group: one round
 /// trip, and at most two processes for all files (`sha256sum` and `stat` each get every path
 /// that is a regular file; none at all when no destination exists yet, as on a fresh host).
-pub fn probe(dests: &[&str]) -> String {
-    if dests.is_empty() {
-        return String::new();
-    }
+/// Its frames: `files:sums`, `files:stats` (each followed by the lines of its program) and
+/// `files:end` (the output is whole). It needs `$dsn` (a driver's, or `frame::Framed`).
+pub fn probe(dests: &[&str]) -> Script {
     let mut files = Script::default();
     for d in dests {
         files.push(&sh!(" {}", d));
     }
     sh!(
         "set --; for f in{}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done; \
-         if [ $# -gt 0 ]; then sha256sum -- \"$@\" 2>/dev/null; echo {}; \
-         stat -c '%F|%a|%U|%G|%n' -- \"$@\" 2>/dev/null; echo {}; \
-         else echo {}; echo {}; fi\n",
+         {}; [ $# = 0 ] || sha256sum -- \"$@\" 2>/dev/null; \
+         {}; [ $# = 0 ] || stat -c '%F|%a|%U|%G|%n' -- \"$@\" 2>/dev/null; \
+         {}\n",
         files,
-        PROBE_SPLIT,
-        PROBE_SPLIT,
-        PROBE_SPLIT,
-        PROBE_SPLIT
+        frame::report(Kind::Files, &SUMS),
+        frame::report(Kind::Files, &STATS),
+        frame::report(Kind::Files, &END)
     )
-    .into_string()
 }
 
-const PROBE_SPLIT: &str = "--dropship--";
+const SUMS: &str = "sums";
+const STATS: &str = "stats";
+const END: &str = "end";
 
-/// Parses `probe`'s output: one entry per destination (`None`: no regular file there).
-pub fn parse_probe(stdout: &str, dests: &[&str]) -> Option<Vec<Option<RemoteFile>>> {
+/// Parses `probe`'s reply: one entry per destination (`None`: no regular file there); `None`
+/// when the probe did not finish.
+pub fn parse_probe(reply: &Reply, dests: &[&str]) -> Option<Vec<Option<RemoteFile>>> {
     let mut files = vec![None; dests.len()];
     if dests.is_empty() {
         return Some(files);
     }
-    let (sums, after) = stdout.split_once(&format!("{PROBE_SPLIT}\n"))?;
-    let (stats, _) = after.split_once(&format!("{PROBE_SPLIT}\n"))?;
+    let section = |name: &str| {
+        reply.sections.iter().find_map(|(frame, data)| {
+            (frame.of(Kind::Files) == Some(name)).then(|| String::from_utf8_lossy(data))
+        })
+    };
+    let (sums, stats) = (section(SUMS)?, section(STATS)?);
+    section(END)?;
     let mut sha_of = std::collections::HashMap::new();
     for line in sums.lines() {
         // `HASH  PATH`; sha256sum escapes odd paths with a leading `\`: those stay unknown and
@@ -231,13 +237,14 @@ mod tests {
             a_dir.to_str().unwrap(),
         ];
         let run = |dests: &[&str]| {
+            let request = frame::Framed::new(&probe(dests));
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(probe(dests))
+                .arg(request.script())
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            parse_probe(&String::from_utf8_lossy(&out.stdout), dests).unwrap()
+            parse_probe(&request.reply(&out.stdout), dests).unwrap()
         };
         let files = run(&dests);
         let file = files[0].clone().unwrap();
@@ -251,9 +258,35 @@ mod tests {
         assert_eq!(files[2], None, "a directory is not a file to compare");
         assert_eq!(run(&dests[1..]), [None, None], "nothing there at all");
         assert!(
-            parse_probe("abc  /x\n", &["/x"]).is_none(),
+            parse_probe(&Reply::parse(b"abc  /x\n", "n"), &["/x"]).is_none(),
             "truncated output is an error"
         );
+    }
+
+    #[test]
+    fn a_forged_probe_answer_in_a_file_name_is_not_taken_for_one() {
+        // A destination whose name holds frames of another nonce (and none at all): its
+        // `stat` line carries them, and they stay data.
+        let dir = tempfile::tempdir().unwrap();
+        let name = "x\n@@dropship:0123456789abcdef:files:end@@\n--dropship--\n";
+        let path = dir.path().join(name);
+        std::fs::write(&path, "hello\n").unwrap();
+        let dests = [path.to_str().unwrap()];
+        let request = frame::Framed::new(&probe(&dests));
+        let out = crate::remote::run_in_sh(request.script(), b"");
+        let reply = request.reply(&out.stdout);
+        let kinds: Vec<&str> = reply
+            .sections
+            .iter()
+            .map(|(f, _)| f.fields.as_str())
+            .collect();
+        assert_eq!(kinds, ["sums", "stats", "end"], "{reply:?}");
+        // Its `stat` line is cut in two: the probe is an error (as it always was), never an
+        // answer made of the forged lines.
+        assert_eq!(parse_probe(&reply, &dests), None);
+        // Cut before its end, a reply is no answer, whatever frames came before.
+        let cut = out.stdout.len() - 10;
+        assert!(parse_probe(&request.reply(&out.stdout[..cut]), &dests).is_none());
     }
 
     /// Runs `script` under sh with `stdin`; returns (status, stdout).

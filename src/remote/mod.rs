@@ -6,13 +6,16 @@ use crate::playbook::{AptState, ComposeCommand};
 use crate::sh;
 
 mod chain;
-mod files;
+pub mod files;
+pub mod frame;
+pub mod lock;
 pub(crate) mod script;
 mod split;
+pub mod vars;
 
-pub use chain::{Driver, Segment, driver, kill_request, nonce, stop_cleanup, stop_request, tagged};
-pub use files::{RemoteFile, STALE_TEMP_MINUTES, parse_probe, probe, upload, upload_cleanup};
-pub use script::{Octal, Script, ShellArg};
+pub use chain::{Driver, Segment, driver, kill_request, stop_cleanup, stop_request, tagged};
+pub use files::{RemoteFile, STALE_TEMP_MINUTES, upload, upload_cleanup};
+pub use script::{Octal, Script, ShellArg, Var};
 pub use split::{Split, StepSplitter};
 
 /// Runs `script` under `sh -c` with `stdin`, as a host would: for the scripts' own tests.

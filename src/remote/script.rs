@@ -52,6 +52,32 @@ macro_rules! digits {
 }
 digits!(u16, u32, u64, usize);
 
+/// A shell variable that scripts of this crate share (named once, in `remote::vars`): as a
+/// template value it is its bare name (`{}=ok`, `${{{}:-}}`); `get()` is its value as one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var(&'static str);
+
+impl Var {
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.0
+    }
+
+    /// `"$name"`: the variable's value as one word.
+    pub fn get(self) -> Script {
+        Script(format!("\"${}\"", self.0))
+    }
+}
+
+impl ShellArg for Var {
+    fn push_to(&self, out: &mut String) {
+        out.push_str(self.0);
+    }
+}
+
 /// A file mode written as 4 octal digits (`0644`).
 pub struct Octal(pub u32);
 

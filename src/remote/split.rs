@@ -1,15 +1,10 @@
 //! A driver's output split per step as it arrives: the step markers found in the raw streams,
 //! each step's share of stdout and stderr masked for secrets and bounded to its head and tail.
 
-use std::ops::Range;
-
-use memchr::memmem;
-
+use super::frame::{self, Piece, Scanner};
 use crate::output::{Kept, Redactor};
 use crate::transport::{ExecOutput, OutputSink};
 
-/// Longest marker fields (`STATUS:BEFORE:AFTER`) believed: more is output, not a marker.
-const MAX_FIELDS: usize = 96;
 /// The driver's first stdout line (the compose flavour) is taken whole up to this length.
 const MAX_FIRST_LINE: usize = 1024;
 /// What is kept of the epilogue's stdout (the audit and unlock lines), for tests and debugging.
@@ -71,7 +66,7 @@ impl<'r> StepSplitter<'r> {
         Self {
             redactor,
             count,
-            prefix: format!("\n@@dropship:{nonce}:").into_bytes(),
+            prefix: frame::prefix(nonce),
             end_marker: b"end".to_vec(),
             stop_marker: b"stop".to_vec(),
             stdout: Scanner::default(),
@@ -106,7 +101,7 @@ impl<'r> StepSplitter<'r> {
         for piece in &pieces {
             match piece {
                 Piece::Data(range) => self.stdout_data(&buffer[range.clone()]),
-                Piece::Marker(range) => self.stdout_marker(&buffer[range.clone()]),
+                Piece::Frame(range) => self.stdout_marker(&buffer[range.clone()]),
             }
         }
         self.stdout.pending = buffer;
@@ -173,7 +168,7 @@ impl<'r> StepSplitter<'r> {
                         self.step(self.err_at).stderr.push(&buffer[range.clone()]);
                     }
                 }
-                Piece::Marker(range) => {
+                Piece::Frame(range) => {
                     if let Some((index, status, _)) = parse_fields(&buffer[range.clone()])
                         && index == self.err_at
                         && !self.err_stopped
@@ -248,85 +243,6 @@ fn parse_fields(fields: &[u8]) -> Option<(usize, Option<u32>, Option<u64>)> {
         _ => None,
     };
     Some((index, status, elapsed))
-}
-
-/// A piece of one stream: output, or a marker's fields (ranges into `Scanner::pending`).
-enum Piece {
-    Data(Range<usize>),
-    Marker(Range<usize>),
-}
-
-/// Finds markers (`prefix` + fields + `@@\n`) in a stream that arrives in pieces, holding
-/// back only what could still be the start of one.
-#[derive(Default)]
-struct Scanner {
-    pending: Vec<u8>,
-    /// Bytes of `pending` already handed out as pieces.
-    consumed: usize,
-}
-
-impl Scanner {
-    fn consume(&mut self) {
-        self.pending.drain(..self.consumed);
-        self.consumed = 0;
-    }
-
-    /// Takes `bytes`, returns the pieces now known; `end`: nothing more will come.
-    fn feed(&mut self, bytes: &[u8], prefix: &[u8], end: bool) -> Vec<Piece> {
-        self.pending.extend_from_slice(bytes);
-        let buf = &self.pending;
-        let mut pieces = Vec::new();
-        let mut pos = 0;
-        let finder = memmem::Finder::new(prefix);
-        loop {
-            let Some(found) = finder.find(&buf[pos..]) else {
-                // Hold back a tail that may be the start of a marker.
-                let keep = if end {
-                    0
-                } else {
-                    partial_prefix_len(&buf[pos..], prefix)
-                };
-                let data_end = buf.len() - keep;
-                if data_end > pos {
-                    pieces.push(Piece::Data(pos..data_end));
-                }
-                pos = data_end;
-                break;
-            };
-            let at = pos + found;
-            if at > pos {
-                pieces.push(Piece::Data(pos..at));
-            }
-            let fields = at + prefix.len();
-            let window = &buf[fields..buf.len().min(fields + MAX_FIELDS + 3)];
-            match memmem::find(window, b"@@\n") {
-                Some(close) => {
-                    pieces.push(Piece::Marker(fields..fields + close));
-                    pos = fields + close + 3;
-                }
-                None if end || window.len() >= MAX_FIELDS + 3 => {
-                    // Not a marker after all: its first byte is output.
-                    pieces.push(Piece::Data(at..at + 1));
-                    pos = at + 1;
-                }
-                None => {
-                    pos = at;
-                    break;
-                }
-            }
-        }
-        self.consumed = pos;
-        pieces
-    }
-}
-
-/// The length of the longest end of `text` that is a proper start of `prefix`.
-fn partial_prefix_len(text: &[u8], prefix: &[u8]) -> usize {
-    let longest = text.len().min(prefix.len() - 1);
-    (1..=longest)
-        .rev()
-        .find(|&n| text[text.len() - n..] == prefix[..n])
-        .unwrap_or(0)
 }
 
 /// Splits a whole driver output at once.

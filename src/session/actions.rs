@@ -274,7 +274,7 @@ impl<T: Connection> HostSession<T> {
             }
             Probe::Command { command, dir } => {
                 // Aborted, the command is stopped on the host, not just left behind.
-                let nonce = remote::nonce();
+                let nonce = remote::frame::nonce();
                 let script = remote::tagged(&nonce, &remote::run(command, dir.as_deref()));
                 let mut kept = KeptOutput::new(&self.redactor);
                 let status = self

@@ -21,7 +21,8 @@ pub use gate::{Gate, Turn};
 
 use crate::plan::{Action, Become, Plan};
 use crate::release;
-use crate::remote::{self, ComposeFlavor, RemoteFile};
+use crate::remote::frame::Reply;
+use crate::remote::{self, ComposeFlavor, RemoteFile, Script};
 use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
 use crate::secrets::Redactor;
 use crate::transport::{
@@ -354,13 +355,16 @@ impl<T: Connection> HostSession<T> {
         let Some((script, probe_as)) = self.probe_request(plan) else {
             return Ok(());
         };
-        let out = self.exec_as(&script, &[], probe_as.as_ref()).await?;
-        self.accept_probe(plan, &String::from_utf8_lossy(&out.stdout), &out)
+        let request = remote::frame::Framed::new(&script);
+        let out = self
+            .exec_as(request.script(), &[], probe_as.as_ref())
+            .await?;
+        self.accept_probe(plan, &request.reply(&out.stdout), &out)
     }
 
     /// The probe this host needs (every destination's checksum) and the user to run it as, or
     /// `None` when the plan has no file step.
-    fn probe_request(&self, plan: &Plan) -> Option<(String, Option<Become>)> {
+    fn probe_request(&self, plan: &Plan) -> Option<(Script, Option<Become>)> {
         let steps = &plan.hosts[self.index].steps;
         let dests = upload_dests(plan, self.index);
         if dests.is_empty() {
@@ -378,12 +382,12 @@ impl<T: Connection> HostSession<T> {
             .find(|b| b.user.is_none())
             .or(file_becomes.first())
             .map(|b| (*b).clone());
-        Some((remote::probe(&dests), probe_as))
+        Some((remote::files::probe(&dests), probe_as))
     }
 
-    fn accept_probe(&mut self, plan: &Plan, stdout: &str, out: &ExecOutput) -> Result<(), String> {
+    fn accept_probe(&mut self, plan: &Plan, reply: &Reply, out: &ExecOutput) -> Result<(), String> {
         let dests = upload_dests(plan, self.index);
-        let Some(files) = remote::parse_probe(stdout, &dests) else {
+        let Some(files) = remote::files::parse_probe(reply, &dests) else {
             return Err(format!(
                 "could not inspect the host's files: {}",
                 failure_text(out, &self.redactor)
@@ -398,7 +402,7 @@ impl<T: Connection> HostSession<T> {
 
     /// The probe script, when it can ride along with another command this run sends anyway
     /// (the lock): it needs no `become`. Saves one round trip and one remote shell per host.
-    pub fn piggyback_probe(&self, plan: &Plan) -> Option<String> {
+    pub fn piggyback_probe(&self, plan: &Plan) -> Option<Script> {
         if self.probed {
             return None;
         }
@@ -409,9 +413,9 @@ impl<T: Connection> HostSession<T> {
     }
 
     /// Takes the output of a probe sent with `piggyback_probe`.
-    pub fn accept_piggybacked_probe(&mut self, plan: &Plan, stdout: &str, out: &ExecOutput) {
+    pub fn accept_piggybacked_probe(&mut self, plan: &Plan, reply: &Reply, out: &ExecOutput) {
         // A failure here is not fatal: the regular probe runs again before the first step.
-        if self.accept_probe(plan, stdout, out).is_err() {
+        if self.accept_probe(plan, reply, out).is_err() {
             self.probed = false;
         }
     }

@@ -130,7 +130,7 @@ impl<T: Connection> HostSession<T> {
         let mut stopped = false;
         let mut transport_error = None;
         if !segments.is_empty() {
-            let nonce = remote::nonce();
+            let nonce = remote::frame::nonce();
             let preamble = if detect { remote::COMPOSE_DETECT } else { "" };
             let driver = remote::driver(&nonce, preamble, &segments, epilogue);
             let become_as = steps[0].become_as.as_ref();

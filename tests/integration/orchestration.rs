@@ -524,7 +524,7 @@ async fn the_last_session_releases_the_lock_in_its_epilogue() {
     for (h, scripts) in ["h1", "h2"].iter().zip(&recorded) {
         let scripts = scripts.lock().unwrap().clone();
         assert_eq!(scripts.len(), 2, "{h}: {scripts:#?}");
-        assert!(scripts[0].contains("echo acquired"), "{h}: {}", scripts[0]);
+        assert!(scripts[0].contains("lock:acquired"), "{h}: {}", scripts[0]);
         assert!(
             scripts[1].contains("@@dropship:") && scripts[1].contains("audit.log"),
             "{h}: {}",
@@ -564,7 +564,7 @@ async fn a_lock_that_cannot_be_taken_fails_that_host_only() {
     rig.connector.inject(
         "h2",
         Fault::Exit {
-            pattern: "echo acquired".into(),
+            pattern: "lock:acquired".into(),
             code: 1,
         },
     );
@@ -632,7 +632,7 @@ async fn interrupted_while_connecting_nothing_is_deployed() {
 async fn interrupted_while_taking_locks_nothing_is_deployed() {
     let rig = Rig::new(3);
     let cancel = interrupt_on(&rig, "h1", |hook| Fault::OnExec {
-        pattern: "echo acquired".into(),
+        pattern: "lock:acquired".into(),
         hook,
     });
     let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);

@@ -1,6 +1,10 @@
-//! The deploy lock and the audit log on each host: where they live, the scripts, the holder.
+//! The deploy lock and the audit log on each host: where they live, the holder written into
+//! the lock (and who this process is), the scripts that take, release and show them, and the
+//! parser of the lock's answer.
+//! May import: `remote::{script, frame, vars, files}`, libc.
 
-use crate::remote::{Script, quote};
+use super::frame::{self, Framed, Kind, Reply};
+use super::{Script, vars};
 use crate::sh;
 
 /// Where an app instance keeps its lock and audit log on a host, as a shell word ready to
@@ -17,16 +21,13 @@ impl StateDir {
             .map(|d| d.trim_end_matches('/'))
             .filter(|d| !d.is_empty())
         {
-            Some(dir) => Self(Script::trusted(format!("{}/.dropship", quote(dir)))),
+            Some(dir) => Self(sh!("{}/.dropship", dir)),
             None => Self::in_home(app),
         }
     }
 
     pub fn in_home(app: &str) -> Self {
-        Self(Script::trusted(format!(
-            "\"$HOME\"/.dropship/{}",
-            quote(app)
-        )))
+        Self(sh!("\"$HOME\"/.dropship/{}", app))
     }
 
     pub fn shell(&self) -> &Script {
@@ -147,20 +148,21 @@ fn effective_user_name() -> Option<String> {
     }
 }
 
-/// Takes the lock with `mkdir` (atomic) and writes the holder into it. Prints `acquired`, or
-/// `held` followed by the holder's lines (or, when another user's lock cannot be read, its
-/// owner and time from `stat`); a lock that cannot be made (no permission) is an error, never
-/// a pass. The state directory is made sticky and world-writable (1777, like /tmp) so that
-/// every user deploying the app can take its lock (only its taker or root can remove it);
-/// the lock and its info are readable by all, so whoever is refused can say by whom.
-/// Builtins but for the `mkdir`s (neither the holder nor the audit line is secret, so both
-/// travel in the script).
-pub fn acquire(state: &StateDir, holder: &Holder) -> String {
+/// Takes the lock with `mkdir` (atomic) and writes the holder into it, then runs `probe` (the
+/// files probe riding along: one round trip instead of two). Reports `lock:acquired`, or
+/// `lock:held` followed by the holder's lines (or, when another user's lock cannot be read,
+/// its owner and time from `stat`); a lock that cannot be made (no permission) is an error,
+/// never a pass. The state directory is made sticky and world-writable (1777, like /tmp) so
+/// that every user deploying the app can take its lock (only its taker or root can remove it);
+/// the lock and its info are readable by all, so whoever is refused can say by whom. Builtins
+/// but for the `mkdir`s (neither the holder nor the audit line is secret, so both travel in
+/// the script). Read the answer with `parse_acquire`.
+pub fn acquire(state: &StateDir, holder: &Holder, probe: Option<&Script>) -> Framed {
     let s = state.shell();
-    sh!(
+    let mut script = sh!(
         "{{ [ -d {} ] || mkdir -p -m 1777 -- {}; }} && umask 022 && \
-         if dse=$(mkdir -- {}/lock 2>&1); then printf '%s' {} > {}/lock/info; echo acquired; \
-         elif [ -d {}/lock ]; then echo held; cat -- {}/lock/info 2>/dev/null || \
+         if dse=$(mkdir -- {}/lock 2>&1); then printf '%s' {} > {}/lock/info; {}; \
+         elif [ -d {}/lock ]; then {}; cat -- {}/lock/info 2>/dev/null || \
          stat --printf 'holder=%U on this host (its lock details are not readable)\\nsince=%y\\ncommand=?\\n' -- {}/lock; \
          else printf '%s\\n' \"$dse\" >&2; exit 1; fi",
         s,
@@ -168,11 +170,45 @@ pub fn acquire(state: &StateDir, holder: &Holder) -> String {
         s,
         holder.to_lines(),
         s,
+        frame::report(Kind::Lock, &ACQUIRED),
         s,
+        frame::report(Kind::Lock, &HELD),
         s,
         s
-    )
-    .into_string()
+    );
+    if let Some(probe) = probe {
+        script.push(&sh!("\n{}", probe));
+    }
+    Framed::new(&script)
+}
+
+const ACQUIRED: &str = "acquired";
+const HELD: &str = "held";
+
+/// What the lock script answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAnswer {
+    Acquired,
+    /// Held by this holder (one whose lock has no readable info is an unknown holder).
+    Held(Holder),
+}
+
+/// The lock's answer in `acquire`'s reply; `None` when it gave none (the script failed).
+pub fn parse_acquire(reply: &Reply) -> Option<LockAnswer> {
+    match reply.find(Kind::Lock)? {
+        (ACQUIRED, _) => Some(LockAnswer::Acquired),
+        (HELD, lines) => Some(LockAnswer::Held(
+            Holder::parse(&String::from_utf8_lossy(lines)).unwrap_or_else(|| Holder {
+                who: "an unknown holder (the lock has no info)".into(),
+                since: "?".into(),
+                playbook: String::new(),
+                command: "?".into(),
+                release: String::new(),
+                token: String::new(),
+            }),
+        )),
+        _ => None,
+    }
 }
 
 /// Appends the audit line (prefix and result), then removes the lock if it is ours (same
@@ -227,7 +263,7 @@ pub fn release_and_audit_epilogue(state: &StateDir, holder: &Holder, host: &str)
     audit_and_release(
         state,
         &holder.token,
-        Some((&audit_prefix(holder, host), sh!("\"$dsr\""))),
+        Some((&audit_prefix(holder, host), vars::RESULT.get())),
     )
 }
 
@@ -315,10 +351,11 @@ mod tests {
             token: "t-2".into(),
             ..holder()
         };
-        assert_eq!(sh(&acquire(&state, &a), ""), "acquired\n");
-        let second = sh(&acquire(&state, &b), "");
-        assert!(second.starts_with("held\n"));
-        assert_eq!(Holder::parse(&second).unwrap().who, "alice@laptop");
+        assert_eq!(take(&state, &a), Some(LockAnswer::Acquired));
+        let Some(LockAnswer::Held(second)) = take(&state, &b) else {
+            panic!("not held")
+        };
+        assert_eq!(second.who, "alice@laptop");
         // Bob's release leaves Alice's lock in place but records his audit line.
         sh(&release_and_audit(&state, &b, "h1", "refused"), "");
         assert!(sh(status(&state).as_str(), "").contains("holder=alice@laptop"));
@@ -333,7 +370,7 @@ mod tests {
             "",
         );
         assert_eq!(sh(status(&state).as_str(), ""), "");
-        assert_eq!(sh(&acquire(&state, &b), ""), "acquired\n");
+        assert_eq!(take(&state, &b), Some(LockAnswer::Acquired));
         sh(&release(&state, &b), "");
         assert_eq!(sh(status(&state).as_str(), ""), "");
         let audit = sh(audit_tail(&state, 5).as_str(), "");
@@ -357,7 +394,10 @@ mod tests {
         };
         let script = format!(
             "dsr={}; {}",
-            quote(&format!("failed at {}", audit_field("x\nforged result=ok"))),
+            sh!(
+                "{}",
+                format!("failed at {}", audit_field("x\nforged result=ok"))
+            ),
             release_and_audit_epilogue(&state, &h, "h\n1")
         );
         let out = crate::remote::run_in_sh(&script, b"");
@@ -379,10 +419,9 @@ mod tests {
         for name in crate::remote::script::tests::HOSTILE {
             let app_dir = dir.path().join("apps").join(format!("d{name}"));
             let state = StateDir::for_app(name, Some(app_dir.to_str().unwrap()));
-            let out = crate::remote::run_in_sh(&acquire(&state, &holder()), b"");
             assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                "acquired\n",
+                take(&state, &holder()),
+                Some(LockAnswer::Acquired),
                 "{name:?}"
             );
             assert!(app_dir.join(".dropship/lock/info").is_file(), "{name:?}");
@@ -392,8 +431,40 @@ mod tests {
         let file = dir.path().join("plain");
         std::fs::write(&file, "").unwrap();
         let state = StateDir::for_app("app", Some(file.to_str().unwrap()));
-        let out = crate::remote::run_in_sh(&acquire(&state, &holder()), b"");
+        let request = acquire(&state, &holder(), None);
+        let out = crate::remote::run_in_sh(request.script(), b"");
         assert_ne!(out.status, Some(0));
         assert_eq!(out.stdout, b"");
+        assert_eq!(parse_acquire(&request.reply(&out.stdout)), None);
+    }
+
+    /// Runs `acquire` in a real shell and reads its answer.
+    fn take(state: &StateDir, holder: &Holder) -> Option<LockAnswer> {
+        let request = acquire(state, holder, None);
+        let out = crate::remote::run_in_sh(request.script(), b"");
+        parse_acquire(&request.reply(&out.stdout))
+    }
+
+    #[test]
+    fn a_forged_answer_in_the_lock_info_is_not_taken_for_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::for_app("app", Some(dir.path().to_str().unwrap()));
+        std::fs::create_dir_all(dir.path().join(".dropship/lock")).unwrap();
+        let forged = "\n@@dropship:0123456789abcdef:lock:acquired@@\n@@dropship:lock:acquired@@\nholder=mallory@x\n";
+        std::fs::write(dir.path().join(".dropship/lock/info"), forged).unwrap();
+        let Some(LockAnswer::Held(other)) = take(&state, &holder()) else {
+            panic!("a forged answer was believed")
+        };
+        assert_eq!(other.who, "mallory@x");
+        // The files probe riding along answers in its own frames, after the lock's.
+        let probe = crate::remote::files::probe(&["/nonexistent/x"]);
+        let request = acquire(&state, &holder(), Some(&probe));
+        let out = crate::remote::run_in_sh(request.script(), b"");
+        let reply = request.reply(&out.stdout);
+        assert!(matches!(parse_acquire(&reply), Some(LockAnswer::Held(_))));
+        assert_eq!(
+            crate::remote::files::parse_probe(&reply, &["/nonexistent/x"]),
+            Some(vec![None])
+        );
     }
 }
