@@ -61,6 +61,7 @@ impl<'r> KeptOutput<'r> {
             stderr,
             stdout_dropped,
             stderr_dropped,
+            results: Vec::new(),
         }
     }
 }

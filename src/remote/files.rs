@@ -2,7 +2,7 @@
 //! the upload script that writes one file atomically from the shared stdin.
 
 use super::frame::{self, Kind, Reply};
-use super::{Octal, Script};
+use super::script::{Octal, Script};
 use crate::plan::Upload;
 use crate::sh;
 
@@ -382,8 +382,8 @@ mod tests {
         format!("{}\ns=$?; {}\nexit $s", upload(u, 0), upload_cleanup(u))
     }
 
-    fn upload_segment(u: &Upload) -> crate::remote::Segment {
-        crate::remote::Segment {
+    fn upload_segment(u: &Upload) -> crate::remote::driver::Segment {
+        crate::remote::driver::Segment {
             script: upload(u, 0),
             stdin: Some(u.content.clone()),
             label: "up".into(),
@@ -519,11 +519,11 @@ mod tests {
     }
 
     /// The `.dropship.*` entries of `dir` each segment sees, printed by a listing segment.
-    fn listing(dir: &std::path::Path) -> crate::remote::Segment {
-        crate::remote::Segment::isolated(
+    fn listing(dir: &std::path::Path) -> crate::remote::driver::Segment {
+        crate::remote::driver::Segment::isolated(
             &format!(
                 "cd {} && ls -d .dropship.* 2>/dev/null; :",
-                crate::remote::quote(dir.to_str().unwrap())
+                crate::remote::script::quote(dir.to_str().unwrap())
             ),
             "ls",
         )
@@ -547,7 +547,7 @@ mod tests {
             upload_segment(&b),
             listing(dir.path()),
         ];
-        let d = crate::remote::driver("u1", "", &segments, None);
+        let d = crate::remote::driver::Driver::new("u1", "", &segments, None);
         let out = crate::remote::run_in_sh(&d.script, &d.stdin.concat());
         assert_eq!(
             out.status,
@@ -555,13 +555,8 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let split = crate::remote::split::split_all(
-            &crate::output::Redactor::default(),
-            &out,
-            "u1",
-            4,
-            false,
-        );
+        let split =
+            crate::remote::split::split_all(&crate::output::Redactor::default(), &out, "u1", 4);
         let seen: Vec<String> = [1, 3]
             .iter()
             .map(|&i| String::from_utf8_lossy(&split.outputs[i].stdout).into_owned())
@@ -584,7 +579,7 @@ mod tests {
         // A second upload that fails (its bytes arrive short): the first file stays, and no
         // temporary file or directory is left.
         let segments = [upload_segment(&c), upload_segment(&at("d", b"four"))];
-        let d = crate::remote::driver("u2", "", &segments, None);
+        let d = crate::remote::driver::Driver::new("u2", "", &segments, None);
         let out = crate::remote::run_in_sh(&d.script, b"threefo");
         assert_ne!(out.status, Some(0));
         assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), b"three");

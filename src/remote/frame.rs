@@ -3,14 +3,16 @@
 //! it; NONCE is the session's (64 random bits, `nonce`), so no command's output can pass for a
 //! frame by accident. The driver's step markers (`driver.rs`) are frames too: their kinds are
 //! a step's index, `stop` and `end`.
-//! May import: `remote::script`, `remote::vars`.
+//! May import: `remote::{script, vars}`, `transport::ExecOutput`.
 
 use std::ops::Range;
 
 use memchr::memmem;
 
-use super::{Script, ShellArg, vars};
+use super::script::{Script, ShellArg};
+use super::vars;
 use crate::sh;
+use crate::transport::ExecOutput;
 
 /// Longest FIELDS believed (the text between the nonce and the closing `@@`): more is output.
 pub const MAX_FIELDS: usize = 16 * 1024;
@@ -94,6 +96,13 @@ impl Frame {
     pub fn of(&self, kind: Kind) -> Option<&str> {
         (self.kind == kind.as_str()).then_some(self.fields.as_str())
     }
+}
+
+/// The results a driver's segment reported (its output's `results`, see `split.rs`).
+pub fn results(out: &ExecOutput) -> impl Iterator<Item = Frame> + '_ {
+    out.results
+        .iter()
+        .filter_map(|r| Frame::parse(r.as_bytes()))
 }
 
 /// A script run on its own (not a segment of a driver) that reports results: it sets

@@ -4,7 +4,8 @@
 //! May import: `remote::{script, frame, vars, files}`, libc.
 
 use super::frame::{self, Framed, Kind, Reply};
-use super::{Script, vars};
+use super::script::Script;
+use super::vars;
 use crate::sh;
 
 /// Where an app instance keeps its lock and audit log on a host, as a shell word ready to
@@ -268,13 +269,21 @@ pub fn release_and_audit_epilogue(state: &StateDir, holder: &Holder, host: &str)
 }
 
 /// Prints the lock's holder lines, or nothing when unlocked.
-pub fn status(state: &StateDir) -> Script {
+fn status(state: &StateDir) -> Script {
     sh!("cat -- {}/lock/info 2>/dev/null || true", state.shell())
 }
 
-/// Removes the lock whoever holds it (`dropship lock release`): prints `released` and who held
-/// it, or `unlocked`; fails (saying why) when this user may not remove it.
-pub fn force_release(state: &StateDir) -> Script {
+/// `dropship lock status`: `locked:` and the holder's lines (indented), or `unlocked`.
+pub fn show_status(state: &StateDir) -> Script {
+    sh!(
+        "info=$({}); if [ -n \"$info\" ]; then echo \"locked:\"; printf '%s\\n' \"$info\" | sed 's/^/  /'; else echo unlocked; fi",
+        status(state)
+    )
+}
+
+/// Removes the lock whoever holds it: prints `released` and who held it, or `unlocked`;
+/// fails (saying why) when this user may not remove it.
+fn force_release(state: &StateDir) -> Script {
     let s = state.shell();
     sh!(
         "if [ -d {}/lock ]; then dsi=$(cat -- {}/lock/info 2>/dev/null); rm -rf -- {}/lock || exit 1; \
@@ -282,6 +291,15 @@ pub fn force_release(state: &StateDir) -> Script {
         s,
         s,
         s
+    )
+}
+
+/// `dropship lock release`: removes the lock whoever holds it and says whose it was (or that
+/// there was none); fails (saying why) when this user may not remove it.
+pub fn show_force_release(state: &StateDir) -> Script {
+    sh!(
+        "out=$({}) || exit 1; case $out in released*) echo \"released the lock of:\"; printf '%s\\n' \"$out\" | sed '1d; /^token=/d; s/^/  /' ;; *) echo 'was not locked' ;; esac",
+        force_release(state)
     )
 }
 

@@ -2,9 +2,13 @@
 //! values that are quoted by default; only other `Script`s (or text explicitly marked as a
 //! trusted shell fragment, such as a user's `run` command) go in as code.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use super::quote;
+/// Quotes one word for a POSIX shell (as a template value does): the builder's own quoting.
+pub fn quote(word: &str) -> Cow<'_, str> {
+    shell_escape::unix::escape(Cow::Borrowed(word))
+}
 
 /// Shell code for a host. It can only be made from `'static` templates (code written in this
 /// crate) with every value quoted, or from text marked trusted with `Script::trusted`.
@@ -54,27 +58,62 @@ digits!(u16, u32, u64, usize);
 
 /// A shell variable that scripts of this crate share (named once, in `remote::vars`): as a
 /// template value it is its bare name (`{}=ok`, `${{{}:-}}`); `get()` is its value as one word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Var(&'static str);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Var(Cow<'static, str>);
 
 impl Var {
     pub const fn new(name: &'static str) -> Self {
-        Self(name)
+        Self(Cow::Borrowed(name))
     }
 
-    pub const fn name(self) -> &'static str {
-        self.0
+    /// `PREFIX` followed by `tag` (letters, digits and `_` only: a bug otherwise).
+    pub fn tagged(prefix: &'static str, tag: &str) -> Self {
+        assert!(
+            tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "not a shell name: {tag:?}"
+        );
+        Self(Cow::Owned(format!("{prefix}{tag}")))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
     }
 
     /// `"$name"`: the variable's value as one word.
-    pub fn get(self) -> Script {
+    pub fn get(&self) -> Script {
         Script(format!("\"${}\"", self.0))
+    }
+
+    /// `$name` unquoted: only where no splitting happens (a `case` word, an assignment) or
+    /// the value is known to be one word.
+    pub fn bare(&self) -> Script {
+        Script(format!("${}", self.0))
     }
 }
 
 impl ShellArg for Var {
     fn push_to(&self, out: &mut String) {
-        out.push_str(self.0);
+        out.push_str(&self.0);
+    }
+}
+
+/// A text single-quoted even when it would not need it (a script for `sh -c`).
+pub struct SingleQuoted<'a>(pub &'a str);
+
+impl ShellArg for SingleQuoted<'_> {
+    fn push_to(&self, out: &mut String) {
+        out.push('\'');
+        out.push_str(&self.0.replace('\'', "'\\''"));
+        out.push('\'');
+    }
+}
+
+/// A umask written as 3 octal digits (`077`).
+pub struct Umask(pub u32);
+
+impl ShellArg for Umask {
+    fn push_to(&self, out: &mut String) {
+        out.push_str(&format!("{:03o}", self.0 & 0o777));
     }
 }
 
@@ -161,7 +200,10 @@ impl From<Script> for String {
 #[macro_export]
 macro_rules! sh {
     ($template:literal $(, $arg:expr)* $(,)?) => {
-        $crate::remote::Script::new($template, &[$(&$arg as &dyn $crate::remote::ShellArg),*])
+        $crate::remote::script::Script::new(
+            $template,
+            &[$(&$arg as &dyn $crate::remote::script::ShellArg),*],
+        )
     };
 }
 

@@ -1,12 +1,12 @@
 //! A driver's output split per step as it arrives: the step markers found in the raw streams,
 //! each step's share of stdout and stderr masked for secrets and bounded to its head and tail.
 
-use super::frame::{self, Piece, Scanner};
+use super::frame::{self, Frame, Piece, Scanner};
 use crate::output::{Kept, Redactor};
 use crate::transport::{ExecOutput, OutputSink};
 
-/// The driver's first stdout line (the compose flavour) is taken whole up to this length.
-const MAX_FIRST_LINE: usize = 1024;
+/// Results (frames other than the driver's markers) kept per session: more are output lost.
+const MAX_RESULTS: usize = 64;
 /// What is kept of the epilogue's stdout (the audit and unlock lines), for tests and debugging.
 const MAX_EPILOGUE: usize = 16 * 1024;
 
@@ -21,8 +21,9 @@ pub struct Split {
     /// The driver stopped before the next segment because the run was interrupted.
     pub stopped: bool,
     pub epilogue_done: bool,
-    /// The preamble's first stdout line (with its newline), when asked for.
-    pub first_line: Option<Vec<u8>>,
+    /// Every result the preamble and the segments reported (`frame::report`), in order; each
+    /// segment's own are also in its output's `results`.
+    pub results: Vec<Frame>,
     /// The start of what the epilogue printed on stdout.
     pub epilogue: Vec<u8>,
 }
@@ -45,8 +46,7 @@ pub struct StepSplitter<'r> {
     /// A marker with a failing status ended the steps on this stream: the rest is epilogue.
     out_stopped: bool,
     err_stopped: bool,
-    first_line: Option<Vec<u8>>,
-    taking_first_line: bool,
+    results: Vec<Frame>,
     epilogue: Vec<u8>,
     epilogue_done: bool,
     stopped: bool,
@@ -57,12 +57,13 @@ struct StepCapture<'r> {
     stderr: Kept<'r>,
     /// Set by the step's stdout marker: its status and duration.
     marked: Option<(Option<u32>, Option<u64>)>,
+    /// What the step reported in frames, `KIND:FIELDS` each.
+    results: Vec<String>,
 }
 
 impl<'r> StepSplitter<'r> {
-    /// For a driver of `count` segments made with `nonce`; `first_line` takes the preamble's
-    /// first stdout line apart (the compose flavour).
-    pub fn new(redactor: &'r Redactor, nonce: &str, count: usize, first_line: bool) -> Self {
+    /// For a driver of `count` segments made with `nonce`.
+    pub fn new(redactor: &'r Redactor, nonce: &str, count: usize) -> Self {
         Self {
             redactor,
             count,
@@ -76,8 +77,7 @@ impl<'r> StepSplitter<'r> {
             err_at: 0,
             out_stopped: false,
             err_stopped: false,
-            first_line: None,
-            taking_first_line: first_line,
+            results: Vec::new(),
             epilogue: Vec::new(),
             epilogue_done: false,
             stopped: false,
@@ -90,6 +90,7 @@ impl<'r> StepSplitter<'r> {
                 stdout: Kept::new(self.redactor),
                 stderr: Kept::new(self.redactor),
                 marked: None,
+                results: Vec::new(),
             });
         }
         &mut self.steps[index]
@@ -108,23 +109,7 @@ impl<'r> StepSplitter<'r> {
         self.stdout.consume();
     }
 
-    fn stdout_data(&mut self, mut bytes: &[u8]) {
-        if self.taking_first_line {
-            let line = self.first_line.get_or_insert_with(Vec::new);
-            let (head, rest) = match memchr::memchr(b'\n', bytes) {
-                Some(i) => (&bytes[..=i], &bytes[i + 1..]),
-                None => (bytes, &bytes[bytes.len()..]),
-            };
-            let room = MAX_FIRST_LINE.saturating_sub(line.len());
-            line.extend_from_slice(&head[..head.len().min(room)]);
-            if head.ends_with(b"\n") {
-                self.taking_first_line = false;
-            }
-            bytes = rest;
-        }
-        if bytes.is_empty() {
-            return;
-        }
+    fn stdout_data(&mut self, bytes: &[u8]) {
         if self.out_at < self.count && !self.out_stopped {
             self.step(self.out_at).stdout.push(bytes);
         } else {
@@ -148,6 +133,7 @@ impl<'r> StepSplitter<'r> {
             return;
         }
         let Some((index, status, elapsed)) = parse_fields(fields) else {
+            self.result(fields);
             return;
         };
         if index != self.out_at || self.out_stopped || index >= self.count {
@@ -156,6 +142,22 @@ impl<'r> StepSplitter<'r> {
         self.step(index).marked = Some((status, elapsed));
         self.out_at += 1;
         self.out_stopped = status != Some(0);
+    }
+
+    /// A frame that is no marker of the driver's: a result of the preamble or of the running
+    /// segment.
+    fn result(&mut self, text: &[u8]) {
+        let Some(frame) = Frame::parse(text) else {
+            return;
+        };
+        if self.results.len() >= MAX_RESULTS {
+            return;
+        }
+        if self.out_at < self.count && !self.out_stopped {
+            let own = String::from_utf8_lossy(text).into_owned();
+            self.step(self.out_at).results.push(own);
+        }
+        self.results.push(frame);
     }
 
     fn on_stderr(&mut self, bytes: &[u8], end: bool) {
@@ -204,6 +206,7 @@ impl<'r> StepSplitter<'r> {
                 stderr,
                 stdout_dropped,
                 stderr_dropped,
+                results: capture.results,
             });
             elapsed_ms.push(elapsed);
         }
@@ -213,7 +216,7 @@ impl<'r> StepSplitter<'r> {
             cut_short,
             stopped: self.stopped,
             epilogue_done: self.epilogue_done,
-            first_line: self.first_line,
+            results: self.results,
             epilogue: self.epilogue,
         }
     }
@@ -247,14 +250,8 @@ fn parse_fields(fields: &[u8]) -> Option<(usize, Option<u32>, Option<u64>)> {
 
 /// Splits a whole driver output at once.
 #[cfg(test)]
-pub fn split_all(
-    redactor: &Redactor,
-    out: &ExecOutput,
-    nonce: &str,
-    count: usize,
-    first_line: bool,
-) -> Split {
-    let mut splitter = StepSplitter::new(redactor, nonce, count, first_line);
+pub fn split_all(redactor: &Redactor, out: &ExecOutput, nonce: &str, count: usize) -> Split {
+    let mut splitter = StepSplitter::new(redactor, nonce, count);
     splitter.stdout(&out.stdout);
     splitter.stderr(&out.stderr);
     splitter.finish(out.status)
@@ -267,7 +264,7 @@ mod tests {
     use crate::secrets::Secret;
 
     fn feed_in_pieces(redactor: &Redactor, out: &ExecOutput, piece: usize) -> Split {
-        let mut splitter = StepSplitter::new(redactor, "n5", 3, true);
+        let mut splitter = StepSplitter::new(redactor, "n5", 3);
         let (mut o, mut e) = (out.stdout.chunks(piece), out.stderr.chunks(piece));
         loop {
             let (a, b) = (o.next(), e.next());
@@ -286,16 +283,20 @@ mod tests {
         let redactor = Redactor::new([&secret]);
         let out = ExecOutput {
             status: Some(4),
-            stdout: b"compose=plugin\none pa$$\r\nword\n@@dropship:n5:0:0:1.0:1.5@@\n\
+            stdout:
+                b"\n@@dropship:n5:compose:plugin@@\none pa$$\r\nword\n@@dropship:n5:0:0:1.0:1.5@@\n\
                       two pa$$\nword\n@@dropship:n5:1:4::@@\naudit\n@@dropship:n5:end@@\n"
-                .to_vec(),
+                    .to_vec(),
             stderr: b"e1\n@@dropship:n5:0:0::@@\npa$$\nword e2\n@@dropship:n5:1:4::@@\n".to_vec(),
             ..Default::default()
         };
-        let whole = split_all(&redactor, &out, "n5", 3, true);
+        let whole = split_all(&redactor, &out, "n5", 3);
         for piece in 1..=out.stdout.len() {
             let split = feed_in_pieces(&redactor, &out, piece);
-            assert_eq!(split.first_line.as_deref(), Some(&b"compose=plugin\n"[..]));
+            assert_eq!(
+                crate::remote::compose::flavor(&split.results),
+                Some(crate::remote::compose::ComposeFlavor::Plugin)
+            );
             let texts: Vec<(&[u8], &[u8], Option<u32>)> = split
                 .outputs
                 .iter()
@@ -319,7 +320,7 @@ mod tests {
     #[test]
     fn a_flood_is_bounded_per_step_and_no_marker_is_lost() {
         let redactor = Redactor::default();
-        let mut splitter = StepSplitter::new(&redactor, "n6", 2, false);
+        let mut splitter = StepSplitter::new(&redactor, "n6", 2);
         let chunk = vec![b'x'; 32 * 1024];
         splitter.stdout(b"start\n");
         for _ in 0..200 {

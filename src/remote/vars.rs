@@ -2,7 +2,7 @@
 //! named once. Variables used within a single template stay in it; these cross files.
 //! May import: `remote::script`.
 
-use super::Var;
+use super::script::Var;
 
 /// The session's frame nonce (`frame::report` prints it): set by the driver, or by
 /// `frame::Framed` for a script run on its own.

@@ -7,8 +7,10 @@ use super::{Cancel, HostSession};
 use crate::health::{self, HealthCheck, Probe};
 use crate::output::KeptOutput;
 use crate::plan::{Action, Become};
-use crate::release;
-use crate::remote::{self, ComposeFlavor, RemoteFile, Segment};
+use crate::remote::compose::{self, ComposeFlavor};
+use crate::remote::driver::Segment;
+use crate::remote::files::{self, RemoteFile};
+use crate::remote::{self, apt, facts, login, run};
 use crate::report::Outcome;
 use crate::secrets::Redactor;
 use crate::transport::{Connection, ExecOutput, TransportError};
@@ -40,10 +42,10 @@ impl<T: Connection> HostSession<T> {
                     return Prepared::Local(Done::new(Outcome::Ok, Some(upload.dest.clone())));
                 }
                 Prepared::Remote(Segment {
-                    script: remote::upload(upload, tag),
+                    script: files::upload(upload, tag),
                     stdin: Some(upload.content.clone()),
                     label: name.to_string(),
-                    cleanup: Some(remote::upload_cleanup(upload)),
+                    cleanup: Some(files::upload_cleanup(upload)),
                 })
             }
             Action::Run {
@@ -52,9 +54,9 @@ impl<T: Connection> HostSession<T> {
                 creates,
                 unless,
             } => isolated(&if creates.is_none() && unless.is_none() {
-                remote::run(command, dir.as_deref())
+                run::command(command, dir.as_deref())
             } else {
-                remote::guarded_run(
+                run::guarded(
                     command,
                     dir.as_deref(),
                     creates.as_deref(),
@@ -66,14 +68,14 @@ impl<T: Connection> HostSession<T> {
                 packages,
                 update,
                 state,
-            } => isolated(&remote::apt(packages, *update, *state)),
+            } => isolated(&apt::script(packages, *update, *state)),
             Action::DockerLogin {
                 registry,
                 username,
                 password,
             } => Prepared::Remote(Segment {
                 label: name.to_string(),
-                ..remote::docker_login(registry, username, password.expose())
+                ..login::docker(registry, username, password.expose())
             }),
             Action::Compose {
                 command,
@@ -88,14 +90,14 @@ impl<T: Connection> HostSession<T> {
                     ));
                 }
                 Prepared::Remote(Segment {
-                    script: remote::compose(self.compose, *command, dir, project, services),
+                    script: compose::command(self.compose, *command, dir, project, services),
                     stdin: None,
                     label: name.to_string(),
                     cleanup: None,
                 })
             }
-            Action::Activate { site, id } => isolated(&release::activate(site, id)),
-            Action::Facts => isolated(remote::facts()),
+            Action::Activate { site, id } => isolated(&remote::release::activate(site, id)),
+            Action::Facts => isolated(&facts::script()),
         }
     }
 
@@ -122,10 +124,7 @@ impl<T: Connection> HostSession<T> {
                 creates, unless, ..
             } => {
                 require_success(out, &self.redactor)?;
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                if (creates.is_some() || unless.is_some())
-                    && stdout.lines().next() == Some(remote::GUARD_HOLDS)
-                {
+                if (creates.is_some() || unless.is_some()) && run::guard_held(out) {
                     let why = match creates {
                         Some(c) => format!("{c} exists"),
                         None => "`unless` passed".to_string(),
@@ -139,7 +138,7 @@ impl<T: Connection> HostSession<T> {
             }
             Action::Apt { state, .. } => {
                 require_success(out, &self.redactor)?;
-                match remote::parse_apt(&String::from_utf8_lossy(&out.stdout)) {
+                match apt::parse(out) {
                     None => Ok(Done::new(Outcome::Ok, None)),
                     Some(acted) => {
                         let verb = match state {
@@ -167,7 +166,7 @@ impl<T: Connection> HostSession<T> {
                 require_success(out, &self.redactor)?;
                 let text = String::from_utf8_lossy(&out.stderr).into_owned()
                     + &String::from_utf8_lossy(&out.stdout);
-                let outcome = if remote::compose_changed(*command, &text) {
+                let outcome = if compose::changed(*command, &text) {
                     Outcome::Changed
                 } else {
                     Outcome::Ok
@@ -177,7 +176,7 @@ impl<T: Connection> HostSession<T> {
             Action::Activate { id, .. } => {
                 require_success(out, &self.redactor)?;
                 let stdout = String::from_utf8_lossy(&out.stdout);
-                self.previous_release = release::parse_previous(&stdout);
+                self.previous_release = remote::release::parse_previous(&stdout);
                 self.activated = true;
                 Ok(Done::new(Outcome::Changed, Some(format!("current → {id}"))))
             }
@@ -185,9 +184,7 @@ impl<T: Connection> HostSession<T> {
                 require_success(out, &self.redactor)?;
                 Ok(Done::new(
                     Outcome::Ok,
-                    Some(remote::summarize_facts(&String::from_utf8_lossy(
-                        &out.stdout,
-                    ))),
+                    Some(facts::summarize(&String::from_utf8_lossy(&out.stdout))),
                 ))
             }
         }
@@ -275,7 +272,7 @@ impl<T: Connection> HostSession<T> {
             Probe::Command { command, dir } => {
                 // Aborted, the command is stopped on the host, not just left behind.
                 let nonce = remote::frame::nonce();
-                let script = remote::tagged(&nonce, &remote::run(command, dir.as_deref()));
+                let script = remote::driver::tagged(&nonce, &run::command(command, dir.as_deref()));
                 let mut kept = KeptOutput::new(&self.redactor);
                 let status = self
                     .exec_killable(&script, &[], become_as, &mut kept, &nonce, cancel)

@@ -20,9 +20,11 @@ use tokio::sync::Semaphore;
 pub use gate::{Gate, Turn};
 
 use crate::plan::{Action, Become, Plan};
-use crate::release;
+use crate::remote::compose::ComposeFlavor;
+use crate::remote::files::RemoteFile;
 use crate::remote::frame::Reply;
-use crate::remote::{self, ComposeFlavor, RemoteFile, Script};
+use crate::remote::script::Script;
+use crate::remote::{self, sudo};
 use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
 use crate::secrets::Redactor;
 use crate::transport::{
@@ -297,7 +299,7 @@ impl<T: Connection> HostSession<T> {
         }
         let started = Instant::now();
         let name = format!("rollback: activate {to}");
-        let switched = match self.exec(&release::activate(site, to), &[]).await {
+        let switched = match self.exec(&remote::release::activate(site, to), &[]).await {
             Ok(out) => require_success(&out, &self.redactor),
             Err(e) => Err(e),
         };
@@ -439,7 +441,7 @@ fn as_user(script: &str, become_as: Option<&Become>) -> (String, Option<String>)
     match become_as {
         None => (script.to_string(), None),
         Some(b) => (
-            remote::sudo(script, b.user.as_deref(), b.password.is_some()),
+            sudo::wrap(script, b.user.as_deref(), b.password.is_some()),
             b.password.as_ref().map(|p| format!("{}\n", p.expose())),
         ),
     }

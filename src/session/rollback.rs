@@ -2,7 +2,7 @@
 //! this run's `activate` replaced when the fleet rolls a failed batch back.
 
 use super::{HostSession, RunContext, failure_text};
-use crate::release;
+use crate::remote::release;
 use crate::transport::Connection;
 
 impl<T: Connection> HostSession<T> {

@@ -6,7 +6,9 @@ use std::time::Instant;
 use super::actions::{Done, Prepared};
 use super::{HostSession, RunContext};
 use crate::plan::{Action, Become, PlannedStep};
-use crate::remote::{self, ComposeFlavor};
+use crate::remote::compose::{self, ComposeFlavor};
+use crate::remote::driver::{self, Driver};
+use crate::remote::{self, split::StepSplitter};
 use crate::report::Outcome;
 use crate::transport::{Connection, ExecOutput, OutputSink, TransportError};
 
@@ -131,12 +133,15 @@ impl<T: Connection> HostSession<T> {
         let mut transport_error = None;
         if !segments.is_empty() {
             let nonce = remote::frame::nonce();
-            let preamble = if detect { remote::COMPOSE_DETECT } else { "" };
-            let driver = remote::driver(&nonce, preamble, &segments, epilogue);
+            let preamble = if detect {
+                compose::detect().into_string()
+            } else {
+                String::new()
+            };
+            let driver = Driver::new(&nonce, &preamble, &segments, epilogue);
             let become_as = steps[0].become_as.as_ref();
             // Output is split per step, masked and bounded while it arrives.
-            let mut splitter =
-                remote::StepSplitter::new(&ctx.plan.redactor, &nonce, segments.len(), detect);
+            let mut splitter = StepSplitter::new(&ctx.plan.redactor, &nonce, segments.len());
             let status = match self
                 .run_driver(ctx, &driver, &nonce, become_as, purpose, &mut splitter)
                 .await
@@ -150,9 +155,7 @@ impl<T: Connection> HostSession<T> {
                 }
             };
             let split = splitter.finish(status);
-            if let Some(line) = &split.first_line
-                && let (Some(flavor), _) = remote::split_compose_flavor(line)
-            {
+            if detect && let Some(flavor) = compose::flavor(&split.results) {
                 self.compose = flavor;
             }
             epilogue_done = split.epilogue_done;
@@ -223,7 +226,7 @@ impl<T: Connection> HostSession<T> {
     async fn run_driver(
         &self,
         ctx: &RunContext<'_>,
-        driver: &remote::Driver,
+        driver: &Driver,
         nonce: &str,
         become_as: Option<&Become>,
         purpose: Purpose,
@@ -243,12 +246,12 @@ impl<T: Connection> HostSession<T> {
         let result = tokio::select! {
             result = &mut killable => return result,
             () = stop_wanted => {
-                let stop = remote::stop_request(nonce);
+                let stop = driver::stop_request(nonce);
                 let request = self.exec_helper(&stop, become_as);
                 tokio::join!(&mut killable, request).0
             }
         };
-        let cleanup = remote::stop_cleanup(nonce);
+        let cleanup = driver::stop_cleanup(nonce);
         self.exec_helper(&cleanup, become_as).await;
         result
     }
@@ -265,7 +268,7 @@ impl<T: Connection> HostSession<T> {
     /// `exec_into` stopped on the host when the run is aborted. The transport sends SIGTERM
     /// through the channel, but OpenSSH refuses that for root logins: a kill request on a
     /// channel of its own also finds the script by `nonce`, which its text must contain
-    /// (a driver's markers, or `remote::tagged`).
+    /// (a driver's markers, or `remote::driver::tagged`).
     pub(super) async fn exec_killable(
         &self,
         script: &str,
@@ -280,7 +283,7 @@ impl<T: Connection> HostSession<T> {
         tokio::select! {
             result = &mut run => result,
             () = cancel.aborted() => {
-                let kill = remote::kill_request(nonce);
+                let kill = driver::kill_request(nonce);
                 let killed = self.exec_helper(&kill, become_as);
                 tokio::join!(&mut run, killed).0
             }

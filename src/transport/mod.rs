@@ -131,6 +131,9 @@ pub struct ExecOutput {
     /// output, see `output::Kept`); `None` when it is whole.
     pub stdout_dropped: Option<Dropped>,
     pub stderr_dropped: Option<Dropped>,
+    /// What a step's script reported in result frames (`KIND:FIELDS` each, see
+    /// `remote::frame`), taken out of its stdout by the driver's splitter; empty otherwise.
+    pub results: Vec<String>,
 }
 
 impl ExecOutput {

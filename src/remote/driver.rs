@@ -1,10 +1,15 @@
 //! Many steps in one session: the driver script that runs each step's segment in order on one
 //! shell, feeds each its own bytes of the shared stdin, stops at the first failure, and marks
-//! where each step's output ends (split back per step by `split.rs`).
+//! where each step's output ends (split back per step by `split.rs`); the requests that stop
+//! or kill a running driver. Its markers are frames (`frame.rs`) of its own kinds.
+//! May import: `remote::{script, frame, vars, lock}`.
 
 use std::sync::Arc;
 
-use super::quote;
+use super::lock::audit_field;
+use super::script::Script;
+use super::vars;
+use crate::sh;
 
 /// One step's part of a driver script.
 #[derive(Debug, Clone)]
@@ -27,7 +32,7 @@ impl Segment {
     /// A script that may do anything (exit, cd, read stdin): run in a subshell, stdin closed.
     pub fn isolated(script: &str, label: &str) -> Self {
         Self {
-            script: format!("(\n{script}\n) </dev/null"),
+            script: sh!("(\n{}\n) </dev/null", Script::trusted(script)).into_string(),
             stdin: None,
             label: label.to_string(),
             cleanup: None,
@@ -56,12 +61,12 @@ fn stop_sign(nonce: &str) -> String {
 /// Asks the running driver `nonce` to start no further segment (the run was interrupted). Run
 /// as the driver's user; the segment running goes on to its end.
 pub fn stop_request(nonce: &str) -> String {
-    format!("mkdir -m 700 {}", stop_sign(nonce))
+    sh!("mkdir -m 700 {}", stop_sign(nonce)).into_string()
 }
 
 /// Removes the sign left by `stop_request`, once the driver has ended.
 pub fn stop_cleanup(nonce: &str) -> String {
-    format!("rmdir {} 2>/dev/null; true", stop_sign(nonce))
+    sh!("rmdir {} 2>/dev/null; true", stop_sign(nonce)).into_string()
 }
 
 /// `script` marked with `nonce` the way a driver is (in a comment), so that `kill_request`
@@ -90,34 +95,69 @@ pub fn kill_request(nonce: &str) -> String {
     )
 }
 
+impl Driver {
+    /// Builds the driver: see `driver`.
+    pub fn new(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&str>) -> Self {
+        driver(nonce, preamble, segments, epilogue)
+    }
+}
+
 /// Builds the driver: `preamble` first (its stdout comes before the first segment's), then
 /// each segment while all before it succeeded and no stop was asked (`stop_request`: a stop
 /// marker is printed instead), each followed by a marker on stdout and stderr with its exit
 /// status; the segments' cleanup lines (each distinct one once) and `epilogue` last, whatever happened (`$dsr` holds `ok`, `failed at NAME` or
 /// `interrupted` there), followed by an end marker. The driver exits with the status of the
 /// last segment that ran (130 when stopped).
-pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&str>) -> Driver {
-    let mut script = String::from("dss=0; dsr=ok\n");
+fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&str>) -> Driver {
+    // `$dsn`: the segments report their results in frames of this driver's nonce.
+    let mut script = sh!(
+        "{}=0; {}=ok; {}={}\n",
+        vars::STATUS,
+        vars::RESULT,
+        vars::NONCE,
+        nonce
+    )
+    .into_string();
     if !preamble.is_empty() {
         script.push_str(preamble);
         script.push('\n');
     }
     let mut stdin = Vec::new();
+    let (status, result, started) = (&vars::STATUS, &vars::RESULT, &vars::STEP_START);
     for (i, segment) in segments.iter().enumerate() {
         // The marker carries the exit status and, where the shell has it (bash), the times
         // before and after: a step's own duration in a shared session.
-        let marker = format!("'\\n@@dropship:{nonce}:{i}:%s:%s:%s@@\\n'");
-        let fields = "\"$dss\" \"$dsb\" \"${EPOCHREALTIME:-}\"";
+        let marker = format!("\\n@@dropship:{nonce}:{i}:%s:%s:%s@@\\n");
+        // Escaped: a step's name cannot end the audit line and forge another.
+        let label = format!("failed at {}", audit_field(&segment.label));
         // The stop check is a builtin `test`: nothing more runs per segment.
-        script.push_str(&format!(
-            "if [ $dss = 0 ] && [ -O {sign} ]; then dss=130; dsr=interrupted; printf '\\n@@dropship:{nonce}:stop@@\\n'; fi\n\
-             if [ $dss = 0 ]; then\ndsb=${{EPOCHREALTIME:-}}\n{body}\ndss=$?; printf {marker} {fields}; printf {marker} {fields} >&2; \
-             [ $dss = 0 ] || dsr={label}\nfi\n",
-            sign = stop_sign(nonce),
-            body = segment.script,
-            // Escaped: a step's name cannot end the audit line and forge another.
-            label = quote(&format!("failed at {}", super::lock::audit_field(&segment.label))),
-        ));
+        script.push_str(
+            sh!(
+                "if [ {} = 0 ] && [ -O {} ]; then {}=130; {}=interrupted; printf {}; fi\n\
+                 if [ {} = 0 ]; then\n{}=${{EPOCHREALTIME:-}}\n{}\n{}=$?; \
+                 printf {} {} {} \"${{EPOCHREALTIME:-}}\"; printf {} {} {} \"${{EPOCHREALTIME:-}}\" >&2; \
+                 [ {} = 0 ] || {}={}\nfi\n",
+                status.bare(),
+                stop_sign(nonce),
+                status,
+                result,
+                format!("\\n@@dropship:{nonce}:stop@@\\n"),
+                status.bare(),
+                started,
+                Script::trusted(segment.script.as_str()),
+                status,
+                marker,
+                status.get(),
+                started.get(),
+                marker,
+                status.get(),
+                started.get(),
+                status.bare(),
+                result,
+                label
+            )
+            .as_str(),
+        );
         stdin.extend(segment.stdin.clone());
     }
     let mut cleanups: Vec<&str> = Vec::new();
@@ -130,10 +170,21 @@ pub fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Optio
     }
     if let Some(epilogue) = epilogue {
         script.push_str(epilogue);
-        script.push_str(&format!("\nprintf '\\n@@dropship:{nonce}:end@@\\n'\n"));
+        script.push_str(sh!("\nprintf {}\n", format!("\\n@@dropship:{nonce}:end@@\\n")).as_str());
     }
-    script.push_str("exit $dss\n");
+    script.push_str(sh!("exit {}\n", status.bare()).as_str());
     Driver { script, stdin }
+}
+
+/// Runs `script` as the one isolated segment of a driver in a real `sh`, as a host would, and
+/// returns that segment's output (its frames in `results`): for the scripts' own tests.
+#[cfg(test)]
+pub(crate) fn run_one(script: &str) -> crate::transport::ExecOutput {
+    let nonce = super::frame::nonce();
+    let driver = Driver::new(&nonce, "", &[Segment::isolated(script, "test")], None);
+    let out = super::run_in_sh(&driver.script, b"");
+    let split = super::split::split_all(&crate::output::Redactor::default(), &out, &nonce, 1);
+    split.outputs.into_iter().next().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -164,11 +215,15 @@ mod tests {
             Segment::isolated("echo warn >&2; cat; cd /; exit 0", "b"),
             segment("head -c 3", b"two", "c"),
         ];
-        let d = driver("n1", "echo pre", &segments, Some("echo \"audit=$dsr\""));
+        let pre = crate::remote::frame::report(crate::remote::frame::Kind::Compose, &"plugin");
+        let d = driver("n1", pre.as_str(), &segments, Some("echo \"audit=$dsr\""));
         let out = run(&d);
         assert_eq!(out.status, Some(0));
-        let split = split_all(&Redactor::default(), &out, "n1", 3, true);
-        assert_eq!(split.first_line.as_deref(), Some(&b"pre\n"[..]));
+        let split = split_all(&Redactor::default(), &out, "n1", 3);
+        assert_eq!(
+            crate::remote::compose::flavor(&split.results),
+            Some(crate::remote::compose::ComposeFlavor::Plugin)
+        );
         let texts: Vec<(String, String, Option<u32>)> = split
             .outputs
             .iter()
@@ -202,7 +257,7 @@ mod tests {
         let d = driver("n2", "", &segments, Some("echo \"audit=$dsr\""));
         let out = run(&d);
         assert_eq!(out.status, Some(3));
-        let split = split_all(&Redactor::default(), &out, "n2", 3, false);
+        let split = split_all(&Redactor::default(), &out, "n2", 3);
         assert_eq!(split.outputs.len(), 2);
         assert!(!split.cut_short, "a failed step has its marker");
         assert_eq!(split.outputs[1].status, Some(3));
@@ -232,7 +287,7 @@ mod tests {
         crate::remote::run_in_sh(&stop_cleanup(&nonce), b"");
         assert!(!std::path::Path::new(&stop_sign(&nonce)).exists());
         assert_eq!(out.status, Some(130));
-        let split = split_all(&Redactor::default(), &out, &nonce, 2, false);
+        let split = split_all(&Redactor::default(), &out, &nonce, 2);
         assert!(split.stopped && !split.cut_short);
         assert!(split.outputs.is_empty());
         assert!(split.epilogue_done);
@@ -274,7 +329,7 @@ mod tests {
             stderr: b"\n@@dropship:n3:0:0::@@\nsudo: a password is required\n".to_vec(),
             ..Default::default()
         };
-        let split = split_all(&Redactor::default(), &out, "n3", 3, false);
+        let split = split_all(&Redactor::default(), &out, "n3", 3);
         assert_eq!(split.outputs.len(), 2);
         assert_eq!(split.outputs[0].stdout, b"x");
         assert_eq!(split.elapsed_ms, [Some(250), None]);
@@ -291,7 +346,7 @@ mod tests {
             stdout: b"\n@@dropship:other:0:0::@@\n".to_vec(),
             ..Default::default()
         };
-        let split = split_all(&Redactor::default(), &marker_lookalike, "n3", 1, false);
+        let split = split_all(&Redactor::default(), &marker_lookalike, "n3", 1);
         assert_eq!(split.outputs[0].status, None, "another nonce is no marker");
     }
 }
