@@ -1,4 +1,5 @@
-//! Errors in the user's input files: file, line, column, key path, a source excerpt and a hint.
+//! Errors in the user's input files (file, line, column, key path, a source excerpt and a
+//! hint), and the one function that renders every error with its hint for the user.
 
 use std::fmt;
 use std::ops::Range;
@@ -162,20 +163,50 @@ impl InputError {
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(loc) = &self.location {
-            write!(f, "{}:{}:{}: ", loc.file, loc.line, loc.column)?;
-        }
-        write!(f, "{}", self.message)?;
-        if let Some(key) = &self.key {
-            write!(f, "\n  key: `{key}`")?;
-        }
-        if let Some(excerpt) = &self.excerpt {
-            write!(f, "\n{excerpt}")?;
-        }
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
+        render(
+            f,
+            self.location.as_ref(),
+            &self.message,
+            self.key.as_deref(),
+            self.excerpt.as_deref(),
+            self.hint.as_deref(),
+        )
+    }
+}
+
+/// How every error reaches the user: `file:line:column: ` when it points into a file, the
+/// message, the key path, the source excerpt, then `  hint: …` on a line of its own.
+pub fn render(
+    f: &mut fmt::Formatter<'_>,
+    location: Option<&Location>,
+    message: &dyn fmt::Display,
+    key: Option<&str>,
+    excerpt: Option<&str>,
+    hint: Option<&str>,
+) -> fmt::Result {
+    if let Some(loc) = location {
+        write!(f, "{}:{}:{}: ", loc.file, loc.line, loc.column)?;
+    }
+    write!(f, "{message}")?;
+    if let Some(key) = key {
+        write!(f, "\n  key: `{key}`")?;
+    }
+    if let Some(excerpt) = excerpt {
+        write!(f, "\n{excerpt}")?;
+    }
+    if let Some(hint) = hint {
+        write!(f, "\n  hint: {hint}")?;
+    }
+    Ok(())
+}
+
+/// An error message with its hint (data the error carries), shown through `render`: how the
+/// errors that point into no file (transport, planning) display themselves.
+pub struct Hinted<'a>(pub &'a dyn fmt::Display, pub Option<&'a str>);
+
+impl fmt::Display for Hinted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        render(f, None, self.0, None, None, self.1)
     }
 }
 

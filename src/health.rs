@@ -39,12 +39,54 @@ pub struct HealthCheck {
     pub interval: Duration,
 }
 
+/// What is wrong with a health check's URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{url}` is not an http:// URL")]
+    NotHttp { url: String },
+    #[error("`{url}`: unclosed `[` in the host")]
+    Unclosed { url: String },
+    #[error("`{url}` has no host")]
+    NoHost { url: String },
+    #[error("`{url}`: bad port `{port}`")]
+    BadPort { url: String, port: String },
+}
+
+/// Why an HTTP answer is not healthy; the excerpts are masked for secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("empty response (connection closed without an answer)")]
+    Empty,
+    #[error("not an HTTP response: {excerpt}")]
+    NotHttp { excerpt: String },
+    #[error("HTTP {status} (expected {expected}): {excerpt}")]
+    Status {
+        status: u16,
+        expected: u16,
+        excerpt: String,
+    },
+    #[error("HTTP {status} but the body lacks `{needle}`: {excerpt}")]
+    Lacks {
+        status: u16,
+        needle: String,
+        excerpt: String,
+    },
+}
+
+/// The host session still reports a step's failure as text.
+impl From<Unhealthy> for String {
+    fn from(error: Unhealthy) -> Self {
+        error.to_string()
+    }
+}
+
 /// Parses `http://host[:port]/path`. Only plain HTTP: the check runs on the host's loopback
 /// or private network, behind the TLS that terminates elsewhere.
-pub fn parse_url(url: &str) -> Result<HttpTarget, String> {
+pub fn parse_url(url: &str) -> Result<HttpTarget, UrlError> {
+    let owned = || url.to_string();
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+        .ok_or_else(|| UrlError::NotHttp { url: owned() })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -52,7 +94,7 @@ pub fn parse_url(url: &str) -> Result<HttpTarget, String> {
     let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
         let (h, after) = stripped
             .split_once(']')
-            .ok_or_else(|| format!("`{url}`: unclosed `[` in the host"))?;
+            .ok_or_else(|| UrlError::Unclosed { url: owned() })?;
         (h.to_string(), after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
@@ -61,12 +103,13 @@ pub fn parse_url(url: &str) -> Result<HttpTarget, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
+        return Err(UrlError::NoHost { url: owned() });
     }
     let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+        Some(p) => p.parse::<u16>().map_err(|_| UrlError::BadPort {
+            url: owned(),
+            port: p.to_string(),
+        })?,
         None => 80,
     };
     Ok(HttpTarget {
@@ -87,19 +130,24 @@ pub fn request(target: &HttpTarget) -> Vec<u8> {
 
 /// The status code and body of a raw HTTP response. What an error shows of the response is
 /// masked for secrets before it is cut or collapsed.
-pub fn parse_response<'r>(raw: &'r [u8], redactor: &Redactor) -> Result<(u16, &'r [u8]), String> {
+pub fn parse_response<'r>(
+    raw: &'r [u8],
+    redactor: &Redactor,
+) -> Result<(u16, &'r [u8]), Unhealthy> {
     let line_end = memchr::memchr(b'\n', raw).unwrap_or(raw.len());
     let status_line = String::from_utf8_lossy(&raw[..line_end]);
     let status_line = status_line.trim_end_matches('\r');
     if status_line.is_empty() {
-        return Err("empty response (connection closed without an answer)".to_string());
+        return Err(Unhealthy::Empty);
     }
     let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .filter(|_| status_line.starts_with("HTTP/"))
-        .ok_or_else(|| format!("not an HTTP response: {}", excerpt(raw, redactor)))?;
+        .ok_or_else(|| Unhealthy::NotHttp {
+            excerpt: excerpt(raw, redactor),
+        })?;
     let body = memchr::memmem::find(raw, b"\r\n\r\n").map_or(&raw[raw.len()..], |i| &raw[i + 4..]);
     Ok((status, body))
 }
@@ -110,21 +158,22 @@ pub fn judge(
     status: u16,
     body: &[u8],
     redactor: &Redactor,
-) -> Result<(), String> {
+) -> Result<(), Unhealthy> {
     if status != check.expect {
-        return Err(format!(
-            "HTTP {status} (expected {}): {}",
-            check.expect,
-            excerpt(body, redactor)
-        ));
+        return Err(Unhealthy::Status {
+            status,
+            expected: check.expect,
+            excerpt: excerpt(body, redactor),
+        });
     }
     if let Some(needle) = &check.contains
         && memchr::memmem::find(body, needle.as_bytes()).is_none()
     {
-        return Err(format!(
-            "HTTP {status} but the body lacks `{needle}`: {}",
-            excerpt(body, redactor)
-        ));
+        return Err(Unhealthy::Lacks {
+            status,
+            needle: needle.clone(),
+            excerpt: excerpt(body, redactor),
+        });
     }
     Ok(())
 }
@@ -162,11 +211,13 @@ mod tests {
         assert!(
             parse_url("https://x/")
                 .unwrap_err()
+                .to_string()
                 .contains("not an http:// URL")
         );
         assert!(
             parse_url("http://x:99999/")
                 .unwrap_err()
+                .to_string()
                 .contains("bad port")
         );
     }
@@ -188,17 +239,21 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nversion=A db=ok", &r).unwrap();
         assert_eq!(status, 200);
         assert!(judge(&check, status, body, &r).is_ok());
-        let err = judge(&check, 502, b"<html>Bad Gateway</html>", &r).unwrap_err();
+        let err = judge(&check, 502, b"<html>Bad Gateway</html>", &r)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "HTTP 502 (expected 200): <html>Bad Gateway</html>");
         assert!(
             judge(&check, 200, b"version=B", &r)
                 .unwrap_err()
+                .to_string()
                 .contains("lacks `version=A`")
         );
         assert!(parse_response(b"", &r).is_err());
         assert!(
             parse_response(b"SSH-2.0-OpenSSH\r\n", &r)
                 .unwrap_err()
+                .to_string()
                 .contains("not an HTTP response")
         );
     }

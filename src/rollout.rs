@@ -9,23 +9,41 @@ pub enum Amount {
     Percent(u32),
 }
 
+/// What is wrong with an amount as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("`{0}` is not a percentage")]
+    NotAPercentage(String),
+    #[error("`{0}` is more than 100%")]
+    OverAHundred(String),
+    #[error("`{0}` is neither a count nor a percentage like \"25%\"")]
+    Neither(String),
+}
+
+/// The playbook points the message at the value with `SourceFile::error_at`, which takes text.
+impl From<AmountError> for String {
+    fn from(error: AmountError) -> Self {
+        error.to_string()
+    }
+}
+
 impl Amount {
     /// Parses `3` or `"30%"` (as written in TOML, already turned into text).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, AmountError> {
         let text = text.trim();
         if let Some(p) = text.strip_suffix('%') {
             let p: u32 = p
                 .trim()
                 .parse()
-                .map_err(|_| format!("`{text}` is not a percentage"))?;
+                .map_err(|_| AmountError::NotAPercentage(text.to_string()))?;
             if p > 100 {
-                return Err(format!("`{text}` is more than 100%"));
+                return Err(AmountError::OverAHundred(text.to_string()));
             }
             Ok(Self::Percent(p))
         } else {
             text.parse()
                 .map(Self::Count)
-                .map_err(|_| format!("`{text}` is neither a count nor a percentage like \"25%\""))
+                .map_err(|_| AmountError::Neither(text.to_string()))
         }
     }
 

@@ -18,8 +18,7 @@ use crate::vars::{self, RawVars, Vars};
 
 mod range;
 
-use range::RANGE_HINT;
-pub use range::{MAX_HOSTS_PER_NAME, expand_range};
+pub use range::{MAX_HOSTS_PER_NAME, RangeError, expand_range};
 
 /// The most hosts one inventory may define, all names together.
 pub const MAX_HOSTS: usize = 100_000;
@@ -152,6 +151,20 @@ impl Host {
     }
 }
 
+/// Why a host pattern (`hosts`, `--limit`) selects nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("`{pattern}` names no host")]
+    Empty { pattern: String },
+    #[error("`{item}` matches no host, group or glob in the inventory")]
+    NoMatch { item: String },
+    #[error("bad glob `{item}`: {source}")]
+    BadGlob {
+        item: String,
+        source: globset::Error,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct Inventory {
     pub path: PathBuf,
@@ -194,8 +207,10 @@ impl Inventory {
         let mut configs: HashMap<PathBuf, SshConfig> = HashMap::new();
         for (pattern, raw_host) in &raw.hosts {
             check_ssh(file, &raw_host.ssh)?;
-            let names = expand_range(pattern.get_ref())
-                .map_err(|msg| file.error_at(pattern.span(), msg).with_hint(RANGE_HINT))?;
+            let names = expand_range(pattern.get_ref()).map_err(|e| {
+                file.error_at(pattern.span(), e.to_string())
+                    .with_hint(e.hint())
+            })?;
             if hosts.len() + names.len() > MAX_HOSTS {
                 return Err(file
                     .error_at(
@@ -243,9 +258,11 @@ impl Inventory {
     /// Indices of the hosts matched by a pattern: comma-separated host names, group names,
     /// globs over host names (`web-*`), or `all`; an item starting with `!` excludes. A
     /// pattern without any item is an error, never "every host".
-    pub fn select(&self, pattern: &str) -> Result<Vec<usize>, String> {
+    pub fn select(&self, pattern: &str) -> Result<Vec<usize>, SelectError> {
         if pattern.split(',').all(|item| item.trim().is_empty()) {
-            return Err(format!("`{pattern}` names no host"));
+            return Err(SelectError::Empty {
+                pattern: pattern.to_string(),
+            });
         }
         let mut included: IndexSet<usize> = IndexSet::new();
         let mut excluded: IndexSet<usize> = IndexSet::new();
@@ -257,9 +274,9 @@ impl Inventory {
             };
             let matched = self.match_item(item)?;
             if matched.is_empty() {
-                return Err(format!(
-                    "`{item}` matches no host, group or glob in the inventory"
-                ));
+                return Err(SelectError::NoMatch {
+                    item: item.to_string(),
+                });
             }
             if negate {
                 excluded.extend(matched);
@@ -276,7 +293,7 @@ impl Inventory {
         Ok(out)
     }
 
-    fn match_item(&self, item: &str) -> Result<Vec<usize>, String> {
+    fn match_item(&self, item: &str) -> Result<Vec<usize>, SelectError> {
         if item == "all" || item == "*" {
             return Ok((0..self.hosts.len()).collect());
         }
@@ -285,7 +302,10 @@ impl Inventory {
         }
         if item.contains(['*', '?', '[']) {
             let glob = globset::Glob::new(item)
-                .map_err(|e| format!("bad glob `{item}`: {e}"))?
+                .map_err(|source| SelectError::BadGlob {
+                    item: item.to_string(),
+                    source,
+                })?
                 .compile_matcher();
             return Ok(self.indices(|h| glob.is_match(&h.name)));
         }
@@ -383,8 +403,8 @@ fn resolve_host(
             );
             if !configs.contains_key(&path) {
                 let loaded = SshConfig::load(&path).map_err(|e| match &config_path {
-                    Some(p) => file.error_at(p.span(), e),
-                    None => InputError::plain(e),
+                    Some(p) => file.error_at(p.span(), e.to_string()),
+                    None => InputError::plain(e.to_string()),
                 })?;
                 configs.insert(path.clone(), loaded);
             }

@@ -3,7 +3,33 @@
 /// The most hosts one name may expand to: the product of all its ranges.
 pub const MAX_HOSTS_PER_NAME: u64 = 100_000;
 
-pub const RANGE_HINT: &str = "a range looks like `web-[01:20]`: two numbers, the first not larger; leading zeros set the width; all ranges of one name together make at most 100000 hosts";
+/// What is wrong with a host name pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("`{pattern}` expands to more than {MAX_HOSTS_PER_NAME} hosts")]
+    TooMany { pattern: String },
+    #[error("unclosed `[` in host name `{pattern}`")]
+    Unclosed { pattern: String },
+    #[error("unbalanced `]` in host name `{pattern}`")]
+    Unbalanced { pattern: String },
+    #[error("range `[{range}]` in `{pattern}` has no `:`")]
+    NoColon { pattern: String, range: String },
+    #[error("range `[{range}]` in `{pattern}`: `{number}` is not a number")]
+    NotANumber {
+        pattern: String,
+        range: String,
+        number: String,
+    },
+    #[error("range `[{range}]` in `{pattern}` goes backwards")]
+    Backwards { pattern: String, range: String },
+}
+
+impl RangeError {
+    /// The same for every range error: how a range is written.
+    pub fn hint(&self) -> &'static str {
+        "a range looks like `web-[01:20]`: two numbers, the first not larger; leading zeros set the width; all ranges of one name together make at most 100000 hosts"
+    }
+}
 
 /// A piece of a host name pattern.
 enum Part<'a> {
@@ -13,7 +39,7 @@ enum Part<'a> {
 
 /// Expands numeric ranges in a host name: `web-[01:03]` → web-01, web-02, web-03. The number
 /// of names is checked before any is built: at most [`MAX_HOSTS_PER_NAME`].
-pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
+pub fn expand_range(pattern: &str) -> Result<Vec<String>, RangeError> {
     let parts = parse(pattern)?;
     let mut count: u64 = 1;
     for part in &parts {
@@ -22,8 +48,8 @@ pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
                 .checked_add(1)
                 .and_then(|n| count.checked_mul(n))
                 .filter(|n| *n <= MAX_HOSTS_PER_NAME)
-                .ok_or_else(|| {
-                    format!("`{pattern}` expands to more than {MAX_HOSTS_PER_NAME} hosts")
+                .ok_or_else(|| RangeError::TooMany {
+                    pattern: pattern.to_string(),
                 })?;
         }
     }
@@ -45,29 +71,40 @@ pub fn expand_range(pattern: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn parse(pattern: &str) -> Result<Vec<Part<'_>>, String> {
+fn parse(pattern: &str) -> Result<Vec<Part<'_>>, RangeError> {
     let mut parts = Vec::new();
     let mut rest = pattern;
     while let Some(open) = rest.find('[') {
         parts.push(text_part(pattern, &rest[..open])?);
-        let close = rest[open..]
-            .find(']')
-            .map(|i| i + open)
-            .ok_or_else(|| format!("unclosed `[` in host name `{pattern}`"))?;
+        let close =
+            rest[open..]
+                .find(']')
+                .map(|i| i + open)
+                .ok_or_else(|| RangeError::Unclosed {
+                    pattern: pattern.to_string(),
+                })?;
         let inner = &rest[open + 1..close];
-        let (start, end) = inner
-            .split_once(':')
-            .ok_or_else(|| format!("range `[{inner}]` in `{pattern}` has no `:`"))?;
+        let (start, end) = inner.split_once(':').ok_or_else(|| RangeError::NoColon {
+            pattern: pattern.to_string(),
+            range: inner.to_string(),
+        })?;
         let number = |s: &str| {
             // u64 has 20 digits: a longer number is a typo (and a width nobody wants).
             s.parse::<u64>()
                 .ok()
                 .filter(|_| s.len() <= 20)
-                .ok_or_else(|| format!("range `[{inner}]` in `{pattern}`: `{s}` is not a number"))
+                .ok_or_else(|| RangeError::NotANumber {
+                    pattern: pattern.to_string(),
+                    range: inner.to_string(),
+                    number: s.to_string(),
+                })
         };
         let (first, last) = (number(start)?, number(end)?);
         if first > last {
-            return Err(format!("range `[{inner}]` in `{pattern}` goes backwards"));
+            return Err(RangeError::Backwards {
+                pattern: pattern.to_string(),
+                range: inner.to_string(),
+            });
         }
         let width = if start.len() > 1 && start.starts_with('0') {
             start.len()
@@ -81,9 +118,11 @@ fn parse(pattern: &str) -> Result<Vec<Part<'_>>, String> {
     Ok(parts)
 }
 
-fn text_part<'a>(pattern: &str, text: &'a str) -> Result<Part<'a>, String> {
+fn text_part<'a>(pattern: &str, text: &'a str) -> Result<Part<'a>, RangeError> {
     if text.contains(']') {
-        return Err(format!("unbalanced `]` in host name `{pattern}`"));
+        return Err(RangeError::Unbalanced {
+            pattern: pattern.to_string(),
+        });
     }
     Ok(Part::Text(text))
 }
@@ -107,16 +146,27 @@ mod tests {
             ["r1-3", "r1-4", "r2-3", "r2-4"]
         );
         assert_eq!(
-            expand_range("r[1:2]-[a:b]").unwrap_err(),
+            expand_range("r[1:2]-[a:b]").unwrap_err().to_string(),
             "range `[a:b]` in `r[1:2]-[a:b]`: `a` is not a number"
         );
         assert!(
             expand_range("web-[3:1]")
                 .unwrap_err()
+                .to_string()
                 .contains("goes backwards")
         );
-        assert!(expand_range("web]").unwrap_err().contains("unbalanced"));
-        assert!(expand_range("web-[1:2").unwrap_err().contains("unclosed"));
+        assert!(
+            expand_range("web]")
+                .unwrap_err()
+                .to_string()
+                .contains("unbalanced")
+        );
+        assert!(
+            expand_range("web-[1:2")
+                .unwrap_err()
+                .to_string()
+                .contains("unclosed")
+        );
     }
 
     #[test]
@@ -130,7 +180,7 @@ mod tests {
             "h[1:100001]",
         ] {
             assert_eq!(
-                expand_range(name).unwrap_err(),
+                expand_range(name).unwrap_err().to_string(),
                 format!("`{name}` expands to more than 100000 hosts"),
             );
         }

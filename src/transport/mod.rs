@@ -12,6 +12,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::diagnostic::Hinted;
 use crate::output::Dropped;
 
 /// How to treat a host key that is not yet in known_hosts. A changed or revoked key, or a
@@ -69,30 +70,46 @@ impl std::fmt::Display for JumpSpec {
     }
 }
 
+/// What is wrong with a jump host as written; `text` is what was parsed (without `ssh://`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JumpError {
+    #[error("`{text}`: empty user before `@`")]
+    EmptyUser { text: String },
+    #[error("`{text}`: unclosed `[`")]
+    Unclosed { text: String },
+    #[error("`{text}`: expected `:PORT` after `]`")]
+    AfterBracket { text: String },
+    #[error("`{text}`: no host name")]
+    NoHost { text: String },
+    #[error("`{text}`: `{port}` is not a port number")]
+    BadPort { text: String, port: String },
+}
+
 /// `[user@]host[:port]` (IPv6 addresses in brackets); `None` for an empty string or `none`.
-pub fn parse_jump(text: &str, default_user: &str) -> Result<Option<JumpSpec>, String> {
+pub fn parse_jump(text: &str, default_user: &str) -> Result<Option<JumpSpec>, JumpError> {
     let text = text.trim();
     if text.is_empty() || text.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
     // Strip an ssh:// scheme, as OpenSSH accepts it in ProxyJump.
     let text = text.strip_prefix("ssh://").unwrap_or(text);
+    let owned = || text.to_string();
     let (user, rest) = match text.rsplit_once('@') {
         Some((u, r)) if !u.is_empty() => (u.to_string(), r),
-        Some(_) => return Err(format!("`{text}`: empty user before `@`")),
+        Some(_) => return Err(JumpError::EmptyUser { text: owned() }),
         None => (default_user.to_string(), text),
     };
     let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
         let (host, after) = inner
             .split_once(']')
-            .ok_or_else(|| format!("`{text}`: unclosed `[`"))?;
+            .ok_or_else(|| JumpError::Unclosed { text: owned() })?;
         match after {
             "" => (host, None),
             p => (
                 host,
                 Some(
                     p.strip_prefix(':')
-                        .ok_or_else(|| format!("`{text}`: expected `:PORT` after `]`"))?,
+                        .ok_or_else(|| JumpError::AfterBracket { text: owned() })?,
                 ),
             ),
         }
@@ -103,14 +120,17 @@ pub fn parse_jump(text: &str, default_user: &str) -> Result<Option<JumpSpec>, St
         }
     };
     if host.is_empty() {
-        return Err(format!("`{text}`: no host name"));
+        return Err(JumpError::NoHost { text: owned() });
     }
     let port = match port {
         Some(p) => p
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("`{text}`: `{p}` is not a port number"))?,
+            .ok_or_else(|| JumpError::BadPort {
+                text: owned(),
+                port: p.to_string(),
+            })?,
         None => 22,
     };
     Ok(Some(JumpSpec {
@@ -157,35 +177,27 @@ pub enum TransportError {
         port: u16,
         after: Duration,
     },
-    #[error(
-        "host key for {host} is not known ({fingerprint}); it is not in {known_hosts}\n  hint: verify the fingerprint, then add it with `ssh-keyscan` or set host_key_policy = \"accept-new\""
-    )]
+    #[error("{}", Hinted(&format_args!("host key for {host} is not known ({fingerprint}); it is not in {known_hosts}"), self.hint()))]
     UnknownHostKey {
         host: String,
         fingerprint: String,
         known_hosts: String,
     },
-    #[error(
-        "HOST KEY CHANGED for {host} (now {fingerprint}); it does not match {known_hosts} line {line}\n  hint: if the server was really re-installed, remove that line; otherwise someone may be intercepting the connection"
-    )]
+    #[error("{}", Hinted(&format_args!("HOST KEY CHANGED for {host} (now {fingerprint}); it does not match {known_hosts} line {line}"), self.hint()))]
     ChangedHostKey {
         host: String,
         fingerprint: String,
         known_hosts: String,
         line: usize,
     },
-    #[error(
-        "host key for {host} ({fingerprint}) is REVOKED in {known_hosts} line {line}\n  hint: a revoked key may be a stolen one used to impersonate the host; do not connect until the host has a new key"
-    )]
+    #[error("{}", Hinted(&format_args!("host key for {host} ({fingerprint}) is REVOKED in {known_hosts} line {line}"), self.hint()))]
     RevokedHostKey {
         host: String,
         fingerprint: String,
         known_hosts: String,
         line: usize,
     },
-    #[error(
-        "host key for {host} ({fingerprint}) is not trusted: {known_hosts} line {line} is a @cert-authority for it, and dropship does not verify host certificates\n  hint: verify the fingerprint, then add the host's own key to known_hosts (`ssh-keyscan`)"
-    )]
+    #[error("{}", Hinted(&format_args!("host key for {host} ({fingerprint}) is not trusted: {known_hosts} line {line} is a @cert-authority for it, and dropship does not verify host certificates"), self.hint()))]
     CertAuthorityHostKey {
         host: String,
         fingerprint: String,
@@ -216,6 +228,28 @@ pub enum TransportError {
         bastion: String,
         error: Box<TransportError>,
     },
+}
+
+impl TransportError {
+    /// What the user can do about it, when there is something to say; shown after the message
+    /// (`diagnostic::render`). A bastion's error keeps its own hint.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::UnknownHostKey { .. } => Some(
+                "verify the fingerprint, then add it with `ssh-keyscan` or set host_key_policy = \"accept-new\"",
+            ),
+            Self::ChangedHostKey { .. } => Some(
+                "if the server was really re-installed, remove that line; otherwise someone may be intercepting the connection",
+            ),
+            Self::RevokedHostKey { .. } => Some(
+                "a revoked key may be a stolen one used to impersonate the host; do not connect until the host has a new key",
+            ),
+            Self::CertAuthorityHostKey { .. } => Some(
+                "verify the fingerprint, then add the host's own key to known_hosts (`ssh-keyscan`)",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Opens connections. Shared by every host task, so it must be cheap to share.
@@ -401,7 +435,41 @@ mod tests {
         assert_eq!(v6.to_string(), "root@[::1]:2200");
         assert_eq!(j("").unwrap(), None);
         assert_eq!(j("none").unwrap(), None);
-        assert!(j("b:http").unwrap_err().contains("not a port number"));
-        assert!(j("@b").unwrap_err().contains("empty user"));
+        assert!(
+            j("b:http")
+                .unwrap_err()
+                .to_string()
+                .contains("not a port number")
+        );
+        assert!(j("@b").unwrap_err().to_string().contains("empty user"));
+    }
+
+    #[test]
+    fn host_key_errors_show_their_hint_on_a_line_of_its_own() {
+        let unknown = TransportError::UnknownHostKey {
+            host: "web-1".into(),
+            fingerprint: "SHA256:abc".into(),
+            known_hosts: "/k".into(),
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "host key for web-1 is not known (SHA256:abc); it is not in /k\n  hint: verify the fingerprint, then add it with `ssh-keyscan` or set host_key_policy = \"accept-new\""
+        );
+        let via = TransportError::Bastion {
+            bastion: "b@h:22".into(),
+            error: Box::new(unknown),
+        };
+        assert!(
+            via.to_string()
+                .starts_with("via bastion b@h:22: host key for web-1")
+        );
+        assert!(via.to_string().ends_with("\n  hint: verify the fingerprint, then add it with `ssh-keyscan` or set host_key_policy = \"accept-new\""));
+        let timeout = TransportError::Timeout {
+            address: "a".into(),
+            port: 22,
+            after: Duration::from_secs(3),
+        };
+        assert_eq!(timeout.hint(), None);
+        assert_eq!(timeout.to_string(), "connection to a:22 timed out after 3s");
     }
 }

@@ -24,6 +24,14 @@ struct Block {
     options: Vec<(String, String)>,
 }
 
+/// An ssh config that exists but cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read ssh config {}: {source}", path.display())]
+pub struct SshConfigError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// What the config says about one host; `None` where it says nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostConfig {
@@ -38,11 +46,14 @@ pub struct HostConfig {
 
 impl SshConfig {
     /// Reads `path`; a missing file is an empty config.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, SshConfigError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Ok(Self::parse(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(format!("cannot read ssh config {}: {e}", path.display())),
+            Err(source) => Err(SshConfigError {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
