@@ -1,19 +1,19 @@
-//! The inventory: hosts, groups, SSH settings and variables, parsed, validated and resolved.
+//! The inventory: hosts, groups, SSH settings and variables. The file is parsed and validated
+//! on its own (no environment); each host's SSH settings are then resolved by the transport's
+//! `settings` (ssh config, `$USER`). May import diagnostic, vars, template and transport's
+//! settings types.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use indexmap::{IndexMap, IndexSet};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diagnostic::{InputError, SourceFile};
-use crate::paths::expand_home;
-use crate::transport::ssh_config::SshConfig;
-use crate::transport::{HostKeyPolicy, JumpSpec, parse_jump};
+use crate::transport::ConnectSpec;
+use crate::transport::settings::{Resolver, SettingsError, SshEnv, SshKeys};
 use crate::vars::{self, RawVars, Vars};
 
 mod range;
@@ -27,7 +27,7 @@ pub const MAX_HOSTS: usize = 100_000;
 #[serde(deny_unknown_fields)]
 struct RawInventory {
     #[serde(default)]
-    ssh: RawSsh,
+    ssh: SshKeys,
     #[serde(default)]
     vars: RawVars,
     #[serde(default)]
@@ -36,27 +36,13 @@ struct RawInventory {
     hosts: IndexMap<Spanned<String>, RawHost>,
 }
 
-/// SSH settings as written; every key optional so groups and hosts can override one at a time.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSsh {
-    user: Option<String>,
-    port: Option<Spanned<u16>>,
-    identity_file: Option<Spanned<String>>,
-    known_hosts: Option<Spanned<String>>,
-    host_key_policy: Option<HostKeyPolicy>,
-    jump: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<String>>,
-    ssh_config: Option<Spanned<String>>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
     #[serde(default)]
     vars: RawVars,
     #[serde(default)]
-    ssh: RawSsh,
+    ssh: SshKeys,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,23 +54,7 @@ struct RawHost {
     #[serde(default)]
     vars: RawVars,
     #[serde(default)]
-    ssh: RawSsh,
-}
-
-/// Resolved SSH settings of one host: the inventory's values, then the ssh config's for the
-/// keys the inventory leaves unset, then defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SshSettings {
-    pub user: String,
-    pub port: u16,
-    pub identity_file: Option<PathBuf>,
-    pub known_hosts: PathBuf,
-    pub host_key_policy: HostKeyPolicy,
-    pub connect_timeout: Duration,
-    /// The bastion to go through (`jump`, else the ssh config's `ProxyJump`); `None`: direct.
-    pub jump: Option<JumpSpec>,
-    /// The ssh config's `IdentitiesOnly yes`: offer only `identity_file` when it is set.
-    pub identities_only: bool,
+    ssh: SshKeys,
 }
 
 /// One target host with everything resolved.
@@ -93,7 +63,8 @@ pub struct Host {
     pub name: String,
     pub address: String,
     pub groups: Vec<String>,
-    pub ssh: SshSettings,
+    /// How to connect: the inventory's `[ssh]` keys, then the ssh config's, then defaults.
+    pub ssh: ConnectSpec,
     /// Inventory `[vars]`, then group vars in the order of `groups`, then host vars; as
     /// written (templates are rendered when a playbook's context is known).
     pub vars: Vars,
@@ -179,75 +150,41 @@ impl Inventory {
         Self::parse(&file)
     }
 
+    /// Parses the file, then resolves each host's SSH settings in this process's environment.
     pub fn parse(file: &SourceFile) -> Result<Self, InputError> {
-        let raw: RawInventory = toml::from_str(&file.text).map_err(|e| file.toml_error(&e))?;
+        Self::parse_in(file, SshEnv::from_process())
+    }
+
+    /// Parses what the file says, then resolves each host's SSH settings in `env`: the ssh
+    /// config is read, and `$USER` used, only in this second step.
+    pub fn parse_in(file: &SourceFile, env: SshEnv) -> Result<Self, InputError> {
+        let (entries, groups) = parse_entries(file)?;
         let source = Arc::new(file.clone());
         let base_dir = file
             .path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        check_ssh(file, &raw.ssh)?;
-        for group in raw.groups.values() {
-            check_ssh(file, &group.ssh)?;
-        }
-        let groups: IndexSet<String> = raw.groups.keys().map(|k| k.get_ref().clone()).collect();
-        for name in raw.groups.keys() {
-            if name.get_ref() == "all" {
-                return Err(file
-                    .error_at(
-                        name.span(),
-                        "`all` is a built-in group and cannot be declared",
-                    )
-                    .with_hint("every host is in `all`; remove this table"));
-            }
-        }
-
-        let mut hosts: Vec<Host> = Vec::new();
-        let mut seen: IndexSet<String> = IndexSet::new();
-        let mut configs: HashMap<PathBuf, SshConfig> = HashMap::new();
-        for (pattern, raw_host) in &raw.hosts {
-            check_ssh(file, &raw_host.ssh)?;
-            let names = expand_range(pattern.get_ref()).map_err(|e| {
-                file.error_at(pattern.span(), e.to_string())
-                    .with_hint(e.hint())
-            })?;
-            if hosts.len() + names.len() > MAX_HOSTS {
-                return Err(file
-                    .error_at(
-                        pattern.span(),
-                        format!("the inventory defines more than {MAX_HOSTS} hosts"),
-                    )
-                    .with_hint("split the fleet into several inventories"));
-            }
-            for group in &raw_host.groups {
-                if group.get_ref() != "all" && !groups.contains(group.get_ref()) {
-                    let hint = match closest(group.get_ref(), groups.iter()) {
-                        Some(g) => {
-                            format!("did you mean `{g}`? Groups are declared as `[groups.NAME]`")
-                        }
-                        None => format!(
-                            "declare it with `[groups.{}]` or remove it from the list",
-                            group.get_ref()
-                        ),
-                    };
-                    return Err(file
-                        .error_at(
-                            group.span(),
-                            format!("undefined group `{}`", group.get_ref()),
-                        )
-                        .with_hint(hint));
-                }
-            }
-            for name in names {
-                if !seen.insert(name.clone()) {
-                    return Err(file
-                        .error_at(pattern.span(), format!("host `{name}` is defined twice"))
-                        .with_hint("each host may appear in one `[hosts.…]` table only"));
-                }
-                let host = resolve_host(&source, &raw, &base_dir, &mut configs, &name, raw_host)?;
-                hosts.push(host);
-            }
-        }
+        let mut resolver = Resolver::new(env);
+        let hosts = entries
+            .into_iter()
+            .map(|entry| {
+                let ssh = resolver
+                    .resolve(&entry.ssh, &entry.name, &entry.address, &base_dir)
+                    .map_err(|e| settings_error(file, &e))?;
+                Ok(Host {
+                    name: entry.name,
+                    address: ssh.address.clone(),
+                    groups: entry.groups,
+                    ssh,
+                    vars: entry.vars,
+                    files_at: LocalFilesAt {
+                        source: Some(source.clone()),
+                        identity_file: entry.ssh.identity_file.as_ref().map(Spanned::span),
+                        known_hosts: entry.ssh.known_hosts.as_ref().map(Spanned::span),
+                    },
+                })
+            })
+            .collect::<Result<Vec<Host>, InputError>>()?;
         Ok(Self {
             path: file.path.clone(),
             hosts,
@@ -322,45 +259,108 @@ impl Inventory {
     }
 }
 
+/// One host as the file describes it: its SSH keys layered but not yet resolved.
+struct Entry {
+    name: String,
+    /// As written (rendered with the host's name); the ssh config's `HostName` may replace it.
+    address: String,
+    groups: Vec<String>,
+    vars: Vars,
+    ssh: SshKeys,
+}
+
+/// Everything the file says, validated; reads nothing else.
+fn parse_entries(file: &SourceFile) -> Result<(Vec<Entry>, IndexSet<String>), InputError> {
+    let raw: RawInventory = toml::from_str(&file.text).map_err(|e| file.toml_error(&e))?;
+    let source = Arc::new(file.clone());
+    check_ssh(file, &raw.ssh)?;
+    for group in raw.groups.values() {
+        check_ssh(file, &group.ssh)?;
+    }
+    let groups: IndexSet<String> = raw.groups.keys().map(|k| k.get_ref().clone()).collect();
+    for name in raw.groups.keys() {
+        if name.get_ref() == "all" {
+            return Err(file
+                .error_at(
+                    name.span(),
+                    "`all` is a built-in group and cannot be declared",
+                )
+                .with_hint("every host is in `all`; remove this table"));
+        }
+    }
+
+    let mut hosts: Vec<Entry> = Vec::new();
+    let mut seen: IndexSet<String> = IndexSet::new();
+    for (pattern, raw_host) in &raw.hosts {
+        check_ssh(file, &raw_host.ssh)?;
+        let names = expand_range(pattern.get_ref()).map_err(|e| {
+            file.error_at(pattern.span(), e.to_string())
+                .with_hint(e.hint())
+        })?;
+        if hosts.len() + names.len() > MAX_HOSTS {
+            return Err(file
+                .error_at(
+                    pattern.span(),
+                    format!("the inventory defines more than {MAX_HOSTS} hosts"),
+                )
+                .with_hint("split the fleet into several inventories"));
+        }
+        for group in &raw_host.groups {
+            if group.get_ref() != "all" && !groups.contains(group.get_ref()) {
+                let hint = match closest(group.get_ref(), groups.iter()) {
+                    Some(g) => {
+                        format!("did you mean `{g}`? Groups are declared as `[groups.NAME]`")
+                    }
+                    None => format!(
+                        "declare it with `[groups.{}]` or remove it from the list",
+                        group.get_ref()
+                    ),
+                };
+                return Err(file
+                    .error_at(
+                        group.span(),
+                        format!("undefined group `{}`", group.get_ref()),
+                    )
+                    .with_hint(hint));
+            }
+        }
+        for name in names {
+            if !seen.insert(name.clone()) {
+                return Err(file
+                    .error_at(pattern.span(), format!("host `{name}` is defined twice"))
+                    .with_hint("each host may appear in one `[hosts.…]` table only"));
+            }
+            hosts.push(entry(&source, &raw, &name, raw_host)?);
+        }
+    }
+    Ok((hosts, groups))
+}
+
 /// Checks values that need more than serde's types.
-fn check_ssh(file: &SourceFile, ssh: &RawSsh) -> Result<(), InputError> {
-    if let Some(port) = &ssh.port
-        && *port.get_ref() == 0
-    {
-        return Err(file
-            .error_at(port.span(), "port 0 is not a port sshd can listen on")
-            .with_hint("write the host's SSH port, 1-65535 (22 when left out)"));
-    }
-    if let Some(t) = &ssh.connect_timeout {
-        parse_timeout(file, t)?;
-    }
-    if let Some(j) = &ssh.jump {
-        parse_jump_at(file, j, "user")?;
-    }
-    Ok(())
+fn check_ssh(file: &SourceFile, ssh: &SshKeys) -> Result<(), InputError> {
+    ssh.check().map_err(|e| settings_error(file, &e))
 }
 
-fn parse_jump_at(
-    file: &SourceFile,
-    text: &Spanned<String>,
-    default_user: &str,
-) -> Result<Option<JumpSpec>, InputError> {
-    parse_jump(text.get_ref(), default_user).map_err(|e| {
-        file.error_at(text.span(), format!("bad jump host {e}"))
-            .with_hint(
-                "write `user@host:port` (user and port optional), or \"\" for a direct connection",
-            )
-    })
+/// A settings error shown like every input error: at its value in the file when it has one.
+fn settings_error(file: &SourceFile, e: &SettingsError) -> InputError {
+    let error = match e.span() {
+        Some(span) => file.error_at(span, e.to_string()),
+        None => InputError::plain(e.to_string()),
+    };
+    match e.hint() {
+        Some(hint) => error.with_hint(hint),
+        None => error,
+    }
 }
 
-fn resolve_host(
+/// One host of a `[hosts.…]` table: vars and SSH keys layered inventory, groups (in the
+/// order of `groups`), host; the address rendered.
+fn entry(
     file: &Arc<SourceFile>,
     raw: &RawInventory,
-    base_dir: &Path,
-    configs: &mut HashMap<PathBuf, SshConfig>,
     name: &str,
     raw_host: &RawHost,
-) -> Result<Host, InputError> {
+) -> Result<Entry, InputError> {
     let group_names: Vec<String> = raw_host
         .groups
         .iter()
@@ -374,7 +374,7 @@ fn resolve_host(
     };
 
     let mut vars: Vars = vars::from_raw(raw.vars.clone(), file);
-    let mut layers: Vec<&RawSsh> = vec![&raw.ssh];
+    let mut layers: Vec<&SshKeys> = vec![&raw.ssh];
     for g in &group_names {
         if let Some(group) = group_of(g) {
             vars.extend(vars::from_raw(group.vars.clone(), file));
@@ -388,108 +388,12 @@ fn resolve_host(
         Some(a) => render_address(file, a, name)?,
         None => name.to_string(),
     };
-
-    let pick = |f: &dyn Fn(&RawSsh) -> Option<&Spanned<String>>| {
-        layers.iter().rev().find_map(|l| f(l)).cloned()
-    };
-    // The ssh config is asked like `ssh ADDRESS` would; the inventory's values win.
-    let config_path = pick(&|l| l.ssh_config.as_ref());
-    let config = match &config_path {
-        Some(p) if p.get_ref().is_empty() => SshConfig::default(),
-        _ => {
-            let path = config_path.as_ref().map_or_else(
-                || expand_home("~/.ssh/config"),
-                |p| local_path(base_dir, p.get_ref()),
-            );
-            if !configs.contains_key(&path) {
-                let loaded = SshConfig::load(&path).map_err(|e| match &config_path {
-                    Some(p) => file.error_at(p.span(), e.to_string()),
-                    None => InputError::plain(e.to_string()),
-                })?;
-                configs.insert(path.clone(), loaded);
-            }
-            configs[&path].clone()
-        }
-    };
-    let from_config = config.lookup(&address);
-
-    let user = layers
-        .iter()
-        .rev()
-        .find_map(|l| l.user.clone())
-        .or(from_config.user)
-        .unwrap_or_else(default_user);
-    let port = layers
-        .iter()
-        .rev()
-        .find_map(|l| l.port.as_ref().map(|p| *p.get_ref()))
-        .or(from_config.port)
-        .unwrap_or(22);
-    if port == 0 {
-        return Err(InputError::plain(format!(
-            "host `{name}`: port 0 (from the ssh config) is not a port sshd can listen on"
-        ))
-        .with_hint("fix `Port` in the ssh config, or set `port` in the inventory"));
-    }
-    let inventory_identity = layers.iter().rev().find_map(|l| l.identity_file.as_ref());
-    let identity_file = inventory_identity
-        .map(|p| local_path(base_dir, p.get_ref()))
-        .or(from_config.identity_file);
-    let jump = match pick(&|l| l.jump.as_ref()) {
-        Some(text) => parse_jump_at(file, &text, &user)?,
-        None => match &from_config.proxy_jump {
-            Some(text) => parse_jump(text, &user).map_err(|e| {
-                InputError::plain(format!(
-                    "host `{name}`: ProxyJump in the ssh config: bad jump host {e}"
-                ))
-            })?,
-            None => None,
-        },
-    };
-    // The bastion may itself be an alias in the ssh config.
-    let jump = jump.map(|j| {
-        let alias = config.lookup(&j.host);
-        JumpSpec {
-            host: alias.host_name.unwrap_or(j.host),
-            ..j
-        }
-    });
-    let address = from_config.host_name.unwrap_or(address);
-    let identities_only = from_config.identities_only.unwrap_or(false);
-    let inventory_known_hosts = layers.iter().rev().find_map(|l| l.known_hosts.as_ref());
-    let known_hosts = inventory_known_hosts.map_or_else(
-        || expand_home("~/.ssh/known_hosts"),
-        |p| local_path(base_dir, p.get_ref()),
-    );
-    let host_key_policy = layers
-        .iter()
-        .rev()
-        .find_map(|l| l.host_key_policy)
-        .unwrap_or_default();
-    let connect_timeout = match pick(&|l| l.connect_timeout.as_ref()) {
-        Some(t) => parse_timeout(file, &t)?,
-        None => Duration::from_secs(10),
-    };
-    Ok(Host {
+    Ok(Entry {
         name: name.to_string(),
         address,
         groups: group_names,
-        ssh: SshSettings {
-            user,
-            port,
-            identity_file,
-            known_hosts,
-            host_key_policy,
-            connect_timeout,
-            jump,
-            identities_only,
-        },
         vars,
-        files_at: LocalFilesAt {
-            source: Some(file.clone()),
-            identity_file: inventory_identity.map(Spanned::span),
-            known_hosts: inventory_known_hosts.map(Spanned::span),
-        },
+        ssh: SshKeys::layered(&layers),
     })
 }
 
@@ -537,26 +441,6 @@ fn render_address(
             .with_hint(hint)),
         None => Ok(rendered),
     }
-}
-
-fn parse_timeout(file: &SourceFile, text: &Spanned<String>) -> Result<Duration, InputError> {
-    humantime::parse_duration(text.get_ref()).map_err(|e| {
-        file.error_at(
-            text.span(),
-            format!("bad duration `{}`: {e}", text.get_ref()),
-        )
-        .with_hint("write e.g. \"10s\", \"1m\" or \"500ms\"")
-    })
-}
-
-fn default_user() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "root".to_string())
-}
-
-/// `~` expanded; relative paths are relative to the inventory's directory.
-fn local_path(base_dir: &Path, path: &str) -> PathBuf {
-    let p = expand_home(path);
-    if p.is_absolute() { p } else { base_dir.join(p) }
 }
 
 /// The candidate nearest to `word` by edit distance, if it is close enough to be a typo.

@@ -1,6 +1,9 @@
 //! Unit tests of inventory parsing: hosts, groups, ranges, SSH settings, vars, patterns.
 
+use std::time::Duration;
+
 use super::*;
+use crate::transport::JumpSpec;
 
 fn parse(text: &str) -> Result<Inventory, InputError> {
     Inventory::parse(&SourceFile {
@@ -308,4 +311,29 @@ address = "elsewhere"
     assert_eq!(other.ssh.port, 22);
     assert_eq!(other.ssh.jump, None);
     assert!(!other.ssh.identities_only);
+}
+
+#[test]
+fn parsing_reads_no_environment_resolution_uses_the_one_given() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config"), "Host a\n  HostName 10.0.0.7\n").unwrap();
+    let env = SshEnv {
+        local_user: Some("carol".into()),
+        ssh_config: dir.path().join("config"),
+        known_hosts: dir.path().join("known_hosts"),
+    };
+    let file = SourceFile {
+        path: dir.path().join("inv.toml"),
+        text: "[hosts.a]\n[hosts.b]\nssh = { user = \"bob\" }\n".into(),
+    };
+    let inv = Inventory::parse_in(&file, env).unwrap();
+    let a = &inv.hosts[0];
+    assert_eq!(
+        (a.ssh.user.as_str(), a.address.as_str()),
+        ("carol", "10.0.0.7")
+    );
+    assert_eq!(a.ssh.address, a.address);
+    assert_eq!(a.ssh.host_name, "a");
+    assert_eq!(a.ssh.known_hosts, dir.path().join("known_hosts"));
+    assert_eq!(inv.hosts[1].ssh.user, "bob");
 }

@@ -147,18 +147,7 @@ pub struct PlanOptions {
 }
 
 pub fn connect_spec(host: &Host) -> ConnectSpec {
-    ConnectSpec {
-        host_name: host.name.clone(),
-        address: host.address.clone(),
-        port: host.ssh.port,
-        user: host.ssh.user.clone(),
-        identity_file: host.ssh.identity_file.clone(),
-        known_hosts: host.ssh.known_hosts.clone(),
-        host_key_policy: host.ssh.host_key_policy,
-        connect_timeout: host.ssh.connect_timeout,
-        jump: host.ssh.jump.clone(),
-        identities_only: host.ssh.identities_only,
-    }
+    host.ssh.clone()
 }
 
 /// The hosts a run targets: `pattern` (e.g. the playbook's `hosts`) narrowed by `--limit`.

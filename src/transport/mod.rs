@@ -5,6 +5,7 @@ mod connection;
 mod known_hosts;
 mod known_hosts_format;
 pub mod local;
+pub mod settings;
 pub mod ssh;
 pub mod ssh_config;
 

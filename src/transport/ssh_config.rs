@@ -93,8 +93,8 @@ impl SshConfig {
         Self { blocks }
     }
 
-    /// The settings for `host` (what you would type after `ssh`).
-    pub fn lookup(&self, host: &str) -> HostConfig {
+    /// The settings for `host` (what you would type after `ssh`); `local_user` is `%u`.
+    pub fn lookup(&self, host: &str, local_user: &str) -> HostConfig {
         let mut raw = HostConfig::default();
         let mut identity: Option<String> = None;
         for block in &self.blocks {
@@ -124,7 +124,6 @@ impl SshConfig {
             .as_deref()
             .map(|h| h.replace("%h", host).replace("%%", "%"));
         let real_host = host_name.as_deref().unwrap_or(host);
-        let local_user = std::env::var("USER").unwrap_or_default();
         let expand = |s: &str| {
             let mut out = String::new();
             let mut chars = s.chars();
@@ -136,8 +135,8 @@ impl SshConfig {
                 match chars.next() {
                     Some('h') => out.push_str(real_host),
                     Some('n') => out.push_str(host),
-                    Some('r') => out.push_str(raw.user.as_deref().unwrap_or(&local_user)),
-                    Some('u') => out.push_str(&local_user),
+                    Some('r') => out.push_str(raw.user.as_deref().unwrap_or(local_user)),
+                    Some('u') => out.push_str(local_user),
                     Some('p') => out.push_str(&raw.port.unwrap_or(22).to_string()),
                     Some('%') => out.push('%'),
                     Some(other) => {
@@ -279,7 +278,7 @@ Host *
     fn first_obtained_value_wins_across_blocks() {
         let config = SshConfig::parse(CONFIG);
         assert_eq!(
-            config.lookup("web-1"),
+            config.lookup("web-1", "me"),
             HostConfig {
                 host_name: Some("web-1.example.com".into()),
                 user: Some("deploy".into()),
@@ -295,7 +294,7 @@ Host *
     fn negated_pattern_excludes_the_block() {
         let config = SshConfig::parse(CONFIG);
         assert_eq!(
-            config.lookup("web-9"),
+            config.lookup("web-9", "me"),
             HostConfig {
                 host_name: None,
                 user: Some("fallback".into()),
@@ -311,7 +310,7 @@ Host *
     fn equals_signs_quotes_tokens_and_first_jump_hop() {
         let config = SshConfig::parse(CONFIG);
         assert_eq!(
-            config.lookup("ALIAS"),
+            config.lookup("ALIAS", "me"),
             HostConfig {
                 host_name: Some("10.0.0.5".into()),
                 user: Some("fallback".into()),
@@ -326,8 +325,11 @@ Host *
 
     #[test]
     fn empty_and_missing_configs_say_nothing() {
-        assert_eq!(SshConfig::parse("").lookup("x"), HostConfig::default());
+        assert_eq!(
+            SshConfig::parse("").lookup("x", "me"),
+            HostConfig::default()
+        );
         let missing = SshConfig::load(Path::new("/nonexistent/ssh/config")).unwrap();
-        assert_eq!(missing.lookup("x"), HostConfig::default());
+        assert_eq!(missing.lookup("x", "me"), HostConfig::default());
     }
 }
