@@ -1,5 +1,7 @@
 //! The commands: input files loaded and checked, reporters and options wired to the fleet runs,
-//! and how each command ended. Take `settings`, never the CLI's types.
+//! and how each command ended. Take `settings`, never the CLI's types; may import settings,
+//! diagnostic, output, inventory, playbook, secrets, plan, fleet, report, remote and transport,
+//! never cli.
 
 pub mod check;
 pub mod inspect;

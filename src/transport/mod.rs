@@ -1,4 +1,6 @@
-//! The one seam between the executor and the network: connect to a host, run a command with stdin.
+//! The one seam between the host session and the network: connect to a host (`ConnectSpec`,
+//! resolved in `settings`), run a command with stdin; `TransportError` with hints as data. May
+//! import output, paths and diagnostic; nothing above it.
 
 mod auth;
 mod connection;
