@@ -18,6 +18,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod session;
 pub mod settings;
+pub mod steps;
 pub mod template;
 pub mod transport;
 pub mod vars;

@@ -1,38 +1,57 @@
-//! `dropship releases` and `dropship lock status|release`: read-only (or lock-clearing) scripts
-//! run on every host, their output shown per host.
+//! `dropship releases`, `lock status|release` and `ping`: a read-only (or lock-clearing)
+//! script run on every host as a query, its output shown per host. Not steps of a plan.
 
-use crate::plan::{Action, Plan, PlannedStep};
-use crate::remote::{lock, release};
+use crate::plan::Plan;
+use crate::remote::{facts, lock, release};
 use crate::report::RunReport;
+use crate::session::Query;
 use crate::settings::{LockAction, RunSettings};
 
 /// Lists each host's releases (marking the current one) and the tail of its audit log.
-pub async fn releases(mut plan: Plan, run: &RunSettings) -> RunReport {
-    for hp in &mut plan.hosts {
-        let script = release::show(hp.release.as_ref(), &hp.state);
-        hp.steps = vec![PlannedStep::new(
-            "releases",
-            Action::Show {
-                command: script.into_string(),
-            },
-        )];
-    }
-    super::adhoc("releases", plan, run).await
+pub async fn releases(plan: Plan, run: &RunSettings) -> RunReport {
+    let queries: Vec<Query> = plan
+        .hosts
+        .iter()
+        .map(|hp| {
+            let script = release::show(hp.release.as_ref(), &hp.state);
+            shown("releases", script.into_string())
+        })
+        .collect();
+    super::query("releases", plan, &queries, run).await
 }
 
 /// Shows who holds each host's lock, or clears it.
-pub async fn lock(mut plan: Plan, run: &RunSettings, action: LockAction) -> RunReport {
-    for hp in &mut plan.hosts {
-        let (name, script) = match action {
-            LockAction::Status => ("lock status", lock::show_status(&hp.state)),
-            LockAction::Release => ("lock release", lock::show_force_release(&hp.state)),
-        };
-        hp.steps = vec![PlannedStep::new(
-            name,
-            Action::Show {
-                command: script.into_string(),
-            },
-        )];
+pub async fn lock(plan: Plan, run: &RunSettings, action: LockAction) -> RunReport {
+    let queries: Vec<Query> = plan
+        .hosts
+        .iter()
+        .map(|hp| match action {
+            LockAction::Status => shown("lock status", lock::show_status(&hp.state).into_string()),
+            LockAction::Release => shown(
+                "lock release",
+                lock::show_force_release(&hp.state).into_string(),
+            ),
+        })
+        .collect();
+    super::query("lock", plan, &queries, run).await
+}
+
+/// Reports each host's docker and compose versions.
+pub async fn ping(plan: Plan, run: &RunSettings) -> RunReport {
+    let query = Query {
+        name: "ping".into(),
+        script: facts::script(),
+        summary: Some(facts::summarize),
+    };
+    let queries = vec![query; plan.hosts.len()];
+    super::query("ping", plan, &queries, run).await
+}
+
+/// A query whose result is what the script printed.
+fn shown(name: &str, script: String) -> Query {
+    Query {
+        name: name.to_string(),
+        script,
+        summary: None,
     }
-    super::adhoc("lock", plan, run).await
 }

@@ -9,13 +9,15 @@ pub mod inspect;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::InputError;
-use crate::fleet::{self, Cancel, ExecOptions, LockOptions};
+use crate::fleet::{self, Adhoc, Cancel, ExecOptions, LockOptions};
 use crate::inventory::Inventory;
 use crate::plan::{self, Action, Plan, PlanOptions};
 use crate::playbook::Playbook;
 use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
 use crate::secrets::{self, Redactor};
+use crate::session::Query;
 use crate::settings::{Command, JsonTarget, PlaybookTarget, RunSettings};
+use crate::steps::run;
 use crate::transport::ssh::SshConnector;
 
 /// How a command ended, mapped to the process's exit status by `main`.
@@ -88,12 +90,7 @@ async fn dispatch(command: Command) -> Result<Option<RunReport>, InputError> {
         } => {
             let inventory = Inventory::load(&hosts.inventory)?;
             let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
-            let action = Action::Run {
-                command: command.clone(),
-                dir: None,
-                creates: None,
-                unless: None,
-            };
+            let action = Action::Run(run::Command::plain(command.clone()));
             let plan = plan::adhoc(targets, &command, action);
             preflight(&plan, &run)?;
             Ok(Some(adhoc("exec", plan, &run).await))
@@ -101,9 +98,9 @@ async fn dispatch(command: Command) -> Result<Option<RunReport>, InputError> {
         Command::Ping { hosts, run } => {
             let inventory = Inventory::load(&hosts.inventory)?;
             let targets = plan::target_hosts(&inventory, "all", hosts.limit.as_deref())?;
-            let plan = plan::adhoc(targets, "ping", Action::Facts);
+            let plan = plan::inspection(targets);
             preflight(&plan, &run)?;
-            Ok(Some(adhoc("ping", plan, &run).await))
+            Ok(Some(inspect::ping(plan, &run).await))
         }
     }
 }
@@ -230,8 +227,18 @@ pub async fn rollback(plan: Plan, run: &RunSettings, to: Option<&str>) -> RunRep
 }
 
 pub async fn adhoc(command: &str, plan: Plan, run: &RunSettings) -> RunReport {
+    adhoc_run(command, Adhoc::Steps, plan, run).await
+}
+
+/// Runs one query per host (in the plan's host order) for an inspection command.
+pub async fn query(command: &str, plan: Plan, queries: &[Query], run: &RunSettings) -> RunReport {
+    adhoc_run(command, Adhoc::Queries(queries), plan, run).await
+}
+
+async fn adhoc_run(command: &str, work: Adhoc<'_>, plan: Plan, run: &RunSettings) -> RunReport {
     fleet::adhoc(
         command,
+        work,
         &SshConnector::new(),
         &plan,
         exec_options(run),

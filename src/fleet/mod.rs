@@ -12,7 +12,7 @@ use futures::future::join_all;
 use crate::deploy::{finish, holder, take_locks};
 use crate::plan::Plan;
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
-use crate::session::{HostSession, RunContext, connect_all};
+use crate::session::{HostSession, Query, RunContext, connect_all};
 use crate::transport::{Connection, Connector};
 
 pub use crate::session::{Cancel, CancelHandle};
@@ -79,9 +79,19 @@ pub async fn deploy<C: Connector>(
     )
 }
 
-/// `dropship exec` and `ping`: every host at once, no lock, no audit.
+/// What an ad-hoc run does on each host.
+#[derive(Clone, Copy)]
+pub enum Adhoc<'a> {
+    /// The plan's steps (`exec`).
+    Steps,
+    /// One query per host, in the plan's host order (`releases`, `lock`, `ping`).
+    Queries(&'a [Query]),
+}
+
+/// `dropship exec` and the inspection commands: every host at once, no lock, no audit.
 pub async fn adhoc<C: Connector>(
     command: &str,
+    work: Adhoc<'_>,
     connector: &C,
     plan: &Plan,
     exec: ExecOptions,
@@ -92,8 +102,16 @@ pub async fn adhoc<C: Connector>(
     let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
     let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
     join_all(sessions.iter_mut().map(|s| {
-        let len = plan.hosts[s.index()].steps.len();
-        s.run_steps(&ctx, 0..len, None)
+        let ctx = &ctx;
+        async move {
+            match work {
+                Adhoc::Steps => {
+                    let len = plan.hosts[s.index()].steps.len();
+                    s.run_steps(ctx, 0..len, None).await;
+                }
+                Adhoc::Queries(queries) => s.query(ctx, &queries[s.index()]).await,
+            }
+        }
     }))
     .await;
     let holder = holder(command, plan, None);

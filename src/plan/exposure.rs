@@ -1,18 +1,9 @@
 //! Keeping secrets off command lines: every rendered value bound for a command line is
 //! checked against every secret value, whatever way the template reached it.
 
-use std::ops::Range;
-
 use crate::diagnostic::{InputError, SourceFile};
 use crate::secrets::Secret;
-
-/// A rendered playbook field that ends up on a command line on the host (or in an argument
-/// the host's other users can read), with where it was written.
-#[derive(Debug, Clone)]
-pub(super) struct CommandLineValue {
-    pub span: Range<usize>,
-    pub text: String,
-}
+use crate::steps::CommandLineValue;
 
 /// A value that must never reach a command line, with how to name it in an error.
 pub(super) struct Guarded<'a> {

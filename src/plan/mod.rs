@@ -7,9 +7,8 @@ use minijinja::Value;
 use sha2::{Digest, Sha256};
 
 use crate::diagnostic::InputError;
-use crate::health::HealthCheck;
 use crate::inventory::{Host, Inventory};
-use crate::playbook::{AptState, ComposeCommand, Playbook};
+use crate::playbook::Playbook;
 use crate::release::{self, ReleaseSite};
 use crate::remote::lock::StateDir;
 use crate::rollout::Policy;
@@ -20,8 +19,9 @@ use crate::vars::Needed;
 
 mod context;
 mod exposure;
-mod steps;
+mod render;
 
+pub use crate::steps::Action;
 pub use context::host_context;
 use context::{check_tags, names_read};
 
@@ -46,54 +46,6 @@ pub struct Become {
     pub user: Option<String>,
     /// Written as the first line of the channel's stdin for `sudo -S`; `None`: `sudo -n`.
     pub password: Option<Secret>,
-}
-
-/// What one step does on one host. Everything is rendered; nothing is left to decide remotely.
-#[derive(Debug, Clone)]
-pub enum Action {
-    Upload(Upload),
-    Run {
-        command: String,
-        dir: Option<String>,
-        /// Skip (report `ok`) when this path exists.
-        creates: Option<String>,
-        /// Skip (report `ok`) when this shell command exits 0.
-        unless: Option<String>,
-    },
-    /// A read-only command whose output is the result (`releases`, `lock status`): `ok`.
-    Show {
-        command: String,
-    },
-    /// Install or remove Debian packages, only those not already in the wanted state.
-    Apt {
-        packages: Vec<String>,
-        update: bool,
-        state: AptState,
-    },
-    DockerLogin {
-        registry: String,
-        username: String,
-        password: Secret,
-    },
-    Compose {
-        command: ComposeCommand,
-        dir: String,
-        project: String,
-        services: Vec<String>,
-    },
-    /// Wait until the host is healthy, or fail at the timeout.
-    Health(HealthCheck),
-    /// Point `current` at release `id` (and prune old releases).
-    Activate {
-        site: ReleaseSite,
-        id: String,
-    },
-    /// Report docker and compose versions (`ping`).
-    Facts,
-    /// `when` was false, or the step is `once` and runs on another host.
-    Skip {
-        reason: String,
-    },
 }
 
 #[derive(Debug, Clone)]
@@ -228,9 +180,9 @@ pub fn build(
                 )?
                 .context;
                 let planned =
-                    steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
+                    render::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
                 for step in &planned.steps {
-                    if let Action::Upload(u) = &step.action {
+                    if let Some(u) = step.action.upload() {
                         rendered.push(u.dest.as_bytes().into());
                         rendered.push(u.content.clone());
                     }
@@ -262,12 +214,12 @@ pub fn build(
             )
         }));
         let ctx = resolved.context;
-        let planned = steps::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
+        let planned = render::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
         passwords.extend(planned.passwords);
         command_lines.push(planned.command_line);
         let mut steps = planned.steps;
         let post_activate = match (&site, &release_id) {
-            (Some(site), Some(id)) => steps::insert_activation(&mut steps, site, id),
+            (Some(site), Some(id)) => render::insert_activation(&mut steps, site, id),
             _ => 0,
         };
         let state = state_dir(playbook, site.as_ref(), &ctx);
@@ -297,7 +249,7 @@ pub fn build(
         exposure::check_command_lines(&playbook.file, &hp.host.name, values, &guarded)?;
         exposure::check_host_settings(&hp.host.name, &hp.host.address, &hp.connect.user, &guarded)?;
         for step in &mut hp.steps {
-            if let Action::Upload(u) = &mut step.action {
+            if let Some(u) = step.action.upload_mut() {
                 u.sensitive |= redactor.reveals_secret(&u.content);
             }
         }
@@ -425,8 +377,17 @@ fn release_sites(
         .collect()
 }
 
-/// A plan running the same action on every host (for `exec` and `ping`).
+/// A plan running the same action on every host (for `exec`).
 pub fn adhoc(hosts: Vec<Host>, name: &str, action: Action) -> Plan {
+    let mut plan = inspection(hosts);
+    for hp in &mut plan.hosts {
+        hp.steps = vec![PlannedStep::new(name, action.clone())];
+    }
+    plan
+}
+
+/// The hosts alone, no step (for `ping`, whose query is not a step).
+pub fn inspection(hosts: Vec<Host>) -> Plan {
     Plan {
         app: String::new(),
         playbook_name: String::new(),
@@ -435,7 +396,7 @@ pub fn adhoc(hosts: Vec<Host>, name: &str, action: Action) -> Plan {
             .map(|host| HostPlan {
                 connect: connect_spec(&host),
                 host,
-                steps: vec![PlannedStep::new(name, action.clone())],
+                steps: Vec::new(),
                 release: None,
                 state: StateDir::in_home("adhoc"),
                 post_activate: 0,
@@ -536,7 +497,7 @@ groups = ["db"]
         let mut secrets = IndexMap::new();
         secrets.insert("pw".to_string(), Secret::new("hunter2"));
         let plan = build(&inventory, &playbook, &secrets, &PlanOptions::default()).unwrap();
-        let Action::Upload(u) = &plan.hosts[0].steps[0].action else {
+        let Action::Template(u) = &plan.hosts[0].steps[0].action else {
             panic!("{:?}", plan.hosts[0].steps[0].action)
         };
         assert_eq!(&u.content[..], b"DB=postgres://app:HUNTER2@db\n");

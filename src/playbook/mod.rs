@@ -13,13 +13,14 @@ use crate::rollout::{Amount, OnFailure, Policy};
 use crate::secrets::SecretSource;
 use crate::vars::{self, RawVars, Vars};
 
-mod steps;
+mod step;
 
-pub use steps::{
-    AptState, AptStep, BecomeSpec, ComposeCommand, ComposeStep, FileStep, HealthStep, LoginStep,
-    RunGuards, Step, StepKind, Templated, check_dest, valid_package_name, valid_user_name,
-};
-use steps::{RawStep, convert_step};
+use crate::steps::RawStep;
+pub use crate::steps::apt::{AptState, valid_package_name};
+pub use crate::steps::compose::ComposeCommand;
+pub use crate::steps::{StepKind, Templated, valid_user_name};
+use step::convert_step;
+pub use step::{BecomeSpec, Step};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,8 +235,8 @@ fn convert_rollout(file: &SourceFile, raw: &Spanned<RawRollout>) -> Result<Polic
 
 #[cfg(test)]
 mod tests {
-    use super::steps::parse_mode;
     use super::*;
+    use crate::steps::files::parse_mode;
 
     fn parse(text: &str) -> Result<Playbook, InputError> {
         Playbook::parse(SourceFile {
@@ -351,10 +352,10 @@ become = true
             "{{ secrets.other }}"
         );
         assert!(pb.steps[2].become_as.is_none());
-        assert_eq!(
-            pb.steps[2].guards.creates.as_ref().unwrap().get_ref(),
-            "/etc/x"
-        );
+        let StepKind::Run(run) = &pb.steps[2].kind else {
+            panic!()
+        };
+        assert_eq!(run.creates.as_ref().unwrap().get_ref(), "/etc/x");
         let StepKind::Template(f) = &pb.steps[3].kind else {
             panic!()
         };

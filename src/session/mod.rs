@@ -3,9 +3,10 @@
 //! for many hosts at once within the handshake cap. May import plan, remote, release, lock,
 //! health, output, report, secrets, transport; never the fleet run above it.
 
-mod actions;
 mod cancel;
 mod gate;
+mod health;
+mod query;
 mod rollback;
 mod sequence;
 
@@ -19,7 +20,7 @@ use tokio::sync::Semaphore;
 
 pub use gate::{Gate, Turn};
 
-use crate::plan::{Action, Become, Plan};
+use crate::plan::{Become, Plan};
 use crate::remote::compose::ComposeFlavor;
 use crate::remote::files::RemoteFile;
 use crate::remote::frame::Reply;
@@ -31,9 +32,10 @@ use crate::transport::{
     Capture, Connection, Connector, Cut, ExecOutput, OutputSink, TransportError,
 };
 
-pub use actions::failure_text;
-use actions::{Done, require_success};
+pub use crate::steps::failure_text;
+use crate::steps::{Done, HostView, Learned, require_success};
 pub use cancel::{Cancel, CancelHandle};
+pub use query::Query;
 use sequence::Purpose;
 
 /// What every host task shares during a run.
@@ -300,7 +302,7 @@ impl<T: Connection> HostSession<T> {
         let started = Instant::now();
         let name = format!("rollback: activate {to}");
         let switched = match self.exec(&remote::release::activate(site, to), &[]).await {
-            Ok(out) => require_success(&out, &self.redactor),
+            Ok(out) => require_success(&out, &self.redactor).map_err(|f| f.0),
             Err(e) => Err(e),
         };
         let elapsed = started.elapsed().as_millis() as u64;
@@ -352,6 +354,28 @@ impl<T: Connection> HostSession<T> {
         self.result.steps.push(result);
     }
 
+    /// What the step kinds may read of what this session knows about its host.
+    fn view(&self) -> HostView<'_> {
+        HostView {
+            files: &self.remote_files,
+            compose: self.compose,
+            redactor: &self.redactor,
+        }
+    }
+
+    /// Takes in what a step's success told about the host.
+    fn learn(&mut self, learned: Learned) {
+        match learned {
+            Learned::Wrote { dest, file } => {
+                self.remote_files.insert(dest, Some(file));
+            }
+            Learned::Activated { previous } => {
+                self.previous_release = previous;
+                self.activated = true;
+            }
+        }
+    }
+
     /// One round trip that learns every destination's checksum, mode and owner.
     async fn probe(&mut self, plan: &Plan) -> Result<(), String> {
         let Some((script, probe_as)) = self.probe_request(plan) else {
@@ -376,7 +400,7 @@ impl<T: Connection> HostSession<T> {
         // step uses `become` (as root when one does, else as the first step's user).
         let file_becomes: Vec<&Become> = steps
             .iter()
-            .filter(|s| matches!(s.action, Action::Upload(_)))
+            .filter(|s| s.action.upload().is_some())
             .filter_map(|s| s.become_as.as_ref())
             .collect();
         let probe_as = file_becomes
@@ -459,9 +483,6 @@ fn upload_dests(plan: &Plan, index: usize) -> Vec<&str> {
     plan.hosts[index]
         .steps
         .iter()
-        .filter_map(|s| match &s.action {
-            Action::Upload(u) => Some(u.dest.as_str()),
-            _ => None,
-        })
+        .filter_map(|s| s.action.upload().map(|u| u.dest.as_str()))
         .collect()
 }

@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
-use super::actions::{Done, Prepared};
 use super::{HostSession, RunContext};
 use crate::plan::{Action, Become, PlannedStep};
 use crate::remote::compose::{self, ComposeFlavor};
 use crate::remote::driver::{self, Driver};
 use crate::remote::{self, split::StepSplitter};
 use crate::report::Outcome;
+use crate::steps::{Done, Prepared};
 use crate::transport::{Connection, ExecOutput, OutputSink, TransportError};
 
 /// Why a sequence of steps runs.
@@ -107,7 +107,7 @@ impl<T: Connection> HostSession<T> {
         let mut slots = Vec::new();
         let mut segments = Vec::new();
         for (tag, step) in steps.iter().enumerate() {
-            match self.prepare(&step.action, &step.name, tag) {
+            match step.action.prepare(&self.view(), &step.name, tag) {
                 Prepared::Remote(segment) => {
                     segments.push(segment);
                     slots.push(None);
@@ -123,9 +123,7 @@ impl<T: Connection> HostSession<T> {
         }
         let cut = slots.len();
         let detect = self.compose == ComposeFlavor::Unknown
-            && steps[..cut]
-                .iter()
-                .any(|s| matches!(s.action, Action::Compose { .. }));
+            && steps[..cut].iter().any(|s| s.action.needs_compose());
         let mut outputs = Vec::new();
         let mut epilogue_done = false;
         let mut cut_short = false;
@@ -192,11 +190,9 @@ impl<T: Connection> HostSession<T> {
                             Done::new(Outcome::Failed, Some(cut_failure(e, &out))),
                             session_ms,
                         ),
-                        (Some((_, (out, ms))), _) => (
-                            self.interpret(&step.action, &out)
-                                .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e))),
-                            ms.unwrap_or(session_ms),
-                        ),
+                        (Some((_, (out, ms))), _) => {
+                            (self.judge(&step.action, &out), ms.unwrap_or(session_ms))
+                        }
                         (None, Some(e)) => {
                             (Done::new(Outcome::Failed, Some(e.clone())), session_ms)
                         }
@@ -287,6 +283,19 @@ impl<T: Connection> HostSession<T> {
                 let killed = self.exec_helper(&kill, become_as);
                 tokio::join!(&mut run, killed).0
             }
+        }
+    }
+
+    /// Judges what a step's segment did on the host, and keeps what it learned.
+    fn judge(&mut self, action: &Action, out: &ExecOutput) -> Done {
+        match action.judge(&self.view(), out) {
+            Ok(mut done) => {
+                if let Some(learned) = done.learned.take() {
+                    self.learn(learned);
+                }
+                done
+            }
+            Err(failure) => failure.into(),
         }
     }
 

@@ -880,15 +880,11 @@ async fn adhoc_commands_run_on_every_reachable_host_without_a_lock() {
         .inject("h3", Fault::Refuse("no route to host".into()));
     let targets = plan::target_hosts(&rig.inventory(), "all", None).unwrap();
     let command = "echo hello > greeting; echo said-hello";
-    let action = dropship::plan::Action::Run {
-        command: command.into(),
-        dir: None,
-        creates: None,
-        unless: None,
-    };
+    let action = dropship::plan::Action::Run(dropship::steps::run::Command::plain(command));
     let plan = plan::adhoc(targets, command, action);
     let report = fleet::adhoc(
         "exec",
+        fleet::Adhoc::Steps,
         &rig.connector,
         &plan,
         ExecOptions::default(),

@@ -1,0 +1,153 @@
+//! `compose`: a docker compose command in the project's directory, through whichever compose
+//! the host has (found once per host by the session's first compose segment).
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    Act, Done, Failure, HostView, Kind, ParseCx, PlanCx, Prepared, Templated, require_success,
+};
+use crate::diagnostic::InputError;
+use crate::remote::compose::{self, ComposeFlavor};
+use crate::remote::driver::Segment;
+use crate::report::Outcome;
+use crate::transport::ExecOutput;
+
+/// The compose subcommands a step may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeCommand {
+    Pull,
+    Up,
+    Down,
+    Restart,
+    Ps,
+}
+
+impl ComposeCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Restart => "restart",
+            Self::Ps => "ps",
+        }
+    }
+}
+
+/// `compose = { command, dir, project, services }`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compose {
+    pub command: ComposeCommand,
+    pub dir: Option<Templated>,
+    pub project: Option<Templated>,
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// A compose command rendered for one host.
+#[derive(Debug, Clone)]
+pub struct ComposeRun {
+    pub command: ComposeCommand,
+    pub dir: String,
+    pub project: String,
+    pub services: Vec<String>,
+}
+
+const COMPOSE_MISSING: &str = "neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose";
+
+impl Kind for Compose {
+    type Raw = Compose;
+    type Action = ComposeRun;
+
+    fn parse(raw: Spanned<Compose>, _cx: &ParseCx<'_>) -> Result<Self, InputError> {
+        Ok(raw.into_inner())
+    }
+
+    fn default_name(&self) -> String {
+        format!("compose {}", self.command.as_str())
+    }
+
+    fn templated_fields(&self) -> Vec<&Templated> {
+        let mut fields: Vec<&Templated> = self.dir.iter().collect();
+        fields.extend(self.project.iter());
+        fields
+    }
+
+    fn plan(&self, cx: &mut PlanCx<'_>) -> Result<ComposeRun, InputError> {
+        let dir = match (&self.dir, cx.dir.clone()) {
+            (Some(d), _) => cx.field(d)?,
+            (None, Some(d)) => d,
+            (None, None) => {
+                return Err(cx
+                    .step_error(
+                        "a compose step needs `dir`, the directory holding docker-compose.yml",
+                        "compose.dir",
+                    )
+                    .with_hint(
+                        "write e.g. compose = { command = \"up\", dir = \"{{ app_dir }}\" }",
+                    ));
+            }
+        };
+        let project = match &self.project {
+            Some(p) => cx.field(p)?,
+            None => cx.app.to_string(),
+        };
+        Ok(ComposeRun {
+            command: self.command,
+            dir,
+            project,
+            services: self.services.clone(),
+        })
+    }
+}
+
+impl Act for ComposeRun {
+    fn describe(&self) -> String {
+        format!(
+            "compose {} in {} (project {})",
+            self.command.as_str(),
+            self.dir,
+            self.project
+        )
+    }
+
+    fn prepare(&self, host: &HostView<'_>, label: &str, _tag: usize) -> Prepared {
+        if host.compose == ComposeFlavor::Missing {
+            return Prepared::Local(Done::new(Outcome::Failed, Some(COMPOSE_MISSING.into())));
+        }
+        Prepared::Remote(Segment {
+            script: compose::command(
+                host.compose,
+                self.command,
+                &self.dir,
+                &self.project,
+                &self.services,
+            ),
+            stdin: None,
+            label: label.to_string(),
+            cleanup: None,
+        })
+    }
+
+    fn judge(&self, host: &HostView<'_>, out: &ExecOutput) -> Result<Done, Failure> {
+        if host.compose == ComposeFlavor::Missing {
+            return Err(Failure(COMPOSE_MISSING.into()));
+        }
+        require_success(out, host.redactor)?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        let outcome = if compose::changed(self.command, &text) {
+            Outcome::Changed
+        } else {
+            Outcome::Ok
+        };
+        Ok(Done::new(outcome, None))
+    }
+
+    fn needs_compose(&self) -> bool {
+        true
+    }
+}

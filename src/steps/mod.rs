@@ -1,0 +1,333 @@
+//! Step kinds: the registry of every kind a `[[steps]]` table may have and the one place that
+//! dispatches to each kind's file (parsing, planning, remote segment, judging, description).
+//! May import: diagnostic, template, secrets, health, release, remote, report (`Outcome`),
+//! transport (`ExecOutput`), plan (`Upload`, data only).
+//!
+//! Adding a step kind: a file here implementing [`Kind`] (and [`Act`] for its action), its
+//! `mod` line and one line in `registry!` below. Nothing else changes.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+use minijinja::Value;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+use crate::diagnostic::{InputError, SourceFile};
+use crate::plan::Upload;
+use crate::release::ReleaseSite;
+use crate::remote::compose::ComposeFlavor;
+use crate::remote::files::RemoteFile;
+use crate::secrets::{Redactor, Secret};
+use crate::template::Renderer;
+use crate::transport::ExecOutput;
+
+pub mod activate;
+pub mod apt;
+pub mod compose;
+mod done;
+pub mod files;
+pub mod health;
+pub mod login;
+pub mod run;
+
+pub use done::{Done, Failure, Learned, Prepared, failure_text, output_tail, require_success};
+
+/// A string field that is rendered per host, with its place in the playbook for errors.
+pub type Templated = Spanned<String>;
+
+/// One step kind as written in the playbook, validated: what its key holds.
+pub trait Kind: Sized + std::fmt::Debug + Clone {
+    /// What the kind's key holds in a `[[steps]]` table, as deserialized.
+    type Raw: DeserializeOwned;
+    /// What the step does on one host, every field rendered.
+    type Action: Act + std::fmt::Debug + Clone;
+    /// Whether the step-level guards `creates` and `unless` apply to this kind.
+    const GUARDED: bool = false;
+
+    /// Validates the raw value (and reads the files it names).
+    fn parse(raw: Spanned<Self::Raw>, cx: &ParseCx<'_>) -> Result<Self, InputError>;
+    /// The step's name when the playbook gives none.
+    fn default_name(&self) -> String;
+    /// Every string field of the kind rendered per host.
+    fn templated_fields(&self) -> Vec<&Templated>;
+    /// Renders the kind for one host.
+    fn plan(&self, cx: &mut PlanCx<'_>) -> Result<Self::Action, InputError>;
+}
+
+/// One step's action on one host: its remote segment, how its output is judged, and what
+/// `check` says of it.
+pub trait Act {
+    /// What `dropship check` prints for it.
+    fn describe(&self) -> String;
+    /// What it needs from the host; `tag` tells this step's temporary files apart from the
+    /// others' in the same script.
+    fn prepare(&self, host: &HostView<'_>, label: &str, tag: usize) -> Prepared;
+    /// Judges what its segment did on the host.
+    fn judge(&self, host: &HostView<'_>, out: &ExecOutput) -> Result<Done, Failure>;
+    /// The file it places, if it is a file step.
+    fn upload(&self) -> Option<&Upload> {
+        None
+    }
+    fn upload_mut(&mut self) -> Option<&mut Upload> {
+        None
+    }
+    /// Whether its segment needs to know how compose is invoked on the host.
+    fn needs_compose(&self) -> bool {
+        false
+    }
+}
+
+/// What parsing a kind may read besides its own key.
+pub struct ParseCx<'a> {
+    pub file: &'a SourceFile,
+    /// Where relative paths (`src`) are looked up, in order.
+    pub bases: &'a [&'a Path],
+    /// The step-level guards (only kinds with `GUARDED` may see them set).
+    pub creates: Option<Templated>,
+    pub unless: Option<Templated>,
+}
+
+/// A rendered playbook field that ends up on a command line on the host (or in an argument
+/// the host's other users can read), with where it was written.
+#[derive(Debug, Clone)]
+pub struct CommandLineValue {
+    pub span: Range<usize>,
+    pub text: String,
+}
+
+/// What planning a kind for one host may read, and what it collects.
+pub struct PlanCx<'a> {
+    pub file: &'a SourceFile,
+    pub renderer: &'a Renderer,
+    pub ctx: &'a Value,
+    /// The playbook's `app` (the default compose project).
+    pub app: &'a str,
+    /// Position in `[[steps]]` and name, for errors.
+    pub index: usize,
+    pub name: &'a str,
+    /// The step's `dir`, rendered.
+    pub dir: Option<String>,
+    /// The release this run creates, when the playbook has `[release]`.
+    pub release: Option<(&'a ReleaseSite, &'a str)>,
+    /// Every rendered value that goes on a command line, to be checked for secrets.
+    pub command_line: Vec<CommandLineValue>,
+    /// Passwords sent on stdin, masked in all output like secrets, each with how to name it.
+    pub passwords: Vec<(String, Secret)>,
+}
+
+impl PlanCx<'_> {
+    /// Renders a field bound for a command line (noted, to be checked for secrets).
+    pub fn field(&mut self, field: &Templated) -> Result<String, InputError> {
+        let text = self.renderer.render_field(field, self.ctx, self.file)?;
+        self.command_line.push(CommandLineValue {
+            span: field.span(),
+            text: text.clone(),
+        });
+        Ok(text)
+    }
+
+    /// Renders a password sent on stdin (never on a command line), to be masked in all output.
+    pub fn password(&mut self, field: &Templated, label: String) -> Result<Secret, InputError> {
+        let secret = Secret::new(self.renderer.render_field(field, self.ctx, self.file)?);
+        self.passwords.push((label, secret.clone()));
+        Ok(secret)
+    }
+
+    /// An error about the step as a whole at `key` (below `steps.N.`).
+    pub fn step_error(&self, message: &str, key: &str) -> InputError {
+        InputError::plain(format!(
+            "{}: step {} (`{}`): {message}",
+            self.file.path.display(),
+            self.index + 1,
+            self.name
+        ))
+        .with_key(format!("steps.{}.{key}", self.index))
+    }
+}
+
+/// What a host session knows of its host that the step kinds read.
+pub struct HostView<'a> {
+    /// What the probe found at each destination, updated after each upload.
+    pub files: &'a HashMap<String, Option<RemoteFile>>,
+    pub compose: ComposeFlavor,
+    /// Masks secrets in failure texts.
+    pub redactor: &'a Redactor,
+}
+
+/// User and group names usable with `sudo -u` and `chown`: letters, digits, `_`, `-`, `.`,
+/// not starting with `-`, at most 32 characters.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+macro_rules! registry {
+    ($($key:ident => $Variant:ident($Kind:ty)),* $(,)?) => {
+        /// A `[[steps]]` table as written: the keys common to every step (converted by
+        /// `playbook`) and one optional key per step kind.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct RawStep {
+            pub name: Option<String>,
+            pub dir: Option<Templated>,
+            #[serde(default)]
+            pub once: bool,
+            pub when: Option<Templated>,
+            #[serde(default)]
+            pub tags: Vec<String>,
+            $(pub $key: Option<Spanned<<$Kind as Kind>::Raw>>,)*
+            #[serde(rename = "become")]
+            pub become_root: Option<Spanned<bool>>,
+            pub become_user: Option<Templated>,
+            pub become_password: Option<Templated>,
+            pub creates: Option<Templated>,
+            pub unless: Option<Templated>,
+        }
+
+        /// What a step does, as written and validated: one variant per kind.
+        #[derive(Debug, Clone)]
+        pub enum StepKind {
+            $($Variant($Kind),)*
+        }
+
+        /// What one step does on one host. Everything is rendered; nothing is left to decide
+        /// remotely.
+        #[derive(Debug, Clone)]
+        pub enum Action {
+            $($Variant(<$Kind as Kind>::Action),)*
+            /// `when` was false, or the step is `once` and runs on another host.
+            Skip { reason: String },
+        }
+
+        /// The kinds' keys, for the hint of a step that has none.
+        const KEYS: &[&str] = &[$(stringify!($key)),*];
+
+        impl RawStep {
+            /// Whether a kind present in this table takes `creates` and `unless`.
+            pub(crate) fn takes_guards(&self) -> bool {
+                false $(|| (self.$key.is_some() && <$Kind as Kind>::GUARDED))*
+            }
+
+            /// Validates every kind present (a step must have exactly one: the caller says so),
+            /// each with its key.
+            pub(crate) fn take_kinds(
+                &mut self,
+                cx: &ParseCx<'_>,
+            ) -> Result<Vec<(&'static str, StepKind)>, InputError> {
+                let mut kinds = Vec::new();
+                $(if let Some(raw) = self.$key.take() {
+                    kinds.push((stringify!($key), StepKind::$Variant(<$Kind as Kind>::parse(raw, cx)?)));
+                })*
+                Ok(kinds)
+            }
+        }
+
+        impl StepKind {
+            pub fn default_name(&self) -> String {
+                match self {
+                    $(Self::$Variant(k) => k.default_name(),)*
+                }
+            }
+
+            pub fn templated_fields(&self) -> Vec<&Templated> {
+                match self {
+                    $(Self::$Variant(k) => k.templated_fields(),)*
+                }
+            }
+
+            pub fn plan(&self, cx: &mut PlanCx<'_>) -> Result<Action, InputError> {
+                Ok(match self {
+                    $(Self::$Variant(k) => Action::$Variant(k.plan(cx)?),)*
+                })
+            }
+        }
+
+        impl Action {
+            pub fn describe(&self) -> String {
+                match self {
+                    $(Self::$Variant(a) => a.describe(),)*
+                    Self::Skip { reason } => format!("skip ({reason})"),
+                }
+            }
+
+            pub fn prepare(&self, host: &HostView<'_>, label: &str, tag: usize) -> Prepared {
+                match self {
+                    $(Self::$Variant(a) => a.prepare(host, label, tag),)*
+                    Self::Skip { reason } => Prepared::Local(Done::new(
+                        crate::report::Outcome::Skipped,
+                        Some(reason.clone()),
+                    )),
+                }
+            }
+
+            pub fn judge(&self, host: &HostView<'_>, out: &ExecOutput) -> Result<Done, Failure> {
+                match self {
+                    $(Self::$Variant(a) => a.judge(host, out),)*
+                    Self::Skip { .. } => unreachable!("decided without a segment"),
+                }
+            }
+
+            pub fn upload(&self) -> Option<&Upload> {
+                match self {
+                    $(Self::$Variant(a) => a.upload(),)*
+                    Self::Skip { .. } => None,
+                }
+            }
+
+            pub fn upload_mut(&mut self) -> Option<&mut Upload> {
+                match self {
+                    $(Self::$Variant(a) => a.upload_mut(),)*
+                    Self::Skip { .. } => None,
+                }
+            }
+
+            pub fn needs_compose(&self) -> bool {
+                match self {
+                    $(Self::$Variant(a) => a.needs_compose(),)*
+                    Self::Skip { .. } => false,
+                }
+            }
+        }
+    };
+}
+
+// The registry: every step kind's key in a `[[steps]]` table, its variant and its type.
+registry! {
+    copy => Copy(files::Copy),
+    template => Template(files::Template),
+    run => Run(run::Run),
+    apt => Apt(apt::Apt),
+    docker_login => DockerLogin(login::Login),
+    compose => Compose(compose::Compose),
+    health => Health(health::Health),
+    activate => Activate(activate::Activate),
+}
+
+/// The kinds a step may have, for a hint: "`copy`, `template`, … or `activate`".
+pub fn kinds_list() -> String {
+    let names: Vec<String> = KEYS.iter().map(|k| format!("`{k}`")).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kinds_list_names_every_kind_in_registry_order() {
+        assert_eq!(
+            kinds_list(),
+            "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health` or `activate`"
+        );
+    }
+}
