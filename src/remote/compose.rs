@@ -159,7 +159,7 @@ mod tests {
         let detect = detect().into_string();
         let isolated = detect.replace(" /usr/", &format!(" {}/usr/", dir.path().display()));
         assert_ne!(isolated, detect);
-        let request = Framed::new(&Script::trusted(isolated));
+        let request = Framed::new(&Script::raw_trusted(isolated));
         let detect = |path: &str| {
             let out = std::process::Command::new("/bin/sh")
                 .arg("-c")

@@ -32,7 +32,7 @@ impl Segment {
     /// A script that may do anything (exit, cd, read stdin): run in a subshell, stdin closed.
     pub fn isolated(script: &str, label: &str) -> Self {
         Self {
-            script: sh!("(\n{}\n) </dev/null", Script::trusted(script)).into_string(),
+            script: sh!("(\n{}\n) </dev/null", Script::raw_trusted(script)).into_string(),
             stdin: None,
             label: label.to_string(),
             cleanup: None,
@@ -144,7 +144,7 @@ fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&s
                 format!("\\n@@dropship:{nonce}:stop@@\\n"),
                 status.bare(),
                 started,
-                Script::trusted(segment.script.as_str()),
+                Script::raw_trusted(segment.script.as_str()),
                 status,
                 marker,
                 status.get(),

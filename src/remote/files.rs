@@ -2,7 +2,8 @@
 //! the upload script that writes one file atomically from the shared stdin.
 
 use super::frame::{self, Kind, Reply};
-use super::script::{Octal, Script};
+use super::script::{Octal, Script, Umask, Var};
+use super::vars;
 use crate::plan::Upload;
 use crate::sh;
 
@@ -167,20 +168,20 @@ pub fn upload(upload: &Upload, _tag: usize) -> String {
     // `${PWD%/}`: in `/`, the path is `/.dropship.X`, as `cd -P` will report it.
     sh!(
         "[ -n \"${{{}:-}}\" ] || {}=$({{ [ -d {} ] || mkdir -p -- {}; }} && cd -P -- {} && {{ set -- .dropship.*; [ ! -e \"$1\" ] || find . -maxdepth 1 -name '.dropship.*' -user \"$(id -u)\" -mmin +{} -exec rm -rf -- {{}} + 2>/dev/null; }} && exec mktemp -d \"${{PWD%/}}/.dropship.XXXXXXXXXX\") || {}=
-(dst=${}; cd -P -- {} && [ -n \"$dst\" ] && [ \"${{PWD%/}}/${{dst##*/}}\" = \"$dst\" ] && cd -P -- \"${{dst##*/}}\" && [ -O . ] && [ \"$PWD\" = \"$dst\" ] || {{ echo 'dropship: cannot make a private temporary directory in '{} >&2; exit 1; }}
+(dst={}; cd -P -- {} && [ -n \"$dst\" ] && [ \"${{PWD%/}}/${{dst##*/}}\" = \"$dst\" ] && cd -P -- \"${{dst##*/}}\" && [ -O . ] && [ \"$PWD\" = \"$dst\" ] || {{ echo 'dropship: cannot make a private temporary directory in '{} >&2; exit 1; }}
 if (umask {} && set -C && exec head -c {} >f) && [ \"$(exec sha256sum <f)\" = {} ]{}{} && mv -Tf -- f ../{}; then :
 else got=$(wc -c <f 2>/dev/null); rm -f -- f; cd .. && rmdir -- \"${{dst##*/}}\"; printf 'dropship: %s was not replaced (%s of %s bytes arrived intact); the previous file is untouched\\n' {} \"${{got:-0}}\" {} >&2; exit 1; fi)",
-        Script::trusted(var.clone()),
-        Script::trusted(var.clone()),
+        var,
+        var,
         dir,
         dir,
         dir,
         STALE_TEMP_MINUTES,
-        Script::trusted(var.clone()),
-        Script::trusted(var),
+        var,
+        var.bare(),
         dir,
         dir,
-        Script::trusted(format!("{umask:03o}")),
+        Umask(umask),
         upload.content.len(),
         format!("{}  -", upload.sha256),
         chown,
@@ -196,7 +197,12 @@ else got=$(wc -c <f 2>/dev/null); rm -f -- f; cd .. && rmdir -- \"${{dst##*/}}\"
 /// once per driver, at its end (see `Segment::cleanup`), whatever happened before.
 pub fn upload_cleanup(upload: &Upload) -> String {
     let var = session_dir_var(dir_and_name(&upload.dest).0);
-    format!("[ -z \"${{{var}:-}}\" ] || rmdir -- \"${var}\" 2>/dev/null || :")
+    sh!(
+        "[ -z \"${{{}:-}}\" ] || rmdir -- {} 2>/dev/null || :",
+        var,
+        var.get()
+    )
+    .into_string()
 }
 
 fn dir_and_name(dest: &str) -> (&str, &str) {
@@ -209,9 +215,10 @@ fn dir_and_name(dest: &str) -> (&str, &str) {
 
 /// The driver's shell variable holding the private directory made in `dir`: one per
 /// directory as written in the plan (two spellings of one directory just get one each).
-fn session_dir_var(dir: &str) -> String {
+fn session_dir_var(dir: &str) -> Var {
     use sha2::{Digest, Sha256};
-    format!("dsu_{}", &hex::encode(Sha256::digest(dir.as_bytes()))[..16])
+    let hash = hex::encode(Sha256::digest(dir.as_bytes()));
+    Var::tagged(vars::UPLOAD_DIR_PREFIX, &hash[..16])
 }
 
 #[cfg(test)]
@@ -521,10 +528,11 @@ mod tests {
     /// The `.dropship.*` entries of `dir` each segment sees, printed by a listing segment.
     fn listing(dir: &std::path::Path) -> crate::remote::driver::Segment {
         crate::remote::driver::Segment::isolated(
-            &format!(
+            sh!(
                 "cd {} && ls -d .dropship.* 2>/dev/null; :",
-                crate::remote::script::quote(dir.to_str().unwrap())
-            ),
+                dir.to_str().unwrap()
+            )
+            .as_str(),
             "ls",
         )
     }

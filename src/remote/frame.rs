@@ -57,20 +57,14 @@ impl Kind {
 }
 
 /// Shell code that reports a result of `kind`: `fields` is one shell word (a quoted text, or
-/// a `Script` such as `"changed$todo"`), empty for none. The nonce is the session's, from
+/// a `Script` such as `"changed$todo"`). The nonce is the session's, from
 /// `$dsn` (`vars::NONCE`). One builtin (`printf`): no process.
 pub fn report(kind: Kind, fields: &dyn ShellArg) -> Script {
-    let mut word = String::new();
-    fields.push_to(&mut word);
-    let word = if word.is_empty() || word == "''" {
-        sh!("{}", kind.as_str())
-    } else {
-        sh!("{}:{}", kind.as_str(), Script::trusted(word))
-    };
     sh!(
-        "printf '\\n@@dropship:%s:%s@@\\n' {} {}",
+        "printf '\\n@@dropship:%s:%s@@\\n' {} {}:{}",
         vars::NONCE.get(),
-        word
+        kind.as_str(),
+        fields
     )
 }
 

@@ -9,9 +9,15 @@ use crate::transport::ExecOutput;
 
 /// A user's `run` command (shell code by intent), in `dir` when given.
 pub fn command(command: &str, dir: Option<&str>) -> String {
+    script(command, dir).into_string()
+}
+
+fn script(command: &str, dir: Option<&str>) -> Script {
+    // The user's command is shell code by intent: the escape hatch.
+    let code = Script::raw_trusted(command);
     match dir {
-        Some(dir) => sh!("cd -- {} && {{\n{}\n}}", dir, Script::trusted(command)).into_string(),
-        None => command.to_string(),
+        Some(dir) => sh!("cd -- {} && {{\n{}\n}}", dir, code),
+        None => code,
     }
 }
 
@@ -31,11 +37,11 @@ pub fn guarded(
     if let Some(test) = unless {
         script.push(&sh!(
             "if {{\n{}\n}} >/dev/null 2>&1; then {}; exit 0; fi\n",
-            Script::trusted(test),
+            Script::raw_trusted(test),
             holds
         ));
     }
-    script.push(&Script::trusted(command(command_text, dir)));
+    script.push(&self::script(command_text, dir));
     script.into_string()
 }
 

@@ -1,6 +1,6 @@
 //! The one way to write a remote shell script: fixed `'static` templates whose `{}` holes take
 //! values that are quoted by default; only other `Script`s (or text explicitly marked as a
-//! trusted shell fragment, such as a user's `run` command) go in as code.
+//! trusted shell fragment, such as a user's `run` command: `Script::raw_trusted`) go in as code.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,7 +11,7 @@ pub fn quote(word: &str) -> Cow<'_, str> {
 }
 
 /// Shell code for a host. It can only be made from `'static` templates (code written in this
-/// crate) with every value quoted, or from text marked trusted with `Script::trusted`.
+/// crate) with every value quoted, or from text marked trusted with `Script::raw_trusted`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Script(String);
 
@@ -159,9 +159,10 @@ impl Script {
         Self(out)
     }
 
-    /// Text that is shell code by intent (a user's `run` command, a health `command`): the
-    /// only way other than a template to make a `Script`.
-    pub fn trusted(code: impl Into<String>) -> Self {
+    /// The one escape hatch: text that is shell code by intent (a user's `run` command, a
+    /// health `command`, a script built here and kept as text), taken as is. The only way
+    /// other than a template to make a `Script`; grep for it.
+    pub fn raw_trusted(code: impl Into<String>) -> Self {
         Self(code.into())
     }
 
@@ -256,7 +257,7 @@ pub(crate) mod tests {
             sh!("{} && chmod {} -- {}", inner, Octal(0o640), "f").as_str(),
             "echo 'a b' && chmod 0640 -- f"
         );
-        assert_eq!(Script::trusted("ls | wc -l").as_str(), "ls | wc -l");
+        assert_eq!(Script::raw_trusted("ls | wc -l").as_str(), "ls | wc -l");
         assert_eq!(
             sh!("{{ x=${y}; }} && find -exec rm {{}} + {}", "z").as_str(),
             "{ x=${y}; } && find -exec rm {} + z"
