@@ -1,7 +1,8 @@
 //! Step kinds: the registry of every kind a `[[steps]]` table may have and the one place that
 //! dispatches to each kind's file (parsing, planning, remote segment, judging, description).
-//! May import: diagnostic, template, secrets, health, release, remote, report (`Outcome`),
-//! transport (`ExecOutput`), plan (`Upload`, data only).
+//! May import: diagnostic, paths, template, secrets, health, release (`ReleaseSite`), remote,
+//! report (`Outcome`), transport (`ExecOutput`), plan (`Upload` and its constructor, data only);
+//! never playbook, session or fleet (they call in here).
 //!
 //! Adding a step kind: a file here implementing [`Kind`] (and [`Act`] for its action), its
 //! `mod` line and one line in `registry!` below. Nothing else changes.
@@ -322,6 +323,92 @@ pub fn kinds_list() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::upload;
+    use crate::report::Outcome;
+
+    fn view<'a>(
+        files: &'a HashMap<String, Option<RemoteFile>>,
+        compose: ComposeFlavor,
+        redactor: &'a Redactor,
+    ) -> HostView<'a> {
+        HostView {
+            files,
+            compose,
+            redactor,
+        }
+    }
+
+    fn exited(status: u32, stderr: &str) -> ExecOutput {
+        ExecOutput {
+            status: Some(status),
+            stderr: stderr.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_file_already_on_the_host_is_decided_without_a_segment_and_a_written_one_is_learned() {
+        let redactor = Redactor::default();
+        let action = Action::Copy(upload("/srv/a".into(), 0o644, b"x"[..].into(), false));
+        let Some(u) = action.upload() else { panic!() };
+        let mut files = HashMap::new();
+        files.insert(u.dest.clone(), Some(RemoteFile::written_by(u)));
+        let Prepared::Local(done) =
+            action.prepare(&view(&files, ComposeFlavor::Unknown, &redactor), "a", 0)
+        else {
+            panic!("an unchanged file needs no segment")
+        };
+        assert_eq!(done.outcome, Outcome::Ok);
+
+        let empty = HashMap::new();
+        let host = view(&empty, ComposeFlavor::Unknown, &redactor);
+        assert!(matches!(action.prepare(&host, "a", 0), Prepared::Remote(_)));
+        let done = action.judge(&host, &exited(0, "")).unwrap();
+        assert_eq!(done.outcome, Outcome::Changed);
+        assert!(matches!(done.learned, Some(Learned::Wrote { ref dest, .. }) if dest == "/srv/a"));
+        let Err(failure) = action.judge(&host, &exited(3, "disk full")) else {
+            panic!("a failed upload is a failure")
+        };
+        assert_eq!(failure, Failure("exit status 3\ndisk full".into()));
+    }
+
+    #[test]
+    fn compose_fails_before_its_segment_when_the_host_has_no_compose() {
+        let redactor = Redactor::default();
+        let files = HashMap::new();
+        let action = Action::Compose(compose::ComposeRun {
+            command: compose::ComposeCommand::Up,
+            dir: "/srv".into(),
+            project: "app".into(),
+            services: Vec::new(),
+        });
+        assert!(action.needs_compose());
+        let host = view(&files, ComposeFlavor::Missing, &redactor);
+        let Prepared::Local(done) = action.prepare(&host, "up", 0) else {
+            panic!()
+        };
+        assert_eq!(done.outcome, Outcome::Failed);
+        assert_eq!(
+            action.describe(),
+            "compose up in /srv (project app)",
+            "the `check` text"
+        );
+    }
+
+    #[test]
+    fn a_skipped_step_is_decided_without_a_segment() {
+        let redactor = Redactor::default();
+        let files = HashMap::new();
+        let action = Action::Skip {
+            reason: "when is false".into(),
+        };
+        let host = view(&files, ComposeFlavor::Unknown, &redactor);
+        let Prepared::Local(done) = action.prepare(&host, "x", 0) else {
+            panic!()
+        };
+        assert_eq!(done.outcome, Outcome::Skipped);
+        assert_eq!(action.describe(), "skip (when is false)");
+    }
 
     #[test]
     fn the_kinds_list_names_every_kind_in_registry_order() {
