@@ -1,5 +1,6 @@
 //! Files on a host: the probe that reads every destination's checksum and mode in one go, and
 //! the upload script that writes one file atomically from the shared stdin.
+//! May import: `remote::{script, frame, vars}`, `plan::Upload`.
 
 use super::frame::{self, Kind, Reply};
 use super::script::{Octal, Script, Umask, Var};

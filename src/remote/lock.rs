@@ -1,7 +1,7 @@
 //! The deploy lock and the audit log on each host: where they live, the holder written into
 //! the lock (and who this process is), the scripts that take, release and show them, and the
 //! parser of the lock's answer.
-//! May import: `remote::{script, frame, vars, files}`, libc.
+//! May import: `remote::{script, frame, vars}`, libc.
 
 use super::frame::{self, Framed, Kind, Reply};
 use super::script::Script;

@@ -1,6 +1,7 @@
 //! The one way to write a remote shell script: fixed `'static` templates whose `{}` holes take
 //! values that are quoted by default; only other `Script`s (or text explicitly marked as a
 //! trusted shell fragment, such as a user's `run` command: `Script::raw_trusted`) go in as code.
+//! May import: nothing of the crate (shell-escape for the quoting).
 
 use std::borrow::Cow;
 use std::fmt;

@@ -1,5 +1,6 @@
 //! A driver's output split per step as it arrives: the step markers found in the raw streams,
 //! each step's share of stdout and stderr masked for secrets and bounded to its head and tail.
+//! May import: `remote::frame`, `output`, `transport::{ExecOutput, OutputSink}`.
 
 use super::frame::{self, Frame, Piece, Scanner};
 use crate::output::{Kept, Redactor};
