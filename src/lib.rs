@@ -2,7 +2,6 @@
 
 pub mod cli;
 pub mod commands;
-mod deploy;
 pub mod diagnostic;
 pub mod fleet;
 pub mod health;

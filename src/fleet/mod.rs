@@ -1,19 +1,21 @@
 //! The fleet run: connect every host, take their locks, deploy batch by batch under the
 //! rollout policy (halting, rolling a failed batch back), then write the audit log, release the
 //! locks and report. Talks to a host only through `HostSession`'s methods, each of which waits
-//! for the run's fork gate. May import session, plan, rollout, lock, report, transport's traits.
+//! for the run's fork gate. May import session, plan, rollout, remote::lock (the holder, the
+//! unlock epilogue), release (timestamps), report, transport's traits; never the CLI.
 
 mod batches;
+mod locks;
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use crate::deploy::{finish, holder, take_locks};
 use crate::plan::Plan;
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::session::{HostSession, Query, RunContext, connect_all};
 use crate::transport::{Connection, Connector};
+use locks::{LockRefused, finish, holder, take_locks};
 
 pub use crate::session::{Cancel, CancelHandle};
 
@@ -151,9 +153,10 @@ fn refuse<T: Connection>(
     sessions: &mut [HostSession<T>],
     ctx: &RunContext<'_>,
     stops: &mut Stops,
-    refusal: String,
+    refusal: LockRefused,
     what: &str,
 ) {
+    let refusal = refusal.to_string();
     ctx.reporter.event(&Event::Note { text: &refusal });
     for s in sessions.iter_mut() {
         s.note(&format!("{what}: lock held elsewhere"));

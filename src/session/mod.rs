@@ -1,11 +1,13 @@
 //! The host session: one host's connection and what this run learned and did there (file
-//! cache, compose flavour, lock, failure state), its step sequences, Ctrl-C observed. Connected
-//! for many hosts at once within the handshake cap. May import plan, remote, release, lock,
-//! health, output, report, secrets, transport; never the fleet run above it.
+//! cache, compose flavour, lock, failure state), its step sequences, Ctrl-C observed. Its
+//! fields are private: the fleet run asks through methods that return outcomes, and every
+//! method that talks to the host first takes a turn of the run's fork gate (`RunContext::gate`).
+//! May import plan, remote, steps, health, output, report, secrets, transport; never the fleet.
 
 mod cancel;
 mod gate;
 mod health;
+mod lock;
 mod query;
 mod rollback;
 mod sequence;
@@ -19,6 +21,7 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 
 pub use gate::{Gate, Turn};
+pub use lock::{LockOutcome, ReleaseError};
 
 use crate::plan::{Become, Plan};
 use crate::remote::compose::ComposeFlavor;
@@ -69,7 +72,7 @@ pub enum StepsOutcome {
 
 /// One host's connection and what this run learned and did there.
 pub struct HostSession<T: Connection> {
-    pub index: usize,
+    index: usize,
     conn: Option<T>,
     host_name: String,
     /// Masks secrets in the scripts logged at debug level.
@@ -82,7 +85,7 @@ pub struct HostSession<T: Connection> {
     previous_release: Option<String>,
     activated: bool,
     /// This run holds the host's lock.
-    pub locked: bool,
+    locked: bool,
     result: HostResult,
     started: Instant,
 }
@@ -181,7 +184,7 @@ impl<T: Connection> HostSession<T> {
     }
 
     /// Runs a script on the host, `stdin` written as the pieces given, back to back.
-    pub async fn exec(&self, script: &str, stdin: &[&[u8]]) -> Result<ExecOutput, String> {
+    async fn exec(&self, script: &str, stdin: &[&[u8]]) -> Result<ExecOutput, String> {
         self.exec_cut(script, stdin, None, std::future::pending())
             .await
             .map_err(|cut| cut.error.to_string())
@@ -189,7 +192,7 @@ impl<T: Connection> HostSession<T> {
 
     /// Runs a script on the host through sudo when `become_as` says so: the sudo password (if
     /// any) goes first on stdin, then `stdin`; never on the command line.
-    pub async fn exec_as(
+    async fn exec_as(
         &self,
         script: &str,
         stdin: &[&[u8]],
@@ -220,7 +223,7 @@ impl<T: Connection> HostSession<T> {
     /// The one way a script reaches the host: through sudo when `become_as` says so (the sudo
     /// password, if any, first on stdin, then `stdin`; never on the command line), its output
     /// streamed into `sink` as it arrives, stopped on the host when `abort` resolves.
-    pub async fn exec_into(
+    async fn exec_into(
         &self,
         script: &str,
         stdin: &[&[u8]],
@@ -428,7 +431,7 @@ impl<T: Connection> HostSession<T> {
 
     /// The probe script, when it can ride along with another command this run sends anyway
     /// (the lock): it needs no `become`. Saves one round trip and one remote shell per host.
-    pub fn piggyback_probe(&self, plan: &Plan) -> Option<Script> {
+    fn piggyback_probe(&self, plan: &Plan) -> Option<Script> {
         if self.probed {
             return None;
         }
@@ -439,7 +442,7 @@ impl<T: Connection> HostSession<T> {
     }
 
     /// Takes the output of a probe sent with `piggyback_probe`.
-    pub fn accept_piggybacked_probe(&mut self, plan: &Plan, reply: &Reply, out: &ExecOutput) {
+    fn accept_piggybacked_probe(&mut self, plan: &Plan, reply: &Reply, out: &ExecOutput) {
         // A failure here is not fatal: the regular probe runs again before the first step.
         if self.accept_probe(plan, reply, out).is_err() {
             self.probed = false;

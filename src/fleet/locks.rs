@@ -1,0 +1,172 @@
+//! The locks of a fleet run: who holds them, taking them on every host (the first host alone
+//! first), releasing them, and the audit line written as each is released.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::join_all;
+
+use crate::fleet::LockOptions;
+use crate::plan::Plan;
+use crate::release::utc_rfc3339;
+use crate::remote::lock::{self, Holder};
+use crate::report::{Event, HostResult};
+use crate::session::{HostSession, LockOutcome, RunContext};
+use crate::transport::Connection;
+
+/// A lock held by someone else refused the run.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{host} is locked by {}\n  hint: wait for that run to finish, retry with --wait-lock 5m, or clear a stale lock with `dropship lock release`",
+    holder.describe()
+)]
+pub(super) struct LockRefused {
+    host: String,
+    holder: Holder,
+}
+
+pub(super) fn holder(command: &str, plan: &Plan, release: Option<&str>) -> Holder {
+    let now = SystemTime::now();
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Holder {
+        who: lock::local_identity(),
+        since: utc_rfc3339(now),
+        playbook: plan.playbook_name.clone(),
+        command: command.to_string(),
+        release: release.unwrap_or("").to_string(),
+        token: format!("{}-{nanos}", std::process::id()),
+    }
+}
+
+/// Takes the lock on every connected host: the first host alone first, so that of two runs
+/// started at once exactly one gets past it; then all the others at once. A lock held by
+/// someone else refuses the whole run (after `--wait-lock`, if given) and releases ours.
+pub(super) async fn take_locks<T: Connection>(
+    sessions: &mut [HostSession<T>],
+    ctx: &RunContext<'_>,
+    holder: &Holder,
+    options: &LockOptions,
+) -> Result<(), LockRefused> {
+    let deadline = options.wait.map(|w| Instant::now() + w);
+    let mut waited = false;
+    loop {
+        let conflict = try_locks(sessions, ctx, holder).await;
+        let Some((host, other)) = conflict else {
+            return Ok(());
+        };
+        release_locks(sessions, ctx, holder).await;
+        match deadline {
+            Some(d) if Instant::now() < d && !ctx.cancel.is_cancelled() => {
+                if !waited {
+                    ctx.reporter.event(&Event::Note {
+                        text: &format!(
+                            "waiting for the lock: {host} is locked by {}",
+                            other.describe()
+                        ),
+                    });
+                    waited = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = ctx.cancel.cancelled() => return Err(LockRefused { host, holder: other }),
+                }
+            }
+            _ => {
+                return Err(LockRefused {
+                    host,
+                    holder: other,
+                });
+            }
+        }
+    }
+}
+
+/// One attempt; returns the first conflicting host and its holder.
+async fn try_locks<T: Connection>(
+    sessions: &mut [HostSession<T>],
+    ctx: &RunContext<'_>,
+    holder: &Holder,
+) -> Option<(String, Holder)> {
+    let (first, rest) = match sessions.iter().position(|s| s.is_connected()) {
+        Some(i) => {
+            let (a, b) = sessions.split_at_mut(i + 1);
+            (a.last_mut(), b)
+        }
+        None => return None,
+    };
+    if let Some(first) = first
+        && let LockOutcome::Held(other) = first.take_lock(ctx, holder).await
+    {
+        return Some((first.name().to_string(), other));
+    }
+    let outcomes = join_all(rest.iter_mut().filter(|s| s.is_connected()).map(|s| async {
+        match s.take_lock(ctx, holder).await {
+            LockOutcome::Held(other) => Some((s.name().to_string(), other)),
+            LockOutcome::Taken | LockOutcome::OursElsewhere | LockOutcome::Failed => None,
+        }
+    }))
+    .await;
+    outcomes.into_iter().flatten().next()
+}
+
+async fn release_locks<T: Connection>(
+    sessions: &mut [HostSession<T>],
+    ctx: &RunContext<'_>,
+    holder: &Holder,
+) {
+    join_all(
+        sessions
+            .iter_mut()
+            .filter(|s| s.is_locked())
+            .map(|s| s.release_lock(ctx, holder)),
+    )
+    .await;
+}
+
+/// Appends each locked host's audit line, releases its lock; closes every connection.
+pub(super) async fn finish<T: Connection>(
+    mut sessions: Vec<HostSession<T>>,
+    ctx: &RunContext<'_>,
+    holder: &Holder,
+) -> Vec<HostResult> {
+    // An aborted run ends within seconds: a host that does not answer keeps its lock (it
+    // names this run; `dropship lock release` clears it).
+    let wait = ctx.cancel.is_aborted().then_some(ABORTED_RELEASE_WAIT);
+    join_all(
+        sessions
+            .iter_mut()
+            .filter(|s| s.is_locked())
+            .map(|s| async move {
+                let audit = audit_result(s.result());
+                if let Err(e) = s.release_lock_with_audit(ctx, holder, &audit, wait).await {
+                    tracing::warn!(host = %s.name(), "could not release the lock: {e}");
+                }
+            }),
+    )
+    .await;
+    join_all(sessions.into_iter().map(|s| s.finish(ctx.reporter))).await
+}
+
+/// How long an aborted run waits for a host to release its lock.
+const ABORTED_RELEASE_WAIT: Duration = Duration::from_secs(3);
+
+fn audit_result(result: &HostResult) -> String {
+    let mut text = if let Some(e) = &result.error {
+        format!("failed: {}", e.lines().next().unwrap_or(""))
+    } else if let Some(step) = result
+        .steps
+        .iter()
+        .find(|s| s.outcome == crate::report::Outcome::Failed)
+    {
+        format!("failed at {}", step.name)
+    } else if let Some(note) = &result.note {
+        note.clone()
+    } else {
+        "ok".to_string()
+    };
+    if let Some(to) = &result.rolled_back {
+        text.push_str(&format!(", rolled back to {to}"));
+    }
+    text
+}
