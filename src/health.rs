@@ -74,12 +74,6 @@ pub enum Unhealthy {
 }
 
 /// The host session still reports a step's failure as text.
-impl From<Unhealthy> for String {
-    fn from(error: Unhealthy) -> Self {
-        error.to_string()
-    }
-}
-
 /// Parses `http://host[:port]/path`. Only plain HTTP: the check runs on the host's loopback
 /// or private network, behind the TLS that terminates elsewhere.
 pub fn parse_url(url: &str) -> Result<HttpTarget, UrlError> {

@@ -21,12 +21,6 @@ pub enum AmountError {
 }
 
 /// The playbook points the message at the value with `SourceFile::error_at`, which takes text.
-impl From<AmountError> for String {
-    fn from(error: AmountError) -> Self {
-        error.to_string()
-    }
-}
-
 impl Amount {
     /// Parses `3` or `"30%"` (as written in TOML, already turned into text).
     pub fn parse(text: &str) -> Result<Self, AmountError> {

@@ -15,13 +15,16 @@ use crate::transport::Connection;
 
 /// A lock held by someone else refused the run.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{host} is locked by {}\n  hint: wait for that run to finish, retry with --wait-lock 5m, or clear a stale lock with `dropship lock release`",
-    holder.describe()
-)]
+#[error("{host} is locked by {}", holder.describe())]
 pub(super) struct LockRefused {
     host: String,
     holder: Holder,
+}
+
+impl LockRefused {
+    pub(super) fn hint(&self) -> &'static str {
+        "wait for that run to finish, retry with --wait-lock 5m, or clear a stale lock with `dropship lock release`"
+    }
 }
 
 pub(super) fn holder(command: &str, plan: &Plan, release: Option<&str>) -> Holder {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
+use crate::diagnostic::Hinted;
 use crate::plan::Plan;
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::session::{HostSession, Query, RunContext, connect_all};
@@ -156,7 +157,7 @@ fn refuse<T: Connection>(
     refusal: LockRefused,
     what: &str,
 ) {
-    let refusal = refusal.to_string();
+    let refusal = Hinted(&refusal, Some(refusal.hint())).to_string();
     ctx.reporter.event(&Event::Note { text: &refusal });
     for s in sessions.iter_mut() {
         s.note(&format!("{what}: lock held elsewhere"));

@@ -202,7 +202,7 @@ fn convert_rollout(file: &SourceFile, raw: &Spanned<RawRollout>) -> Result<Polic
                     CountOrPercent::Text(t) => Amount::parse(t),
                 };
                 parsed.map(Some).map_err(|e| {
-                    file.error_at(v.span(), e).with_hint(
+                    file.error_at(v.span(), e.to_string()).with_hint(
                         "write a count (3) or a percentage of the targeted hosts (\"25%\")",
                     )
                 })

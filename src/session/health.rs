@@ -88,8 +88,9 @@ impl<T: Connection> HostSession<T> {
                         target.host, target.port
                     )
                 })?;
-                let (status, body) = health::parse_response(&raw, &self.redactor)?;
-                health::judge(check, status, body, &self.redactor)?;
+                let (status, body) =
+                    health::parse_response(&raw, &self.redactor).map_err(|e| e.to_string())?;
+                health::judge(check, status, body, &self.redactor).map_err(|e| e.to_string())?;
                 Ok(format!("HTTP {status}"))
             }
             Probe::Command { command, dir } => {

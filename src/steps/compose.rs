@@ -7,7 +7,7 @@ use toml::Spanned;
 use super::{
     Act, Done, Failure, HostView, Kind, ParseCx, PlanCx, Prepared, Templated, require_success,
 };
-use crate::diagnostic::InputError;
+use crate::diagnostic::{Hinted, InputError};
 use crate::remote::compose::{self, ComposeFlavor};
 use crate::remote::driver::Segment;
 use crate::report::Outcome;
@@ -56,7 +56,14 @@ pub struct ComposeRun {
     pub services: Vec<String>,
 }
 
-const COMPOSE_MISSING: &str = "neither `docker compose` nor `docker-compose` works on this host\n  hint: install the compose plugin (docker-compose-plugin) or docker-compose";
+/// No compose on the host: the failure's text, its hint rendered the one way hints are.
+fn compose_missing() -> String {
+    Hinted(
+        &"neither `docker compose` nor `docker-compose` works on this host",
+        Some("install the compose plugin (docker-compose-plugin) or docker-compose"),
+    )
+    .to_string()
+}
 
 impl Kind for Compose {
     type Raw = Compose;
@@ -116,7 +123,7 @@ impl Act for ComposeRun {
 
     fn prepare(&self, host: &HostView<'_>, label: &str, _tag: usize) -> Prepared {
         if host.compose == ComposeFlavor::Missing {
-            return Prepared::Local(Done::new(Outcome::Failed, Some(COMPOSE_MISSING.into())));
+            return Prepared::Local(Done::new(Outcome::Failed, Some(compose_missing())));
         }
         Prepared::Remote(Segment {
             script: compose::command(
@@ -134,7 +141,7 @@ impl Act for ComposeRun {
 
     fn judge(&self, host: &HostView<'_>, out: &ExecOutput) -> Result<Done, Failure> {
         if host.compose == ComposeFlavor::Missing {
-            return Err(Failure(COMPOSE_MISSING.into()));
+            return Err(Failure(compose_missing()));
         }
         require_success(out, host.redactor)?;
         let text = String::from_utf8_lossy(&out.stderr).into_owned()
