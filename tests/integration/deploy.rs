@@ -3,22 +3,17 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
     FILE_STEPS, Fleet, Secrets, all_cmdlines, command, deploy_shop, dropship, dropship_cmd,
-    dropship_reporting, files_in, finish, logins, mode, shop_playbook, spawn, start_fleet,
+    dropship_reporting, files_in, finish, logins, mode, read, shop_playbook, spawn, start_fleet,
 };
 
 const LOGIN: &str = "login --username=deployer --password-stdin -- registry.test:5000";
 const PULL: &str = "compose -p shop pull";
 const UP: &str = "compose -p shop up -d --remove-orphans";
 const MIGRATE: &str = "compose -p shop exec -T web migrate --noinput";
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
 
 /// Position of the first `want` in `list`, panicking with the list when absent.
 #[track_caller]

@@ -6,8 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::failures::{assert_error_at, location_of};
-use crate::harness::{command, dropship_cmd, start_fleet};
+use crate::harness::{assert_error_at, command, dropship_cmd, location_of, start_fleet};
 
 /// Values an attacker or an unlucky password generator could put in a secret.
 const HOSTILE: &[&str] = &[

@@ -6,66 +6,12 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::harness::{
-    Fleet, Run, Secrets, deploy_shop, dropship, files_in, fixture, logins, run_playbook,
-    shop_playbook, start_fleet, toml_str,
+    Fleet, Secrets, assert_error_at, assert_untouched, deploy_shop, dropship, files_in, fixture,
+    location_of, run_playbook, run_playbook_secrets, shop_playbook, start_fleet, toml_str,
 };
 
 const PULL: &str = "compose -p shop pull";
 const UP: &str = "compose -p shop up -d --remove-orphans";
-
-/// Where the first `needle` is in the file at `path`: the canonical path, line and column
-/// (1-based, as dropship prints them).
-pub(crate) fn location_of(path: &Path, needle: &str) -> (PathBuf, usize, usize) {
-    let text = fs::read_to_string(path).unwrap();
-    let offset = text
-        .find(needle)
-        .unwrap_or_else(|| panic!("`{needle}` not in {}", path.display()));
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (path.canonicalize().unwrap(), line, col)
-}
-
-/// Asserts that stderr starts with `error: FILE:LINE:COL: MESSAGE`, FILE naming the file
-/// of `at` (in whatever spelling, e.g. `playbooks/../templates/x.j2`).
-#[track_caller]
-pub(crate) fn assert_error_at(run: &Run, at: &(PathBuf, usize, usize), message: &str) {
-    let first = run.stderr.lines().next().unwrap_or("");
-    let located = first
-        .strip_prefix("error: ")
-        .and_then(|rest| rest.split_once(&format!(": {message}")))
-        .map(|(location, _)| location)
-        .unwrap_or_else(|| panic!("expected `error: FILE:LINE:COL: {message}`\n{}", run.all()));
-    let mut parts = located.rsplitn(3, ':');
-    let (col, line, file) = (parts.next(), parts.next(), parts.next());
-    let file = file.map(|f| Path::new(f).canonicalize().unwrap_or_else(|_| f.into()));
-    let got = (
-        file,
-        line.and_then(|l| l.parse().ok()),
-        col.and_then(|c| c.parse().ok()),
-    );
-    assert_eq!(
-        got,
-        (Some(at.0.clone()), Some(at.1), Some(at.2)),
-        "wrong location `{located}`\n{}",
-        run.all()
-    );
-}
-
-#[track_caller]
-pub(crate) fn assert_untouched(fleet: &Fleet) {
-    for h in &fleet.hosts {
-        assert_eq!(
-            logins(&h.sshd_log()),
-            0,
-            "{} got a login:\n{}",
-            h.name,
-            h.sshd_log()
-        );
-        assert!(files_in(&h.root).is_empty(), "{} has files", h.name);
-        assert_eq!(h.docker_log(), "", "{} ran docker", h.name);
-    }
-}
 
 #[test]
 fn bad_playbook_exits_2_before_touching_any_host() {
@@ -354,15 +300,7 @@ run = "cat .env >&2; exit 7"
         src = toml_str(fixture("templates/env.j2").to_str().unwrap())
     );
     fs::write(&playbook, text).unwrap();
-    let run = dropship(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        Some(&secrets),
-    );
+    let run = run_playbook_secrets("deploy", &inv, &playbook, &secrets);
     run.assert_code(1);
     let h1 = run.host_text("h1");
     assert!(h1.contains("[h1] FAILED   show env:"), "{}", run.all());
@@ -406,13 +344,7 @@ fn secret_in_run_command_is_refused() {
 
 /// Writes `steps` (TOML `[[steps]]` tables) as a playbook of app `stops` into the fleet's dir.
 fn steps_playbook(fleet: &Fleet, file: &str, steps: &str) -> PathBuf {
-    let path = fleet.dir.path().join(file);
-    fs::write(
-        &path,
-        format!("name = \"stops\"\napp = \"stops\"\nhosts = \"web\"\n\n{steps}"),
-    )
-    .unwrap();
-    path
+    fleet.write_playbook(file, "stops", "stops", steps)
 }
 
 #[test]

@@ -1,61 +1,43 @@
 //! `health` steps against real sshd hosts: HTTP fetched through the SSH connection
 //! (direct-tcpip to the host's loopback), and command checks.
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::harness::{Fleet, Run, run_playbook};
+use crate::harness::{Fleet, Run, http_server};
 
-/// A tiny HTTP server on 127.0.0.1 that answers `status` (and `body`) for the first
-/// `unhealthy_first` requests with 503, then with `status`. Returns its port and a request counter.
-fn http_server(status: u16, body: &'static str, unhealthy_first: usize) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let n = seen.fetch_add(1, Ordering::SeqCst);
-            let (code, text) = if n < unhealthy_first {
-                (503, "starting")
-            } else {
-                (status, body)
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
+/// An HTTP server that answers `status` (and `body`), except for the first `unhealthy_first`
+/// requests: 503. Returns its port and a request counter.
+fn http_server_healthy_after(
+    status: u16,
+    body: &'static str,
+    unhealthy_first: usize,
+) -> (u16, Arc<AtomicUsize>) {
+    http_server(move |n, _| {
+        if n < unhealthy_first {
+            (503, "starting".to_string())
+        } else {
+            (status, body.to_string())
         }
-    });
-    (port, count)
+    })
 }
 
-fn playbook(fleet: &Fleet, health: &str) -> std::path::PathBuf {
-    let path = fleet.dir.path().join("health.toml");
-    std::fs::write(
-        &path,
-        format!("name = \"health\"\napp = \"h\"\nhosts = \"web\"\n\n[[steps]]\nname = \"healthy\"\nhealth = {health}\n"),
-    )
-    .unwrap();
-    path
-}
-
+/// Deploys a playbook of one `health` step (`health` is its TOML value).
 fn deploy(fleet: &Fleet, health: &str) -> Run {
-    let inventory = fleet.write_inventory("");
-    let pb = playbook(fleet, health);
-    run_playbook("deploy", &inventory, &pb)
+    let pb = fleet.write_playbook(
+        "health.toml",
+        "health",
+        "h",
+        &format!("[[steps]]\nname = \"healthy\"\nhealth = {health}\n"),
+    );
+    fleet.deploy(&pb, &[])
 }
 
 #[test]
 fn http_health_check_retries_until_healthy() {
     let fleet = Fleet::start(2);
-    let (port, count) = http_server(200, "version=A db=ok", 2);
+    let (port, count) = http_server_healthy_after(200, "version=A db=ok", 2);
     let run = deploy(
         &fleet,
         &format!(
@@ -74,7 +56,7 @@ fn http_health_check_retries_until_healthy() {
 #[test]
 fn http_health_check_that_never_passes_reports_the_last_status() {
     let fleet = Fleet::start(1);
-    let (port, _) = http_server(502, "<h1>Bad Gateway</h1>", 0);
+    let (port, _) = http_server_healthy_after(502, "<h1>Bad Gateway</h1>", 0);
     let started = std::time::Instant::now();
     let run = deploy(
         &fleet,

@@ -7,14 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Fleet, Run, Secrets, dropship, logins, run_playbook, shop_playbook, start_fleet, toml_str,
+    Fleet, Run, Secrets, dropship, inventory_with_ssh, logins, run_playbook, shop_playbook,
+    start_fleet, toml_str, write,
 };
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, text).unwrap();
-    path
-}
 
 /// TCP connections each host's sshd logged so far (the harness's readiness probe among them).
 fn connections(fleet: &Fleet) -> Vec<usize> {
@@ -259,7 +254,7 @@ fn empty_selections_and_impossible_settings_exit_2_before_any_connection() {
     }
 
     // SSH settings that cannot work.
-    let key_missing = crate::harness::inventory_with_ssh(
+    let key_missing = inventory_with_ssh(
         &fleet,
         &[(
             "identity_file",
@@ -273,10 +268,7 @@ fn empty_selections_and_impossible_settings_exit_2_before_any_connection() {
         "{}",
         run.all()
     );
-    let kh_dir = crate::harness::inventory_with_ssh(
-        &fleet,
-        &[("known_hosts", toml_str(&top.to_string_lossy()))],
-    );
+    let kh_dir = inventory_with_ssh(&fleet, &[("known_hosts", toml_str(&top.to_string_lossy()))]);
     let run = deploy(&kh_dir, &good, &[]);
     assert_refused_untouched(&fleet, &run, "is a directory");
     assert!(run.stderr.contains("known_hosts"), "{}", run.all());

@@ -6,21 +6,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, Report, Run, TestHost, all_cmdlines, command, finish, start_fleet};
+use crate::harness::{
+    Fleet, Report, SudoUser, TestHost, all_cmdlines, command, descendants, finish_within,
+    start_fleet, wait_until,
+};
 
 /// Writes a playbook of app `intr` with `steps` into the fleet's dir.
 fn write_playbook(fleet: &Fleet, steps: &str) -> PathBuf {
-    let path = fleet.dir.path().join("intr.toml");
-    fs::write(
-        &path,
-        format!("name = \"interrupted\"\napp = \"intr\"\nhosts = \"web\"\n\n{steps}"),
-    )
-    .unwrap();
-    path
+    fleet.write_playbook("intr.toml", "interrupted", "intr", steps)
 }
 
 /// `dropship deploy`, its JSON report written to `report.json` in the fleet's dir.
@@ -48,36 +44,11 @@ fn signal(child: &Child, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill -{sig} {}", child.id());
 }
 
-/// Waits for a spawned run, killing it (and failing the test) after `limit`.
-fn finish_within(child: Child, limit: Duration) -> Run {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(finish(child));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(run) => run,
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of the child this test spawned.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-            panic!("dropship did not finish within {limit:?}");
-        }
-    }
-}
-
 #[track_caller]
 fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(20), &path.display().to_string(), || {
+        path.exists()
+    });
 }
 
 /// The host's state dir for app `intr` (in its `app_dir`).
@@ -289,32 +260,15 @@ fn second_ctrl_c_stops_a_running_health_command_on_the_host() {
 /// abort reach the root processes of a `become` session too.
 #[test]
 fn ctrl_c_stops_and_aborts_become_sessions_through_sudo() {
-    use std::os::unix::fs::PermissionsExt as _;
     let fleet = start_fleet(1);
-    // As in provision.rs: the test user's sshd reads the fleet's authorized_keys, and makes
-    // the lock in the root-owned app directory.
-    fs::set_permissions(fleet.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let user = crate::provision::SudoUser::create();
+    let user = SudoUser::create();
     let h = fleet.host("h1");
-    fs::create_dir_all(state_dir(h)).unwrap();
-    fs::set_permissions(state_dir(h), fs::Permissions::from_mode(0o1777)).unwrap();
-    let inventory =
-        crate::harness::inventory_with_ssh(&fleet, &[("user", format!("\"{}\"", user.name))]);
-    let out = user.scratch.display().to_string();
+    let inventory = fleet.inventory_for_user(&user.name);
     let playbook = |first: &str| {
         write_playbook(
             &fleet,
             &format!(
-                r#"[vars]
-out = "{out}"
-
-[secrets]
-sudo_pw = {{ env = "DROPSHIP_TEST_SUDO_PW" }}
-
-[become]
-password = "{{{{ secrets.sudo_pw }}}}"
-
-[[steps]]
+                r#"{}[[steps]]
 name = "first"
 become = true
 run = "{first}"
@@ -323,7 +277,8 @@ run = "{first}"
 name = "after"
 become = true
 run = "touch {{{{ out }}}}/after-ran"
-"#
+"#,
+                user.become_vars()
             ),
         )
     };
@@ -423,7 +378,7 @@ run = "touch {{ app_dir }}/long-started; sleep 631"
     }
     let sshd = fleet.host("h2").pid().expect("h2's sshd");
     let mut frozen = vec![sshd];
-    frozen.extend(crate::harness::descendants(sshd));
+    frozen.extend(descendants(sshd));
     for pid in &frozen {
         // SAFETY: kill(2) on h2's sshd and its sessions, started by this test's fleet (its
         // drop kills them, stopped or not).

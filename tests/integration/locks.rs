@@ -16,9 +16,7 @@ use crate::harness::{
 /// The app `inst`: a marker file, then a step that holds the run (and its lock) for `hold`
 /// seconds. With `release`, also a `[release]` rooted at `app_dir` and a file in the release.
 fn playbook(fleet: &Fleet, file: &str, release: bool) -> PathBuf {
-    let mut text = String::from(
-        "name = \"Instance\"\napp = \"inst\"\nhosts = \"web\"\n\n[vars]\nhold = 0\n\n",
-    );
+    let mut text = String::from("[vars]\nhold = 0\n\n");
     if release {
         text.push_str(
             "[release]\nroot = \"{{ app_dir }}\"\n\n[[steps]]\nname = \"version\"\ncopy = { src = \"version.txt\", dest = \"{{ release.dir }}/version.txt\" }\n\n",
@@ -27,10 +25,8 @@ fn playbook(fleet: &Fleet, file: &str, release: bool) -> PathBuf {
     text.push_str(
         "[[steps]]\nname = \"mark\"\nrun = \"touch {{ app_dir }}/ran-by-$(id -un)\"\n\n[[steps]]\nname = \"hold\"\nrun = \"sleep {{ hold }}\"\n",
     );
-    let path = fleet.dir.path().join(file);
-    fs::write(&path, text).unwrap();
-    fs::write(fleet.dir.path().join("version.txt"), "1\n").unwrap();
-    path
+    fleet.write("version.txt", "1\n");
+    fleet.write_playbook(file, "Instance", "inst", &text)
 }
 
 fn deploy_args<'a>(inv: &'a Path, pb: &'a Path, app_dir: &'a str, hold: &'a str) -> Vec<String> {

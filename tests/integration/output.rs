@@ -2,34 +2,12 @@
 //! over the raw bytes before anything reshapes them, each step's output bounded, and control
 //! characters shown instead of acted on.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{BIN, Fleet, Run, command, dropship_cmd, start_fleet, toml_str};
-
-/// Answers every request with `200` and the body `bodies` gives for the request's path.
-fn http_server(bodies: fn(&str) -> String) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let body = bodies(&path);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
-}
+use crate::harness::{
+    BIN, Fleet, Run, command, dropship_cmd, http_server, start_fleet, toml_str, write,
+};
 
 /// A secret with runs of spaces and tabs and a line break, made of distinctive parts.
 const SECRET: &str = "pw-alpha7  pw-bravo8\t\tpw-charlie9\npw-delta0";
@@ -46,32 +24,15 @@ fn secret_body(path: &str) -> String {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn deploy(fleet: &Fleet, playbook: &str, json: &Path) -> Run {
-    let inventory = fleet.write_inventory("");
-    let pb = write(fleet.dir.path(), "output.toml", playbook);
-    dropship_cmd(command(
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            pb.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        None,
-    ))
+    let pb = fleet.write("output.toml", playbook);
+    fleet.deploy(&pb, &["--json", json.to_str().unwrap()])
 }
 
 #[test]
 fn a_secret_in_a_health_body_is_masked_however_the_excerpt_reshapes_it() {
     let fleet = start_fleet(3);
-    let port = http_server(secret_body);
+    let (port, _) = http_server(|_, path| (200, secret_body(path)));
     let secret_file = write(fleet.dir.path(), "token", &format!("{SECRET}\n"));
     let json = fleet.dir.path().join("report.json");
     let run = deploy(

@@ -5,34 +5,21 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Fleet, Run, TestHost, dropship, start_fleet};
+use crate::harness::{Fleet, Run, TestHost, start_fleet};
 
 /// A playbook of app `rep` (no `[rollout]`): one step that fails on hosts with a `broken`
 /// file in their root.
 fn write_playbook(fleet: &Fleet) -> PathBuf {
-    let path = fleet.dir.path().join("rep.toml");
-    fs::write(
-        &path,
-        "name = \"reports\"\napp = \"rep\"\nhosts = \"web\"\n\n[[steps]]\nname = \"check\"\nrun = \"test ! -f {{ app_dir }}/broken\"\n\n[[steps]]\nname = \"mark\"\nrun = \"touch {{ app_dir }}/marked\"\n",
+    fleet.write_playbook(
+        "rep.toml",
+        "reports",
+        "rep",
+        "[[steps]]\nname = \"check\"\nrun = \"test ! -f {{ app_dir }}/broken\"\n\n[[steps]]\nname = \"mark\"\nrun = \"touch {{ app_dir }}/marked\"\n",
     )
-    .unwrap();
-    path
 }
 
 fn deploy(fleet: &Fleet, json: &Path) -> Run {
-    let inventory = fleet.write_inventory("");
-    let playbook = write_playbook(fleet);
-    dropship(
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        None,
-    )
+    fleet.deploy(&write_playbook(fleet), &["--json", json.to_str().unwrap()])
 }
 
 fn break_host(h: &TestHost) {

@@ -8,12 +8,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Fleet, Run, TestHost, command, dropship, dropship_reporting, finish, start_fleet,
+    Fleet, Run, TestHost, command, dropship, dropship_cmd, dropship_reporting, finish_within, read,
+    start_fleet, wait_until,
 };
 
 /// The docker call of the playbook's `start` step.
@@ -36,12 +36,8 @@ fn write_playbook(fleet: &Fleet, rollout: &str) -> PathBuf {
     let dir = fleet.dir.path();
     fs::create_dir_all(dir.join("templates")).unwrap();
     fs::write(dir.join("templates/version.txt.j2"), "{{ version }}\n").unwrap();
-    let text = format!(
-        r#"name = "Rolling"
-app = "roll"
-hosts = "web"
-
-[vars]
+    let body = format!(
+        r#"[vars]
 version = "A"
 
 {rollout}
@@ -62,9 +58,7 @@ name = "healthy"
 health = {{ command = "test ! -f {{{{ app_dir }}}}/unhealthy-$(cat {{{{ app_dir }}}}/current/version.txt)", timeout = "1s", interval = "200ms" }}
 "#
     );
-    let path = dir.join("rolling.toml");
-    fs::write(&path, text).unwrap();
-    path
+    fleet.write_playbook("rolling.toml", "Rolling", "roll", &body)
 }
 
 /// A fleet with its inventory and the playbook.
@@ -126,35 +120,6 @@ impl Rig {
     }
 }
 
-/// Waits for a spawned run, killing it (and failing the test) after `limit`.
-fn finish_within(child: Child, limit: Duration) -> Run {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(finish(child));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(run) => run,
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of the child this test spawned.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-            panic!("dropship did not finish within {limit:?}");
-        }
-    }
-}
-
-/// Polls `cond` every 20 ms, panicking with `what` after `limit`.
-#[track_caller]
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `(timestamp, argv)` of each docker call on `h`.
 fn docker_calls(h: &TestHost) -> Vec<(f64, String)> {
     h.docker_log()
@@ -171,10 +136,6 @@ fn docker_calls(h: &TestHost) -> Vec<(f64, String)> {
 
 fn ups(h: &TestHost) -> usize {
     h.docker_commands().iter().filter(|c| *c == UP).count()
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// The release `current` points at (`releases/<id>` → `<id>`).
@@ -530,6 +491,40 @@ fn deploy_c_and_d_prunes_to_two(rig: &Rig, gone: &[&str]) {
     assert_no_locks(&rig.fleet);
 }
 
+/// `host`'s lines of a `releases` run, asserted to mark `current` (label, release id) as
+/// current and to list `other`; and its two audited deploys.
+#[track_caller]
+fn listed(
+    run: &Run,
+    host: &str,
+    current: (&str, &str),
+    other: (&str, &str),
+) -> (String, Vec<String>) {
+    let text = run.host_text(host);
+    assert!(
+        text.lines().any(|l| l
+            .trim_end()
+            .ends_with(&format!("* {} (current)", current.1))),
+        "{host}: {} not marked current\n{}",
+        current.0,
+        run.all()
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_end().ends_with(&format!("  {}", other.1))),
+        "{host}: {} not listed\n{}",
+        other.0,
+        run.all()
+    );
+    let deploys: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains(&format!(" deploy host={host} ")))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(deploys.len(), 2, "{host}: audit\n{}", run.all());
+    (text, deploys)
+}
+
 #[test]
 fn releases_are_listed_with_the_audit_and_pruned_to_keep() {
     let rig = Rig::new(2, ALL_AT_ONCE);
@@ -540,27 +535,8 @@ fn releases_are_listed_with_the_audit_and_pruned_to_keep() {
     run.assert_outcome("h1", "releases", "ok");
     run.assert_code(0);
     for h in &rig.fleet.hosts {
-        let text = run.host_text(&h.name);
-        assert!(
-            text.lines()
-                .any(|l| l.trim_end().ends_with(&format!("* {b} (current)"))),
-            "{}: B not marked current\n{}",
-            h.name,
-            run.all()
-        );
-        assert!(
-            text.lines()
-                .any(|l| l.trim_end().ends_with(&format!("  {a}"))),
-            "{}: A not listed\n{}",
-            h.name,
-            run.all()
-        );
+        let (text, deploys) = listed(&run, &h.name, ("B", &b), ("A", &a));
         assert!(text.find(&a) < text.find(&b), "oldest first\n{}", run.all());
-        let deploys: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains(&format!(" deploy host={} ", h.name)))
-            .collect();
-        assert_eq!(deploys.len(), 2, "{}: audit\n{}", h.name, run.all());
         assert!(
             deploys[0].contains(&format!("playbook=\"Rolling\" release={a} result=ok")),
             "{deploys:?}"
@@ -594,27 +570,8 @@ fn deploy_deploy_rollback_and_releases() {
     let run = rig.run("releases", &[]);
     run.assert_code(0);
     for h in &rig.fleet.hosts {
-        let text = run.host_text(&h.name);
-        assert!(
-            text.lines()
-                .any(|l| l.trim_end().ends_with(&format!("* {a} (current)"))),
-            "{}: A not marked current\n{}",
-            h.name,
-            run.all()
-        );
-        assert!(
-            text.lines()
-                .any(|l| l.trim_end().ends_with(&format!("  {b}"))),
-            "{}: B not listed\n{}",
-            h.name,
-            run.all()
-        );
+        let (text, deploys) = listed(&run, &h.name, ("A", &a), ("B", &b));
         assert!(!text.contains(&format!("* {b}")), "{text}");
-        let deploys: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains(&format!(" deploy host={} ", h.name)))
-            .collect();
-        assert_eq!(deploys.len(), 2, "{}: audit\n{}", h.name, run.all());
         assert!(
             deploys[1].contains(&format!("release={b} result=ok")),
             "{deploys:?}"
@@ -846,7 +803,7 @@ fn lock_holder_names_the_user_without_user_env() {
     let rig = Rig::new(1, ALL_AT_ONCE);
     let mut cmd = command(&rig.args("deploy", &[]), None);
     cmd.env_remove("USER").env_remove("LOGNAME");
-    crate::harness::dropship_cmd(cmd).assert_code(0);
+    dropship_cmd(cmd).assert_code(0);
     let audit = audit_lines(rig.host("h1"));
     assert_eq!(audit.len(), 1, "{audit:#?}");
     assert!(

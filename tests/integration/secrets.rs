@@ -1,32 +1,21 @@
 //! Secrets against every way out: secret `command` sources that hang, templates that reach a
 //! secret indirectly (`debug()`, `{% include %}`) on a command line, and debug logging.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::failures::{assert_error_at, assert_untouched, location_of};
 use crate::harness::{
-    Run, Secrets, Watched, all_cmdlines, command, dropship, dropship_cmd, run_playbook,
-    shop_playbook, start_fleet,
+    Run, Secrets, Watched, all_cmdlines, assert_error_at, assert_untouched, command, dropship,
+    dropship_cmd, location_of, run_playbook, run_playbook_secrets, shop_playbook, start_fleet,
+    unique, write,
 };
 
 /// Writes `playbook.toml` (and `templates`, by name) into `dir`; returns the playbook's path.
 fn write_playbook(dir: &Path, playbook: &str, templates: &[(&str, &str)]) -> PathBuf {
     for (name, text) in templates {
-        fs::write(dir.join(name), text).unwrap();
+        write(dir, name, text);
     }
-    let path = dir.join("playbook.toml");
-    fs::write(&path, playbook).unwrap();
-    path
-}
-
-fn unique() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        % 1_000_000_000
+    write(dir, "playbook.toml", playbook)
 }
 
 #[test]
@@ -35,7 +24,7 @@ fn hanging_secret_command_is_stopped_at_its_timeout() {
     let inv = fleet.write_inventory("");
     let dir = tempfile::tempdir().unwrap();
     // A background `sleep` as well: killing only the shell would leave it running.
-    let marker = format!("sleep 60.{}", unique());
+    let marker = unique("sleep 60.");
     let playbook = write_playbook(
         dir.path(),
         &format!(
@@ -197,15 +186,7 @@ fn secrets_in_conditions_and_file_contents_are_fine() {
         dir.path(),
         "run = \"echo {% if secrets.db_password %}set{% else %}unset{% endif %}\"\nwhen = \"secrets.db_password != ''\"",
     );
-    let run = dropship(
-        &[
-            "check",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        Some(&secrets),
-    );
+    let run = run_playbook_secrets("check", &inv, &playbook, &secrets);
     run.assert_code(0);
     assert!(run.stdout.contains("run: echo set"), "{}", run.all());
     assert!(run.stdout.contains("holds secrets"), "{}", run.all());

@@ -9,21 +9,22 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, TestUser, Tmpfs, finish, run_playbook, spawn, start_fleet};
+use crate::harness::{
+    Fleet, TestUser, Tmpfs, all_cmdlines, finish, run_playbook, spawn_playbook, start_fleet,
+};
 
 /// A playbook of one `copy` step from `src` to `dest` (both absolute).
 fn copy_playbook(fleet: &Fleet, src: &Path, dest: &Path) -> PathBuf {
-    let path = fleet.dir.path().join("copy.toml");
-    fs::write(
-        &path,
-        format!(
-            "name = \"Copy\"\napp = \"copy\"\nhosts = \"web\"\n\n[[steps]]\nname = \"blob\"\ncopy = {{ src = \"{}\", dest = \"{}\" }}\n",
+    fleet.write_playbook(
+        "copy.toml",
+        "Copy",
+        "copy",
+        &format!(
+            "[[steps]]\nname = \"blob\"\ncopy = {{ src = \"{}\", dest = \"{}\" }}\n",
             src.display(),
             dest.display()
         ),
     )
-    .unwrap();
-    path
 }
 
 /// `len` bytes that differ from every other run's (no compression or dedup helps anyone).
@@ -118,15 +119,7 @@ fn an_upload_cut_short_by_killing_dropship_leaves_the_old_file() {
     let fleet = start_fleet(1);
     let inv = fleet.write_inventory("");
     let (host_dir, playbook, good) = big_upload_rig(&fleet);
-    let mut child = spawn(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let mut child = spawn_playbook("deploy", &inv, &playbook);
     wait_mid_transfer(&host_dir, 8 * 1024 * 1024, &mut child);
     // SAFETY: kill(2) on the pid of our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -145,7 +138,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 /// The host's `sshd: USER@notty` session processes (descendants of its sshd).
 fn session_processes(sshd: u32) -> Vec<u32> {
-    crate::harness::all_cmdlines()
+    all_cmdlines()
         .into_iter()
         .filter(|(_, cmd)| cmd.starts_with("sshd: ") && cmd.contains("@notty"))
         .map(|(pid, _)| pid)
@@ -171,15 +164,7 @@ fn an_upload_cut_short_by_killing_the_hosts_session_leaves_the_old_file() {
     let inv = fleet.write_inventory("");
     let (host_dir, playbook, good) = big_upload_rig(&fleet);
     let sshd = fleet.host("h1").pid().expect("sshd running");
-    let mut child = spawn(
-        &[
-            "deploy",
-            "-i",
-            inv.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-        ],
-        None,
-    );
+    let mut child = spawn_playbook("deploy", &inv, &playbook);
     wait_mid_transfer(&host_dir, 8 * 1024 * 1024, &mut child);
     let sessions = session_processes(sshd);
     assert!(!sessions.is_empty(), "no sshd session process found");

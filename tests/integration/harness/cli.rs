@@ -1,6 +1,7 @@
 //! Running the `dropship` binary: with fresh secrets or none, the fixture playbooks, reading
 //! its plain output and its JSON report. Imports `report`.
 
+use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -241,6 +242,34 @@ pub fn run_playbook(command: &str, inventory: &Path, playbook: &Path) -> Run {
     run_playbook_with(command, inventory, playbook, &[])
 }
 
+/// `dropship COMMAND -i INVENTORY PLAYBOOK` with `secrets` in its environment; deploy writes
+/// its JSON report too.
+pub fn run_playbook_secrets(
+    command: &str,
+    inventory: &Path,
+    playbook: &Path,
+    secrets: &Secrets,
+) -> Run {
+    let args = [
+        command,
+        "-i",
+        inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+    ];
+    dropship_reporting(&args, Some(secrets))
+}
+
+/// Spawns `dropship COMMAND -i INVENTORY PLAYBOOK` with no secrets (stdout/stderr piped).
+pub fn spawn_playbook(command: &str, inventory: &Path, playbook: &Path) -> Child {
+    let args = [
+        command,
+        "-i",
+        inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+    ];
+    spawn(&args, None)
+}
+
 /// `dropship COMMAND -i INVENTORY PLAYBOOK EXTRA...` with no secrets in its environment;
 /// deploy and rollback write their JSON report too (`Run::report`).
 pub fn run_playbook_with(command: &str, inventory: &Path, playbook: &Path, extra: &[&str]) -> Run {
@@ -371,4 +400,43 @@ pub fn deploy_shop(inventory: &Path, secrets: &Secrets, extra: &[&str]) -> Run {
     let mut args = vec!["deploy", "-i", inv, pb.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
     dropship_reporting(&args, Some(secrets))
+}
+
+/// Where the first `needle` is in the file at `path`: the canonical path, line and column
+/// (1-based, as dropship prints them).
+pub fn location_of(path: &Path, needle: &str) -> (PathBuf, usize, usize) {
+    let text = fs::read_to_string(path).unwrap();
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in {}", path.display()));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (path.canonicalize().unwrap(), line, col)
+}
+
+/// Asserts that stderr starts with `error: FILE:LINE:COL: MESSAGE`, FILE naming the file
+/// of `at` (in whatever spelling, e.g. `playbooks/../templates/x.j2`).
+#[track_caller]
+pub fn assert_error_at(run: &Run, at: &(PathBuf, usize, usize), message: &str) {
+    let first = run.stderr.lines().next().unwrap_or("");
+    let located = first
+        .strip_prefix("error: ")
+        .and_then(|rest| rest.split_once(&format!(": {message}")))
+        .map(|(location, _)| location)
+        .unwrap_or_else(|| panic!("expected `error: FILE:LINE:COL: {message}`\n{}", run.all()));
+    let mut parts = located.rsplitn(3, ':');
+    let (col, line, file) = (parts.next(), parts.next(), parts.next());
+    let file = file.map(|f| Path::new(f).canonicalize().unwrap_or_else(|_| f.into()));
+    let got = (
+        file,
+        line.and_then(|l| l.parse().ok()),
+        col.and_then(|c| c.parse().ok()),
+    );
+    assert_eq!(
+        got,
+        (Some(at.0.clone()), Some(at.1), Some(at.2)),
+        "wrong location `{located}`\n{}",
+        run.all()
+    );
 }

@@ -1,7 +1,7 @@
 //! A "fleet" of test hosts: `Sshd`s on loopback, one per host ("h1".."hN"), each with its
 //! own host key, app root and a `docker` stand-in (tests/fixtures/docker-standin.sh) first on
-//! the PATH of commands run over SSH; the inventory that reaches them. Imports `sshd`, `keys`,
-//! `files`, `procs`.
+//! the PATH of commands run over SSH; the inventory that reaches them, and deploying with it.
+//! Imports `sshd`, `keys`, `files`, `procs`, `cli`.
 //!
 //! Layout under the fleet's temp dir (`dropship-fleet-XXXX`):
 //!
@@ -38,7 +38,8 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::files::{read_or_empty, toml_path};
+use super::cli::{Run, run_playbook_with};
+use super::files::{files_in, read_or_empty, toml_path, write};
 use super::keys::{keygen, pub_path};
 use super::procs::descendants;
 use super::sshd::{Sshd, SshdSetup};
@@ -172,6 +173,26 @@ impl Fleet {
         }
         fs::write(&path, text).expect("write inventory.toml");
         path
+    }
+
+    /// Writes `text` as `name` into the fleet's dir; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        write(self.dir.path(), name, text)
+    }
+
+    /// Writes the playbook `file` into the fleet's dir: `name = NAME`, `app = APP`,
+    /// `hosts = "web"` (every host), then `body` (its `[vars]`, `[[steps]]`...).
+    pub fn write_playbook(&self, file: &str, name: &str, app: &str, body: &str) -> PathBuf {
+        self.write(
+            file,
+            &format!("name = \"{name}\"\napp = \"{app}\"\nhosts = \"web\"\n\n{body}"),
+        )
+    }
+
+    /// `dropship deploy -i INVENTORY PLAYBOOK EXTRA...` with the fleet's inventory (written
+    /// again), its JSON report written too.
+    pub fn deploy(&self, playbook: &Path, extra: &[&str]) -> Run {
+        run_playbook_with("deploy", &self.write_inventory(""), playbook, extra)
     }
 
     /// A real OpenSSH client command to run `remote` on host `name`, strict
@@ -374,9 +395,39 @@ pub fn inventory_with_ssh(fleet: &Fleet, replace: &[(&str, String)]) -> PathBuf 
     path
 }
 
+impl Fleet {
+    /// The fleet's inventory with `user` as the SSH user, and h1 made ready for that
+    /// unprivileged user: its sshd session can read the fleet's shared authorized_keys (in the
+    /// fleet's 0700 temp dir; the private key stays 0600), and it can make the lock and audit
+    /// log in the app's directory (h1's root-owned root).
+    pub fn inventory_for_user(&self, user: &str) -> PathBuf {
+        fs::set_permissions(self.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let state = self.host("h1").root.join(".dropship");
+        fs::create_dir_all(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o1777)).unwrap();
+        inventory_with_ssh(self, &[("user", format!("\"{user}\""))])
+    }
+}
+
 /// The number of times sshd accepted a login.
 pub fn logins(sshd_log: &str) -> usize {
     sshd_log.matches("Accepted publickey").count()
+}
+
+#[track_caller]
+/// No host of the fleet got a login, a file or a docker call.
+pub fn assert_untouched(fleet: &Fleet) {
+    for h in &fleet.hosts {
+        assert_eq!(
+            logins(&h.sshd_log()),
+            0,
+            "{} got a login:\n{}",
+            h.name,
+            h.sshd_log()
+        );
+        assert!(files_in(&h.root).is_empty(), "{} has files", h.name);
+        assert_eq!(h.docker_log(), "", "{} ran docker", h.name);
+    }
 }
 
 #[test]

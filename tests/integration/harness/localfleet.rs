@@ -1,0 +1,208 @@
+//! The shipped example's fleet for the end-to-end tests: the Docker engine, a private registry
+//! and locally built images (scripts/localfleet/), sshd hosts on 127.0.0.1 whose `docker` is
+//! the real one, reached over HTTP through each host's nginx. Imports `cli`, `ports`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::cli::{Run, dropship_reporting};
+use super::ports::free_range;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Registry + images + `n` hosts from scripts/localfleet, in a private state dir and on ports
+/// of their own, so it can run beside the demo and other tests. Torn down on drop.
+pub struct LocalFleet {
+    pub dir: tempfile::TempDir,
+    /// Host `k` is `{name}-{k}`.
+    pub name: String,
+    env: Vec<(String, String)>,
+    pub hosts: usize,
+    pub http_base: u16,
+    pub registry_port: u16,
+}
+
+impl LocalFleet {
+    /// `base` (plus this process's id) prefixes the hosts (`base-PID-1`, …), their compose
+    /// projects and volumes: distinct per test and per test run, since all share one engine.
+    pub fn start(base: &str, hosts: usize) -> LocalFleet {
+        let name = format!("{base}-{}", std::process::id());
+        let name = name.as_str();
+        let dir = tempfile::Builder::new()
+            .prefix("dropship-e2e-")
+            .tempdir()
+            .unwrap();
+        // The example, copied verbatim: playbooks/ and templates/ side by side, secrets in
+        // .fleet/secrets/ as the playbook expects.
+        let project = dir.path().join("project");
+        copy_dir(
+            &Path::new(REPO).join("playbooks"),
+            &project.join("playbooks"),
+        );
+        copy_dir(
+            &Path::new(REPO).join("templates"),
+            &project.join("templates"),
+        );
+        let ssh_base = free_range(hosts as u16 + 1);
+        let http_base = free_range(hosts as u16 + 1);
+        let registry_port = free_range(1);
+        let mut fleet = LocalFleet {
+            env: vec![
+                (
+                    "DROPSHIP_STATE".into(),
+                    project.join(".fleet").display().to_string(),
+                ),
+                ("REGISTRY_PORT".into(), registry_port.to_string()),
+                ("FLEET_BASE_PORT".into(), ssh_base.to_string()),
+                ("FLEET_HTTP_BASE_PORT".into(), http_base.to_string()),
+                ("FLEET_NAME".into(), name.into()),
+            ],
+            dir,
+            name: name.to_string(),
+            hosts,
+            http_base,
+            registry_port,
+        };
+        remove_leftover_stacks(name, hosts);
+        fleet.script("registry.sh", &["start"]);
+        fleet.script("images.sh", &[]);
+        fleet.script("hosts.sh", &["start", &hosts.to_string()]);
+        fleet
+    }
+
+    fn script(&mut self, name: &str, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(Path::new(REPO).join("scripts/localfleet").join(name))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The inventory name of host `k` (1-based).
+    pub fn host(&self, k: usize) -> String {
+        format!("{}-{k}", self.name)
+    }
+
+    pub fn project(&self) -> PathBuf {
+        self.dir.path().join("project")
+    }
+
+    pub fn inventory(&self) -> PathBuf {
+        self.project().join(".fleet/inventory.toml")
+    }
+
+    pub fn playbook(&self, name: &str) -> PathBuf {
+        self.project().join("playbooks").join(name)
+    }
+
+    pub fn secret(&self, name: &str) -> String {
+        std::fs::read_to_string(self.project().join(".fleet/secrets").join(name)).unwrap()
+    }
+
+    pub fn set_secret(&self, name: &str, value: &str) {
+        std::fs::write(self.project().join(".fleet/secrets").join(name), value).unwrap();
+    }
+
+    pub fn deploy(&self, playbook: &str, extra: &[&str]) -> Run {
+        let inventory = self.inventory();
+        let playbook = self.playbook(playbook);
+        let mut args = vec![
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        dropship_reporting(&args, None)
+    }
+
+    /// GET through host `k`'s nginx (1-based).
+    pub fn get(&self, k: usize, path: &str) -> (u16, String) {
+        http_get(self.http_base + k as u16, path)
+    }
+}
+
+impl Drop for LocalFleet {
+    fn drop(&mut self) {
+        for (script, args) in [
+            ("hosts.sh", &["clean"][..]),
+            ("hosts.sh", &["stop"]),
+            ("registry.sh", &["stop"]),
+        ] {
+            let _ = Command::new("bash")
+                .arg(Path::new(REPO).join("scripts/localfleet").join(script))
+                .args(args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output();
+        }
+    }
+}
+
+/// A test run killed half-way (CI timeout, Ctrl-C) leaves its stacks behind, and a database
+/// volume initialised with other secrets would break the next run: remove them first.
+fn remove_leftover_stacks(name: &str, hosts: usize) {
+    for k in 1..=hosts {
+        let project = format!("pixel-{name}-{k}");
+        let label = format!("label=com.docker.compose.project={project}");
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+        for volume in ["db", "static"] {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", &format!("{project}-{volume}")])
+                .output();
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1; status and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
