@@ -52,6 +52,20 @@ struct Stops {
     lock_conflict: Option<String>,
 }
 
+/// Every run starts alike: its clock, the context its hosts share, a session per host.
+async fn open<'a, C: Connector>(
+    connector: &C,
+    plan: &'a Plan,
+    exec: ExecOptions,
+    reporter: &'a dyn Reporter,
+    cancel: Cancel,
+) -> (Instant, RunContext<'a>, Vec<HostSession<C::Conn>>) {
+    let started = Instant::now();
+    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
+    let sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    (started, ctx, sessions)
+}
+
 /// `dropship deploy`: locks, batches, rollback on failure, audit.
 pub async fn deploy<C: Connector>(
     connector: &C,
@@ -61,9 +75,7 @@ pub async fn deploy<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let started = Instant::now();
-    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
-    let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    let (started, ctx, mut sessions) = open(connector, plan, exec, reporter, cancel).await;
     let holder = holder("deploy", plan, plan.release_id.as_deref());
     let mut stops = Stops::default();
 
@@ -101,9 +113,7 @@ pub async fn adhoc<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let started = Instant::now();
-    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
-    let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    let (started, ctx, mut sessions) = open(connector, plan, exec, reporter, cancel).await;
     join_all(sessions.iter_mut().map(|s| {
         let ctx = &ctx;
         async move {
@@ -133,9 +143,7 @@ pub async fn rollback<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let started = Instant::now();
-    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
-    let mut sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    let (started, ctx, mut sessions) = open(connector, plan, exec, reporter, cancel).await;
     let holder = holder("rollback", plan, Some(to.unwrap_or("previous")));
     let mut stops = Stops::default();
     match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
