@@ -13,6 +13,7 @@ use futures::future::join_all;
 
 use crate::diagnostic::Hinted;
 use crate::plan::Plan;
+use crate::remote::lock::Holder;
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::session::{HostSession, Query, RunContext, connect_all};
 use crate::transport::{Connection, Connector};
@@ -75,23 +76,19 @@ pub async fn deploy<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let (started, ctx, mut sessions) = open(connector, plan, exec, reporter, cancel).await;
+    let (started, ctx, sessions) = open(connector, plan, exec, reporter, cancel).await;
     let holder = holder("deploy", plan, plan.release_id.as_deref());
-    let mut stops = Stops::default();
-
-    match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
-        Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not deployed"),
-        Ok(()) => batches::run_batches(&mut sessions, &ctx, &holder, &mut stops).await,
-    }
-    let results = finish(sessions, &ctx, &holder).await;
-    report(
-        "deploy",
-        plan.release_id.clone(),
-        results,
-        stops,
-        &ctx,
+    let run = Locked {
+        command: "deploy",
+        holder: &holder,
+        refused: "not deployed",
         started,
-    )
+    };
+    let work = async |sessions: &mut [HostSession<C::Conn>], stops: &mut Stops| {
+        batches::run_batches(sessions, &ctx, &holder, stops).await
+    };
+    let report = run.run(sessions, &ctx, lock_options, plan.release_id.clone(), work);
+    report.await
 }
 
 /// What an ad-hoc run does on each host.
@@ -143,18 +140,48 @@ pub async fn rollback<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let (started, ctx, mut sessions) = open(connector, plan, exec, reporter, cancel).await;
+    let (started, ctx, sessions) = open(connector, plan, exec, reporter, cancel).await;
     let holder = holder("rollback", plan, Some(to.unwrap_or("previous")));
-    let mut stops = Stops::default();
-    match take_locks(&mut sessions, &ctx, &holder, lock_options).await {
-        Err(refusal) => refuse(&mut sessions, &ctx, &mut stops, refusal, "not rolled back"),
-        Ok(()) => {
-            join_all(sessions.iter_mut().map(|s| s.roll_back_to(&ctx, to))).await;
+    let run = Locked {
+        command: "rollback",
+        holder: &holder,
+        refused: "not rolled back",
+        started,
+    };
+    let work = async |sessions: &mut [HostSession<C::Conn>], _: &mut Stops| {
+        join_all(sessions.iter_mut().map(|s| s.roll_back_to(&ctx, to))).await;
+    };
+    let report = run.run(sessions, &ctx, lock_options, to.map(str::to_string), work);
+    report.await
+}
+
+/// A run that changes hosts: every host's lock taken (or the whole run refused), its work done,
+/// then the audit, the unlock and the report.
+struct Locked<'h> {
+    command: &'static str,
+    holder: &'h Holder,
+    /// What each host is noted as when a lock held elsewhere refuses the run.
+    refused: &'static str,
+    started: Instant,
+}
+
+impl Locked<'_> {
+    async fn run<T: Connection>(
+        self,
+        mut sessions: Vec<HostSession<T>>,
+        ctx: &RunContext<'_>,
+        lock_options: &LockOptions,
+        release: Option<String>,
+        work: impl AsyncFnOnce(&mut [HostSession<T>], &mut Stops),
+    ) -> RunReport {
+        let mut stops = Stops::default();
+        match take_locks(&mut sessions, ctx, self.holder, lock_options).await {
+            Err(refusal) => refuse(&mut sessions, ctx, &mut stops, refusal, self.refused),
+            Ok(()) => work(&mut sessions, &mut stops).await,
         }
+        let results = finish(sessions, ctx, self.holder).await;
+        report(self.command, release, results, stops, ctx, self.started)
     }
-    let results = finish(sessions, &ctx, &holder).await;
-    let release = to.map(str::to_string);
-    report("rollback", release, results, stops, &ctx, started)
 }
 
 /// A lock held elsewhere refuses the whole run: say why once, note it on every host.
