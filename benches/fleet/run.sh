@@ -10,11 +10,13 @@
 # dropship's own CPU time per host and peak RSS, and PASS/MISS against the targets.
 # See benches/fleet/README.md.
 #
-#   benches/fleet/run.sh [N] [--rounds R] [--forks F] [--handshakes H] [--wait-idle] [--keep] [--strict]
+#   benches/fleet/run.sh [N] [--rounds R] [--rtt MS] [--forks F] [--handshakes H] [--wait-idle] [--keep] [--strict]
 #   benches/fleet/run.sh --smoke [N]     CI smoke: N=10, 1 round, targets not enforced
 #
 #   N             hosts (default 50, or $BENCH_HOSTS)
 #   --rounds R    measured rounds (default 5, or $BENCH_ROUNDS; --smoke: 1)
+#   --rtt MS      put a delaying TCP forwarder (benches/fleet/delay.py, MS/2 each way) between
+#                 the clients (ssh, dropship) and every host, and report wall times in RTTs
 #   --forks F, --handshakes H   passed to dropship deploy (default: dropship's own, 64 and 32)
 #   --wait-idle   before each round, wait until the machine is >= 90% idle (other work skews
 #                 wall times; the JSON lines' other_cpu_ms says how much CPU it took meanwhile)
@@ -46,7 +48,7 @@ STANDIN=$REPO/tests/fixtures/docker-standin.sh
 PLAYBOOK=$HERE/playbook.toml
 
 usage() { # [exit status]
-    sed -n '13,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '13,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 die() {
@@ -73,6 +75,7 @@ STRICT=0
 WAIT_IDLE=0
 FORKS=
 HANDSHAKES=
+RTT_MS=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --smoke) SMOKE=1 ;;
@@ -82,6 +85,8 @@ while [ $# -gt 0 ]; do
     --forks=*) FORKS=${1#*=} ;;
     --handshakes) [ $# -ge 2 ] || usage; HANDSHAKES=$2; shift ;;
     --handshakes=*) HANDSHAKES=${1#*=} ;;
+    --rtt) [ $# -ge 2 ] || usage; RTT_MS=$2; shift ;;
+    --rtt=*) RTT_MS=${1#*=} ;;
     --keep) KEEP=1 ;;
     --strict) STRICT=1 ;;
     --wait-idle) WAIT_IDLE=1 ;;
@@ -97,6 +102,7 @@ if [ "$SMOKE" = 1 ]; then
 fi
 N=${N:-50}
 ROUNDS=${ROUNDS:-5}
+case "$RTT_MS" in '' | *[!0-9]*) echo "run.sh: --rtt takes whole milliseconds: $RTT_MS" >&2; usage ;; esac
 for v in "$N" "$ROUNDS" ${FORKS:+"$FORKS"} ${HANDSHAKES:+"$HANDSHAKES"}; do
     case "$v" in '' | *[!0-9]* | 0) echo "run.sh: counts must be positive numbers: $v" >&2; usage ;; esac
 done
@@ -110,8 +116,11 @@ LOGS=$STATE/logs
 INVENTORY=$STATE/inventory.toml
 KEY=$STATE/id_ed25519
 KNOWN_HOSTS=$STATE/known_hosts
+# With --rtt the clients reach host K through the forwarder on 127.0.0.1:PROXY_BASE+K.
+PROXY_BASE=$(( ${BENCH_BASE_PORT:-30000} + 10000 ))
 TIME_BIN=${BENCH_TIME:-/usr/bin/time}
 [ $((BASE_PORT + N)) -le 65535 ] || die "ports past 65535 (lower BENCH_BASE_PORT or N)"
+[ "$RTT_MS" = 0 ] || [ $((PROXY_BASE + N)) -le 65535 ] || die "forwarder ports past 65535 (lower BENCH_BASE_PORT or N)"
 [ "${BASH_VERSINFO[0]}" -ge 5 ] || die "needs bash 5 (EPOCHREALTIME)"
 [ "$(id -u)" = 0 ] || die "run as root: the hosts are root@127.0.0.1 sshd processes"
 
@@ -201,6 +210,7 @@ stop_stale_hosts() {
 }
 
 cleanup() {
+    [ -z "${DELAY_PID:-}" ] || kill "$DELAY_PID" 2>/dev/null || true
     if [ "$KEEP" = 1 ]; then
         note "fleet left running (--keep): DROPSHIP_STATE=$STATE FLEET_NAME=$NAME $HOSTS_SH stop"
     else
@@ -226,6 +236,33 @@ fleet start "$N" >"$LOGS/fleet-start.log" 2>&1 || {
 SSHD_PIDS=$(sshd_pids | paste -sd, -)
 [ "$(tr ',' '\n' <<<"$SSHD_PIDS" | grep -c .)" = "$N" ] || die "expected $N running sshd(s), found: $SSHD_PIDS"
 
+# --rtt: the forwarder, and an inventory and known_hosts that name its ports instead of the hosts'.
+CLIENT_BASE=$BASE_PORT
+if [ "$RTT_MS" != 0 ]; then
+    command -v python3 >/dev/null || die "--rtt needs python3 (benches/fleet/delay.py)"
+    rm -f "$STATE/delay.ready"
+    python3 "$HERE/delay.py" --delay-ms "$(awk -v r="$RTT_MS" 'BEGIN { print r / 2 }')" \
+        --listen-base "$PROXY_BASE" --target-base "$BASE_PORT" --count "$N" \
+        --ready "$STATE/delay.ready" >"$LOGS/delay.log" 2>&1 &
+    DELAY_PID=$!
+    for ((i = 0; i < 300; i++)); do
+        [ -f "$STATE/delay.ready" ] && break
+        kill -0 "$DELAY_PID" 2>/dev/null || die "the forwarder did not start (log: $LOGS/delay.log)"
+        sleep 0.1
+    done
+    [ -f "$STATE/delay.ready" ] || die "the forwarder did not listen within 30 s"
+    awk -v b="$BASE_PORT" -v p="$PROXY_BASE" '{ split($1, a, "]:"); $1 = "[127.0.0.1]:" (a[2] - b + p); print }' \
+        "$KNOWN_HOSTS" >"$STATE/known_hosts-rtt"
+    awk -v b="$BASE_PORT" -v p="$PROXY_BASE" '
+        /^ssh = \{ port = [0-9]+ \}$/ { sub(/[0-9]+/, $6 - b + p) }
+        /^known_hosts = / { $0 = "known_hosts = \"known_hosts-rtt\"" }
+        { print }' "$INVENTORY" >"$STATE/inventory-rtt.toml"
+    INVENTORY=$STATE/inventory-rtt.toml
+    KNOWN_HOSTS=$STATE/known_hosts-rtt
+    CLIENT_BASE=$PROXY_BASE
+    note "--rtt $RTT_MS: clients reach host K through 127.0.0.1:$((PROXY_BASE + 1))..$((PROXY_BASE + N)) (delay.py, $((RTT_MS / 2)) ms each way)"
+fi
+
 # The floor's client: the options from the issue, plus -F none / IdentitiesOnly so no local
 # ssh_config or agent changes what is measured.
 SSH_OPTS=(-F none -o KexAlgorithms=curve25519-sha256 -o BatchMode=yes -o StrictHostKeyChecking=yes
@@ -233,7 +270,7 @@ SSH_OPTS=(-F none -o KexAlgorithms=curve25519-sha256 -o BatchMode=yes -o StrictH
     -o ConnectTimeout=60 -o LogLevel=ERROR -i "$KEY")
 
 # The hosts must run the stand-in, or the deploy would drive a real docker.
-got=$(ssh "${SSH_OPTS[@]}" -p $((BASE_PORT + 1)) root@127.0.0.1 'command -v docker' </dev/null) ||
+got=$(ssh "${SSH_OPTS[@]}" -p $((CLIENT_BASE + 1)) root@127.0.0.1 'command -v docker' </dev/null) ||
     die "ssh to $NAME-1 failed"
 [ "$got" = "$STATE/hosts/$NAME-1/bin/docker" ] || die "$NAME-1 runs docker from $got, not the stand-in"
 
@@ -334,7 +371,7 @@ floor_once() { # round
     (
         pids=()
         for ((k = 1; k <= N; k++)); do
-            ssh "${SSH_OPTS[@]}" -p $((BASE_PORT + k)) root@127.0.0.1 true </dev/null >/dev/null 2>>"$err" &
+            ssh "${SSH_OPTS[@]}" -p $((CLIENT_BASE + k)) root@127.0.0.1 true </dev/null >/dev/null 2>>"$err" &
             pids+=($!)
         done
         failed=0
@@ -477,7 +514,7 @@ target() { # label value verdict applies-at
 }
 
 echo
-echo "dropship fleet benchmark: N=$N hosts, $ROUNDS round(s), --forks ${FORKS:-64 (default)} --handshakes ${HANDSHAKES:-32 (default)}"
+echo "dropship fleet benchmark: N=$N hosts, $ROUNDS round(s), RTT ${RTT_MS} ms, --forks ${FORKS:-64 (default)} --handshakes ${HANDSHAKES:-32 (default)}"
 echo "machine: $CORES cores ($CPU_MODEL), ${MEM_GIB} GiB RAM, $(uname -sr), $(ssh -V 2>&1 | cut -d, -f1)"
 echo "CPU idle before the run: ${IDLE_START}% (over 1 s)"
 echo
@@ -486,6 +523,14 @@ printf '%-30s %10s %10s %10s\n' "floor   (ssh … true, N at once)" "$F_MED" "$F
 printf '%-30s %10s %10s %10s\n' "steady  (dropship, no change)" "$S_MED" "$S_MIN" "$S_MAX"
 printf '%-30s %10s %10s %10s\n' "cold    (dropship, 3N uploads)" "$C_MED" "$C_MIN" "$C_MAX"
 echo
+if [ "$RTT_MS" != 0 ]; then
+    printf '%-30s %10s %10s %10s\n' "wall time in RTTs (median)" floor steady cold
+    printf '%-30s %10s %10s %10s\n' "  ($RTT_MS ms each)" "$(calc %.1f "$F_MED / $RTT_MS")" \
+        "$(calc %.1f "$S_MED / $RTT_MS")" "$(calc %.1f "$C_MED / $RTT_MS")"
+    printf '%-30s %10s %10s %10s\n' "  dropship − floor" "" "$(calc %+.1f "($S_MED - $F_MED) / $RTT_MS")" \
+        "$(calc %+.1f "($C_MED - $F_MED) / $RTT_MS")"
+    echo
+fi
 printf '%-30s %10s %10s\n' "dropship" steady cold
 printf '%-30s %9sx %9sx\n' "wall / floor (medians)" "$S_RATIO" "$C_RATIO"
 printf '%-30s %10s %10s\n' "CPU ms per host (median)" "$S_CPU" "$C_CPU"
@@ -511,8 +556,8 @@ target "cold wall <= 2 x floor (50 hosts)" "${C_RATIO}x" "$(verdict "$C_RATIO <=
 target "dropship CPU <= 10 ms per host per deploy" "${CPU_WORST} ms" "$(verdict "$CPU_WORST <= 10")" any
 target "dropship peak RSS <= 60 MiB (500 hosts)" "${RSS_WORST} MiB" "$(verdict "$RSS_WORST <= 60")" 500
 target "every run succeeded ($N hosts each)" "$FAILURES failed" "$(verdict "$FAILURES == 0")" any
-printf '{"bench":"fleet","kind":"summary","hosts":%s,"rounds":%s,"cores":%s,"floor_ms":%s,"steady_ms":%s,"cold_ms":%s,"steady_ratio":%s,"cold_ratio":%s,"cpu_ms_per_host_steady":%s,"cpu_ms_per_host_cold":%s,"max_rss_mib":%s,"failures":%s,"idle_before_pct":%s}\n' \
-    "$N" "$ROUNDS" "$CORES" "$F_MED" "$S_MED" "$C_MED" "$S_RATIO" "$C_RATIO" "$S_CPU" "$C_CPU" "$RSS_WORST" "$FAILURES" "$IDLE_START"
+printf '{"bench":"fleet","kind":"summary","hosts":%s,"rtt_ms":%s,"rounds":%s,"cores":%s,"floor_ms":%s,"steady_ms":%s,"cold_ms":%s,"steady_ratio":%s,"cold_ratio":%s,"cpu_ms_per_host_steady":%s,"cpu_ms_per_host_cold":%s,"max_rss_mib":%s,"failures":%s,"idle_before_pct":%s}\n' \
+    "$N" "$RTT_MS" "$ROUNDS" "$CORES" "$F_MED" "$S_MED" "$C_MED" "$S_RATIO" "$C_RATIO" "$S_CPU" "$C_CPU" "$RSS_WORST" "$FAILURES" "$IDLE_START"
 echo "logs: $LOGS"
 
 if [ "$FAILURES" != 0 ]; then
