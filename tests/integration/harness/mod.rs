@@ -1,8 +1,8 @@
 //! The one test harness every integration test uses: one configurable OpenSSH `sshd` (`sshd`),
 //! a fleet of them with a docker stand-in and its inventory (`fleet`), the docker-based servers
-//! (`fresh_server`, `localfleet`), keys, ports and an ssh-agent, running the `dropship` binary
-//! and reading its plain output (`cli`) and JSON report (`report`), an HTTP server, local
-//! users, processes and files. Test files import from here only (`crate::harness::{...}`);
+//! (`fresh_server`, `localfleet`) and a load loop through their proxies (`load`), keys, ports
+//! and an ssh-agent, running the `dropship` binary and reading its plain output (`cli`) and
+//! JSON report (`report`), an HTTP server, local users, processes and files. Test files import from here only (`crate::harness::{...}`);
 //! the harness imports nothing from the tests.
 #![allow(dead_code)]
 
@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod fresh_server;
 pub mod http;
 pub mod keys;
+pub mod load;
 pub mod localfleet;
 pub mod ports;
 pub mod procs;
