@@ -42,6 +42,9 @@ pub enum Kind {
     Apt,
     /// `guard:holds`: a guarded `run` did not run its command (`run.rs`).
     Guard,
+    /// `diagnose:project:I`, `diagnose:container:ID`, `diagnose:logs`, ... each followed by
+    /// what docker printed (`diagnose.rs`).
+    Diagnose,
 }
 
 impl Kind {
@@ -52,6 +55,7 @@ impl Kind {
             Kind::Compose => "compose",
             Kind::Apt => "apt",
             Kind::Guard => "guard",
+            Kind::Diagnose => "diagnose",
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod apt;
 pub mod compose;
+pub mod diagnose;
 pub mod driver;
 pub mod facts;
 pub mod files;

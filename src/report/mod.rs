@@ -37,7 +37,70 @@ pub struct StepResult {
     /// What a `run` command printed on stdout (its last lines), secrets masked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// After a failed health check or `compose up`: what the compose containers involved say.
+    #[serde(flatten)]
+    pub words: ContainerWords,
     pub elapsed_ms: u64,
+}
+
+/// What the containers of the compose projects a failed step concerns say: those that stand
+/// out (exited with an error, restarting, unhealthy), or every one when none does, each with
+/// its last log lines; and why a project could not be looked at. Secrets are already masked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContainerWords {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerReport>,
+    /// A project without containers, one whose containers could not be listed, ones left out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub container_notes: Vec<String>,
+}
+
+/// One container and its last words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerReport {
+    /// The compose project it belongs to, as the playbook names it.
+    pub project: String,
+    pub name: String,
+    /// Its compose service (empty when docker did not say).
+    pub service: String,
+    /// Docker's state: `running`, `exited`, `restarting`, `created`, ... (`unknown` when it
+    /// could not be read).
+    pub state: String,
+    /// The exit code of its last run, once it ran and stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// `starting`, `healthy` or `unhealthy`, when it has a health check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// In a few words: `exited (1)`, `running (unhealthy)`, `restarting (last exit 3)`.
+    pub status: String,
+    /// Its last log lines (stdout and stderr), at most 30.
+    pub logs: String,
+}
+
+impl ContainerWords {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.container_notes.is_empty()
+    }
+
+    /// As text, one line each: the notes, then each container's status line followed by its
+    /// log lines (`  | `).
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = self.container_notes.clone();
+        for c in &self.containers {
+            let service = if c.service.is_empty() || c.service == c.name {
+                String::new()
+            } else {
+                format!(" ({})", c.service)
+            };
+            lines.push(format!("container {}{service}: {}", c.name, c.status));
+            if c.logs.is_empty() {
+                lines.push("  (no log output)".to_string());
+            }
+            lines.extend(c.logs.lines().map(|l| format!("  | {l}")));
+        }
+        lines
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

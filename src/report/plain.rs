@@ -61,6 +61,9 @@ impl Reporter for PlainReporter {
                         line.push_str(&format!("[{host}]     {l}\n"));
                     }
                 }
+                for l in step.words.lines() {
+                    line.push_str(&format!("[{host}]     {l}\n"));
+                }
                 self.write(&line);
             }
             Event::BatchStarted { number, of, hosts } => {
@@ -173,6 +176,7 @@ mod tests {
             outcome,
             detail: None,
             output: None,
+            words: Default::default(),
             elapsed_ms: 1,
         };
         let mut report = RunReport {

@@ -5,6 +5,7 @@
 //! May import plan, remote, steps, health, output, report, secrets, transport; never the fleet.
 
 mod cancel;
+mod diagnose;
 mod gate;
 mod health;
 mod lock;
@@ -29,7 +30,7 @@ use crate::remote::files::RemoteFile;
 use crate::remote::frame::Reply;
 use crate::remote::script::Script;
 use crate::remote::{self, sudo};
-use crate::report::{Event, HostResult, Outcome, Reporter, StepResult};
+use crate::report::{ContainerWords, Event, HostResult, Outcome, Reporter, StepResult};
 use crate::secrets::Redactor;
 use crate::transport::{
     Capture, Connection, Connector, Cut, ExecOutput, OutputSink, TransportError,
@@ -343,11 +344,26 @@ impl<T: Connection> HostSession<T> {
     }
 
     fn record(&mut self, ctx: &RunContext<'_>, name: &str, done: Done, elapsed_ms: u64) {
+        self.record_with_words(ctx, name, done, elapsed_ms, ContainerWords::default());
+    }
+
+    /// `record` with what the containers said after the step failed (`diagnose`). Everything
+    /// a step result holds passes the run's redactor here.
+    fn record_with_words(
+        &mut self,
+        ctx: &RunContext<'_>,
+        name: &str,
+        done: Done,
+        elapsed_ms: u64,
+        words: ContainerWords,
+    ) {
+        let redact = |text: &str| ctx.plan.redactor.redact(text);
         let result = StepResult {
             name: name.to_string(),
             outcome: done.outcome,
-            detail: done.detail.map(|d| ctx.plan.redactor.redact(&d)),
-            output: done.output.map(|o| ctx.plan.redactor.redact(&o)),
+            detail: done.detail.map(|d| redact(&d)),
+            output: done.output.map(|o| redact(&o)),
+            words: diagnose::redacted(words, &redact),
             elapsed_ms,
         };
         ctx.reporter.event(&Event::StepFinished {

@@ -8,7 +8,7 @@ use crate::plan::{Action, Become, PlannedStep};
 use crate::remote::compose::{self, ComposeFlavor};
 use crate::remote::driver::{self, Driver};
 use crate::remote::{self, split::StepSplitter};
-use crate::report::Outcome;
+use crate::report::{ContainerWords, Outcome};
 use crate::steps::{Done, Prepared};
 use crate::transport::{Connection, ExecOutput, OutputSink, TransportError};
 
@@ -54,7 +54,9 @@ impl<T: Connection> HostSession<T> {
                     .health(check, rest[0].become_as.as_ref(), &ctx.cancel)
                     .await
                     .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
-                self.record_step(ctx, &rest[0], purpose, done, elapsed_ms(started));
+                let elapsed = elapsed_ms(started);
+                let words = self.words_after(ctx, &rest[0], &done).await;
+                self.record_step_with_words(ctx, &rest[0], purpose, done, elapsed, words);
                 1
             } else {
                 let become_as = rest[0].become_as.as_ref();
@@ -208,7 +210,12 @@ impl<T: Connection> HostSession<T> {
             };
             // Sticky: every step after a failed one in this session is skipped.
             failed |= done.outcome == Outcome::Failed;
-            self.record_step(ctx, step, purpose, done, ms);
+            // A connection that failed has nothing more to tell.
+            let words = match transport_error {
+                None => self.words_after(ctx, step, &done).await,
+                Some(_) => ContainerWords::default(),
+            };
+            self.record_step_with_words(ctx, step, purpose, done, ms, words);
         }
         // Steps cut off after a step known to fail.
         self.skip_steps(ctx, &steps[cut..], purpose, after_failure);
@@ -307,12 +314,24 @@ impl<T: Connection> HostSession<T> {
         done: Done,
         elapsed_ms: u64,
     ) {
-        match purpose {
-            Purpose::Deploy => self.record(ctx, &step.name, done, elapsed_ms),
-            Purpose::Rollback => {
-                self.record(ctx, &format!("rollback: {}", step.name), done, elapsed_ms)
-            }
-        }
+        self.record_step_with_words(ctx, step, purpose, done, elapsed_ms, Default::default());
+    }
+
+    /// `record_step` with what the containers said after the step failed.
+    fn record_step_with_words(
+        &mut self,
+        ctx: &RunContext<'_>,
+        step: &PlannedStep,
+        purpose: Purpose,
+        done: Done,
+        elapsed_ms: u64,
+        words: ContainerWords,
+    ) {
+        let name = match purpose {
+            Purpose::Deploy => step.name.clone(),
+            Purpose::Rollback => format!("rollback: {}", step.name),
+        };
+        self.record_with_words(ctx, &name, done, elapsed_ms, words);
     }
 
     fn skip_steps(
@@ -343,7 +362,7 @@ fn cut_failure(error: &str, out: &ExecOutput) -> String {
 }
 
 /// How long a request that stops a script may take before the host is given up on.
-const HELPER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub(super) const HELPER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64

@@ -2,6 +2,7 @@
 
 mod bastion;
 mod deploy;
+mod diagnose;
 mod dotenv;
 mod e2e;
 mod failures;

@@ -17,6 +17,7 @@
 //!   docker.cwd.log             "<epoch.nanos> <cwd>" per docker call
 //!   docker.stdin.log           stdin of `docker login --password-stdin`
 //!   docker.sleep, docker.fail  knobs (see TestHost::set_docker_sleep/fail)
+//!   containers/P/ID.json, ID.logs  what `docker ps/inspect/logs` say of project P's containers
 //!   root/                      TestHost::root, the host's app_dir
 //! h2/ ...
 //! ```
@@ -310,6 +311,16 @@ impl TestHost {
     /// Everything `docker login --password-stdin` read on stdin.
     pub fn docker_stdin_log(&self) -> String {
         read_or_empty(&self.dir.join("docker.stdin.log"))
+    }
+
+    /// A container of compose project `project` as the stand-in tells it: `docker ps -a -q
+    /// --filter label=com.docker.compose.project=PROJECT` lists `id`, `docker inspect` prints
+    /// `state` (the JSON line dropship's format asks for), `docker logs` prints `logs`.
+    pub fn add_container(&self, project: &str, id: &str, state: &str, logs: &[u8]) {
+        let dir = self.dir.join("containers").join(project);
+        fs::create_dir_all(&dir).expect("create the containers dir");
+        fs::write(dir.join(format!("{id}.json")), state).expect("write a container's state");
+        fs::write(dir.join(format!("{id}.logs")), logs).expect("write a container's logs");
     }
 
     /// Make compose subcommands (other than `version`) sleep this many
