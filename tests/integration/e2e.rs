@@ -127,6 +127,70 @@ fn real_failures_are_reported_per_step() {
     run.assert_outcome(&fleet.host(1), "healthy through nginx", "FAILED");
     let text = run.host_text(&fleet.host(1));
     assert!(text.contains("last: HTTP 503"), "{text}");
+    // Nothing stands out (every container runs): each one's last lines are shown, the app's
+    // own among them (it logs each request to stderr).
+    assert!(text.contains(" (web): running\n"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("| ") && l.contains("GET /healthz") && l.contains(" 503")),
+        "{text}"
+    );
+    assert!(text.contains(" (db): running\n"), "{text}");
+    let step = run.report().host(&fleet.host(1))["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "healthy through nginx")
+        .unwrap()
+        .clone();
+    let web = step["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "web")
+        .unwrap_or_else(|| panic!("{step:#}"))
+        .clone();
+    assert_eq!(web["state"], "running", "{web:#}");
+    assert!(
+        web["logs"].as_str().unwrap().contains("/healthz"),
+        "{web:#}"
+    );
+
+    // 4. A service that exits during `up` (its command exits 3 after printing the database
+    //    password): the container, its exit code and its last words, the password masked.
+    let password = "exits-Pa55word-e2e";
+    fleet.set_secret("postgres_password", password);
+    let template = fleet.project().join("templates/docker-compose.yml.j2");
+    let compose = std::fs::read_to_string(&template).unwrap();
+    let web_section = "      - db\n    restart: unless-stopped\n";
+    assert!(compose.contains(web_section), "{compose}");
+    let exits = compose.replace(
+        web_section,
+        "      - db\n    command: [\"sh\", \"-c\", \"echo \\\"password is $$POSTGRES_PASSWORD\\\" >&2; echo giving up >&2; exit 3\"]\n    restart: \"no\"\n",
+    );
+    std::fs::write(
+        fleet
+            .project()
+            .join("templates/docker-compose-exits.yml.j2"),
+        exits,
+    )
+    .unwrap();
+    let fast = std::fs::read_to_string(fleet.playbook("fast.toml")).unwrap();
+    std::fs::write(
+        fleet.playbook("exits.toml"),
+        fast.replace("docker-compose.yml.j2", "docker-compose-exits.yml.j2"),
+    )
+    .unwrap();
+    let run = fleet.deploy("exits.toml", &[]);
+    run.assert_code(1);
+    let text = run.host_text(&fleet.host(1));
+    assert!(text.contains(" (web): exited (3)\n"), "{text}");
+    assert!(text.contains("| password is ********\n"), "{text}");
+    assert!(text.contains("| giving up"), "{text}");
+    // Only the container that stands out.
+    assert!(!text.contains(" (db): "), "{text}");
+    assert!(!run.all().contains(password), "{}", run.all());
+    assert!(!run.report().to_string().contains(password));
 }
 
 #[test]
