@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::commands::{self, ExitStatus};
-use crate::settings::{self, HostTarget, JsonTarget, PlaybookTarget, RunSettings};
+use crate::settings::{self, HostTarget, JsonTarget, PlaybookTarget, RunSettings, SecretsAction};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,6 +76,52 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Scaffold a project: inventories, the example playbook and its templates, a .gitignore.
+    Init {
+        /// Where (created if missing); no file there is ever overwritten.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// The encrypted secrets file (age): `{ vault = "NAME" }` in a playbook's [secrets].
+    Secrets {
+        /// The vault file.
+        #[arg(
+            long,
+            env = "DROPSHIP_VAULT",
+            default_value = "secrets.age",
+            global = true
+        )]
+        vault: PathBuf,
+        #[command(subcommand)]
+        action: SecretsCommand,
+    },
+    /// Print a shell completion script (e.g. `dropship completions bash > ~/.local/share/bash-completion/completions/dropship`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `dropship man | man -l -`; `dropship man deploy`
+    /// for a command's own page.
+    Man {
+        #[arg(value_parser = parse_command_name)]
+        command: Option<String>,
+    },
+}
+
+/// The identity is read from $DROPSHIP_AGE_KEY_FILE, $DROPSHIP_AGE_KEY or
+/// ~/.config/dropship/age.key, in that order.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Create an identity (unless one exists; never overwritten) and an empty vault.
+    Init,
+    /// Set a secret; its value is read from stdin, or a hidden prompt on a terminal.
+    Set { name: String },
+    /// Print a secret's value.
+    Get { name: String },
+    /// List the secrets' names.
+    List,
+    /// Edit the vault in $VISUAL/$EDITOR (a private temp file, removed afterwards).
+    Edit,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -128,6 +174,17 @@ pub struct RunArgs {
     /// If a host is locked by another run, keep trying this long (e.g. 5m) instead of failing.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait_lock: Option<std::time::Duration>,
+}
+
+/// A name of one of dropship's commands (for `man COMMAND`).
+fn parse_command_name(name: &str) -> Result<String, String> {
+    let cli = Cli::command();
+    if cli.find_subcommand(name).is_some() {
+        Ok(name.to_string())
+    } else {
+        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        Err(format!("no command `{name}`; one of: {}", names.join(", ")))
+    }
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -219,8 +276,58 @@ impl From<Command> for settings::Command {
                 target: target.into(),
                 run: run.into(),
             },
+            Command::Init { dir } => Self::Init { dir },
+            Command::Secrets { vault, action } => Self::Secrets {
+                vault,
+                action: match action {
+                    SecretsCommand::Init => SecretsAction::Init,
+                    SecretsCommand::Set { name } => SecretsAction::Set { name },
+                    SecretsCommand::Get { name } => SecretsAction::Get { name },
+                    SecretsCommand::List => SecretsAction::List,
+                    SecretsCommand::Edit => SecretsAction::Edit,
+                },
+            },
+            Command::Completions { shell } => Self::Print {
+                text: completions(shell),
+            },
+            Command::Man { command } => Self::Print {
+                text: man_page(command.as_deref()),
+            },
         }
     }
+}
+
+/// The completion script for `shell`, from the argument definitions.
+fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dropship", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The man page (roff), from the argument definitions. `.TH` comes first, as man(7) and the
+/// tools that sniff a page's type expect; clap_mangen puts its string definitions before it.
+fn man_page(command: Option<&str>) -> String {
+    let mut out = Vec::new();
+    let mut page = Cli::command();
+    if let Some(name) = command {
+        // The page the main one refers to as dropship-NAME(1).
+        page = page
+            .find_subcommand(name)
+            .expect("checked by parse_command_name")
+            .clone()
+            .display_name(format!("dropship-{name}"))
+            .bin_name(format!("dropship {name}"));
+    }
+    clap_mangen::Man::new(page)
+        .render(&mut out)
+        .expect("rendering into memory does not fail");
+    let page = String::from_utf8_lossy(&out).into_owned();
+    let mut lines: Vec<&str> = page.lines().collect();
+    if let Some(at) = lines.iter().position(|l| l.starts_with(".TH ")) {
+        let title = lines.remove(at);
+        lines.insert(0, title);
+    }
+    lines.join("\n") + "\n"
 }
 
 /// Runs the command the arguments name.
@@ -297,6 +404,27 @@ mod tests {
             panic!("not a lock");
         };
         assert_eq!(action, settings::LockAction::Release);
+    }
+
+    #[test]
+    fn init_secrets_and_generated_text_resolve_into_settings() {
+        let settings::Command::Init { dir } = settings(&["init"]) else {
+            panic!("not an init");
+        };
+        assert_eq!(dir, PathBuf::from("."));
+        let settings::Command::Secrets { vault, action } =
+            settings(&["secrets", "set", "db", "--vault", "v/prod.age"])
+        else {
+            panic!("not a secrets command");
+        };
+        assert_eq!(vault, PathBuf::from("v/prod.age"));
+        assert_eq!(action, SecretsAction::Set { name: "db".into() });
+        // A value is never an argument of `set`.
+        assert!(Cli::try_parse_from(["dropship", "secrets", "set", "db", "hunter2"]).is_err());
+        let settings::Command::Print { text } = settings(&["completions", "fish"]) else {
+            panic!("not printed text");
+        };
+        assert!(text.contains("complete -c dropship"));
     }
 
     #[test]

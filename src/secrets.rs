@@ -1,9 +1,12 @@
-//! Secrets: the `Secret` type that never prints, resolving `[secrets]` sources, and redaction.
+//! Secrets: the `Secret` type that never prints, resolving `[secrets]` sources, and redaction;
+//! vault.rs: the age-encrypted secrets file. May import diagnostic, output and paths.
+
+pub mod vault;
 
 use std::fmt;
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -57,21 +60,57 @@ pub struct SecretSource {
     pub command: Option<String>,
     /// How long `command` may run (humantime, e.g. "10s"); default [`DEFAULT_COMMAND_TIMEOUT`].
     pub timeout: Option<toml::Spanned<String>>,
-    /// A key of the age-encrypted secrets file (not supported yet).
+    /// A name in the age-encrypted secrets file (`[secrets_vault]`, default `secrets.age`).
     pub vault: Option<String>,
+}
+
+/// A playbook's `[secrets_vault]`: where its `{ vault = "NAME" }` secrets are read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    /// The vault file, relative to the playbook's directory, else its parent (the project
+    /// root); default `secrets.age` there.
+    pub file: toml::Spanned<String>,
+}
+
+/// A vault error with no place in a file (the `secrets` commands).
+impl From<vault::VaultError> for InputError {
+    fn from(e: vault::VaultError) -> Self {
+        let error = InputError::plain(e.message);
+        match e.hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
+    }
 }
 
 /// How long a secret's `command` may run when its entry sets no `timeout`.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Resolves every secret once, locally, before any connection. Errors point at the playbook.
+/// The vault is opened once, and only when a secret reads from it.
 pub fn resolve_all(
     sources: &IndexMap<toml::Spanned<String>, toml::Spanned<SecretSource>>,
+    vault: Option<&toml::Spanned<VaultSettings>>,
     playbook: &SourceFile,
     base_dirs: &[&Path],
 ) -> Result<IndexMap<String, Secret>, InputError> {
     let mut out = IndexMap::new();
+    let mut opened: Option<(PathBuf, vault::Entries)> = None;
     for (name, source) in sources {
+        if let Some(wanted) = &source.get_ref().vault {
+            let value = vault_secret(
+                name.get_ref(),
+                source,
+                wanted,
+                vault,
+                &mut opened,
+                playbook,
+                base_dirs,
+            )?;
+            out.insert(name.get_ref().clone(), value);
+            continue;
+        }
         let span = source.span();
         let err = |message: String| {
             playbook
@@ -91,6 +130,106 @@ pub fn resolve_all(
         out.insert(name.get_ref().clone(), value);
     }
     Ok(out)
+}
+
+/// Where the vault is: `[secrets_vault] file`, else `secrets.age` next to the playbook,
+/// else in the project root (the playbook directory's parent), where `dropship secrets init` is run.
+pub fn vault_path(vault: Option<&toml::Spanned<VaultSettings>>, base_dirs: &[&Path]) -> PathBuf {
+    match vault {
+        Some(settings) => {
+            crate::paths::resolve_existing(settings.get_ref().file.get_ref(), base_dirs)
+        }
+        None => {
+            let found = crate::paths::resolve_existing(vault::DEFAULT_FILE, base_dirs);
+            if found.exists() {
+                found
+            } else {
+                let root = base_dirs.last().copied().unwrap_or(Path::new("."));
+                crate::paths::normalize(&root.join(vault::DEFAULT_FILE))
+            }
+        }
+    }
+}
+
+/// One `{ vault = "NAME" }` secret. Errors about the vault itself point at `[secrets_vault]`
+/// when the playbook has one, else at the secret's entry.
+fn vault_secret(
+    name: &str,
+    source: &toml::Spanned<SecretSource>,
+    wanted: &str,
+    settings: Option<&toml::Spanned<VaultSettings>>,
+    opened: &mut Option<(PathBuf, vault::Entries)>,
+    playbook: &SourceFile,
+    base_dirs: &[&Path],
+) -> Result<Secret, InputError> {
+    let at_entry = |message: String, hint: Option<String>| {
+        let e = playbook
+            .error_at(source.span(), message)
+            .with_key(format!("secrets.{name}"));
+        match hint {
+            Some(h) => e.with_hint(h),
+            None => e,
+        }
+    };
+    let s = source.get_ref();
+    if s.env.is_some() || s.file.is_some() || s.command.is_some() {
+        // The one-source rule, with its usual message.
+        let (message, hint) = resolve_one(name, s, base_dirs, DEFAULT_COMMAND_TIMEOUT)
+            .expect_err("more than one source is refused");
+        return Err(at_entry(message, hint));
+    }
+    if opened.is_none() {
+        let path = vault_path(settings, base_dirs);
+        let entries = vault::KeySource::from_env()
+            .and_then(vault::Key::load)
+            .and_then(|key| vault::read(&path, &key))
+            .map_err(|e| match settings {
+                Some(settings) => {
+                    let err = playbook
+                        .error_at(settings.get_ref().file.span(), e.message)
+                        .with_key("secrets_vault.file");
+                    match e.hint {
+                        Some(h) => err.with_hint(h),
+                        None => err,
+                    }
+                }
+                None => at_entry(e.message, e.hint),
+            })?;
+        *opened = Some((path, entries));
+    }
+    let (path, entries) = opened.as_ref().expect("opened above");
+    match entries.get(wanted) {
+        Some(value) => Ok(value.clone()),
+        None => {
+            let known: Vec<&str> = entries.keys().map(String::as_str).collect();
+            let close = known
+                .iter()
+                .filter(|k| strsim::jaro_winkler(k, wanted) > 0.8)
+                .max_by(|a, b| {
+                    strsim::jaro_winkler(a, wanted).total_cmp(&strsim::jaro_winkler(b, wanted))
+                });
+            let hint = match close {
+                Some(k) => {
+                    format!("did you mean `{k}`? Or add it: `dropship secrets set {wanted}`")
+                }
+                None => format!(
+                    "add it: `dropship secrets set {wanted}`{}",
+                    if path.as_os_str() == vault::DEFAULT_FILE {
+                        String::new()
+                    } else {
+                        format!(" --vault {}", path.display())
+                    }
+                ),
+            };
+            Err(at_entry(
+                format!(
+                    "secret `{name}`: the vault `{}` has no `{wanted}`",
+                    path.display()
+                ),
+                Some(hint),
+            ))
+        }
+    }
 }
 
 type SourceError = (String, Option<String>);
@@ -150,7 +289,7 @@ fn resolve_one(
                 "secret `{name}` needs exactly one source, found {}",
                 if given.is_empty() { "none".to_string() } else { given.join(" and ") }
             ),
-            Some("write e.g. `{ env = \"VAR\" }`, `{ file = \"path\" }` or `{ command = \"pass show x\" }`".into()),
+            Some("write e.g. `{ env = \"VAR\" }`, `{ file = \"path\" }`, `{ command = \"pass show x\" }` or `{ vault = \"NAME\" }`".into()),
         ));
     }
     if let Some(var) = &source.env {
@@ -178,10 +317,7 @@ fn resolve_one(
     if let Some(command) = &source.command {
         return run_secret_command(name, command, timeout);
     }
-    Err((
-        format!("secret `{name}`: `vault` sources are not supported yet"),
-        Some("use `env`, `file` or `command` for now".into()),
-    ))
+    unreachable!("`vault` sources are resolved by `vault_secret`")
 }
 
 /// Runs a `command` source in its own process group, so that on `timeout` the whole group

@@ -40,6 +40,34 @@ pub enum Command {
         target: PlaybookTarget,
         run: RunSettings,
     },
+    /// Scaffold a project (the example app) into `dir`.
+    Init {
+        dir: PathBuf,
+    },
+    /// Manage the encrypted secrets file at `vault`.
+    Secrets {
+        vault: PathBuf,
+        action: SecretsAction,
+    },
+    /// Text the command line made itself (shell completions, the man page), printed as is.
+    Print {
+        text: String,
+    },
+}
+
+/// `dropship secrets init|set|get|list|edit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretsAction {
+    /// A new identity (unless one exists) and an empty vault.
+    Init,
+    /// Set NAME from stdin or a hidden prompt.
+    Set { name: String },
+    /// Print NAME's value.
+    Get { name: String },
+    /// Print the names.
+    List,
+    /// Decrypt into a private temp file, run the editor, encrypt again.
+    Edit,
 }
 
 /// Hosts of an inventory, without a playbook (`exec`, `ping`).

@@ -4,7 +4,9 @@
 //! never cli.
 
 pub mod check;
+pub mod init;
 pub mod inspect;
+pub mod secrets;
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,7 @@ use crate::inventory::Inventory;
 use crate::plan::{self, Action, Plan, PlanOptions};
 use crate::playbook::Playbook;
 use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
-use crate::secrets::{self, Redactor};
+use crate::secrets::Redactor;
 use crate::session::Query;
 use crate::settings::{Command, JsonTarget, PlaybookTarget, RunSettings};
 use crate::steps::run;
@@ -43,6 +45,10 @@ impl ExitStatus {
 
 /// Runs one command to its end.
 pub async fn run(command: Command) -> ExitStatus {
+    if let Command::Secrets { vault, action } = command {
+        // Its own statuses: an editor stopped by Ctrl-C is an interrupt, not bad input.
+        return secrets::run(&vault, action).await;
+    }
     match dispatch(command).await {
         Ok(Some(r)) if r.interrupted => ExitStatus::Interrupted,
         Ok(Some(r)) if !r.ok => ExitStatus::HostsFailed,
@@ -53,6 +59,13 @@ pub async fn run(command: Command) -> ExitStatus {
 
 async fn dispatch(command: Command) -> Result<Option<RunReport>, InputError> {
     match command {
+        Command::Print { text } => {
+            // A closed pipe (`dropship man | head`) is no error worth reporting.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+            Ok(None)
+        }
+        Command::Init { dir } => init::run(&dir).map(|()| None),
+        Command::Secrets { .. } => unreachable!("`run` runs the secrets commands"),
         Command::Check { target } => {
             let plan = load_plan(&target)?;
             let described = check::describe_plan(&plan);
@@ -159,7 +172,12 @@ fn load_plan(target: &PlaybookTarget) -> Result<Plan, InputError> {
     let inventory = Inventory::load(&target.inventory)?;
     let playbook = Playbook::load(&target.playbook)?;
     let bases: Vec<&Path> = playbook.bases.iter().map(PathBuf::as_path).collect();
-    let secrets = secrets::resolve_all(&playbook.secrets, &playbook.file, &bases)?;
+    let secrets = crate::secrets::resolve_all(
+        &playbook.secrets,
+        playbook.secrets_vault.as_ref(),
+        &playbook.file,
+        &bases,
+    )?;
     plan::build(&inventory, &playbook, &secrets, &plan_options(target))
 }
 

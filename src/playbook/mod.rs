@@ -10,7 +10,7 @@ use toml::Spanned;
 use crate::diagnostic::{InputError, SourceFile};
 use crate::paths::playbook_bases;
 use crate::rollout::{Amount, OnFailure, Policy};
-use crate::secrets::SecretSource;
+use crate::secrets::{SecretSource, VaultSettings};
 use crate::vars::{self, RawVars, Vars};
 
 mod step;
@@ -33,6 +33,7 @@ struct RawPlaybook {
     vars: RawVars,
     #[serde(default)]
     secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
+    secrets_vault: Option<Spanned<VaultSettings>>,
     rollout: Option<Spanned<RawRollout>>,
     release: Option<Spanned<RawRelease>>,
     #[serde(rename = "become")]
@@ -97,6 +98,8 @@ pub struct Playbook {
     /// `[vars]` as written (rendered per host, see `crate::vars`).
     pub vars: Vars,
     pub secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
+    /// `[secrets_vault]`: where `{ vault = "NAME" }` secrets are read from.
+    pub secrets_vault: Option<Spanned<VaultSettings>>,
     pub steps: Vec<Step>,
     pub rollout: Policy,
     pub release: Option<ReleaseConfig>,
@@ -182,6 +185,7 @@ impl Playbook {
             hosts_span,
             vars: vars::from_raw(raw.vars, &Arc::new(file.clone())),
             secrets: raw.secrets,
+            secrets_vault: raw.secrets_vault,
             steps,
             rollout,
             release,
