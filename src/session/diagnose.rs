@@ -10,6 +10,7 @@ use super::{HostSession, RunContext};
 use crate::output::human_bytes;
 use crate::plan::{Action, Become, PlannedStep};
 use crate::playbook::ComposeCommand;
+use crate::remote::compose::ComposeFlavor;
 use crate::remote::diagnose::{self, Container, MAX_PROJECTS, ProjectContainers};
 use crate::remote::{driver, frame};
 use crate::report::{ContainerReport, ContainerWords, Outcome};
@@ -88,7 +89,12 @@ impl<T: Connection> HostSession<T> {
         projects: &[String],
         become_as: Option<&Become>,
     ) -> ContainerWords {
-        if projects.is_empty() || ctx.cancel.is_aborted() || !self.is_connected() {
+        // A host without compose has no compose containers: its step said so already.
+        if projects.is_empty()
+            || ctx.cancel.is_aborted()
+            || !self.is_connected()
+            || self.compose == ComposeFlavor::Missing
+        {
             return ContainerWords::default();
         }
         let request = frame::Framed::new(&diagnose::script(projects));
@@ -262,6 +268,7 @@ pub(super) fn redacted(words: ContainerWords, redact: &dyn Fn(&str) -> String) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::compose::ComposeFlavor;
     use crate::remote::diagnose::State;
     use crate::secrets::Secret;
 

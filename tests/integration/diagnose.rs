@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Fleet, Secrets, all_cmdlines, run_playbook_secrets, signal, start_fleet};
+use crate::harness::{
+    Fleet, Secrets, all_cmdlines, command, finish_within, run_playbook_secrets, signal,
+    start_fleet, wait_until,
+};
 
 const WEB: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const DB: &str = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -274,4 +277,48 @@ fn docker_that_does_not_answer_is_given_up_on_and_stopped() {
         "{}",
         run.all()
     );
+}
+
+#[test]
+fn after_the_run_is_aborted_docker_is_not_asked() {
+    let fleet = start_fleet(1);
+    let inventory = fleet.write_inventory("");
+    let h1 = fleet.host("h1");
+    h1.add_container("shop", WEB, &state("shop-web-1", "web", "exited", 3), b"");
+    let playbook = fleet.write_playbook(
+        "slow.toml",
+        "shop",
+        "shop",
+        r#"[[steps]]
+name = "start stack"
+compose = { command = "up", dir = "{{ app_dir }}" }
+
+[[steps]]
+name = "healthy"
+health = { command = "touch {{ app_dir }}/checking; sleep 30", timeout = "60s" }
+"#,
+    );
+    let child = command(
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        None,
+    )
+    .spawn()
+    .expect("spawn dropship");
+    wait_until(Duration::from_secs(20), "the health check", || {
+        h1.root.join("checking").exists()
+    });
+    // Both Ctrl-Cs: the check is stopped and fails, and nothing more runs on the host.
+    signal(&[child.id()], "INT");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&[child.id()], "INT");
+    let run = finish_within(child, Duration::from_secs(20));
+    run.assert_code(130);
+    assert!(run.all().contains("FAILED   healthy"), "{}", run.all());
+    assert_eq!(diagnosis_calls(&fleet), Vec::<String>::new());
+    assert!(!run.all().contains("container shop-web-1"), "{}", run.all());
 }
