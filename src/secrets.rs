@@ -410,6 +410,33 @@ mod tests {
     }
 
     #[test]
+    fn the_vault_is_next_to_the_playbook_else_in_the_project_root() {
+        let root = tempfile::tempdir().unwrap();
+        let playbooks = root.path().join("playbooks");
+        std::fs::create_dir(&playbooks).unwrap();
+        let bases = crate::paths::playbook_bases(&playbooks.join("app.toml"));
+        let bases: Vec<&Path> = bases.iter().map(PathBuf::as_path).collect();
+        // Neither exists: the project root, where `dropship secrets init` makes it.
+        let in_root = crate::paths::normalize(&root.path().join("secrets.age"));
+        assert_eq!(vault_path(None, &bases), in_root);
+        std::fs::write(root.path().join("secrets.age"), "").unwrap();
+        assert_eq!(vault_path(None, &bases), in_root);
+        std::fs::write(playbooks.join("secrets.age"), "").unwrap();
+        assert_eq!(vault_path(None, &bases), playbooks.join("secrets.age"));
+        #[derive(Deserialize)]
+        struct Playbook {
+            secrets_vault: toml::Spanned<VaultSettings>,
+        }
+        let set = toml::from_str::<Playbook>("[secrets_vault]\nfile = \"../vaults/prod.age\"\n")
+            .unwrap()
+            .secrets_vault;
+        assert_eq!(
+            vault_path(Some(&set), &bases),
+            crate::paths::normalize(&root.path().join("vaults/prod.age"))
+        );
+    }
+
+    #[test]
     fn command_source_trims_trailing_newline() {
         let s = run_secret_command("k", "printf 'v1\\n'", DEFAULT_COMMAND_TIMEOUT).unwrap();
         assert_eq!(s.expose(), "v1");

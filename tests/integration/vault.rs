@@ -404,6 +404,10 @@ fn a_deploy_renders_a_vault_secret_and_masks_it() {
     let value = unique("deploy-vault-value-");
     p.set("db_password", &value).assert_code(0);
     let playbook = vault_playbook(&p, "", "db_password");
+    // A step whose failure output holds the value: it is shown masked, as any secret's.
+    let mut text = read(&playbook);
+    text.push_str("\n[[steps]]\nname = \"show it\"\nrun = \"cat {{ app_dir }}/.env; exit 1\"\n");
+    std::fs::write(&playbook, text).unwrap();
     let args = [
         "deploy",
         "-i",
@@ -412,12 +416,14 @@ fn a_deploy_renders_a_vault_secret_and_masks_it() {
     ];
 
     let run = p.run(&args);
-    run.assert_code(0);
+    run.assert_code(1);
     run.assert_outcome("h1", "env file", "changed");
+    run.assert_outcome("h1", "show it", "FAILED");
     assert_eq!(
         read(&fleet.hosts[0].root.join(".env")),
         format!("DB_PASSWORD={value}\n")
     );
+    assert!(run.all().contains("DB_PASSWORD=********"), "{}", run.all());
     assert_no_value(&run, &[&value]);
     let check = p.run(&[
         "check",
