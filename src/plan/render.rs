@@ -1,5 +1,6 @@
 //! Rendering one host's steps into actions: the keys every step has (`once`, `when`, `tags`,
-//! `dir`, `become`) here, each kind through `crate::steps`; and placing the implied `activate`.
+//! `dir`, `become`) here, each kind through `crate::steps`; and placing the implied `activate`
+//! and `prune images`.
 
 use minijinja::Value;
 
@@ -9,6 +10,7 @@ use crate::playbook::Playbook;
 use crate::release::ReleaseSite;
 use crate::secrets::Secret;
 use crate::steps::activate::Activation;
+use crate::steps::prune_images::ImagePrune;
 use crate::steps::{CommandLineValue, PlanCx};
 use crate::template::Renderer;
 
@@ -142,4 +144,120 @@ pub(super) fn insert_activation(
         ),
     );
     at + 1
+}
+
+/// Appends image pruning after the last step: it runs only when every step before it
+/// succeeded, and after a rollback's re-run steps too. It talks to docker as the last compose
+/// step does (its `become`, if any).
+pub(super) fn append_image_pruning(steps: &mut Vec<PlannedStep>, site: &ReleaseSite) {
+    let become_as = steps
+        .iter()
+        .rfind(|s| matches!(s.action, Action::Compose(_)))
+        .and_then(|s| s.become_as.clone());
+    steps.push(PlannedStep {
+        become_as,
+        ..PlannedStep::new(
+            "prune images",
+            Action::PruneImages(ImagePrune {
+                root: site.root.clone(),
+            }),
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use indexmap::IndexMap;
+
+    use super::super::{PlanOptions, build};
+    use crate::diagnostic::SourceFile;
+    use crate::inventory::Inventory;
+    use crate::plan::Action;
+    use crate::playbook::Playbook;
+
+    fn playbook(release: &str, steps: &str) -> Result<Playbook, crate::diagnostic::InputError> {
+        Playbook::parse(SourceFile {
+            path: "/nonexistent/pb.toml".into(),
+            text: format!("name = \"t\"\napp = \"a\"\n{release}\n{steps}"),
+        })
+    }
+
+    fn plan_of(pb: &Playbook) -> crate::plan::HostPlan {
+        let inventory = Inventory::parse(&SourceFile {
+            path: "inv.toml".into(),
+            text: "[ssh]\nssh_config = \"\"\n[hosts.h1]\n".into(),
+        })
+        .unwrap();
+        let plan = build(&inventory, pb, &IndexMap::new(), &PlanOptions::default()).unwrap();
+        plan.hosts[0].clone()
+    }
+
+    /// Each step's name, and whether a rollback re-runs it.
+    fn step_names(pb: &Playbook) -> Vec<(String, bool)> {
+        let host = plan_of(pb);
+        host.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i >= host.post_activate))
+            .collect()
+    }
+
+    const STEPS: &str = "[[steps]]\nrun = \"true\"\nname = \"before\"\n[[steps]]\ncompose = { command = \"up\", dir = \"/srv/a/current\" }\nbecome = true\n";
+
+    #[test]
+    fn image_pruning_is_implied_after_the_last_step_of_a_release_and_can_be_turned_off() {
+        let on = playbook("[release]\nroot = \"/srv/a\"\n", STEPS).unwrap();
+        let names = step_names(&on);
+        assert_eq!(
+            names.last(),
+            Some(&("prune images".to_string(), true)),
+            "last, and re-run by a rollback: {names:?}"
+        );
+        let host = plan_of(&on);
+        let last = host.steps.last().unwrap();
+        assert!(matches!(&last.action, Action::PruneImages(p) if p.root == "/srv/a"));
+        assert!(
+            last.become_as.is_some(),
+            "it talks to docker as the last compose step does"
+        );
+        assert!(last.action.describe().contains("/srv/a/releases/*"));
+
+        let off = playbook(
+            "[release]\nroot = \"/srv/a\"\nprune_images = false\n",
+            STEPS,
+        )
+        .unwrap();
+        assert!(!step_names(&off).iter().any(|(n, _)| n == "prune images"));
+        // Without [release] there are no releases to keep images for.
+        let plain = playbook("", STEPS).unwrap();
+        assert!(!step_names(&plain).iter().any(|(n, _)| n == "prune images"));
+    }
+
+    #[test]
+    fn prune_images_must_be_a_bool_and_is_not_a_step() {
+        let err = playbook(
+            "[release]\nroot = \"/srv/a\"\nprune_images = \"no\"\n",
+            STEPS,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("pb.toml:5:"), "{text}");
+        assert!(text.contains("bool"), "{text}");
+
+        let err = playbook(
+            "[release]\nroot = \"/srv/a\"\n",
+            "[[steps]]\nprune_images = true\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`prune_images` is not a step"), "{text}");
+        assert!(text.contains("pb.toml:7:16"), "{text}");
+        assert!(
+            err.hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("prune_images = false"),
+            "{err:?}"
+        );
+    }
 }

@@ -71,6 +71,7 @@ enum CountOrPercent {
 struct RawRelease {
     root: Spanned<String>,
     keep: Option<Spanned<usize>>,
+    prune_images: Option<bool>,
 }
 
 /// `[release]` as written: `root` is rendered per host.
@@ -78,6 +79,8 @@ struct RawRelease {
 pub struct ReleaseConfig {
     pub root: Templated,
     pub keep: usize,
+    /// Remove the images no kept release uses after a successful deploy (the default).
+    pub prune_images: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,7 +137,11 @@ impl Playbook {
                     Some(k) => *k.get_ref(),
                     None => 5,
                 };
-                Some(ReleaseConfig { root: r.root, keep })
+                Some(ReleaseConfig {
+                    root: r.root,
+                    keep,
+                    prune_images: r.prune_images.unwrap_or(true),
+                })
             }
             None => None,
         };

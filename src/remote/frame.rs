@@ -45,6 +45,8 @@ pub enum Kind {
     /// `diagnose:project:I`, `diagnose:container:ID`, `diagnose:logs`, ... each followed by
     /// what docker printed (`diagnose.rs`).
     Diagnose,
+    /// `images:release ID`, `images:containers`, `images:untagged REF`, … (`images.rs`).
+    Images,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Apt => "apt",
             Kind::Guard => "guard",
             Kind::Diagnose => "diagnose",
+            Kind::Images => "images",
         }
     }
 }

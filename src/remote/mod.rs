@@ -11,6 +11,7 @@ pub mod driver;
 pub mod facts;
 pub mod files;
 pub mod frame;
+pub mod images;
 pub mod lock;
 pub mod login;
 pub mod release;

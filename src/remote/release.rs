@@ -17,7 +17,7 @@ fn id_glob() -> Script {
 
 /// Sets the positional parameters to `releases/<id>` of every release, oldest first (none:
 /// `$#` is 0), and `$cur` to the current release's id (empty when none or not an id).
-fn scan() -> Script {
+pub(super) fn scan() -> Script {
     sh!(
         "cur=$(readlink current 2>/dev/null || true); cur=${cur#releases/}; \
          case $cur in {}) ;; *) cur= ;; esac; \

@@ -8,6 +8,7 @@ mod cancel;
 mod diagnose;
 mod gate;
 mod health;
+mod images;
 mod lock;
 mod query;
 mod rollback;

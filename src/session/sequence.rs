@@ -23,8 +23,9 @@ pub(super) enum Purpose {
 
 impl<T: Connection> HostSession<T> {
     /// Runs `steps` in order and stops at the first failure (the rest are reported skipped).
-    /// Consecutive steps with the same `become` share one session, except health checks,
-    /// which are retried over time in sessions of their own. `epilogue` runs at the end of the
+    /// Consecutive steps with the same `become` share one session, except health checks
+    /// (retried over time in sessions of their own) and image pruning (a survey, then a
+    /// removal when something may go). `epilogue` runs at the end of the
     /// session that runs the last step, whatever happened in it, when that session needs no
     /// `become`; returns whether it ran to its end.
     pub(super) async fn run_sequence(
@@ -48,12 +49,17 @@ impl<T: Connection> HostSession<T> {
                 self.skip_steps(ctx, rest, purpose, "interrupted");
                 break;
             }
-            let len = if let Action::Health(check) = &rest[0].action {
+            let len = if rest[0].action.runs_alone() {
                 let started = Instant::now();
-                let done = self
-                    .health(check, rest[0].become_as.as_ref(), &ctx.cancel)
-                    .await
-                    .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e)));
+                let become_as = rest[0].become_as.as_ref();
+                let done = match &rest[0].action {
+                    Action::Health(check) => self
+                        .health(check, become_as, &ctx.cancel)
+                        .await
+                        .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e))),
+                    Action::PruneImages(prune) => self.prune_images(ctx, prune, become_as).await,
+                    other => unreachable!("{} does not run alone", other.describe()),
+                };
                 let elapsed = elapsed_ms(started);
                 let words = self.words_after(ctx, &rest[0], &done).await;
                 self.record_step_with_words(ctx, &rest[0], purpose, done, elapsed, words);
@@ -62,9 +68,7 @@ impl<T: Connection> HostSession<T> {
                 let become_as = rest[0].become_as.as_ref();
                 let len = rest
                     .iter()
-                    .position(|s| {
-                        s.become_as.as_ref() != become_as || matches!(s.action, Action::Health(_))
-                    })
+                    .position(|s| s.become_as.as_ref() != become_as || s.action.runs_alone())
                     .unwrap_or(rest.len());
                 let last = start + len == steps.len();
                 let epilogue = epilogue.filter(|_| last && become_as.is_none());

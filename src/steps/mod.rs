@@ -32,6 +32,7 @@ mod done;
 pub mod files;
 pub mod health;
 pub mod login;
+pub mod prune_images;
 pub mod run;
 
 pub use done::{Done, Failure, Learned, Prepared, failure_text, output_tail, require_success};
@@ -309,11 +310,27 @@ registry! {
     compose => Compose(compose::Compose),
     health => Health(health::Health),
     activate => Activate(activate::Activate),
+    prune_images => PruneImages(prune_images::PruneImages),
+}
+
+/// Kinds the plan adds by itself and a playbook may not write (their key is refused).
+const IMPLIED: &[&str] = &["prune_images"];
+
+impl Action {
+    /// Whether the step runs in sessions of its own, through the session's own runner
+    /// (health checks, image pruning), rather than as a segment of a driver script.
+    pub fn runs_alone(&self) -> bool {
+        matches!(self, Self::Health(_) | Self::PruneImages(_))
+    }
 }
 
 /// The kinds a step may have, for a hint: "`copy`, `template`, … or `activate`".
 pub fn kinds_list() -> String {
-    let names: Vec<String> = KEYS.iter().map(|k| format!("`{k}`")).collect();
+    let names: Vec<String> = KEYS
+        .iter()
+        .filter(|k| !IMPLIED.contains(k))
+        .map(|k| format!("`{k}`"))
+        .collect();
     match names.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => names.join(""),
