@@ -255,6 +255,8 @@ pub fn select(kept: &[ImageRef], in_use: &HashSet<String>, images: &[EngineImage
 /// pruned them: the kept ones), from `compose config` in each release's directory (cached in
 /// `CACHE_FILE`); then, when any release refers to an image, the image of every container and
 /// every image the engine holds. With the flavour `Unknown`, `compose::detect` runs first.
+/// A container removed between `docker ps` and `docker container inspect` (an engine shared
+/// with other work) fails the inspection: both are retried, up to 3 times.
 pub fn survey(root: &str, flavor: ComposeFlavor) -> Script {
     let report = |fields: Script| frame::report(Kind::Images, &fields);
     let detect = if flavor == ComposeFlavor::Unknown {
@@ -287,9 +289,11 @@ for r in \"$@\"; do
 done
 if [ -n \"$dsia\" ]; then
   {}
-  dsic=$(docker ps -aq --no-trunc </dev/null) || exit 1
-  set -f
-  [ -z \"$dsic\" ] || docker container inspect --format {} $dsic </dev/null || exit 1
+  set -f; dsit=0
+  until dsic=$(docker ps -aq --no-trunc </dev/null) && dsiu=$([ -z \"$dsic\" ] || docker container inspect --format {} $dsic 2>/dev/null </dev/null); do
+    dsit=$((dsit + 1)); [ $dsit -lt 3 ] || {{ echo 'cannot list the images of the containers (docker failed, or containers kept going away while listed)' >&2; exit 1; }}
+  done
+  [ -z \"$dsiu\" ] || printf '%s\\n' \"$dsiu\"
   {}
   docker image ls --no-trunc --digests --format {} </dev/null || exit 1
 fi

@@ -250,7 +250,7 @@ fn fake_docker(dir: &std::path::Path) -> std::path::PathBuf {
         "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\ncase \"$*\" in\n\
          'compose config --images'|config) cat images.txt ;;\n\
          'ps -aq --no-trunc') cat {d}/ps.txt ;;\n\
-         'container inspect'*) cat {d}/containers.txt ;;\n\
+         'container inspect'*) [ -f {d}/docker-down ] && exit 1; if [ -f {d}/vanish ]; then rm {d}/vanish; echo 'Error: No such container: c2' >&2; exit 1; fi; cat {d}/containers.txt ;;\n\
          'image ls'*) cat {d}/images.txt ;;\n\
          'image inspect --format {{{{.Id}}}} {{{{.Size}}}}'*) cat {d}/sizes.txt ;;\n\
          'image rm '*) grep -qxF \"$3\" {d}/refuse.txt && {{ echo \"Error: conflict: $3 is in use\" >&2; exit 1; }}; echo \"Untagged: $3\" ;;\n\
@@ -327,8 +327,10 @@ fn the_survey_and_the_removal_work_in_a_real_shell_and_cache_each_release() {
     )
     .unwrap();
     let root_text = root.to_str().unwrap();
-    // Only R2 is kept (R1 was pruned): A and old may go.
+    // Only R2 is kept (R1 was pruned): A and old may go. A container goes away while the
+    // containers are listed: listed again.
     std::fs::remove_dir_all(&a).unwrap();
+    std::fs::write(host.path().join("vanish"), "").unwrap();
     let (out, reply) = run_framed(&survey(root_text, ComposeFlavor::Plugin), &bin);
     assert_eq!(
         out.status,
@@ -347,10 +349,20 @@ fn the_survey_and_the_removal_work_in_a_real_shell_and_cache_each_release() {
     );
     // The second survey reads the cache: compose is not asked again.
     let calls = || std::fs::read_to_string(host.path().join("calls.log")).unwrap();
+    assert_eq!(calls().matches("ps -aq").count(), 2, "{}", calls());
     assert_eq!(calls().matches("config").count(), 1, "{}", calls());
     run_framed(&survey(root_text, ComposeFlavor::Plugin), &bin);
     assert_eq!(calls().matches("config").count(), 1, "{}", calls());
     assert!(!host.path().join("pwned").exists());
+
+    // Containers that cannot be listed at all: the survey fails (nothing will be removed).
+    std::fs::write(host.path().join("docker-down"), "").unwrap();
+    let (out, _) = run_framed(&survey(root_text, ComposeFlavor::Plugin), &bin);
+    assert_eq!(out.status, Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot list the images of the containers")
+    );
+    std::fs::remove_file(host.path().join("docker-down")).unwrap();
 
     // The removal: `old` is refused by the engine (kept), A goes.
     std::fs::write(host.path().join("refuse.txt"), "reg/app:old\n").unwrap();
