@@ -28,7 +28,14 @@ pub struct LocalFleet {
 impl LocalFleet {
     /// `base` (plus this process's id) prefixes the hosts (`base-PID-1`, …), their compose
     /// projects and volumes: distinct per test and per test run, since all share one engine.
+    /// The registry has the app image as `A` and `B`.
     pub fn start(base: &str, hosts: usize) -> LocalFleet {
+        LocalFleet::start_with_app_tags(base, hosts, &["A", "B"])
+    }
+
+    /// `start`, with the app image in the registry under each of `tags` (built once, then
+    /// cached by scripts/localfleet/images.sh like A and B).
+    pub fn start_with_app_tags(base: &str, hosts: usize, tags: &[&str]) -> LocalFleet {
         let name = format!("{base}-{}", std::process::id());
         let name = name.as_str();
         let dir = tempfile::Builder::new()
@@ -68,6 +75,9 @@ impl LocalFleet {
         };
         remove_leftover_stacks(name, hosts);
         fleet.script("registry.sh", &["start"]);
+        fleet
+            .env
+            .push(("LOCALFLEET_APP_TAGS".into(), tags.join(" ")));
         fleet.script("images.sh", &[]);
         fleet.script("hosts.sh", &["start", &hosts.to_string()]);
         fleet
@@ -124,6 +134,13 @@ impl LocalFleet {
         ];
         args.extend_from_slice(extra);
         dropship_reporting(&args, None)
+    }
+
+    /// Every host's name and its nginx's port on 127.0.0.1 (for `Load::start`).
+    pub fn http_targets(&self) -> Vec<(String, u16)> {
+        (1..=self.hosts)
+            .map(|k| (self.host(k), self.http_base + k as u16))
+            .collect()
     }
 
     /// GET through host `k`'s nginx (1-based).
@@ -205,4 +222,22 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
+}
+
+/// The ids of compose project `project`'s containers on the engine: every one, or only the
+/// running ones.
+pub fn project_containers(project: &str, running_only: bool) -> Vec<String> {
+    let label = format!("label=com.docker.compose.project={project}");
+    let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &label];
+    if !running_only {
+        args.push("-a");
+    }
+    let out = Command::new("docker").args(&args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids
 }
