@@ -7,12 +7,15 @@ tests/integration/harness/load.rs, for the shell.
 C clients per target (default 6), each looping `GET PATH` on 127.0.0.1:PORT, one connection per
 request (HTTP/1.0, `Connection: close`: no keep-alive). A request failed when the answer is
 not 200, the connection fails, or the whole answer takes longer than 5 s; after a failure its
-client waits 10 ms (a refused connection would otherwise spin). Runs until SIGTERM or SIGINT,
-then writes FILE (JSON, times are Unix seconds):
+client waits 10 ms (a refused connection would otherwise spin). The demo app answers GET / with
+200 even when its database does not answer (its `db=` line says `error: …`): such answers are
+counted apart, as db errors. Runs until SIGTERM or SIGINT, then writes FILE (JSON, times are
+Unix seconds):
 
     {"started": T, "ended": T, "clients": C, "keep_alive": false,
      "hosts": {NAME: {"ok": N, "failed": N, "reasons": {WHY: N}, "first_failures": [[T, WHY]],
-                      "last_failure": [T, WHY], "flips": [[T, VERSION]], "last_version": V}}}
+                      "last_failure": [T, WHY], "db_errors": N, "first_db_errors": [[T, DB]],
+                      "flips": [[T, VERSION]], "last_version": V}}}
 
 `flips` lists each change of the `version=` line of the answers (the demo app's plain
 answer), in the order they ended, starting with the first answer's. With --ready, FILE is
@@ -38,10 +41,16 @@ class Host:
         self.reasons = {}
         self.first_failures = []
         self.last_failure = None
+        self.db_errors = 0
+        self.first_db_errors = []
         self.flips = []
 
-    def answered(self, at, version):
+    def answered(self, at, version, db):
         self.ok += 1
+        if db != "ok":
+            self.db_errors += 1
+            if len(self.first_db_errors) < FAILURES_KEPT:
+                self.first_db_errors.append([at, db])
         if not self.flips or self.flips[-1][1] != version:
             self.flips.append([at, version])
 
@@ -59,20 +68,23 @@ class Host:
             "reasons": self.reasons,
             "first_failures": self.first_failures,
             "last_failure": self.last_failure,
+            "db_errors": self.db_errors,
+            "first_db_errors": self.first_db_errors,
             "flips": self.flips,
             "last_version": self.flips[-1][1] if self.flips else None,
         }
 
 
-def version_of(body):
+def field(body, key, missing):
+    """The value of the body's KEY= line (the demo app's plain answer)."""
     for line in body.splitlines():
-        if line.startswith("version="):
-            return line[len("version="):].strip()
-    return "?"
+        if line.startswith(key + "="):
+            return line[len(key) + 1:].strip()
+    return missing
 
 
 async def request(port, path):
-    """The version of a 200 answer; raises RuntimeError(why) for anything else."""
+    """(version, db) of a 200 answer; raises RuntimeError(why) for anything else."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(("GET %s HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n" % path).encode())
@@ -87,13 +99,13 @@ async def request(port, path):
     status = parts[1] if len(parts) > 1 else "none"
     if status != "200":
         raise RuntimeError("HTTP %s" % status)
-    return version_of(body)
+    return field(body, "version", "?"), field(body, "db", "ok")
 
 
 async def client(host, port, path, stop):
     while not stop.is_set():
         try:
-            version = await asyncio.wait_for(request(port, path), REQUEST_TIMEOUT)
+            version, db = await asyncio.wait_for(request(port, path), REQUEST_TIMEOUT)
         except asyncio.TimeoutError:
             host.failure(time.time(), "timeout after %ds" % REQUEST_TIMEOUT)
         except RuntimeError as e:
@@ -101,7 +113,7 @@ async def client(host, port, path, stop):
         except OSError as e:
             host.failure(time.time(), "%s: %s" % (type(e).__name__, e.strerror or e))
         else:
-            host.answered(time.time(), version)
+            host.answered(time.time(), version, db)
             continue
         await asyncio.sleep(BACKOFF)
 
@@ -154,8 +166,9 @@ async def main():
         f.write("\n")
     total_ok = sum(h.ok for h, _ in targets)
     total_failed = sum(h.failed for h, _ in targets)
-    print("load: %d ok, %d failed over %.1fs" % (total_ok, total_failed, result["ended"] - started),
-          file=sys.stderr)
+    db_errors = sum(h.db_errors for h, _ in targets)
+    print("load: %d ok (%d with a db error), %d failed over %.1fs"
+          % (total_ok, db_errors, total_failed, result["ended"] - started), file=sys.stderr)
 
 
 if __name__ == "__main__":

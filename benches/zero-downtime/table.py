@@ -7,7 +7,8 @@
 Each RESULTS_DIR/case-NN/ holds meta.json (what ran, its exit status, what was expected, the
 run's start and end as Unix seconds), load.json (load.py's tally) and report.json (dropship's
 --json report). Exit status 0 when every zero-downtime row met its target (0 failed requests,
-every host on the expected version at the end, the expected exit status), 3 otherwise.
+0 db errors, every host on the expected version at the end, the expected exit status), 3
+otherwise.
 
 Per host, "switch" is the blue_green step's own measure (`switched in …` in its detail: file
 written → nginx reloaded); for a playbook without one it is the `start stack` step's time
@@ -63,6 +64,7 @@ def row(case_dir, names):
     hosts = tally["hosts"]
     ok = sum(h["ok"] for h in hosts.values())
     failed = sum(h["failed"] for h in hosts.values())
+    db_errors = sum(h.get("db_errors", 0) for h in hosts.values())
     want = meta["want_version"]
     switches, flips, after, outages = [], [], [], []
     for name in names:
@@ -81,7 +83,7 @@ def row(case_dir, names):
             outages.append("%.1f" % (h["last_failure"][0] - h["first_failures"][0][0]))
         else:
             outages.append("0")
-    met = failed == 0 and meta["exit"] == meta["want_exit"] and all(v == want for v in after)
+    met = failed == 0 and db_errors == 0 and meta["exit"] == meta["want_exit"] and all(v == want for v in after)
     reasons = {}
     for h in hosts.values():
         for why, n in h.get("reasons", {}).items():
@@ -92,6 +94,7 @@ def row(case_dir, names):
         "exit": "%d (want %d)" % (meta["exit"], meta["want_exit"]),
         "ok": str(ok),
         "failed": str(failed),
+        "db": str(db_errors),
         "wall": "%.1f" % (meta["t1"] - meta["t0"]),
         "switch": " ".join(switches),
         "flip": " ".join(flips),
@@ -105,7 +108,7 @@ def row(case_dir, names):
 
 COLUMNS = [
     ("case", "case"), ("playbook", "playbook"), ("exit", "exit"), ("ok", "requests ok"),
-    ("failed", "failed"), ("outage", "failing s per host"), ("wall", "run s"),
+    ("failed", "failed"), ("db", "db errors"), ("outage", "failing s per host"), ("wall", "run s"),
     ("switch", "switch s per host"),
     ("flip", "flip s per host"), ("after", "version after"), ("verdict", "verdict"),
 ]
@@ -132,7 +135,8 @@ def main():
     print("switch: the blue_green step's file written → nginx reloaded (`up N`: deploy.toml's or")
     print("release.toml's compose up of the stack); failing: first to last failed request; flip: first")
     print("answer with the expected version, s after dropship started (`=`: served it already, `-`:")
-    print("never); FAILED: the host's run failed (as expected for the broken releases).")
+    print("never); FAILED: the host's run failed (as expected for the broken releases); db errors:")
+    print("answers 200 whose `db=` line was not ok (the app's database did not answer).")
     failing = [r for r in rows if r["reasons"]]
     if failing:
         print()

@@ -7,7 +7,8 @@
 //! goes through the proxy's accept and its upstream choice afresh. A request failed when the
 //! answer is not `200`, the connection fails, or the whole answer takes longer than
 //! [`REQUEST_TIMEOUT`]; after a failure its client waits [`BACKOFF`] (a refused connection
-//! would otherwise spin).
+//! would otherwise spin). The demo app answers `GET /` with 200 even when its database does
+//! not answer (its `db=` line says `error: …`): such answers are counted apart, as db errors.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,8 +30,17 @@ const FAILURES_KEPT: usize = 20;
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Duration,
-    /// `Ok(version)` for a 200 (`None`: no `version=` line), `Err(reason)` for a failure.
-    pub result: Result<Option<String>, String>,
+    /// A 200's contents, or why the request failed.
+    pub result: Result<Answer, String>,
+}
+
+/// What a 200 answer said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Its `version=` line (`None`: there was none).
+    pub version: Option<String>,
+    /// Its `db=` line, when that is not `ok`.
+    pub db_error: Option<String>,
 }
 
 /// Running clients; [`Load::stop`] ends them and tallies what they saw.
@@ -124,8 +134,8 @@ impl Load {
     }
 }
 
-/// One `GET path` on its own connection: the `version=` line of a 200, else why it failed.
-fn request(addr: SocketAddr, path: &str) -> Result<Option<String>, String> {
+/// One `GET path` on its own connection: what a 200 said, else why it failed.
+fn request(addr: SocketAddr, path: &str) -> Result<Answer, String> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)
         .map_err(|e| format!("connect: {}", e.kind()))?;
@@ -170,13 +180,21 @@ fn request(addr: SocketAddr, path: &str) -> Result<Option<String>, String> {
     if status != "200" {
         return Err(format!("HTTP {status}"));
     }
-    Ok(version_of(body))
+    Ok(Answer {
+        version: version_of(body),
+        db_error: field(body, "db").filter(|db| db != "ok"),
+    })
 }
 
 /// The value of the body's `version=` line (the demo app's plain answer).
 pub fn version_of(body: &str) -> Option<String> {
+    field(body, "version")
+}
+
+/// The value of the body's `KEY=` line.
+fn field(body: &str, key: &str) -> Option<String> {
     body.lines()
-        .find_map(|line| line.strip_prefix("version="))
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
         .map(|v| v.trim().to_string())
 }
 
@@ -190,6 +208,9 @@ pub struct HostLoad {
     pub failures: Vec<(Duration, String)>,
     /// Failure reasons and how often each happened.
     pub reasons: BTreeMap<String, usize>,
+    /// 200 answers whose `db=` line was not `ok`, and the first few of them `(when, db=)`.
+    pub db_errors: usize,
+    pub first_db_errors: Vec<(Duration, String)>,
     /// Every answer's version in the order the answers ended ("?" for none).
     pub versions: Vec<(Duration, String)>,
 }
@@ -203,13 +224,21 @@ impl HostLoad {
             failed: 0,
             failures: Vec::new(),
             reasons: BTreeMap::new(),
+            db_errors: 0,
+            first_db_errors: Vec::new(),
             versions: Vec::new(),
         };
         for sample in samples {
             match sample.result {
-                Ok(version) => {
+                Ok(answer) => {
                     host.ok += 1;
-                    let version = version.unwrap_or_else(|| "?".into());
+                    if let Some(db) = answer.db_error {
+                        host.db_errors += 1;
+                        if host.first_db_errors.len() < FAILURES_KEPT {
+                            host.first_db_errors.push((sample.at, db));
+                        }
+                    }
+                    let version = answer.version.unwrap_or_else(|| "?".into());
                     host.versions.push((sample.at, version));
                 }
                 Err(reason) => {
@@ -272,6 +301,14 @@ impl fmt::Display for HostLoad {
         if let Some((at, why)) = self.failures.first() {
             write!(f, "; first failure at {:.2}s: {why}", at.as_secs_f64())?;
         }
+        if let Some((at, db)) = self.first_db_errors.first() {
+            write!(
+                f,
+                "; {} db error(s), the first at {:.2}s: db={db}",
+                self.db_errors,
+                at.as_secs_f64()
+            )?;
+        }
         Ok(())
     }
 }
@@ -300,17 +337,23 @@ impl LoadReport {
         self.hosts.iter().map(|h| h.ok).sum()
     }
 
-    /// Asserts no request failed, every target answered, and each one's last answer carried
-    /// `version`; `context` (the run's output) goes into the message.
+    pub fn db_errors(&self) -> usize {
+        self.hosts.iter().map(|h| h.db_errors).sum()
+    }
+
+    /// Asserts no request failed, no answer said its database did not answer, every target
+    /// answered, and each one's last answer carried `version`; `context` (the run's output)
+    /// goes into the message.
     #[track_caller]
     pub fn assert_clean(&self, version: &str, context: &str) {
         assert!(
             self.failed() == 0
+                && self.db_errors() == 0
                 && self
                     .hosts
                     .iter()
                     .all(|h| h.ok > 0 && h.last_version() == Some(version)),
-            "expected 0 failed requests and every host on version={version} at the end:\n{self}\n{context}"
+            "expected 0 failed requests, 0 db errors and every host on version={version} at the end:\n{self}\n{context}"
         );
     }
 }
@@ -319,9 +362,10 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "load over {:.1}s: {} ok, {} failed",
+            "load over {:.1}s: {} ok ({} with a db error), {} failed",
             self.elapsed.as_secs_f64(),
             self.ok(),
+            self.db_errors(),
             self.failed()
         )?;
         for host in &self.hosts {
@@ -340,9 +384,10 @@ mod tests {
     fn load_counts_failures_and_the_version_flip() {
         // 20 answers of A, 5 of 502, then B; a second target where nothing listens.
         let (port, served) = http_server(|n, _| match n {
-            0..20 => (200, "version=A\nimage=A\n".into()),
+            0..20 => (200, "version=A\nimage=A\ndb=ok\n".into()),
             20..25 => (502, "bad gateway\n".into()),
-            _ => (200, "version=B\n".into()),
+            25..28 => (200, "version=B\ndb=error: connection refused\n".into()),
+            _ => (200, "version=B\ndb=ok\n".into()),
         });
         let refused = free_port();
         let load = Load::start(&[("up".into(), port), ("down".into(), refused)], 2, "/");
@@ -357,6 +402,11 @@ mod tests {
         assert_eq!(up.ok + up.failed, served.load(Ordering::SeqCst), "{report}");
         assert_eq!(up.failed, 5, "{report}");
         assert_eq!(up.reasons.get("HTTP 502"), Some(&5), "{report}");
+        assert_eq!(up.db_errors, 3, "{report}");
+        assert_eq!(
+            up.first_db_errors[0].1, "error: connection refused",
+            "{report}"
+        );
         assert_eq!(up.last_version(), Some("B"));
         let flips: Vec<&str> = up.flips().iter().map(|(_, v)| *v).collect();
         assert_eq!(flips, ["A", "B"], "{report}");
@@ -375,8 +425,9 @@ mod tests {
     }
 
     #[test]
-    fn version_is_read_from_the_plain_answer() {
+    fn version_and_db_are_read_from_the_plain_answer() {
         assert_eq!(version_of("version=B\nimage=B\n").as_deref(), Some("B"));
-        assert_eq!(version_of("image=B\n"), None);
+        assert_eq!(version_of("image=B\nversions=C\n"), None);
+        assert_eq!(field("db=ok\n", "db").as_deref(), Some("ok"));
     }
 }
