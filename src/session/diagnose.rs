@@ -268,7 +268,6 @@ pub(super) fn redacted(words: ContainerWords, redact: &dyn Fn(&str) -> String) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::compose::ComposeFlavor;
     use crate::remote::diagnose::State;
     use crate::secrets::Secret;
 
