@@ -221,6 +221,15 @@ async fn edit(path: &Path) -> ExitStatus {
             _ = sighup.recv() => { interrupted = true; let _ = child.start_kill(); }
         }
     };
+    // The editor may end from the signal before its arrival is polled above: an editor that
+    // died of one (or whose shell says so, 128 + N) was interrupted too.
+    if let Ok(s) = &status {
+        use std::os::unix::process::ExitStatusExt as _;
+        let stopping = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+        interrupted |= s.signal().is_some_and(|n| stopping.contains(&n))
+            || s.code()
+                .is_some_and(|c| stopping.iter().any(|n| c == 128 + n));
+    }
     let edited = std::fs::read_to_string(&file);
     // The plaintext goes now, whatever happened; the drop would remove it too.
     let removed = dir.close();

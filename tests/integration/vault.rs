@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     Run, Watched, all_cmdlines, assert_untouched, command, dropship_cmd, location_of, read,
-    start_fleet, unique, wait_until, write,
+    read_or_empty, start_fleet, unique, wait_until, write,
 };
 
 /// A project directory with its own HOME (so `~/.config/dropship/age.key` is the test's).
@@ -279,8 +279,9 @@ fn edit_removes_its_temp_file_when_the_editor_fails_writes_garbage_or_is_interru
     let group = child.id() as libc::pid_t;
     let watched = Watched::start(child);
     let log = p.path().join("edit.log");
+    // Its whole line written (the redirection creates the file before printf writes it).
     wait_until(Duration::from_secs(10), "the editor to start", || {
-        log.exists()
+        read_or_empty(&log).ends_with('\n')
     });
     let sent = Instant::now();
     // SAFETY: kill(2) on the process group of the child this test spawned.
