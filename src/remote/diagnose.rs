@@ -3,7 +3,7 @@
 //! no compose invocation) with each one's state and last log lines, and its parser. Host output
 //! is hostile: frame fields are constants and validated container ids only; what docker prints
 //! (the state as JSON, the logs) comes back as raw bytes between frames, bounded on the host.
-//! May import: `remote::{script, frame, vars}`.
+//! May import: `remote::{script, frame}`.
 
 use serde::Deserialize;
 
