@@ -273,7 +273,9 @@ fn edit_removes_its_temp_file_when_the_editor_fails_writes_garbage_or_is_interru
     assert_eq!(std::fs::read(p.vault()).unwrap(), before);
 
     // Ctrl-C at a terminal signals the whole foreground process group: dropship and the editor.
-    let mut cmd = p.edit_command("echo 'x = \"y\"' >> \"$1\"; sleep 30");
+    // `exec`: no child of the script that a signal sent before its fork would miss (and that
+    // would hold the output pipes open).
+    let mut cmd = p.edit_command("echo 'x = \"y\"' >> \"$1\"; exec sleep 30");
     cmd.process_group(0);
     let child = cmd.spawn().unwrap();
     let group = child.id() as libc::pid_t;
