@@ -19,14 +19,17 @@ fn exists(reference: &str) -> bool {
         .success()
 }
 
-/// The engine's leftovers of this test, removed however it ends.
+/// The engine's leftovers of this test, removed however it ends: after the fleet, whose
+/// containers use some of the images.
 struct Cleanup {
+    fleet: Option<LocalFleet>,
     images: Vec<String>,
     container: String,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        drop(self.fleet.take());
         docker(&["rm", "-f", &self.container]);
         for image in &self.images {
             docker(&["image", "rm", image]);
@@ -36,18 +39,21 @@ impl Drop for Cleanup {
 
 #[test]
 fn images_no_kept_release_or_container_uses_are_removed_after_a_release_deploy() {
-    let fleet = LocalFleet::start("e2ei", 1);
-    let registry = format!("127.0.0.1:{}", fleet.registry_port);
+    let started = LocalFleet::start("e2ei", 1);
+    let registry = format!("127.0.0.1:{}", started.registry_port);
     let app = |tag: &str| format!("{registry}/pixel/app:{tag}");
+    let container = format!("{}-holder", started.name);
     let cleanup = Cleanup {
+        fleet: Some(started),
         images: vec![
             app("prune1"),
             app("prune2"),
             app("inuse"),
             format!("{registry}/other/app:x"),
         ],
-        container: format!("{}-holder", fleet.name),
+        container,
     };
+    let fleet = cleanup.fleet.as_ref().unwrap();
     // An image of its own per tag: a label unique to this fleet on the example's app.
     let build = |tag: &str| {
         let mut child = Command::new("docker")
