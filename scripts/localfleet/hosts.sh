@@ -336,7 +336,9 @@ clean() {
     while read -r d; do
         [ -n "$d" ] || continue
         app=$(cat "$d/app_dir" 2>/dev/null) || continue
-        # Projects run from the app dir or below it (releases/<id>/ behind `current`).
+        # Projects run from the app dir or below it (releases/<id>/ behind `current`), in
+        # reverse name order: blue/green colors (P-blue, P-green) leave the network of their
+        # shared stack (P) before it goes.
         while read -r project wd; do
             [ -n "$project" ] || continue
             log "$(basename "$d"): $compose -p $project down -v ($wd)"
@@ -349,7 +351,7 @@ clean() {
             docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null 2>&1 || true
             docker network ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker network rm >/dev/null 2>&1 || true
         done < <(docker ps -a --format '{{ .Label "com.docker.compose.project" }} {{ .Label "com.docker.compose.project.working_dir" }}' |
-            awk -v app="$app" '$2 == app || index($2, app "/") == 1 { print $1, $2 }' | sort -u)
+            awk -v app="$app" '$2 == app || index($2, app "/") == 1 { print $1, $2 }' | sort -ru)
     done < <(host_dirs)
     log "clean: done"
 }

@@ -183,6 +183,7 @@ impl Playbook {
                 index,
                 raw_step,
                 default_password.as_ref(),
+                release.is_some(),
             )?);
         }
         Ok(Self {

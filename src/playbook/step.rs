@@ -51,6 +51,7 @@ pub(super) fn convert_step(
     index: usize,
     raw: Spanned<RawStep>,
     default_password: Option<&Templated>,
+    has_release: bool,
 ) -> Result<Step, InputError> {
     let span = raw.span();
     let mut raw = raw.into_inner();
@@ -67,6 +68,7 @@ pub(super) fn convert_step(
         bases,
         creates: raw.creates.clone(),
         unless: raw.unless.clone(),
+        has_release,
     };
     let mut kinds = raw.take_kinds(&cx)?;
     let kind = match kinds.len() {

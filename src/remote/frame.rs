@@ -47,6 +47,8 @@ pub enum Kind {
     Diagnose,
     /// `images:release ID`, `images:containers`, `images:untagged REF`, … (`images.rs`).
     Images,
+    /// `bluegreen:target|upstream|containers`, each followed by its lines (`blue_green.rs`).
+    BlueGreen,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Guard => "guard",
             Kind::Diagnose => "diagnose",
             Kind::Images => "images",
+            Kind::BlueGreen => "bluegreen",
         }
     }
 }

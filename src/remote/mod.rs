@@ -5,6 +5,7 @@
 //! May import: `playbook` (step enums), `release` (ids), `output`, `transport::ExecOutput`.
 
 pub mod apt;
+pub mod blue_green;
 pub mod compose;
 pub mod diagnose;
 pub mod driver;

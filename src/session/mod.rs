@@ -4,6 +4,7 @@
 //! method that talks to the host first takes a turn of the run's fork gate (`RunContext::gate`).
 //! May import plan, remote, steps, health, output, report, secrets, transport; never the fleet.
 
+mod blue_green;
 mod cancel;
 mod diagnose;
 mod gate;

@@ -58,6 +58,10 @@ impl<T: Connection> HostSession<T> {
                         .await
                         .unwrap_or_else(|e| Done::new(Outcome::Failed, Some(e))),
                     Action::PruneImages(prune) => self.prune_images(ctx, prune, become_as).await,
+                    // Its failures carry the failed color's own words already.
+                    Action::BlueGreen(switch) => {
+                        self.blue_green(ctx, switch, become_as, purpose).await
+                    }
                     other => unreachable!("{} does not run alone", other.describe()),
                 };
                 let elapsed = elapsed_ms(started);
@@ -98,7 +102,7 @@ impl<T: Connection> HostSession<T> {
         }
     }
 
-    /// Runs `steps` (same `become`, no health check) in one driver script. Returns whether the
+    /// Runs `steps` (same `become`, none that runs alone) in one driver script. Returns whether the
     /// epilogue ran to its end.
     async fn run_session(
         &mut self,

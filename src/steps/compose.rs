@@ -57,7 +57,7 @@ pub struct ComposeRun {
 }
 
 /// No compose on the host: the failure's text, its hint rendered the one way hints are.
-fn compose_missing() -> String {
+pub fn compose_missing() -> String {
     Hinted(
         &"neither `docker compose` nor `docker-compose` works on this host",
         Some("install the compose plugin (docker-compose-plugin) or docker-compose"),

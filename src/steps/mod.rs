@@ -27,6 +27,7 @@ use crate::transport::ExecOutput;
 
 pub mod activate;
 pub mod apt;
+pub mod blue_green;
 pub mod compose;
 mod done;
 pub mod files;
@@ -90,6 +91,8 @@ pub struct ParseCx<'a> {
     /// The step-level guards (only kinds with `GUARDED` may see them set).
     pub creates: Option<Templated>,
     pub unless: Option<Templated>,
+    /// The playbook has a `[release]` section.
+    pub has_release: bool,
 }
 
 /// A rendered playbook field that ends up on a command line on the host (or in an argument
@@ -310,6 +313,7 @@ registry! {
     compose => Compose(compose::Compose),
     health => Health(health::Health),
     activate => Activate(activate::Activate),
+    blue_green => BlueGreen(blue_green::BlueGreen),
     prune_images => PruneImages(prune_images::PruneImages),
 }
 
@@ -318,9 +322,13 @@ const IMPLIED: &[&str] = &["prune_images"];
 
 impl Action {
     /// Whether the step runs in sessions of its own, through the session's own runner
-    /// (health checks, image pruning), rather than as a segment of a driver script.
+    /// (health checks retried over time, blue/green switches with several round trips, image
+    /// pruning), rather than as a segment of a driver script.
     pub fn runs_alone(&self) -> bool {
-        matches!(self, Self::Health(_) | Self::PruneImages(_))
+        matches!(
+            self,
+            Self::Health(_) | Self::BlueGreen(_) | Self::PruneImages(_)
+        )
     }
 }
 
@@ -431,7 +439,7 @@ mod tests {
     fn the_kinds_list_names_every_kind_in_registry_order() {
         assert_eq!(
             kinds_list(),
-            "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health` or `activate`"
+            "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health`, `activate` or `blue_green`"
         );
     }
 }

@@ -25,3 +25,4 @@ mod secrets;
 mod transport;
 mod uploads;
 mod vault;
+mod zero_downtime;

@@ -143,6 +143,25 @@ impl LocalFleet {
             .collect()
     }
 
+    /// `dropship rollback` of `playbook` on this fleet.
+    pub fn rollback(&self, playbook: &str, extra: &[&str]) -> Run {
+        let inventory = self.inventory();
+        let playbook = self.playbook(playbook);
+        let mut args = vec![
+            "rollback",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        dropship_reporting(&args, None)
+    }
+
+    /// Host `k`'s app dir (1-based), as the inventory gives it (`app_dir`).
+    pub fn app_dir(&self, k: usize) -> PathBuf {
+        self.project().join(".fleet/apps").join(self.host(k))
+    }
+
     /// GET through host `k`'s nginx (1-based).
     pub fn get(&self, k: usize, path: &str) -> (u16, String) {
         http_get(self.http_base + k as u16, path)
@@ -169,35 +188,55 @@ impl Drop for LocalFleet {
 /// volume initialised with other secrets would break the next run: remove them first.
 fn remove_leftover_stacks(name: &str, hosts: usize) {
     for k in 1..=hosts {
-        let project = format!("pixel-{name}-{k}");
-        let label = format!("label=com.docker.compose.project={project}");
-        let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &label])
-            .output()
-            .unwrap();
-        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
+        let shared = format!("pixel-{name}-{k}");
+        // playbooks/zero-downtime.toml's colors first: they sit on the shared stack's network.
+        for project in [
+            format!("{shared}-blue"),
+            format!("{shared}-green"),
+            shared.clone(),
+        ] {
+            remove_containers(&project);
         }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &shared])
+            .output();
         for volume in ["db", "static"] {
             let _ = Command::new("docker")
-                .args(["volume", "rm", &format!("{project}-{volume}")])
+                .args(["volume", "rm", &format!("{shared}-{volume}")])
                 .output();
         }
     }
 }
 
+/// Removes every container of a compose project.
+fn remove_containers(project: &str) {
+    let label = format!("label=com.docker.compose.project={project}");
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &label])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// Copies a directory and its subdirectories (templates/zero-downtime/).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 }
 

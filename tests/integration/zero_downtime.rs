@@ -1,0 +1,239 @@
+//! The shipped zero-downtime example (playbooks/zero-downtime.toml + templates/zero-downtime/)
+//! deployed for real: blue/green colors as compose projects behind the host's nginx, on the
+//! real Docker engine and registry (scripts/localfleet/). Checked over HTTP through nginx and
+//! with `docker` itself. (The load-loop cases are in H3's tests and benches/zero-downtime/.)
+
+use std::process::Command;
+
+use crate::harness::LocalFleet;
+
+const PLAYBOOK: &str = "zero-downtime.toml";
+const STEP: &str = "switch to the new release";
+
+/// The live color as the upstream file's header says (`blue`, `green`).
+fn live_color(fleet: &LocalFleet, k: usize) -> String {
+    let path = fleet.app_dir(k).join("shared/nginx/app.upstream");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = text.lines().next().unwrap_or_default();
+    header
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("live="))
+        .unwrap_or_else(|| panic!("no live color in {header:?}"))
+        .to_string()
+}
+
+/// `docker ps` of a compose project: each running container's id and name, sorted.
+fn containers(project: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--format",
+            "{{.ID}} {{.Names}}",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn step_detail(run: &crate::harness::Run, host: &str, step: &str) -> (String, u64) {
+    let report = run.report();
+    let entry = report.host(host)["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == step)
+        .unwrap_or_else(|| panic!("no step `{step}` on {host}\n{}", run.all()))
+        .clone();
+    (
+        entry["detail"].as_str().unwrap_or_default().to_string(),
+        entry["elapsed_ms"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn blue_green_deploys_switch_colors_and_a_rollback_only_switches_back() {
+    let fleet = LocalFleet::start("zdt", 1);
+    let host = fleet.host(1);
+    let project = format!("pixel-{host}");
+    let version = |k: usize| {
+        let (status, body) = fleet.get(k, "/");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("db=ok"), "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix("version="))
+            .unwrap()
+            .to_string()
+    };
+
+    // A: the first deploy starts blue and nginx.
+    let run = fleet.deploy(PLAYBOOK, &["--var", "version=A"]);
+    run.assert_code(0);
+    run.assert_outcome(&host, STEP, "changed");
+    assert_eq!(version(1), "A");
+    assert_eq!(live_color(&fleet, 1), "blue");
+    let (detail, _) = step_detail(&run, &host, STEP);
+    assert!(detail.starts_with("blue live (release "), "{detail}");
+
+    // B starts in green; blue stays up, idle, for the rollback.
+    let run = fleet.deploy(PLAYBOOK, &["--var", "version=B"]);
+    run.assert_code(0);
+    assert_eq!(version(1), "B");
+    assert_eq!(live_color(&fleet, 1), "green");
+    let (detail, _) = step_detail(&run, &host, STEP);
+    assert!(detail.contains("blue kept idle for rollback"), "{detail}");
+    let blue = containers(&format!("{project}-blue"));
+    let green = containers(&format!("{project}-green"));
+    assert_eq!(blue.len(), 1, "{blue:?}");
+    assert_eq!(green.len(), 1, "{green:?}");
+    let shared = containers(&project);
+
+    // Rollback: blue still runs A, so the proxy only switches back: no container starts.
+    let run = fleet.rollback(PLAYBOOK, &[]);
+    run.assert_code(0);
+    let rollback_step = format!("rollback: {STEP}");
+    run.assert_outcome(&host, &rollback_step, "changed");
+    assert_eq!(version(1), "A");
+    assert_eq!(live_color(&fleet, 1), "blue");
+    let (detail, elapsed_ms) = step_detail(&run, &host, &rollback_step);
+    assert!(detail.contains("no container started"), "{detail}");
+    assert_eq!(
+        containers(&format!("{project}-blue")),
+        blue,
+        "blue untouched"
+    );
+    assert_eq!(
+        containers(&format!("{project}-green")),
+        green,
+        "green untouched"
+    );
+    assert_eq!(containers(&project), shared, "db and nginx untouched");
+    // One inspection, direct checks and one exec in nginx: under a second on an idle machine.
+    // The bound is looser here: these tests share two cores with the rest of the suite.
+    eprintln!("rollback switch step: {elapsed_ms} ms ({detail})");
+    assert!(
+        elapsed_ms < 5_000,
+        "rollback took {elapsed_ms} ms: {detail}"
+    );
+
+    // The live release's content again (a new release id, the same hash): nothing to do,
+    // nothing restarted.
+    let run = fleet.deploy(PLAYBOOK, &["--var", "version=A"]);
+    run.assert_code(0);
+    run.assert_outcome(&host, STEP, "ok");
+    assert_eq!(containers(&format!("{project}-blue")), blue);
+    assert_eq!(containers(&format!("{project}-green")), green);
+    assert_eq!(live_color(&fleet, 1), "blue");
+    assert_eq!(version(1), "A");
+}
+
+/// A `blue_green` step as the example writes it, with `edit` applied to the playbook text.
+fn playbook_with(dir: &std::path::Path, edit: impl Fn(&str) -> String) -> std::path::PathBuf {
+    let text = r#"name = "bg"
+app = "pixel"
+
+[release]
+root = "{{ app_dir }}"
+
+[[steps]]
+template = { src = "app.yml", dest = "{{ release.dir }}/docker-compose.yml" }
+
+[[steps]]
+name = "switch"
+[steps.blue_green]
+dir = "{{ app_dir }}/current"
+project = "pixel-one"
+service = "web"
+port = 8000
+health = { path = "/healthz", expect = 200, timeout = "60s", interval = "1s" }
+upstream = "{{ app_dir }}/shared/nginx/app.upstream"
+proxy = { dir = "{{ app_dir }}/shared", service = "proxy" }
+drain = "2s"
+"#;
+    std::fs::write(dir.join("app.yml"), "services: {}\n").unwrap();
+    let path = dir.join("bg.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+#[test]
+fn bad_blue_green_steps_are_refused_with_their_place_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: a run that got as far as connecting would exit 1, not 2.
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        "[hosts.one]\naddress = \"127.0.0.1\"\nssh = { port = 1 }\nvars = { app_dir = \"/srv/one\" }\n",
+    )
+    .unwrap();
+    let inv = inventory.to_str().unwrap();
+    // The example itself is fine.
+    let good = playbook_with(dir.path(), str::to_string);
+    crate::harness::dropship(&["check", "-i", inv, good.to_str().unwrap()], None).assert_code(0);
+
+    let cases: [(&str, &str, &str, &str); 7] = [
+        // (replace, with, where the error points, what it says)
+        (
+            "drain = \"2s\"",
+            "drain = \"2s\"\nretries = 3",
+            "retries = 3",
+            "unknown field `retries`",
+        ),
+        (
+            "[release]\nroot = \"{{ app_dir }}\"\n",
+            "",
+            "service = \"web\"",
+            "`blue_green` needs a `[release]` section",
+        ),
+        (
+            "drain = \"2s\"",
+            "drain = \"2 parsecs\"",
+            "\"2 parsecs\"",
+            "bad duration `2 parsecs`",
+        ),
+        ("port = 8000", "port = 0", "0\n", "bad port `0`"),
+        (
+            "service = \"web\"",
+            "service = \"\"",
+            "\"\"",
+            "bad service ``",
+        ),
+        (
+            "project = \"pixel-one\"",
+            "project = \"Pixel One\"",
+            "\"Pixel One\"",
+            "bad compose project name `Pixel One`",
+        ),
+        (
+            "app.upstream\"",
+            "app.conf\"",
+            "\"{{ app_dir }}/shared/nginx/app.conf\"",
+            "the upstream file `{{ app_dir }}/shared/nginx/app.conf` ends in `.conf`",
+        ),
+    ];
+    for (from, to, needle, message) in cases {
+        let playbook = playbook_with(dir.path(), |text| {
+            assert!(text.contains(from), "{from}");
+            text.replacen(from, to, 1)
+        });
+        let mut at = crate::harness::location_of(&playbook, needle);
+        if needle == "service = \"web\"" {
+            // The whole `blue_green` table is at fault: its place is where it starts.
+            at = crate::harness::location_of(&playbook, "[steps.blue_green]");
+        }
+        for command in ["check", "deploy"] {
+            let run =
+                crate::harness::dropship(&[command, "-i", inv, playbook.to_str().unwrap()], None);
+            run.assert_code(2);
+            crate::harness::assert_error_at(&run, &at, message);
+            assert!(run.stderr.contains("hint: "), "{}", run.all());
+        }
+    }
+}
