@@ -269,14 +269,16 @@ pub fn pull(flavor: ComposeFlavor, dir: &str, color_project: &str) -> Script {
     compose_in(flavor, dir, color_project, sh!("pull"))
 }
 
-/// Starts a color from `dir`: pull, `up -d --force-recreate --remove-orphans`, then its
-/// containers (the `containers` frame, `list_containers` lines). The color is idle, so
-/// recreating it costs no request; and compose would keep a container whose config did not
-/// change, still labelled with the older release's directory, which the next decision reads.
+/// Starts a color from `dir`: pull (then the `pulled` frame: up to there the color was not
+/// touched), `up -d --force-recreate --remove-orphans`, then its containers (the `containers`
+/// frame, `list_containers` lines). The color is idle, so recreating it costs no request; and
+/// compose would keep a container whose config did not change, still labelled with the older
+/// release's directory, which the next decision reads.
 pub fn start(flavor: ComposeFlavor, dir: &str, color_project: &str) -> Script {
     sh!(
-        "{} && {} || exit 1\n{}\n{}",
+        "{} || exit 1\n{}\n{} || exit 1\n{}\n{}",
         compose_in(flavor, dir, color_project, sh!("pull")),
+        frame::report(Kind::BlueGreen, &"pulled"),
         compose_in(
             flavor,
             dir,
@@ -286,6 +288,24 @@ pub fn start(flavor: ComposeFlavor, dir: &str, color_project: &str) -> Script {
         frame::report(Kind::BlueGreen, &"containers"),
         list_containers(&[color_project.to_string()])
     )
+}
+
+/// Whether `start` got past the pull (the color was touched).
+pub fn pulled(reply: &Reply) -> bool {
+    reply
+        .sections
+        .iter()
+        .any(|(f, _)| f.of(Kind::BlueGreen) == Some("pulled"))
+}
+
+/// The `containers` section of a reply.
+pub fn containers_section(reply: &Reply) -> String {
+    reply
+        .sections
+        .iter()
+        .find(|(f, _)| f.of(Kind::BlueGreen) == Some("containers"))
+        .map(|(_, data)| String::from_utf8_lossy(data).into_owned())
+        .unwrap_or_default()
 }
 
 /// Removes a color that failed to start (`down`, never `-v`: volumes stay).
@@ -646,7 +666,13 @@ mod tests {
         let s = start(ComposeFlavor::Standalone, "/srv/app/current", "p-green");
         assert!(
             s.as_str().starts_with(
-                "(cd -P -- /srv/app/current && exec docker-compose -p p-green pull) </dev/null && (cd -P -- /srv/app/current && exec docker-compose -p p-green up -d --force-recreate --remove-orphans) </dev/null || exit 1"
+                "(cd -P -- /srv/app/current && exec docker-compose -p p-green pull) </dev/null || exit 1\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.as_str().contains(
+                "\n(cd -P -- /srv/app/current && exec docker-compose -p p-green up -d --force-recreate --remove-orphans) </dev/null || exit 1\n"
             ),
             "{s}"
         );

@@ -13,7 +13,7 @@ use crate::output::KeptOutput;
 use crate::plan::Become;
 use crate::remote::blue_green::{self as bg, Color, Container, HostState, ProxyTarget};
 use crate::remote::compose::{self, ComposeFlavor};
-use crate::remote::frame::{Framed, Kind};
+use crate::remote::frame::Framed;
 use crate::report::Outcome;
 use crate::steps::Done;
 use crate::steps::blue_green::{Decision, Switch, after_pull, decide};
@@ -107,12 +107,13 @@ impl<T: Connection> HostSession<T> {
         };
         let routed = self.bg_start(ctx, switch, become_as, color).await?;
         if let Err(e) = self.bg_check(ctx, switch, &routed, None).await {
-            if !ctx.cancel.is_aborted() {
-                self.bg_remove(switch, become_as, color).await;
-            }
-            return Err(format!(
-                "{} (release {target}) is not healthy, removed; the live color still serves: {e}",
-                color.as_str()
+            let words = self.bg_give_up(ctx, switch, become_as, color).await;
+            return Err(with_words(
+                format!(
+                    "{} (release {target}) is not healthy, removed; the live color still serves: {e}",
+                    color.as_str()
+                ),
+                words,
             ));
         }
         self.bg_switch(ctx, switch, become_as, &state, color, &target, routed, true)
@@ -178,17 +179,21 @@ impl<T: Connection> HostSession<T> {
                 color.as_str()
             )
         };
-        if !out.success() {
-            if !ctx.cancel.is_aborted() {
-                self.bg_remove(switch, become_as, color).await;
-            }
-            return Err(failed(failure_text(&out, &self.redactor)));
-        }
         let reply = request.reply(&out.stdout);
-        let listed = reply
-            .find(Kind::BlueGreen)
-            .map(|(_, data)| String::from_utf8_lossy(data).into_owned())
-            .unwrap_or_default();
+        if !out.success() {
+            let why = failure_text(&out, &self.redactor);
+            if !bg::pulled(&reply) {
+                // The pull failed: the idle color was not touched (it may still hold the
+                // release before the live one, for a rollback), so it stays.
+                return Err(format!(
+                    "could not pull {}'s images; the live color still serves: {why}",
+                    color.as_str()
+                ));
+            }
+            let words = self.bg_give_up(ctx, switch, become_as, color).await;
+            return Err(with_words(failed(why), words));
+        }
+        let listed = bg::containers_section(&reply);
         let containers: Vec<Container> = bg::parse_containers(&listed, &switch.project)
             .into_iter()
             .filter(|(c, _)| *c == color)
@@ -207,8 +212,8 @@ impl<T: Connection> HostSession<T> {
                 .map(|c| format!("container {} is not running", c.name))
         };
         if let Some(why) = why {
-            self.bg_remove(switch, become_as, color).await;
-            return Err(failed(why));
+            let words = self.bg_give_up(ctx, switch, become_as, color).await;
+            return Err(with_words(failed(why), words));
         }
         Ok(routed)
     }
@@ -343,6 +348,25 @@ impl<T: Connection> HostSession<T> {
         Ok(Done::new(Outcome::Changed, Some(detail)))
     }
 
+    /// A new color failed: what its containers say (before they go), then it is removed.
+    /// Aborted, neither: the run must end.
+    async fn bg_give_up(
+        &self,
+        ctx: &RunContext<'_>,
+        switch: &Switch,
+        become_as: Option<&Become>,
+        color: Color,
+    ) -> Option<String> {
+        if ctx.cancel.is_aborted() {
+            return None;
+        }
+        let words = self
+            .container_words(ctx, &[color.project(&switch.project)])
+            .await;
+        self.bg_remove(switch, become_as, color).await;
+        words
+    }
+
     /// Removes a color that failed (`down`, volumes kept). Best effort: the failure that led
     /// here is what gets reported.
     async fn bg_remove(&self, switch: &Switch, become_as: Option<&Become>, color: Color) {
@@ -356,6 +380,15 @@ impl<T: Connection> HostSession<T> {
                 tracing::warn!(host = %self.name(), "could not remove {}: {e}", color.as_str())
             }
         }
+    }
+}
+
+/// A failure's text, then what the failed color's containers said (their state and last log
+/// lines, masked), when they said anything.
+fn with_words(failure: String, words: Option<String>) -> String {
+    match words {
+        Some(words) => format!("{failure}\n{words}"),
+        None => failure,
     }
 }
 

@@ -30,7 +30,6 @@ impl<T: Connection> HostSession<T> {
     /// step (`None`: nothing to say, or the run was aborted). As the host's compose steps'
     /// user (`sudo` when they have `become`). For steps that run compose projects of their own
     /// (a blue/green color's `P-green`), whose failures the step reports itself.
-    #[allow(dead_code)] // Its first caller, the blue/green step kind, is being written.
     pub(super) async fn container_words(
         &self,
         ctx: &RunContext<'_>,
@@ -145,10 +144,20 @@ impl<T: Connection> HostSession<T> {
 fn compose_projects(steps: &[PlannedStep]) -> Vec<String> {
     let mut projects: Vec<String> = Vec::new();
     for step in steps {
-        if let Action::Compose(run) = &step.action
-            && !projects.contains(&run.project)
-        {
-            projects.push(run.project.clone());
+        let named = match &step.action {
+            Action::Compose(run) => vec![run.project.clone()],
+            // A blue/green switch's proxy and both its colors.
+            Action::BlueGreen(switch) => vec![
+                switch.proxy.project.clone(),
+                format!("{}-blue", switch.project),
+                format!("{}-green", switch.project),
+            ],
+            _ => Vec::new(),
+        };
+        for project in named {
+            if !projects.contains(&project) {
+                projects.push(project);
+            }
         }
     }
     projects
@@ -407,5 +416,35 @@ mod tests {
             PlannedStep::new("s", Action::Skip { reason: "x".into() }),
         ];
         assert_eq!(compose_projects(&steps), ["a", "b-green"]);
+    }
+
+    #[test]
+    fn a_blue_green_step_names_its_proxy_and_both_colors() {
+        use crate::steps::blue_green::{DirectHealth, Proxy, Switch};
+        let switch = Switch {
+            dir: "/srv/current".into(),
+            project: "p".into(),
+            service: "web".into(),
+            port: 80,
+            health: DirectHealth {
+                path: "/".into(),
+                expect: 200,
+                contains: None,
+                timeout: std::time::Duration::from_secs(1),
+                interval: std::time::Duration::from_secs(1),
+            },
+            upstream: "/srv/shared/app.upstream".into(),
+            proxy: Proxy {
+                dir: "/srv/shared".into(),
+                project: "p".into(),
+                service: "proxy".into(),
+                test: Vec::new(),
+                reload: Vec::new(),
+            },
+            drain: std::time::Duration::ZERO,
+            keep_previous: true,
+        };
+        let steps = [PlannedStep::new("bg", Action::BlueGreen(Box::new(switch)))];
+        assert_eq!(compose_projects(&steps), ["p", "p-blue", "p-green"]);
     }
 }
