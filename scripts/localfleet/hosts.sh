@@ -20,6 +20,9 @@
 #                         (default: /tmp/dropship-demo with the default state, else $DROPSHIP_STATE/apps)
 #   REGISTRY_PORT         the registry named in the generated inventory (default: 5000)
 #   FLEET_SSH_CHECK       1 (default): after start, ssh into every host once; 0: skip
+#   FLEET_COMPOSE         the inventory's `compose` setting for every host: auto (default:
+#                         written as nothing), plugin (`docker compose`, Compose v2) or
+#                         standalone (`docker-compose`, Compose v1 on Debian)
 #   FLEET_DOCKER_STANDIN  opt-in (default unset): a script copied to each host as
 #                         hosts/NAME/bin/docker, that bin dir first on the hosts' PATH (the
 #                         benchmark's docker stand-in, benches/fleet/run.sh), and
@@ -62,6 +65,8 @@ for v in "$BASE_PORT" "$HTTP_BASE_PORT"; do
     case "$v" in '' | *[!0-9]*) die "ports must be numbers: $v" ;; esac
 done
 case "$APP_ROOT" in /*) ;; *) die "FLEET_APP_ROOT must be absolute: $APP_ROOT" ;; esac
+COMPOSE=${FLEET_COMPOSE:-auto}
+case "$COMPOSE" in auto | plugin | standalone) ;; *) die "FLEET_COMPOSE must be auto, plugin or standalone: $COMPOSE" ;; esac
 if [ -n "${FLEET_DOCKER_STANDIN:-}" ] && [ ! -f "$FLEET_DOCKER_STANDIN" ]; then
     die "FLEET_DOCKER_STANDIN is not a file: $FLEET_DOCKER_STANDIN"
 fi
@@ -165,6 +170,10 @@ write_inventory() {
     local n=$1 k name port app
     {
         echo "# Written by scripts/localfleet/hosts.sh start $n: this local fleet (paths relative to this file)."
+        if [ "$COMPOSE" != auto ]; then
+            echo "compose = \"$COMPOSE\""
+            echo
+        fi
         echo "[ssh]"
         echo 'user = "root"'
         echo 'identity_file = "id_ed25519"'

@@ -28,6 +28,7 @@ pub const MAX_HOSTS: usize = 100_000;
 struct RawInventory {
     #[serde(default)]
     ssh: SshKeys,
+    compose: Option<ComposeChoice>,
     #[serde(default)]
     vars: RawVars,
     #[serde(default)]
@@ -43,6 +44,7 @@ struct RawGroup {
     vars: RawVars,
     #[serde(default)]
     ssh: SshKeys,
+    compose: Option<ComposeChoice>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +57,35 @@ struct RawHost {
     vars: RawVars,
     #[serde(default)]
     ssh: SshKeys,
+    compose: Option<ComposeChoice>,
+}
+
+/// How compose is invoked on a host (`compose = "auto" | "plugin" | "standalone"` at the top
+/// of the inventory, in a group or in a host; the host's, then its last group's that sets it,
+/// then the inventory's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeChoice {
+    /// Found on the host: the plugin when it is installed, else `docker-compose`.
+    #[default]
+    Auto,
+    /// `docker compose`: the CLI plugin (Compose v2).
+    Plugin,
+    /// `docker-compose`: the standalone tool (Compose v1, or v2 installed standalone).
+    Standalone,
+}
+
+impl ComposeChoice {
+    const HINT: &str = "write compose = \"auto\" (the plugin when the host has it, else docker-compose), \"plugin\" (`docker compose`) or \"standalone\" (`docker-compose`)";
+
+    /// The value as written in the inventory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Plugin => "plugin",
+            Self::Standalone => "standalone",
+        }
+    }
 }
 
 /// One target host with everything resolved.
@@ -68,6 +99,8 @@ pub struct Host {
     /// Inventory `[vars]`, then group vars in the order of `groups`, then host vars; as
     /// written (templates are rendered when a playbook's context is known).
     pub vars: Vars,
+    /// How compose is invoked there.
+    pub compose: ComposeChoice,
     /// Where the inventory set the host's local files, to point errors there.
     pub files_at: LocalFilesAt,
 }
@@ -177,6 +210,7 @@ impl Inventory {
                     groups: entry.groups,
                     ssh,
                     vars: entry.vars,
+                    compose: entry.compose,
                     files_at: LocalFilesAt {
                         source: Some(source.clone()),
                         identity_file: entry.ssh.identity_file.as_ref().map(Spanned::span),
@@ -267,11 +301,20 @@ struct Entry {
     groups: Vec<String>,
     vars: Vars,
     ssh: SshKeys,
+    compose: ComposeChoice,
 }
 
 /// Everything the file says, validated; reads nothing else.
 fn parse_entries(file: &SourceFile) -> Result<(Vec<Entry>, IndexSet<String>), InputError> {
-    let raw: RawInventory = toml::from_str(&file.text).map_err(|e| file.toml_error(&e))?;
+    let raw: RawInventory = toml::from_str(&file.text).map_err(|e| {
+        let error = file.toml_error(&e);
+        match error.key.as_deref() {
+            Some(key) if key == "compose" || key.ends_with(".compose") => {
+                error.with_hint(ComposeChoice::HINT)
+            }
+            _ => error,
+        }
+    })?;
     let source = Arc::new(file.clone());
     check_ssh(file, &raw.ssh)?;
     for group in raw.groups.values() {
@@ -375,14 +418,17 @@ fn entry(
 
     let mut vars: Vars = vars::from_raw(raw.vars.clone(), file);
     let mut layers: Vec<&SshKeys> = vec![&raw.ssh];
+    let mut compose = raw.compose;
     for g in &group_names {
         if let Some(group) = group_of(g) {
             vars.extend(vars::from_raw(group.vars.clone(), file));
             layers.push(&group.ssh);
+            compose = group.compose.or(compose);
         }
     }
     vars.extend(vars::from_raw(raw_host.vars.clone(), file));
     layers.push(&raw_host.ssh);
+    let compose = raw_host.compose.or(compose).unwrap_or_default();
 
     let address = match &raw_host.address {
         Some(a) => render_address(file, a, name)?,
@@ -394,6 +440,7 @@ fn entry(
         groups: group_names,
         vars,
         ssh: SshKeys::layered(&layers),
+        compose,
     })
 }
 

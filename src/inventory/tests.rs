@@ -337,3 +337,77 @@ fn parsing_reads_no_environment_resolution_uses_the_one_given() {
     assert_eq!(a.ssh.known_hosts, dir.path().join("known_hosts"));
     assert_eq!(inv.hosts[1].ssh.user, "bob");
 }
+
+#[test]
+fn compose_choice_is_layered_inventory_groups_host() {
+    let inv = parse(
+        r#"
+compose = "standalone"
+
+[groups.v2]
+compose = "plugin"
+
+[groups.back]
+compose = "auto"
+
+[hosts.a]
+
+[hosts.b]
+groups = ["v2"]
+
+[hosts.c]
+groups = ["v2", "back"]
+
+[hosts.d]
+groups = ["back"]
+compose = "plugin"
+"#,
+    )
+    .unwrap();
+    let choices: Vec<_> = inv.hosts.iter().map(|h| h.compose).collect();
+    assert_eq!(
+        choices,
+        [
+            ComposeChoice::Standalone,
+            ComposeChoice::Plugin,
+            ComposeChoice::Auto,
+            ComposeChoice::Plugin
+        ]
+    );
+    assert_eq!(
+        parse("[hosts.a]\n").unwrap().hosts[0].compose,
+        ComposeChoice::Auto
+    );
+}
+
+#[test]
+fn bad_compose_choice_names_the_place_and_the_values() {
+    for (text, line, column, key) in [
+        ("[hosts.a]\ncompose = \"v1\"\n", 2, 11, "hosts.a.compose"),
+        (
+            "[groups.g]\ncompose = \"docker-compose\"\n[hosts.a]\n",
+            2,
+            11,
+            "groups.g.compose",
+        ),
+        ("compose = \"Plugin\"\n[hosts.a]\n", 1, 11, "compose"),
+    ] {
+        let err = parse(text).unwrap_err();
+        let rendered = err.to_string();
+        assert!(
+            rendered.starts_with(&format!("inv.toml:{line}:{column}: unknown variant")),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("expected one of `auto`, `plugin`, `standalone`"),
+            "{rendered}"
+        );
+        assert_eq!(err.key.as_deref(), Some(key));
+        assert!(
+            err.hint
+                .as_deref()
+                .is_some_and(|h| h.contains("\"standalone\" (`docker-compose`)")),
+            "{rendered}"
+        );
+    }
+}

@@ -7,9 +7,10 @@ use minijinja::Value;
 use sha2::{Digest, Sha256};
 
 use crate::diagnostic::InputError;
-use crate::inventory::{Host, Inventory};
+use crate::inventory::{ComposeChoice, Host, Inventory};
 use crate::playbook::Playbook;
 use crate::release::{self, ReleaseSite};
+use crate::remote::compose::ComposeTool;
 use crate::remote::lock::StateDir;
 use crate::rollout::Policy;
 use crate::secrets::{Redactor, Secret};
@@ -77,6 +78,17 @@ pub struct HostPlan {
     pub state: StateDir,
     /// Steps from this index on run after the new release is active; a rollback re-runs them.
     pub post_activate: usize,
+}
+
+impl HostPlan {
+    /// The compose flavour the inventory's `compose` setting forces on this host, if any.
+    pub fn forced_compose(&self) -> Option<ComposeTool> {
+        match self.host.compose {
+            ComposeChoice::Auto => None,
+            ComposeChoice::Plugin => Some(ComposeTool::Plugin),
+            ComposeChoice::Standalone => Some(ComposeTool::Standalone),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -523,6 +535,54 @@ groups = ["db"]
             "{err}"
         );
         assert!(!err.to_string().contains("hUnter2"), "{err}");
+    }
+
+    #[test]
+    fn a_compose_project_one_flavour_would_rename_is_refused_where_it_is_written() {
+        let inventory = Inventory::parse(&SourceFile {
+            path: "inv.toml".into(),
+            text: "[ssh]\nssh_config = \"\"\n[hosts.Web-1]\n[hosts.web-2]\n".into(),
+        })
+        .unwrap();
+        let playbook = |project: &str| {
+            Playbook::parse(SourceFile {
+                path: "/nonexistent/pb.toml".into(),
+                text: format!(
+                    "name = \"t\"\napp = \"a\"\n[[steps]]\ncompose = {{ command = \"up\", dir = \"/srv\", project = \"{project}\" }}\n"
+                ),
+            })
+            .unwrap()
+        };
+        let build = |project: &str| {
+            build(
+                &inventory,
+                &playbook(project),
+                &IndexMap::new(),
+                &PlanOptions::default(),
+            )
+        };
+        // `Web-1` would be `web-1` to v1 and refused by v2.
+        let err = build("{{ app }}-{{ host.name }}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/nonexistent/pb.toml:4:53: `project` renders to a name compose does not take as it is: it has upper-case letters\n  key: `steps.0.compose.project`\n  |\n4 | compose = { command = \"up\", dir = \"/srv\", project = \"{{ app }}-{{ host.name }}\" }\n  |                                                     ^^^^^^^^^^^^^^^^^^^^^^^^^^^\n  hint: use lower-case letters, digits, `-` and `_`, starting with a letter or digit (e.g. \"{{ app }}-{{ stage | lower }}\"): compose v2 refuses other names, v1 silently changes them"
+        );
+        let plan = build("{{ app }}-{{ host.name | lower }}").unwrap();
+        let Action::Compose(run) = &plan.hosts[0].steps[0].action else {
+            panic!("{:?}", plan.hosts[0].steps[0].action)
+        };
+        assert_eq!(run.project, "a-web-1");
+        for (project, problem) in [
+            (
+                "my.app",
+                "it has characters other than lower-case letters, digits, `-` and `_`",
+            ),
+            ("-a", "it starts with `-` or `_`"),
+            ("{{ '' }}", "it is empty"),
+        ] {
+            let err = build(project).unwrap_err();
+            assert!(err.message.ends_with(problem), "{project}: {err}");
+        }
     }
 
     /// Found by fuzzing (fuzz/ template target, crash-3d97b2a7): a syntax error just before a

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use super::compose::{self, ComposeFlavor};
+use super::compose::{self, ComposeFlavor, ComposeTool};
 use super::frame::{self, Kind, Reply};
 use super::script::Script;
 use crate::release::is_release_id;
@@ -160,9 +160,16 @@ fn list_containers(projects: &[String]) -> Script {
 /// One exec that learns everything the switch decides on: the release `dir` resolves to, the
 /// upstream file's first line, both colors' containers; and, while compose's flavour is
 /// unknown, how compose is invoked (first, as a driver's preamble does).
-pub fn inspect(flavor: ComposeFlavor, dir: &str, project: &str, upstream: &str) -> Script {
+/// `forced`: the flavour the inventory forces, looked for when `flavor` is not known yet.
+pub fn inspect(
+    flavor: ComposeFlavor,
+    forced: Option<ComposeTool>,
+    dir: &str,
+    project: &str,
+    upstream: &str,
+) -> Script {
     let detect = if flavor == ComposeFlavor::Unknown {
-        sh!("{}\n", compose::detect())
+        sh!("{}\n", compose::detect(forced))
     } else {
         Script::default()
     };
@@ -556,6 +563,7 @@ mod tests {
         .unwrap();
         let request = Framed::new(&inspect(
             ComposeFlavor::Plugin,
+            None,
             dir.path().join("current").to_str().unwrap(),
             "p",
             upstream.to_str().unwrap(),
@@ -587,6 +595,7 @@ mod tests {
         std::fs::write(dir.path().join("inspect"), "").unwrap();
         let request = Framed::new(&inspect(
             ComposeFlavor::Plugin,
+            None,
             dir.path().join("nowhere").to_str().unwrap(),
             "q",
             dir.path().join("none.upstream").to_str().unwrap(),

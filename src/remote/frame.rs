@@ -36,7 +36,7 @@ pub enum Kind {
     Lock,
     /// `files:sums`, `files:stats` (each followed by its lines) and `files:end` (`files.rs`).
     Files,
-    /// `compose:plugin|standalone|none` (`compose.rs`).
+    /// `compose:plugin|standalone|none|unusable:WANTED:OTHER` (`compose.rs`).
     Compose,
     /// `apt:ok` or `apt:changed PKG...` (`apt.rs`).
     Apt,
@@ -49,6 +49,8 @@ pub enum Kind {
     Images,
     /// `bluegreen:target|upstream|containers`, each followed by its lines (`blue_green.rs`).
     BlueGreen,
+    /// `facts:docker|plugin|standalone`, each followed by that version (`facts.rs`).
+    Facts,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::Diagnose => "diagnose",
             Kind::Images => "images",
             Kind::BlueGreen => "bluegreen",
+            Kind::Facts => "facts",
         }
     }
 }

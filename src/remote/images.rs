@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::compose::ComposeFlavor;
+use super::compose::{ComposeFlavor, ComposeTool};
 use super::frame::{self, Kind, Reply};
 use super::release;
 use super::script::Script;
@@ -257,10 +257,10 @@ pub fn select(kept: &[ImageRef], in_use: &HashSet<String>, images: &[EngineImage
 /// every image the engine holds. With the flavour `Unknown`, `compose::detect` runs first.
 /// A container removed between `docker ps` and `docker container inspect` (an engine shared
 /// with other work) fails the inspection: both are retried, up to 3 times.
-pub fn survey(root: &str, flavor: ComposeFlavor) -> Script {
+pub fn survey(root: &str, flavor: ComposeFlavor, forced: Option<ComposeTool>) -> Script {
     let report = |fields: Script| frame::report(Kind::Images, &fields);
     let detect = if flavor == ComposeFlavor::Unknown {
-        sh!("{}\n", super::compose::detect())
+        sh!("{}\n", super::compose::detect(forced))
     } else {
         Script::default()
     };
@@ -328,7 +328,7 @@ fn config_images(flavor: ComposeFlavor) -> Script {
     match flavor {
         ComposeFlavor::Plugin => sh!("docker compose config --images"),
         ComposeFlavor::Standalone => sh!("docker-compose config"),
-        ComposeFlavor::Missing => sh!("false"),
+        ComposeFlavor::Missing | ComposeFlavor::Unusable { .. } => sh!("false"),
         ComposeFlavor::Unknown => sh!(
             "case {} in plugin) {} ;; standalone) {} ;; *) false ;; esac",
             vars::COMPOSE_FLAVOR.bare(),
@@ -345,7 +345,7 @@ fn image_lines(flavor: ComposeFlavor) -> Script {
     let v1 = sh!("sed -n 's/^    image: //p'");
     match flavor {
         ComposeFlavor::Plugin => sh!("cat"),
-        ComposeFlavor::Standalone | ComposeFlavor::Missing => v1,
+        ComposeFlavor::Standalone | ComposeFlavor::Missing | ComposeFlavor::Unusable { .. } => v1,
         ComposeFlavor::Unknown => sh!(
             "{{ if [ {} = standalone ]; then {}; else cat; fi; }}",
             vars::COMPOSE_FLAVOR.bare(),

@@ -17,7 +17,7 @@ use crate::remote::frame::Framed;
 use crate::report::Outcome;
 use crate::steps::Done;
 use crate::steps::blue_green::{Decision, Switch, after_pull, decide};
-use crate::steps::compose::{ComposeCommand, compose_missing};
+use crate::steps::compose::{ComposeCommand, compose_unavailable};
 use crate::transport::Connection;
 
 /// How long a color that already runs the target gets to answer before a switch back to it
@@ -128,6 +128,7 @@ impl<T: Connection> HostSession<T> {
     ) -> Result<HostState, String> {
         let request = Framed::new(&bg::inspect(
             self.compose,
+            self.compose_forced,
             &switch.dir,
             &switch.project,
             &switch.upstream,
@@ -143,8 +144,10 @@ impl<T: Connection> HostSession<T> {
         if let Some(flavor) = state.flavor {
             self.compose = flavor;
         }
+        if let Some(problem) = compose_unavailable(self.compose) {
+            return Err(problem);
+        }
         match self.compose {
-            ComposeFlavor::Missing => Err(compose_missing()),
             ComposeFlavor::Unknown => {
                 Err("could not tell how compose is invoked on this host".into())
             }

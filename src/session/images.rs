@@ -19,7 +19,7 @@ impl<T: Connection> HostSession<T> {
         prune: &ImagePrune,
         become_as: Option<&Become>,
     ) -> Done {
-        let survey = Framed::new(&prune.survey(self.compose));
+        let survey = Framed::new(&prune.survey(self.compose, self.compose_forced));
         let out = match self
             .exec_cut(survey.script(), &[], become_as, ctx.cancel.aborted())
             .await

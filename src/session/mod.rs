@@ -27,7 +27,7 @@ pub use gate::{Gate, Turn};
 pub use lock::{LockOutcome, ReleaseError};
 
 use crate::plan::{Become, Plan};
-use crate::remote::compose::ComposeFlavor;
+use crate::remote::compose::{ComposeFlavor, ComposeTool};
 use crate::remote::files::RemoteFile;
 use crate::remote::frame::Reply;
 use crate::remote::script::Script;
@@ -83,6 +83,8 @@ pub struct HostSession<T: Connection> {
     /// What the probe found at each destination; updated after each upload.
     remote_files: HashMap<String, Option<RemoteFile>>,
     compose: ComposeFlavor,
+    /// The flavour the inventory forces on this host (`None`: found there).
+    compose_forced: Option<ComposeTool>,
     probed: bool,
     /// The release `current` pointed at before this run's `activate`.
     previous_release: Option<String>,
@@ -120,6 +122,7 @@ pub async fn connect_all<C: Connector>(
                 redactor: plan.redactor.clone(),
                 remote_files: HashMap::new(),
                 compose: ComposeFlavor::Unknown,
+                compose_forced: hp.forced_compose(),
                 probed: false,
                 previous_release: None,
                 activated: false,

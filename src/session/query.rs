@@ -1,6 +1,7 @@
 //! Inspection queries (`releases`, `lock status|release`, `ping`): one script per host, run on
 //! its own channel outside any plan, its result reported like a step's.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{HostSession, RunContext};
@@ -11,14 +12,27 @@ use crate::steps::{Done, output_tail, require_success};
 use crate::transport::Connection;
 
 /// A script an inspection command runs on one host: read-only (or clearing the lock).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Query {
     /// The name its result is reported under.
     pub name: String,
     pub script: String,
-    /// On success, the result's note made from stdout; `None`: the output's last lines are
-    /// the result.
-    pub summary: Option<fn(&str) -> String>,
+    /// On success, the result's note made from stdout (or why the host failed after all);
+    /// `None`: the output's last lines are the result.
+    pub summary: Option<Summary>,
+}
+
+/// Reads a query's stdout into its result's note, or the host's failure.
+pub type Summary = Arc<dyn Fn(&[u8]) -> Result<String, String> + Send + Sync>;
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Query")
+            .field("name", &self.name)
+            .field("script", &self.script)
+            .field("summary", &self.summary.is_some())
+            .finish()
+    }
 }
 
 impl<T: Connection> HostSession<T> {
@@ -48,12 +62,12 @@ impl<T: Connection> HostSession<T> {
             Err(e) => Done::new(Outcome::Failed, Some(e.to_string())),
             Ok(status) => {
                 let out = kept.finish(status);
-                match (require_success(&out, &self.redactor), query.summary) {
+                match (require_success(&out, &self.redactor), &query.summary) {
                     (Err(failure), _) => failure.into(),
-                    (Ok(()), Some(summarize)) => Done::new(
-                        Outcome::Ok,
-                        Some(summarize(&String::from_utf8_lossy(&out.stdout))),
-                    ),
+                    (Ok(()), Some(summarize)) => match summarize(&out.stdout) {
+                        Ok(note) => Done::new(Outcome::Ok, Some(note)),
+                        Err(failure) => Done::new(Outcome::Failed, Some(failure)),
+                    },
                     (Ok(()), None) => Done {
                         output: output_tail(&out),
                         ..Done::new(Outcome::Ok, None)

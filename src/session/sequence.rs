@@ -142,7 +142,7 @@ impl<T: Connection> HostSession<T> {
         if !segments.is_empty() {
             let nonce = remote::frame::nonce();
             let preamble = if detect {
-                compose::detect().into_string()
+                compose::detect(self.compose_forced).into_string()
             } else {
                 String::new()
             };

@@ -56,13 +56,11 @@ pub struct ComposeRun {
     pub services: Vec<String>,
 }
 
-/// No compose on the host: the failure's text, its hint rendered the one way hints are.
-pub fn compose_missing() -> String {
-    Hinted(
-        &"neither `docker compose` nor `docker-compose` works on this host",
-        Some("install the compose plugin (docker-compose-plugin) or docker-compose"),
-    )
-    .to_string()
+/// Why compose commands cannot run on the host (none there, or not the one the inventory
+/// forces): the failure's text, its hint rendered the one way hints are.
+pub fn compose_unavailable(flavor: ComposeFlavor) -> Option<String> {
+    let (message, hint) = flavor.problem()?;
+    Some(Hinted(&message, Some(&hint)).to_string())
 }
 
 impl Kind for Compose {
@@ -99,7 +97,24 @@ impl Kind for Compose {
             }
         };
         let project = match &self.project {
-            Some(p) => cx.field(p)?,
+            Some(p) => {
+                let project = cx.field(p)?;
+                // The value is not shown: it may hold a secret (refused later, with its name).
+                if let Some(problem) = compose::project_name_problem(&project) {
+                    return Err(cx
+                        .file
+                        .error_at(
+                            p.span(),
+                            format!(
+                                "`project` renders to a name compose does not take as it is: {problem}"
+                            ),
+                        )
+                        .with_hint(
+                            "use lower-case letters, digits, `-` and `_`, starting with a letter or digit (e.g. \"{{ app }}-{{ stage | lower }}\"): compose v2 refuses other names, v1 silently changes them",
+                        ));
+                }
+                project
+            }
             None => cx.app.to_string(),
         };
         Ok(ComposeRun {
@@ -122,8 +137,8 @@ impl Act for ComposeRun {
     }
 
     fn prepare(&self, host: &HostView<'_>, label: &str, _tag: usize) -> Prepared {
-        if host.compose == ComposeFlavor::Missing {
-            return Prepared::Local(Done::new(Outcome::Failed, Some(compose_missing())));
+        if let Some(problem) = compose_unavailable(host.compose) {
+            return Prepared::Local(Done::new(Outcome::Failed, Some(problem)));
         }
         Prepared::Remote(Segment {
             script: compose::command(
@@ -140,8 +155,8 @@ impl Act for ComposeRun {
     }
 
     fn judge(&self, host: &HostView<'_>, out: &ExecOutput) -> Result<Done, Failure> {
-        if host.compose == ComposeFlavor::Missing {
-            return Err(Failure(compose_missing()));
+        if let Some(problem) = compose_unavailable(host.compose) {
+            return Err(Failure(problem));
         }
         require_success(out, host.redactor)?;
         let text = String::from_utf8_lossy(&out.stderr).into_owned()

@@ -418,6 +418,25 @@ mod tests {
             "compose up in /srv (project app)",
             "the `check` text"
         );
+        // The inventory forces the plugin on a host that has only docker-compose.
+        let host = view(
+            &files,
+            ComposeFlavor::Unusable {
+                wanted: crate::remote::compose::ComposeTool::Plugin,
+                other: true,
+            },
+            &redactor,
+        );
+        let Prepared::Local(done) = action.prepare(&host, "up", 0) else {
+            panic!()
+        };
+        assert_eq!(done.outcome, Outcome::Failed);
+        let detail = done.detail.unwrap();
+        assert!(
+            detail.starts_with("`docker compose` (the compose plugin) does not work on this host; it has `docker-compose`")
+                && detail.contains("hint: set compose = \"standalone\""),
+            "{detail}"
+        );
     }
 
     #[test]

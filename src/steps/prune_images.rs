@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::{Act, Done, Failure, HostView, Kind, ParseCx, PlanCx, Prepared, Templated};
 use crate::diagnostic::InputError;
-use crate::remote::compose::ComposeFlavor;
+use crate::remote::compose::{ComposeFlavor, ComposeTool};
 use crate::remote::frame::Reply;
 use crate::remote::images::{self, Removal, Removed};
 use crate::remote::script::Script;
@@ -69,8 +69,9 @@ impl Act for ImagePrune {
 
 impl ImagePrune {
     /// The survey's script (`remote::images::survey`).
-    pub fn survey(&self, flavor: ComposeFlavor) -> Script {
-        images::survey(&self.root, flavor)
+    /// `forced`: the flavour the inventory forces, looked for when `flavor` is not known yet.
+    pub fn survey(&self, flavor: ComposeFlavor, forced: Option<ComposeTool>) -> Script {
+        images::survey(&self.root, flavor, forced)
     }
 
     /// What to remove after the survey, or (`Err`) why nothing is: the step is then `ok`

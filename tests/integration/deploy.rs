@@ -426,12 +426,14 @@ fn exec_and_ping_report_per_host() {
         run.assert_host_ok(h);
     }
 
+    // The stand-in is the plugin (found in $HOME/.docker/cli-plugins, one round trip); what
+    // else the machine has (docker-compose on the PATH) may follow.
     let run = dropship_reporting(&["ping", "-i", inv_s], None);
     run.assert_code(0);
     for h in &fleet.hosts {
         assert!(
             run.stdout.contains(&format!(
-                "[{}] ok       ping (docker 99.0.0-standin, compose 2.99.0-standin)\n",
+                "[{}] ok       ping (docker 99.0.0-standin, compose plugin 2.99.0-standin",
                 h.name
             )),
             "{}",

@@ -1,27 +1,60 @@
 //! The shipped example (playbooks/deploy.toml + templates/) deployed for real: the Docker engine,
 //! a private registry with htpasswd auth and locally built images (scripts/localfleet/), sshd
 //! hosts on 127.0.0.1 whose `docker` is the real one. Checked over HTTP through each host's nginx.
+//! Every test runs twice, `_v1` with `docker-compose` 1.29 and `_v2` with the `docker compose`
+//! plugin (the inventory's `compose` setting), and checks the stack was made by that one.
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{LocalFleet, http_get};
+use crate::harness::{Flavor, LocalFleet, dropship_reporting, http_get};
+
+crate::on_both_compose_flavors! {
+    example_app_deploys_for_real_and_rolls_forward =>
+        example_app_deploys_for_real_and_rolls_forward_v1,
+        example_app_deploys_for_real_and_rolls_forward_v2;
+    real_failures_are_reported_per_step =>
+        real_failures_are_reported_per_step_v1,
+        real_failures_are_reported_per_step_v2;
+    broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host =>
+        broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host_v1,
+        broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host_v2;
+}
 
 fn fingerprint(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.trim_end_matches('\n').as_bytes()))[..12].to_string()
 }
 
-#[test]
-fn example_app_deploys_for_real_and_rolls_forward() {
-    let fleet = LocalFleet::start("e2ea", 2);
+fn example_app_deploys_for_real_and_rolls_forward(flavor: Flavor) {
+    let fleet = LocalFleet::start("e2ea", 2, flavor);
     let secret_fp = fingerprint(&fleet.secret("django_secret_key"));
 
     // The registry refuses anonymous pulls: the docker_login step is what lets hosts pull.
     let (status, _) = http_get(fleet.registry_port, "/v2/pixel/app/manifests/A");
     assert_eq!(status, 401, "the registry must require auth");
 
+    // `ping` names the flavour the inventory chose, and both versions this machine has.
+    let inventory = fleet.inventory();
+    let run = dropship_reporting(&["ping", "-i", inventory.to_str().unwrap()], None);
+    run.assert_code(0);
+    let expected = match flavor {
+        Flavor::V1 => "compose standalone 1.29.2 (set in the inventory); also plugin 2.",
+        Flavor::V2 => "compose plugin 2.40.3 (set in the inventory); also standalone 1.29.2",
+    };
+    for k in 1..=fleet.hosts {
+        let text = run.host_text(&fleet.host(k));
+        assert!(text.contains(expected), "host {k}: {}", run.all());
+    }
+
     let run = fleet.deploy("deploy.toml", &["--var", "version=A"]);
     run.assert_code(0);
+    // The hosts had no tag of these images (their layers may be in the shared engine): v1
+    // says `downloaded newer image` in lower case; v2 prints only `Pulled` when no layer was
+    // downloaded, so it is not judged here.
+    if flavor == Flavor::V1 {
+        run.assert_outcome(&fleet.host(1), "pull images", "changed");
+    }
     for k in 1..=fleet.hosts {
+        fleet.assert_stack_made_by_flavor(k);
         let (status, body) = fleet.get(k, "/");
         assert_eq!(status, 200, "host {k}: {body}\n{}", run.all());
         assert!(body.contains("version=A\n"), "host {k}: {body}");
@@ -56,6 +89,8 @@ fn example_app_deploys_for_real_and_rolls_forward() {
 
     let run = fleet.deploy("deploy.toml", &["--var", "version=B"]);
     run.assert_code(0);
+    // The new image recreates the app's container.
+    run.assert_outcome(&fleet.host(1), "start stack", "changed");
     for k in 1..=fleet.hosts {
         let (_, body) = fleet.get(k, "/");
         assert!(
@@ -65,17 +100,24 @@ fn example_app_deploys_for_real_and_rolls_forward() {
         assert!(body.contains("db=ok"), "host {k}: {body}");
     }
 
-    // Unchanged: a third run rewrites no file.
+    // Unchanged: a third run rewrites no file and changes no container, whichever compose
+    // printed it (each words it differently).
     let run = fleet.deploy("deploy.toml", &["--var", "version=B"]);
     run.assert_code(0);
-    for step in ["compose file", "nginx config", "secrets (.env)"] {
+    for step in [
+        "compose file",
+        "nginx config",
+        "secrets (.env)",
+        "pull images",
+        "start stack",
+    ] {
         run.assert_outcome(&fleet.host(1), step, "ok");
     }
+    fleet.assert_stack_made_by_flavor(1);
 }
 
-#[test]
-fn real_failures_are_reported_per_step() {
-    let fleet = LocalFleet::start("e2eb", 1);
+fn real_failures_are_reported_per_step(flavor: Flavor) {
+    let fleet = LocalFleet::start("e2eb", 1, flavor);
     // A fast-failing copy of the example's health check.
     let pb = fleet.playbook("deploy.toml");
     let text = std::fs::read_to_string(&pb)
@@ -193,9 +235,8 @@ fn real_failures_are_reported_per_step() {
     assert!(!run.report().to_string().contains(password));
 }
 
-#[test]
-fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host() {
-    let fleet = LocalFleet::start("e2ec", 3);
+fn broken_release_is_rolled_back_on_the_canary_and_reaches_no_other_host(flavor: Flavor) {
+    let fleet = LocalFleet::start("e2ec", 3, flavor);
     let pb = fleet.playbook("release.toml");
     let text = std::fs::read_to_string(&pb)
         .unwrap()

@@ -7,7 +7,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::LocalFleet;
+use crate::harness::{Flavor, LocalFleet};
 
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker").args(args).output().unwrap()
@@ -39,7 +39,7 @@ impl Drop for Cleanup {
 
 #[test]
 fn images_no_kept_release_or_container_uses_are_removed_after_a_release_deploy() {
-    let started = LocalFleet::start("e2ei", 1);
+    let started = LocalFleet::start("e2ei", 1, Flavor::V2);
     let registry = format!("127.0.0.1:{}", started.registry_port);
     let app = |tag: &str| format!("{registry}/pixel/app:{tag}");
     let container = format!("{}-holder", started.name);

@@ -293,6 +293,26 @@ fn empty_selections_and_impossible_settings_exit_2_before_any_connection() {
     let run = deploy(&nope_address, &good, &[]);
     assert_refused_untouched(&fleet, &run, "undefined variable `nope` in `address`");
     assert!(run.stderr.contains("address.toml:"), "{}", run.all());
+    // A compose flavour that does not exist, for `ping` too.
+    let bad_compose = write(
+        top,
+        "compose.toml",
+        &format!("compose = \"v1\"\n{}", fleet.inventory()),
+    );
+    let run = deploy(&bad_compose, &good, &[]);
+    assert_refused_untouched(
+        &fleet,
+        &run,
+        "compose.toml:1:11: unknown variant `v1`, expected one of `auto`, `plugin`, `standalone`",
+    );
+    assert!(
+        run.stderr
+            .contains("hint: write compose = \"auto\" (the plugin when the host has it"),
+        "{}",
+        run.all()
+    );
+    let run = dropship(&["ping", "-i", bad_compose.to_str().unwrap()], None);
+    assert_refused_untouched(&fleet, &run, "unknown variant `v1`");
 
     // Destinations that name no file.
     for (dest, message) in [

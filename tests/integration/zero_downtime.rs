@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::harness::LocalFleet;
+use crate::harness::{Flavor, LocalFleet};
 
 const PLAYBOOK: &str = "zero-downtime.toml";
 const STEP: &str = "switch to the new release";
@@ -60,7 +60,7 @@ fn step_detail(run: &crate::harness::Run, host: &str, step: &str) -> (String, u6
 
 #[test]
 fn blue_green_deploys_switch_colors_and_a_rollback_only_switches_back() {
-    let fleet = LocalFleet::start("zdt", 1);
+    let fleet = LocalFleet::start("zdt", 1, Flavor::V2);
     let host = fleet.host(1);
     let project = format!("pixel-{host}");
     let version = |k: usize| {

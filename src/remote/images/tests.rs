@@ -331,7 +331,7 @@ fn the_survey_and_the_removal_work_in_a_real_shell_and_cache_each_release() {
     // containers are listed: listed again.
     std::fs::remove_dir_all(&a).unwrap();
     std::fs::write(host.path().join("vanish"), "").unwrap();
-    let (out, reply) = run_framed(&survey(root_text, ComposeFlavor::Plugin), &bin);
+    let (out, reply) = run_framed(&survey(root_text, ComposeFlavor::Plugin, None), &bin);
     assert_eq!(
         out.status,
         Some(0),
@@ -351,13 +351,13 @@ fn the_survey_and_the_removal_work_in_a_real_shell_and_cache_each_release() {
     let calls = || std::fs::read_to_string(host.path().join("calls.log")).unwrap();
     assert_eq!(calls().matches("ps -aq").count(), 2, "{}", calls());
     assert_eq!(calls().matches("config").count(), 1, "{}", calls());
-    run_framed(&survey(root_text, ComposeFlavor::Plugin), &bin);
+    run_framed(&survey(root_text, ComposeFlavor::Plugin, None), &bin);
     assert_eq!(calls().matches("config").count(), 1, "{}", calls());
     assert!(!host.path().join("pwned").exists());
 
     // Containers that cannot be listed at all: the survey fails (nothing will be removed).
     std::fs::write(host.path().join("docker-down"), "").unwrap();
-    let (out, _) = run_framed(&survey(root_text, ComposeFlavor::Plugin), &bin);
+    let (out, _) = run_framed(&survey(root_text, ComposeFlavor::Plugin, None), &bin);
     assert_eq!(out.status, Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot list the images of the containers")
@@ -393,7 +393,7 @@ fn the_survey_and_the_removal_work_in_a_real_shell_and_cache_each_release() {
         "services:\n  app:\n    environment:\n      X: '    image: evil/x:1'\n    image: reg/app:B\n",
     )
     .unwrap();
-    let (_, reply) = run_framed(&survey(root_text, ComposeFlavor::Standalone), &bin);
+    let (_, reply) = run_framed(&survey(root_text, ComposeFlavor::Standalone, None), &bin);
     assert_eq!(
         parse_survey(&reply).unwrap().kept().unwrap(),
         [r("reg/app:B")]
@@ -402,10 +402,10 @@ fn the_survey_and_the_removal_work_in_a_real_shell_and_cache_each_release() {
     // No release refers to an image: the engine is not asked about containers or images.
     std::fs::write(b.join(CACHE_FILE), "").unwrap();
     std::fs::write(host.path().join("calls.log"), "").unwrap();
-    let (_, reply) = run_framed(&survey(root_text, ComposeFlavor::Plugin), &bin);
+    let (_, reply) = run_framed(&survey(root_text, ComposeFlavor::Plugin, None), &bin);
     assert!(parse_survey(&reply).unwrap().images.is_empty());
     assert_eq!(calls(), "");
     // No release root at all: an empty, finished survey.
-    let (_, reply) = run_framed(&survey("/nonexistent/x", ComposeFlavor::Plugin), &bin);
+    let (_, reply) = run_framed(&survey("/nonexistent/x", ComposeFlavor::Plugin, None), &bin);
     assert!(parse_survey(&reply).unwrap().releases.is_empty());
 }

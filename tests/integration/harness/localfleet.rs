@@ -13,12 +13,58 @@ use super::ports::free_range;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
+/// Which compose the fleet's hosts run, through the inventory's `compose` setting: both are
+/// installed on this machine (scripts/install-deps.sh), and `auto` would always find the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `docker-compose` 1.29 (Debian's), `compose = "standalone"`.
+    V1,
+    /// `docker compose`, the v2 plugin, `compose = "plugin"`.
+    V2,
+}
+
+impl Flavor {
+    /// The inventory's `compose` value that chooses it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Flavor::V1 => "standalone",
+            Flavor::V2 => "plugin",
+        }
+    }
+
+    /// `_v1` / `_v2`: test names and fleet names carry it, so both can run at once.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Flavor::V1 => "v1",
+            Flavor::V2 => "v2",
+        }
+    }
+}
+
+/// Runs an end-to-end test body (a `fn(Flavor)`) once per compose flavour: `name_v1` and
+/// `name_v2`, so a test is written once and either flavour can be run or skipped by name.
+#[macro_export]
+macro_rules! on_both_compose_flavors {
+    ($($body:ident => $v1:ident, $v2:ident;)*) => {$(
+        #[test]
+        fn $v1() {
+            $body($crate::harness::Flavor::V1)
+        }
+        #[test]
+        fn $v2() {
+            $body($crate::harness::Flavor::V2)
+        }
+    )*};
+}
+
 /// Registry + images + `n` hosts from scripts/localfleet, in a private state dir and on ports
 /// of their own, so it can run beside the demo and other tests. Torn down on drop.
 pub struct LocalFleet {
     pub dir: tempfile::TempDir,
     /// Host `k` is `{name}-{k}`.
     pub name: String,
+    /// The compose its hosts run.
+    pub flavor: Flavor,
     env: Vec<(String, String)>,
     pub hosts: usize,
     pub http_base: u16,
@@ -26,17 +72,23 @@ pub struct LocalFleet {
 }
 
 impl LocalFleet {
-    /// `base` (plus this process's id) prefixes the hosts (`base-PID-1`, …), their compose
-    /// projects and volumes: distinct per test and per test run, since all share one engine.
-    /// The registry has the app image as `A` and `B`.
-    pub fn start(base: &str, hosts: usize) -> LocalFleet {
-        LocalFleet::start_with_app_tags(base, hosts, &["A", "B"])
+    /// `base` (plus the flavour and this process's id) prefixes the hosts (`base-v1-PID-1`,
+    /// …), their compose projects and volumes: distinct per test and per test run, since all
+    /// share one engine. The hosts run `flavor`'s compose; the registry has the app image as
+    /// `A` and `B`.
+    pub fn start(base: &str, hosts: usize, flavor: Flavor) -> LocalFleet {
+        LocalFleet::start_with_app_tags(base, hosts, flavor, &["A", "B"])
     }
 
     /// `start`, with the app image in the registry under each of `tags` (built once, then
     /// cached by scripts/localfleet/images.sh like A and B).
-    pub fn start_with_app_tags(base: &str, hosts: usize, tags: &[&str]) -> LocalFleet {
-        let name = format!("{base}-{}", std::process::id());
+    pub fn start_with_app_tags(
+        base: &str,
+        hosts: usize,
+        flavor: Flavor,
+        tags: &[&str],
+    ) -> LocalFleet {
+        let name = format!("{base}-{}-{}", flavor.suffix(), std::process::id());
         let name = name.as_str();
         let dir = tempfile::Builder::new()
             .prefix("dropship-e2e-")
@@ -66,9 +118,11 @@ impl LocalFleet {
                 ("FLEET_BASE_PORT".into(), ssh_base.to_string()),
                 ("FLEET_HTTP_BASE_PORT".into(), http_base.to_string()),
                 ("FLEET_NAME".into(), name.into()),
+                ("FLEET_COMPOSE".into(), flavor.setting().into()),
             ],
             dir,
             name: name.to_string(),
+            flavor,
             hosts,
             http_base,
             registry_port,
@@ -160,6 +214,37 @@ impl LocalFleet {
     /// Host `k`'s app dir (1-based), as the inventory gives it (`app_dir`).
     pub fn app_dir(&self, k: usize) -> PathBuf {
         self.project().join(".fleet/apps").join(self.host(k))
+    }
+
+    /// The compose version that made each container of host `k`'s stack (compose labels
+    /// every container it creates with its version): `1.29.2`, `2.40.3`, ….
+    pub fn stack_compose_versions(&self, k: usize) -> Vec<String> {
+        let label = format!("label=com.docker.compose.project=pixel-{}", self.host(k));
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--filter", &label])
+            .args(["--format", "{{ .Label \"com.docker.compose.version\" }}"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Asserts that host `k`'s stack has containers, all made by this fleet's flavour.
+    #[track_caller]
+    pub fn assert_stack_made_by_flavor(&self, k: usize) {
+        let versions = self.stack_compose_versions(k);
+        let major = match self.flavor {
+            Flavor::V1 => "1.",
+            Flavor::V2 => "2.",
+        };
+        assert!(
+            !versions.is_empty() && versions.iter().all(|v| v.starts_with(major)),
+            "host {k}: {:?} wanted compose {major}x, the stack's containers were made by {versions:?}",
+            self.flavor
+        );
     }
 
     /// GET through host `k`'s nginx (1-based).
