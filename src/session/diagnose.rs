@@ -10,7 +10,6 @@ use super::{HostSession, RunContext};
 use crate::output::human_bytes;
 use crate::plan::{Action, Become, PlannedStep};
 use crate::playbook::ComposeCommand;
-use crate::remote::compose::ComposeFlavor;
 use crate::remote::diagnose::{self, Container, MAX_PROJECTS, ProjectContainers};
 use crate::remote::{driver, frame};
 use crate::report::{ContainerReport, ContainerWords, Outcome};
@@ -88,11 +87,12 @@ impl<T: Connection> HostSession<T> {
         projects: &[String],
         become_as: Option<&Become>,
     ) -> ContainerWords {
-        // A host without compose has no compose containers: its step said so already.
+        // A host without compose (or without the flavour the inventory forces) ran no compose
+        // command: its step said so already.
         if projects.is_empty()
             || ctx.cancel.is_aborted()
             || !self.is_connected()
-            || self.compose == ComposeFlavor::Missing
+            || self.compose.problem().is_some()
         {
             return ContainerWords::default();
         }
