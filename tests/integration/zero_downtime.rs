@@ -1,11 +1,13 @@
 //! The shipped zero-downtime example (playbooks/zero-downtime.toml + templates/zero-downtime/)
 //! deployed for real: blue/green colors as compose projects behind the host's nginx, on the
 //! real Docker engine and registry (scripts/localfleet/). Checked over HTTP through nginx and
-//! with `docker` itself. (The load-loop cases are in H3's tests and benches/zero-downtime/.)
+//! with `docker` itself; the cases under load (below) also count every request that failed
+//! meanwhile (harness::Load, as benches/zero-downtime/ does).
 
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::{Flavor, LocalFleet};
+use crate::harness::{Flavor, Load, LoadReport, LocalFleet, Run, project_containers};
 
 const PLAYBOOK: &str = "zero-downtime.toml";
 const STEP: &str = "switch to the new release";
@@ -236,4 +238,147 @@ fn bad_blue_green_steps_are_refused_with_their_place_before_any_connection() {
             assert!(run.stderr.contains("hint: "), "{}", run.all());
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Under load: clients loop `GET /` through each host's nginx from before a run starts until
+// after it ended (harness::Load); not one request may fail, and every host must serve the
+// expected version at the end.
+
+/// Load clients per host (the benchmark uses 6; the suite shares the machine's cores).
+const LOAD_CLIENTS: usize = 4;
+
+/// A copy of the example that fails faster (health timeout 20 s, no pause after the canary)
+/// and keeps `keep` releases, written next to it; its name.
+fn fast_copy(fleet: &LocalFleet, keep: usize) -> &'static str {
+    let text = std::fs::read_to_string(fleet.playbook("zero-downtime.toml")).unwrap();
+    let fast = text
+        .replace("timeout = \"60s\"", "timeout = \"20s\"")
+        .replace("pause = \"2s\"", "pause = \"0s\"")
+        .replace("keep = 3", &format!("keep = {keep}"));
+    assert_ne!(
+        fast, text,
+        "the example's timeout, pause or keep changed: update fast_copy"
+    );
+    std::fs::write(fleet.playbook("zero-downtime-fast.toml"), fast).unwrap();
+    "zero-downtime-fast.toml"
+}
+
+/// `run` with the load going from when every host answered until half a second after it.
+fn under_load(fleet: &LocalFleet, run: impl FnOnce() -> Run) -> (Run, LoadReport) {
+    let load = Load::start(&fleet.http_targets(), LOAD_CLIENTS, "/");
+    assert!(
+        load.wait_answered(3, Duration::from_secs(60)),
+        "some host does not answer GET / before the run"
+    );
+    let run = run();
+    std::thread::sleep(Duration::from_millis(500));
+    (run, load.stop())
+}
+
+#[test]
+fn deploy_and_rollback_under_load_drop_no_request() {
+    let fleet = LocalFleet::start("zdla", 2, Flavor::V2);
+    let pb = fast_copy(&fleet, 3);
+    fleet.deploy(pb, &["--var", "version=A"]).assert_code(0);
+
+    let (run, load) = under_load(&fleet, || fleet.deploy(pb, &["--var", "version=B"]));
+    run.assert_code(0);
+    load.assert_clean("B", &run.all());
+    for k in 1..=fleet.hosts {
+        let (status, body) = fleet.get(k, "/");
+        assert!(
+            status == 200 && body.contains("version=B\n"),
+            "host {k}: {body}"
+        );
+    }
+
+    let (run, load) = under_load(&fleet, || fleet.rollback(pb, &[]));
+    run.assert_code(0);
+    load.assert_clean("A", &run.all());
+}
+
+#[test]
+fn broken_releases_under_load_drop_no_request_and_the_live_color_keeps_serving() {
+    let fleet = LocalFleet::start("zdlb", 2, Flavor::V2);
+    let pb = fast_copy(&fleet, 3);
+    fleet.deploy(pb, &["--var", "version=A"]).assert_code(0);
+
+    // An image the registry does not have: the canary fails, the other host is not touched.
+    let (run, load) = under_load(&fleet, || fleet.deploy(pb, &["--var", "version=nope"]));
+    run.assert_code(1);
+    load.assert_clean("A", &run.all());
+    run.assert_status(&fleet.host(1), "failed");
+    run.assert_status(&fleet.host(2), "not deployed");
+    assert!(
+        run.host_text(&fleet.host(1)).contains("nope"),
+        "{}",
+        run.all()
+    );
+
+    // A release whose app never becomes healthy: its own .env (only the release's: the shared
+    // stack's database is not touched, so it does not restart) has a database password the
+    // database does not know, so its /healthz answers 503 until the timeout, while the live
+    // color keeps serving A.
+    let env = std::fs::read_to_string(fleet.project().join("templates/env.j2")).unwrap();
+    let broken = env.replace(
+        "POSTGRES_PASSWORD={{ secrets.postgres_password }}",
+        "POSTGRES_PASSWORD=not-the-database-password",
+    );
+    assert_ne!(broken, env, "templates/env.j2 changed: update this test");
+    std::fs::write(fleet.project().join("templates/env-broken.j2"), broken).unwrap();
+    let text = std::fs::read_to_string(fleet.playbook(pb)).unwrap();
+    let unhealthy = text.replace(
+        "src = \"templates/env.j2\", dest = \"{{ release.dir }}/.env\"",
+        "src = \"templates/env-broken.j2\", dest = \"{{ release.dir }}/.env\"",
+    );
+    assert_ne!(
+        unhealthy, text,
+        "the example's release .env step changed: update this test"
+    );
+    std::fs::write(fleet.playbook("zero-downtime-unhealthy.toml"), unhealthy).unwrap();
+    let (run, load) = under_load(&fleet, || {
+        fleet.deploy("zero-downtime-unhealthy.toml", &["--var", "version=B"])
+    });
+    run.assert_code(1);
+    load.assert_clean("A", &run.all());
+    run.assert_status(&fleet.host(1), "failed");
+    run.assert_status(&fleet.host(2), "not deployed");
+    let text = run.host_text(&fleet.host(1));
+    assert!(text.contains("not healthy"), "{}", run.all());
+}
+
+#[test]
+fn the_color_of_the_deploy_before_last_is_replaced_by_the_next_one() {
+    let fleet = LocalFleet::start_with_app_tags("zdlc", 1, Flavor::V2, &["A", "B", "C"]);
+    let pb = fast_copy(&fleet, 1);
+    let project = format!("pixel-{}", fleet.host(1));
+    let colors = || ["blue", "green"].map(|c| project_containers(&format!("{project}-{c}"), false));
+
+    fleet.deploy(pb, &["--var", "version=A"]).assert_code(0);
+    let first: Vec<String> = colors().concat();
+    assert!(!first.is_empty(), "no color runs after the first deploy");
+
+    // B in the other color; A's stays, idle, for an instant rollback.
+    fleet.deploy(pb, &["--var", "version=B"]).assert_code(0);
+    let [blue, green] = colors();
+    assert!(!blue.is_empty() && !green.is_empty(), "{blue:?} {green:?}");
+    for id in &first {
+        assert!(colors().concat().contains(id), "A's container {id} is gone");
+    }
+
+    // C replaces A's color; B's stays idle.
+    let (run, load) = under_load(&fleet, || fleet.deploy(pb, &["--var", "version=C"]));
+    run.assert_code(0);
+    load.assert_clean("C", &run.all());
+    let now = colors().concat();
+    for id in &first {
+        assert!(
+            !now.contains(id),
+            "A's container {id} still exists\n{}",
+            run.all()
+        );
+    }
+    let [blue, green] = colors();
+    assert!(!blue.is_empty() && !green.is_empty(), "{blue:?} {green:?}");
 }

@@ -30,6 +30,7 @@ pub use fleet::*;
 pub use fresh_server::*;
 pub use http::*;
 pub use keys::*;
+pub use load::*;
 pub use localfleet::*;
 pub use ports::*;
 pub use procs::*;
