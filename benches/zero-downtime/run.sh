@@ -6,8 +6,8 @@
 #   playbooks/zero-downtime.toml   deploy A (not measured), then under load:
 #                                  A → B; rollback (→ A); a release whose image does not exist
 #                                  (--var version=nope); a release that never becomes healthy
-#                                  (postgres_password rotated after the database was initialised:
-#                                  the app answers /healthz 503)
+#                                  (its .env has a database password the database does not
+#                                  know: the app answers /healthz 503)
 #   playbooks/deploy.toml          A → B, for comparison (fresh stacks, deploy A first)
 #   playbooks/release.toml         A → B and rollback, for comparison (fresh stacks, A first)
 #
@@ -93,7 +93,6 @@ INVENTORY=$STATE/inventory.toml
 HTTP_BASE=$((BASE_PORT + 100))
 REGISTRY_PORT=$((BASE_PORT + 99))
 RESULTS=$WORK/results/$(date -u +%Y%m%dT%H%M%SZ)
-SECRET=$STATE/secrets/postgres_password
 [ "${BASH_VERSINFO[0]}" -ge 5 ] || die "needs bash 5 (EPOCHREALTIME)"
 [ "$(id -u)" = 0 ] || die "run as root: the hosts are root@127.0.0.1 sshd processes"
 command -v python3 >/dev/null || die "needs python3"
@@ -119,14 +118,10 @@ fleet() { # SCRIPT ARGS...
 }
 
 LOAD_PID=
-SECRET_SAVED=
 cleanup() {
     if [ -n "$LOAD_PID" ]; then
         kill -TERM "$LOAD_PID" 2>/dev/null || true
         wait "$LOAD_PID" 2>/dev/null || true
-    fi
-    if [ -n "$SECRET_SAVED" ]; then
-        printf '%s' "$SECRET_SAVED" >"$SECRET"
     fi
     if [ "$KEEP" = 1 ]; then
         note "fleet left running (--keep); to stop it:"
@@ -228,7 +223,6 @@ PY
 # Zero-downtime rows.
 
 if [ "$ZERO_DOWNTIME" = 1 ]; then
-    SECRET_VALUE=$(cat "$SECRET")
     reset_hosts
     prepare zero-downtime.toml deploy --var version=A
     measure "A → B" zero-downtime.toml 0 B 0 deploy --var version=B
@@ -236,13 +230,17 @@ if [ "$ZERO_DOWNTIME" = 1 ]; then
     # keep = 3 two of them would prune A, leaving rollback nothing to go back to.
     measure "rollback (→ A)" zero-downtime.toml 0 A 0 rollback
     measure "image missing (version=nope)" zero-downtime.toml 1 A 0 deploy --var version=nope
-    # The database was initialised with the old password: the new color's app cannot log in,
-    # so its /healthz answers 503 until the health check's timeout.
-    SECRET_SAVED=$SECRET_VALUE
-    printf '%s' "rotated-by-zdbench-$$" >"$SECRET"
-    measure "never healthy (db password rotated)" zero-downtime.toml 1 A 0 deploy --var version=B
-    printf '%s' "$SECRET_VALUE" >"$SECRET"
-    SECRET_SAVED=
+    # A release whose app never becomes healthy: its own .env (only the release's: the
+    # shared stack's database is not touched, so it does not restart) has a database password
+    # the database does not know, so its /healthz answers 503 until the health check's timeout.
+    sed 's/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=not-the-database-password/' \
+        "$PROJECT/templates/env.j2" >"$PROJECT/templates/env-broken.j2"
+    sed 's|src = "templates/env.j2", dest = "{{ release.dir }}/.env"|src = "templates/env-broken.j2", dest = "{{ release.dir }}/.env"|' \
+        "$PROJECT/playbooks/zero-downtime.toml" >"$PROJECT/playbooks/zero-downtime-unhealthy.toml"
+    grep -q env-broken "$PROJECT/playbooks/zero-downtime-unhealthy.toml" ||
+        die "playbooks/zero-downtime.toml's release .env step changed: update run.sh"
+    measure "never healthy (wrong db password in the release)" zero-downtime-unhealthy.toml 1 A 0 \
+        deploy --var version=B
 fi
 
 # ---------------------------------------------------------------------------------------------
