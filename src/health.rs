@@ -1,23 +1,47 @@
 //! Health checks: the `health` step's URL parsing, the HTTP request it sends through the SSH
-//! connection, and judging the response.
+//! connection (TLS on top of it for `https://`, `tls.rs`), and judging the response.
 
 use std::time::Duration;
+
+pub mod tls;
+
+pub use tls::{Tls, Trust};
 
 use crate::secrets::Redactor;
 
 /// Where an HTTP health check connects, as seen from the target host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTarget {
+    /// `https://`: the request goes inside TLS.
+    pub https: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
     pub path: String,
 }
 
+impl HttpTarget {
+    /// The URL, for messages.
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
 /// What a health step checks, rendered for one host.
 #[derive(Debug, Clone)]
 pub enum Probe {
-    Http(HttpTarget),
+    Http {
+        target: HttpTarget,
+        /// Extra request headers (a `Host` here replaces the default one), validated.
+        headers: Vec<(String, String)>,
+        /// For `https://` targets: what the server's certificate must be trusted by.
+        tls: Option<Tls>,
+    },
     Command {
         command: String,
         dir: Option<String>,
@@ -42,7 +66,7 @@ pub struct HealthCheck {
 /// What is wrong with a health check's URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("`{url}` is not an http:// URL")]
+    #[error("`{url}` is not an http:// or https:// URL")]
     NotHttp { url: String },
     #[error("`{url}`: unclosed `[` in the host")]
     Unclosed { url: String },
@@ -73,14 +97,14 @@ pub enum Unhealthy {
     },
 }
 
-/// The host session still reports a step's failure as text.
-/// Parses `http://host[:port]/path`. Only plain HTTP: the check runs on the host's loopback
-/// or private network, behind the TLS that terminates elsewhere.
+/// Parses `http://host[:port]/path` or `https://host[:port]/path` (port 80 or 443 by default).
 pub fn parse_url(url: &str) -> Result<HttpTarget, UrlError> {
     let owned = || url.to_string();
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| UrlError::NotHttp { url: owned() })?;
+    let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return Err(UrlError::NotHttp { url: owned() }),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -104,22 +128,65 @@ pub fn parse_url(url: &str) -> Result<HttpTarget, UrlError> {
             url: owned(),
             port: p.to_string(),
         })?,
+        None if https => 443,
         None => 80,
     };
     Ok(HttpTarget {
+        https,
         host,
         port,
         path: path.to_string(),
     })
 }
 
-/// A minimal HTTP/1.0 GET: the server closes the connection after answering.
-pub fn request(target: &HttpTarget) -> Vec<u8> {
-    format!(
-        "GET {} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: dropship-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        target.path, target.host, target.port
-    )
-    .into_bytes()
+/// A minimal HTTP/1.0 GET: the server closes the connection after answering. A `Host` among
+/// `headers` replaces the default `host:port`; the others follow it.
+pub fn request(target: &HttpTarget, headers: &[(String, String)]) -> Vec<u8> {
+    let host = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map_or_else(
+            || {
+                if target.host.contains(':') {
+                    format!("[{}]:{}", target.host, target.port)
+                } else {
+                    format!("{}:{}", target.host, target.port)
+                }
+            },
+            |(_, value)| value.clone(),
+        );
+    let mut text = format!(
+        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: dropship-health\r\nAccept: */*\r\nConnection: close\r\n",
+        target.path
+    );
+    for (name, value) in headers {
+        if !name.eq_ignore_ascii_case("host") {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    text.push_str("\r\n");
+    text.into_bytes()
+}
+
+/// What is wrong with a request header, if anything: names are HTTP tokens, values one line of
+/// visible text; `Connection` and the body's framing are dropship's own.
+pub fn header_problem(name: &str, value: &str) -> Option<String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Some(format!("bad header name `{name}`"));
+    }
+    if ["connection", "content-length", "transfer-encoding"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+    {
+        return Some(format!("header `{name}` is set by dropship"));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Some(format!(
+            "header `{name}`: the value holds a line break or control character"
+        ));
+    }
+    None
 }
 
 /// The status code and body of a raw HTTP response. What an error shows of the response is
@@ -195,6 +262,7 @@ mod tests {
         assert_eq!(
             parse_url("http://127.0.0.1:8902/healthz?x=1").unwrap(),
             HttpTarget {
+                https: false,
                 host: "127.0.0.1".into(),
                 port: 8902,
                 path: "/healthz?x=1".into()
@@ -202,17 +270,61 @@ mod tests {
         );
         assert_eq!(parse_url("http://localhost").unwrap().port, 80);
         assert_eq!(parse_url("http://[::1]:81/").unwrap().host, "::1");
+        let https = parse_url("https://pixel.example.com/up").unwrap();
+        assert!(https.https);
+        assert_eq!(https.port, 443);
+        assert_eq!(https.url(), "https://pixel.example.com:443/up");
         assert!(
-            parse_url("https://x/")
+            parse_url("ftp://x/")
                 .unwrap_err()
                 .to_string()
-                .contains("not an http:// URL")
+                .contains("not an http:// or https:// URL")
         );
         assert!(
             parse_url("http://x:99999/")
                 .unwrap_err()
                 .to_string()
                 .contains("bad port")
+        );
+    }
+
+    #[test]
+    fn a_host_header_replaces_the_default_and_headers_are_validated() {
+        let target = parse_url("http://127.0.0.1:8080/up").unwrap();
+        let plain = String::from_utf8(request(&target, &[])).unwrap();
+        assert!(
+            plain.starts_with("GET /up HTTP/1.0\r\nHost: 127.0.0.1:8080\r\n"),
+            "{plain}"
+        );
+        let headers = vec![
+            ("Host".to_string(), "pixel.example.com".to_string()),
+            ("X-Probe".to_string(), "1".to_string()),
+        ];
+        let asked = String::from_utf8(request(&target, &headers)).unwrap();
+        assert!(
+            asked.starts_with("GET /up HTTP/1.0\r\nHost: pixel.example.com\r\n"),
+            "{asked}"
+        );
+        assert_eq!(asked.matches("Host:").count(), 1, "{asked}");
+        assert!(
+            asked.ends_with("Connection: close\r\nX-Probe: 1\r\n\r\n"),
+            "{asked}"
+        );
+        assert_eq!(header_problem("Host", "a.example"), None);
+        assert!(
+            header_problem("Bad Name", "x")
+                .unwrap()
+                .contains("bad header name")
+        );
+        assert!(
+            header_problem("X", "a\r\nEvil: 1")
+                .unwrap()
+                .contains("line break")
+        );
+        assert!(
+            header_problem("connection", "keep-alive")
+                .unwrap()
+                .contains("set by dropship")
         );
     }
 

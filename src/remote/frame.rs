@@ -51,6 +51,8 @@ pub enum Kind {
     BlueGreen,
     /// `facts:docker|plugin|standalone`, each followed by that version (`facts.rs`).
     Facts,
+    /// `ensure:ok` or `ensure:changed WHAT...` (`ensure.rs`).
+    Ensure,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Images => "images",
             Kind::BlueGreen => "bluegreen",
             Kind::Facts => "facts",
+            Kind::Ensure => "ensure",
         }
     }
 }

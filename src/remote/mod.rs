@@ -9,6 +9,7 @@ pub mod blue_green;
 pub mod compose;
 pub mod diagnose;
 pub mod driver;
+pub mod ensure;
 pub mod facts;
 pub mod files;
 pub mod frame;

@@ -234,11 +234,16 @@ impl<T: Connection> HostSession<T> {
                 return Err(format!("container {} has no address", container.name));
             };
             let check = HealthCheck {
-                probe: Probe::Http(HttpTarget {
-                    host: ip.to_string(),
-                    port: switch.port,
-                    path: switch.health.path.clone(),
-                }),
+                probe: Probe::Http {
+                    target: HttpTarget {
+                        https: false,
+                        host: ip.to_string(),
+                        port: switch.port,
+                        path: switch.health.path.clone(),
+                    },
+                    headers: Vec::new(),
+                    tls: None,
+                },
                 expect: switch.health.expect,
                 contains: switch.health.contains.clone(),
                 timeout: timeout.map_or(switch.health.timeout, |t| t.min(switch.health.timeout)),

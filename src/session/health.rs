@@ -72,22 +72,39 @@ impl<T: Connection> HostSession<T> {
         cancel: &Cancel,
     ) -> Result<String, String> {
         match &check.probe {
-            Probe::Http(target) => {
-                let bytes = health::request(target);
-                let request =
-                    self.conn()?
-                        .tcp_request(&target.host, target.port, &bytes, 64 * 1024);
-                // Nothing runs on the host for a request: dropping it is stopping it.
-                let raw = tokio::select! {
-                    raw = request => raw,
-                    () = cancel.aborted() => Err(TransportError::Aborted),
-                };
-                let raw = raw.map_err(|e| {
+            Probe::Http {
+                target,
+                headers,
+                tls,
+            } => {
+                let bytes = health::request(target, headers);
+                let conn = self.conn()?;
+                let cannot_connect = |e: TransportError| {
                     format!(
                         "cannot connect to {}:{} from the host: {e}",
                         target.host, target.port
                     )
-                })?;
+                };
+                let exchange = async {
+                    match tls {
+                        None => conn
+                            .tcp_request(&target.host, target.port, &bytes, 64 * 1024)
+                            .await
+                            .map_err(cannot_connect),
+                        Some(tls) => {
+                            let stream = conn
+                                .tcp_stream(&target.host, target.port)
+                                .await
+                                .map_err(cannot_connect)?;
+                            health::tls::exchange(stream, tls, &bytes, 64 * 1024).await
+                        }
+                    }
+                };
+                // Nothing runs on the host for a request: dropping it is stopping it.
+                let raw = tokio::select! {
+                    raw = exchange => raw,
+                    () = cancel.aborted() => Err(TransportError::Aborted.to_string()),
+                }?;
                 let (status, body) =
                     health::parse_response(&raw, &self.redactor).map_err(|e| e.to_string())?;
                 health::judge(check, status, body, &self.redactor).map_err(|e| e.to_string())?;

@@ -2,14 +2,17 @@
 //! until it passes or times out. It runs in a session of its own (the host session's health
 //! runner), never as a segment of a driver script.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use indexmap::IndexMap;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Act, Done, Failure, HostView, Kind, ParseCx, PlanCx, Prepared, Templated};
 use crate::diagnostic::InputError;
-use crate::health::{self, HealthCheck, Probe};
+use crate::health::{self, HealthCheck, Probe, Tls, Trust};
 use crate::transport::ExecOutput;
 
 #[derive(Debug, Deserialize)]
@@ -21,12 +24,20 @@ pub struct RawHealth {
     contains: Option<String>,
     timeout: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    insecure: Option<Spanned<bool>>,
+    headers: Option<Spanned<IndexMap<String, Templated>>>,
 }
 
-/// `health = { url | command, expect, contains, timeout, interval }`.
+/// `health = { url | command, expect, contains, timeout, interval, ca | insecure, headers }`.
 #[derive(Debug, Clone)]
 pub struct Health {
     pub url: Option<Templated>,
+    /// For `https://` URLs: the CA file's certificates (read with the playbook), `insecure`,
+    /// or neither (this machine's CA bundle).
+    pub trust: Trust,
+    /// Request headers, values rendered per host (like a command line: no secret in them).
+    pub headers: Vec<(String, Templated)>,
     pub command: Option<Templated>,
     pub expect: u16,
     pub contains: Option<String>,
@@ -52,6 +63,54 @@ impl Kind for Health {
                 .error_at(span, "`expect` and `contains` apply to `url` checks only")
                 .with_hint("a `command` check passes when the command exits 0"));
         }
+        if raw.command.is_some()
+            && (raw.ca.is_some() || raw.insecure.is_some() || raw.headers.is_some())
+        {
+            return Err(file
+                .error_at(
+                    span,
+                    "`ca`, `insecure` and `headers` apply to `url` checks only",
+                )
+                .with_hint("a `command` check passes when the command exits 0"));
+        }
+        let trust = match (&raw.ca, &raw.insecure) {
+            (Some(_), Some(insecure)) if *insecure.get_ref() => {
+                return Err(file
+                    .error_at(insecure.span(), "`insecure = true` and `ca` contradict each other")
+                    .with_hint("keep `ca` to verify the server's certificate, or `insecure = true` to accept any certificate"));
+            }
+            (Some(ca), _) => {
+                let path = crate::paths::resolve_existing(ca.get_ref(), cx.bases);
+                let pem = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+                    .and_then(|pem| {
+                        health::tls::certificates(&pem).map(|_| pem).map_err(|e| {
+                            format!("`{}`: {e}", path.display())
+                        })
+                    })
+                    .map_err(|e| {
+                        file.error_at(ca.span(), format!("bad `ca`: {e}"))
+                            .with_hint("name a PEM file with the CA certificate(s) that signed the server's; relative paths are looked up in the playbook's directory, then its parent")
+                    })?;
+                Trust::Ca {
+                    name: ca.get_ref().clone(),
+                    pem: Arc::from(pem),
+                }
+            }
+            (None, Some(insecure)) if *insecure.get_ref() => Trust::Insecure,
+            (None, _) => Trust::System,
+        };
+        let mut headers = Vec::new();
+        if let Some(map) = raw.headers {
+            for (name, value) in map.into_inner() {
+                if let Some(problem) = health::header_problem(&name, value.get_ref()) {
+                    return Err(file
+                        .error_at(value.span(), problem)
+                        .with_hint("write e.g. headers = { Host = \"pixel.example.com\" }: names are HTTP tokens, values one line"));
+                }
+                headers.push((name, value));
+            }
+        }
         let duration = |field: &Option<Spanned<String>>, default: u64| match field {
             None => Ok(Duration::from_secs(default)),
             Some(t) => humantime::parse_duration(t.get_ref()).map_err(|e| {
@@ -75,6 +134,8 @@ impl Kind for Health {
         }
         Ok(Health {
             url: raw.url,
+            trust,
+            headers,
             command: raw.command,
             expect: raw.expect.unwrap_or(200),
             contains: raw.contains,
@@ -92,18 +153,55 @@ impl Kind for Health {
     }
 
     fn templated_fields(&self) -> Vec<&Templated> {
-        self.url.iter().chain(self.command.iter()).collect()
+        self.url
+            .iter()
+            .chain(self.command.iter())
+            .chain(self.headers.iter().map(|(_, value)| value))
+            .collect()
     }
 
     fn plan(&self, cx: &mut PlanCx<'_>) -> Result<HealthCheck, InputError> {
         let probe = match (&self.url, &self.command) {
             (Some(url), _) => {
                 let rendered = cx.field(url)?;
-                Probe::Http(health::parse_url(&rendered).map_err(|e| {
+                let target = health::parse_url(&rendered).map_err(|e| {
                     cx.file
                         .error_at(url.span(), format!("bad health URL: {e}"))
                         .with_hint("write e.g. http://127.0.0.1:8080/healthz; it is fetched from the host's side")
-                })?)
+                })?;
+                let mut headers = Vec::with_capacity(self.headers.len());
+                for (name, value) in &self.headers {
+                    // Rendered like a command line: a secret in a header is refused.
+                    let text = cx.field(value)?;
+                    if let Some(problem) = health::header_problem(name, &text) {
+                        return Err(cx.file.error_at(value.span(), problem).with_hint(
+                            "a header value is one line of text: check what the template renders",
+                        ));
+                    }
+                    headers.push((name.clone(), text));
+                }
+                let host_header = headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+                    .map(|(_, value)| value.as_str());
+                let tls = target.https.then(|| Tls {
+                    trust: self.trust.clone(),
+                    server_name: health::tls::server_name(&target.host, host_header),
+                });
+                if !target.https && !matches!(self.trust, Trust::System) {
+                    return Err(cx
+                        .file
+                        .error_at(
+                            url.span(),
+                            "`ca` and `insecure` apply to https:// URLs only",
+                        )
+                        .with_hint("write the URL with https://, or drop `ca`/`insecure`"));
+                }
+                Probe::Http {
+                    target,
+                    headers,
+                    tls,
+                }
             }
             (None, Some(command)) => Probe::Command {
                 command: cx.field(command)?,
@@ -124,14 +222,27 @@ impl Kind for Health {
 impl Act for HealthCheck {
     fn describe(&self) -> String {
         match &self.probe {
-            Probe::Http(t) => format!(
-                "GET http://{}:{}{} from the host until HTTP {} (timeout {})",
-                t.host,
-                t.port,
-                t.path,
-                self.expect,
-                humantime::format_duration(self.timeout)
-            ),
+            Probe::Http {
+                target,
+                headers,
+                tls,
+            } => {
+                let mut notes: Vec<String> = headers
+                    .iter()
+                    .map(|(name, value)| format!("{name}: {value}"))
+                    .collect();
+                notes.extend(tls.as_ref().map(Tls::describe));
+                notes.push(format!(
+                    "timeout {}",
+                    humantime::format_duration(self.timeout)
+                ));
+                format!(
+                    "GET {} from the host until HTTP {} ({})",
+                    target.url(),
+                    self.expect,
+                    notes.join("; ")
+                )
+            }
             Probe::Command { command, .. } => format!(
                 "run `{command}` until it exits 0 (timeout {})",
                 humantime::format_duration(self.timeout)

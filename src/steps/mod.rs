@@ -30,6 +30,7 @@ pub mod apt;
 pub mod blue_green;
 pub mod compose;
 mod done;
+pub mod ensure;
 pub mod files;
 pub mod health;
 pub mod login;
@@ -315,6 +316,7 @@ registry! {
     activate => Activate(activate::Activate),
     blue_green => BlueGreen(blue_green::BlueGreen),
     prune_images => PruneImages(prune_images::PruneImages),
+    ensure => Ensure(ensure::Ensure),
 }
 
 /// Kinds the plan adds by itself and a playbook may not write (their key is refused).
@@ -458,7 +460,7 @@ mod tests {
     fn the_kinds_list_names_every_kind_in_registry_order() {
         assert_eq!(
             kinds_list(),
-            "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health`, `activate` or `blue_green`"
+            "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health`, `activate`, `blue_green` or `ensure`"
         );
     }
 }

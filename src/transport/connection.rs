@@ -9,7 +9,7 @@ use russh::{Channel, ChannelMsg, Disconnect, Sig};
 use tokio::sync::{Notify, Semaphore};
 
 use super::ssh::{Bastion, ClientHandler, MAX_SESSIONS, OPEN_RETRIES, STDIN_CHUNK, SessionState};
-use super::{Connection, OutputSink, TransportError};
+use super::{Connection, ForwardedStream, OutputSink, TransportError};
 
 /// One authenticated connection; commands run on their own channels, possibly concurrently.
 pub struct SshConnection {
@@ -247,6 +247,12 @@ impl Connection for SshConnection {
         }
         let _ = channel.close().await;
         Ok(response)
+    }
+
+    async fn tcp_stream(&self, host: &str, port: u16) -> Result<ForwardedStream, TransportError> {
+        Ok(Box::new(
+            self.open_direct_tcpip(host, port).await?.into_stream(),
+        ))
     }
 
     async fn close(&self) {

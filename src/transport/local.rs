@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{ConnectSpec, Connection, Connector, OutputSink, TransportError};
+use super::{ConnectSpec, Connection, Connector, ForwardedStream, OutputSink, TransportError};
 
 /// Called when a fault's condition is met (a test interrupts the run there, records, ...),
 /// with the host's name (`OnConnect`) or the command's script (`OnExec`).
@@ -440,6 +440,29 @@ impl Connection for LocalConnection {
                 Ok(response)
             }
         }
+    }
+
+    async fn tcp_stream(&self, host: &str, port: u16) -> Result<ForwardedStream, TransportError> {
+        self.check_alive()?;
+        let connect = self
+            .faults
+            .of(&self.host)
+            .into_iter()
+            .rev()
+            .find_map(|f| match f {
+                Fault::Tcp(tcp) => Some(matches!(tcp, Tcp::Connect)),
+                _ => None,
+            })
+            .unwrap_or(false);
+        if !connect {
+            return Err(TransportError::Protocol(
+                "server refused to open a channel: the local transport forwards streams only with `Tcp::Connect`".into(),
+            ));
+        }
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| TransportError::Protocol(format!("forwarded connection: {e}")))?;
+        Ok(Box::new(stream))
     }
 
     async fn close(&self) {

@@ -411,9 +411,24 @@ pub trait Connection: Send + Sync + 'static {
         request: &[u8],
         limit: usize,
     ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
+    /// A byte stream from the remote host's side (SSH `direct-tcpip`) to `host:port`, both
+    /// ways: for https health checks, whose TLS runs on top of it.
+    fn tcp_stream(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<ForwardedStream, TransportError>> + Send;
     /// Closes the connection politely.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
+
+/// A forwarded TCP connection as a byte stream (`Connection::tcp_stream`).
+pub type ForwardedStream = Box<dyn ForwardedIo>;
+
+/// What a forwarded stream is: readable and writable from any task.
+pub trait ForwardedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ForwardedIo for T {}
 
 #[cfg(test)]
 mod tests {
