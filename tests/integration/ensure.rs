@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::process::Command;
 
-use crate::harness::{run_playbook, start_fleet, unique};
+use crate::harness::{SudoUser, command, finish, run_playbook, start_fleet, unique};
 
 fn playbook(steps: &str) -> String {
     format!("name = \"ensure\"\napp = \"ensure\"\n{steps}")
@@ -194,4 +194,36 @@ fn a_network_is_created_on_the_real_engine_then_ok() {
     let run = run_playbook("deploy", &inv, &pb);
     run.assert_code(0);
     run.assert_outcome("h1", "net", "ok");
+}
+
+#[test]
+fn with_become_a_root_owned_directory_is_made_then_ok() {
+    let fleet = start_fleet(1);
+    let user = SudoUser::create();
+    let inv = fleet.inventory_for_user(&user.name);
+    let pb = fleet.write(
+        "become.toml",
+        &format!(
+            "name = \"ensure\"\napp = \"ensure\"\n\n{}[[steps]]\nname = \"root dir\"\nensure = {{ path = \"{{{{ out }}}}/etc-app\", mode = \"0700\", owner = \"root\", group = \"root\" }}\nbecome = true\n",
+            user.become_vars()
+        ),
+    );
+    let deploy = || {
+        let mut cmd = command(
+            &["deploy", "-i", inv.to_str().unwrap(), pb.to_str().unwrap()],
+            None,
+        );
+        cmd.env("DROPSHIP_TEST_SUDO_PW", &user.password);
+        finish(cmd.spawn().expect("spawn dropship"))
+    };
+    let run = deploy();
+    run.assert_code(0);
+    // Made by root already: only the mode differs from what mkdir gave it.
+    run.assert_outcome("h1", "root dir", "changed");
+    let meta = fs::metadata(user.scratch.join("etc-app")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    let run = deploy();
+    run.assert_code(0);
+    run.assert_outcome("h1", "root dir", "ok");
 }
