@@ -20,6 +20,7 @@ use crate::vars::Needed;
 
 mod context;
 mod exposure;
+mod handlers;
 mod render;
 
 pub use crate::steps::Action;
@@ -55,6 +56,19 @@ pub struct PlannedStep {
     pub action: Action,
     /// Run the action's commands through sudo.
     pub become_as: Option<Become>,
+    /// Its part in `on_change`: a file step that notifies a handler, or the handler.
+    pub notify: Notify,
+}
+
+/// A step's part in `on_change` handlers (numbered per host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Notify {
+    #[default]
+    None,
+    /// A file step: when it reports `changed`, handler N fires.
+    Trigger(usize),
+    /// Handler N: runs only when one of its triggers changed on this host in this run.
+    Handler(usize),
 }
 
 impl PlannedStep {
@@ -63,6 +77,7 @@ impl PlannedStep {
             name: name.into(),
             action,
             become_as: None,
+            notify: Notify::None,
         }
     }
 }

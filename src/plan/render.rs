@@ -6,7 +6,7 @@ use minijinja::Value;
 
 use super::{Action, Become, PlanOptions, PlannedStep};
 use crate::diagnostic::InputError;
-use crate::playbook::Playbook;
+use crate::playbook::{Playbook, Step};
 use crate::release::ReleaseSite;
 use crate::secrets::Secret;
 use crate::steps::activate::Activation;
@@ -35,6 +35,8 @@ pub(super) fn plan_steps(
     let mut steps = Vec::with_capacity(playbook.steps.len() + 1);
     let mut passwords = Vec::new();
     let mut command_line = Vec::new();
+    // File steps with `on_change` that run on this host: (index in `steps`, the step).
+    let mut triggers = Vec::new();
     for step in &playbook.steps {
         if !options.tags.is_empty() && !step.tags.iter().any(|t| options.tags.contains(t)) {
             continue;
@@ -73,47 +75,78 @@ pub(super) fn plan_steps(
         let action = step.kind.plan(&mut cx)?;
         command_line = cx.command_line;
         passwords = cx.passwords;
-        let become_as = match &step.become_as {
-            None => None,
-            Some(b) => {
-                let password = match &b.password {
-                    None => None,
-                    Some(p) => {
-                        let value = renderer.render_field(p, ctx, &playbook.file)?;
-                        if value.is_empty() || value.contains('\n') {
-                            return Err(playbook
-                                .file
-                                .error_at(
-                                    p.span(),
-                                    "the sudo password is empty or spans several lines",
-                                )
-                                .with_hint("sudo reads one line: check the secret's source"));
-                        }
-                        let secret = Secret::new(value);
-                        passwords.push((
-                            format!("the become password of step `{}`", step.name),
-                            secret.clone(),
-                        ));
-                        Some(secret)
-                    }
-                };
-                Some(Become {
-                    user: b.user.clone(),
-                    password,
-                })
-            }
-        };
+        let become_as = become_of(step, playbook, renderer, ctx, &mut passwords)?;
+        if step.on_change.is_some() && !matches!(action, Action::Skip { .. }) {
+            triggers.push((steps.len(), step));
+        }
         steps.push(PlannedStep {
             name: step.name.clone(),
             action,
             become_as,
+            notify: Default::default(),
         });
     }
+    let mut cx = PlanCx {
+        file: &playbook.file,
+        renderer,
+        ctx,
+        app: &playbook.app,
+        index: 0,
+        name: "",
+        dir: None,
+        release,
+        command_line,
+        passwords,
+    };
+    super::handlers::add_handlers(&mut steps, &triggers, playbook, &mut cx)?;
+    let PlanCx {
+        command_line,
+        passwords,
+        ..
+    } = cx;
     Ok(PlannedSteps {
         steps,
         passwords,
         command_line,
     })
+}
+
+/// A step's `become`, its password rendered (and kept to be masked).
+pub(super) fn become_of(
+    step: &Step,
+    playbook: &Playbook,
+    renderer: &Renderer,
+    ctx: &Value,
+    passwords: &mut Vec<(String, Secret)>,
+) -> Result<Option<Become>, InputError> {
+    let Some(b) = &step.become_as else {
+        return Ok(None);
+    };
+    let password = match &b.password {
+        None => None,
+        Some(p) => {
+            let value = renderer.render_field(p, ctx, &playbook.file)?;
+            if value.is_empty() || value.contains('\n') {
+                return Err(playbook
+                    .file
+                    .error_at(
+                        p.span(),
+                        "the sudo password is empty or spans several lines",
+                    )
+                    .with_hint("sudo reads one line: check the secret's source"));
+            }
+            let secret = Secret::new(value);
+            passwords.push((
+                format!("the become password of step `{}`", step.name),
+                secret.clone(),
+            ));
+            Some(secret)
+        }
+    };
+    Ok(Some(Become {
+        user: b.user.clone(),
+        password,
+    }))
 }
 
 /// Puts the `activate` action right after the last file step, unless the playbook placed one

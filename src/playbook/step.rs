@@ -6,6 +6,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use crate::diagnostic::{InputError, SourceFile};
+use crate::steps::handlers::OnChange;
 use crate::steps::{self, ParseCx, RawStep, StepKind, Templated, valid_user_name};
 
 /// `become`, `become_user`, `become_password` of a step (the password falls back to
@@ -30,6 +31,8 @@ pub struct Step {
     pub kind: StepKind,
     /// Run the step's remote commands through sudo.
     pub become_as: Option<BecomeSpec>,
+    /// What to do when this (file) step changed its file on a host.
+    pub on_change: Option<OnChange>,
 }
 
 impl Step {
@@ -41,6 +44,9 @@ impl Step {
             fields.extend(b.password.iter());
         }
         fields.extend(self.kind.templated_fields());
+        if let Some(on_change) = &self.on_change {
+            fields.extend(on_change.templated_fields());
+        }
         fields
     }
 }
@@ -95,6 +101,17 @@ pub(super) fn convert_step(
             .with_key(format!("steps.{index}"))
             .with_hint(format!("give it one of {}", steps::kinds_list())));
     };
+    let on_change = match raw.on_change.take() {
+        None => None,
+        Some(raw_on_change) => {
+            if !matches!(kind, StepKind::Copy(_) | StepKind::Template(_)) {
+                return Err(file
+                    .error_at(raw_on_change.span(), "`on_change` applies to `copy` and `template` steps only")
+                    .with_hint("a handler reacts to a file that changed: move it to the file step whose change needs it"));
+            }
+            Some(OnChange::parse(file, raw_on_change)?)
+        }
+    };
     let name = raw.name.unwrap_or_else(|| kind.default_name());
     Ok(Step {
         index,
@@ -105,6 +122,7 @@ pub(super) fn convert_step(
         tags: raw.tags,
         kind,
         become_as,
+        on_change,
     })
 }
 

@@ -259,6 +259,8 @@ fn script(
         ComposeCommand::Down => sh!("down --remove-orphans"),
         ComposeCommand::Restart => sh!("restart"),
         ComposeCommand::Ps => sh!("ps"),
+        // No TTY, stdin closed: a handler's command cannot wait for input.
+        ComposeCommand::Exec => sh!("exec -T"),
     };
     let mut script = sh!("(cd -- {} && exec {} -p {} {}", dir, tool, project, args);
     if !services.is_empty() {
@@ -304,7 +306,7 @@ pub fn changed(command: ComposeCommand, output: &str) -> bool {
                         | "Removed"
                 )
         }),
-        ComposeCommand::Down | ComposeCommand::Restart => true,
+        ComposeCommand::Down | ComposeCommand::Restart | ComposeCommand::Exec => true,
     }
 }
 

@@ -15,7 +15,7 @@ mod query;
 mod rollback;
 mod sequence;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::Range;
 use std::time::Instant;
@@ -91,6 +91,8 @@ pub struct HostSession<T: Connection> {
     activated: bool,
     /// This run holds the host's lock.
     locked: bool,
+    /// The `on_change` handlers a file step that changed on this host notified in this run.
+    notified: HashSet<usize>,
     result: HostResult,
     started: Instant,
 }
@@ -127,6 +129,7 @@ pub async fn connect_all<C: Connector>(
                 previous_release: None,
                 activated: false,
                 locked: false,
+                notified: HashSet::new(),
                 result: HostResult::new(&hp.host.name, &hp.host.address),
                 started,
             };

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{HostSession, RunContext};
-use crate::plan::{Action, Become, PlannedStep};
+use crate::plan::{Action, Become, Notify, PlannedStep};
 use crate::remote::compose::{self, ComposeFlavor};
 use crate::remote::driver::{self, Driver};
 use crate::remote::{self, split::StepSplitter};
@@ -116,8 +116,26 @@ impl<T: Connection> HostSession<T> {
         // a step known to fail ends the script before it.
         let mut slots = Vec::new();
         let mut segments = Vec::new();
+        // Handlers notified by a file step sent in this script: a sent file step reports
+        // `changed` unless it fails, and a failure ends the script before the handler, so
+        // the handler rides in the same script.
+        let mut notified_here = Vec::new();
         for (tag, step) in steps.iter().enumerate() {
-            match step.action.prepare(&self.view(), &step.name, tag) {
+            let prepared = match step.notify {
+                Notify::Handler(id)
+                    if !self.notified.contains(&id) && !notified_here.contains(&id) =>
+                {
+                    Prepared::Local(Done::new(
+                        Outcome::Skipped,
+                        Some("not notified: no file it watches changed".into()),
+                    ))
+                }
+                _ => step.action.prepare(&self.view(), &step.name, tag),
+            };
+            if let (Notify::Trigger(id), Prepared::Remote(_)) = (step.notify, &prepared) {
+                notified_here.push(id);
+            }
+            match prepared {
                 Prepared::Remote(segment) => {
                     segments.push(segment);
                     slots.push(None);
@@ -218,6 +236,11 @@ impl<T: Connection> HostSession<T> {
             };
             // Sticky: every step after a failed one in this session is skipped.
             failed |= done.outcome == Outcome::Failed;
+            if let Notify::Trigger(id) = step.notify
+                && done.outcome == Outcome::Changed
+            {
+                self.notified.insert(id);
+            }
             // A connection that failed has nothing more to tell.
             let words = match transport_error {
                 None => self.words_after(ctx, step, &done).await,

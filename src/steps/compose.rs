@@ -22,6 +22,10 @@ pub enum ComposeCommand {
     Down,
     Restart,
     Ps,
+    /// `exec -T SERVICE COMMAND…`: only a step's `on_change` runs it (a `compose` step may not
+    /// name it); its `services` hold the service, then the command's words.
+    #[serde(skip)]
+    Exec,
 }
 
 impl ComposeCommand {
@@ -32,6 +36,7 @@ impl ComposeCommand {
             Self::Down => "down",
             Self::Restart => "restart",
             Self::Ps => "ps",
+            Self::Exec => "exec",
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod compose;
 mod done;
 pub mod ensure;
 pub mod files;
+pub mod handlers;
 pub mod health;
 pub mod login;
 pub mod prune_images;
@@ -195,6 +196,8 @@ macro_rules! registry {
             pub become_password: Option<Templated>,
             pub creates: Option<Templated>,
             pub unless: Option<Templated>,
+            /// A file step's handler (`copy`, `template` only; `playbook` checks).
+            pub on_change: Option<Spanned<handlers::RawOnChange>>,
         }
 
         /// What a step does, as written and validated: one variant per kind.

@@ -9,6 +9,7 @@ mod e2e_images;
 mod ensure;
 mod failures;
 mod firstday;
+mod handlers;
 mod harness;
 mod health;
 mod health_https;

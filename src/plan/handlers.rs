@@ -1,0 +1,200 @@
+//! Placing one host's `on_change` handlers among its steps: one handler step per distinct
+//! reaction (several file steps naming the same one share it), right before the first `health`
+//! step after its last trigger (so a restarted service is what the health check sees), else
+//! after the last step. Whether it fires is the session's call (a trigger reported `changed`).
+
+use super::render::become_of;
+use super::{Action, Become, Notify, PlannedStep};
+use crate::diagnostic::InputError;
+use crate::playbook::{Playbook, Step, StepKind};
+use crate::steps::PlanCx;
+use crate::steps::compose::ComposeRun;
+
+/// A handler being gathered: its action, `become`, and the steps that trigger it.
+struct Gathered {
+    verb: String,
+    action: Action,
+    become_as: Option<Become>,
+    /// Indices in the host's steps, and names, of its triggers.
+    triggers: Vec<(usize, String)>,
+}
+
+/// Adds the handlers of `triggers` (file steps with `on_change` that run on this host, with
+/// their index in `steps`) to `steps`, and marks each trigger with its handler.
+pub(super) fn add_handlers<'a>(
+    steps: &mut Vec<PlannedStep>,
+    triggers: &[(usize, &'a Step)],
+    playbook: &'a Playbook,
+    cx: &mut PlanCx<'a>,
+) -> Result<(), InputError> {
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    let compose = first_compose(playbook, cx)?;
+    let mut gathered: Vec<Gathered> = Vec::new();
+    for &(at, step) in triggers {
+        let Some(on_change) = &step.on_change else {
+            continue;
+        };
+        cx.index = step.index;
+        cx.name = &step.name;
+        cx.dir = step.dir.as_ref().map(|d| cx.field(d)).transpose()?;
+        let action = on_change.plan(cx, compose.as_ref().map(|(run, _)| run))?;
+        // Compose reactions talk to docker as the compose step does, unless the file step
+        // itself says how (`become`); `run` is the file step's own.
+        let become_as = match (
+            &compose,
+            on_change.uses_compose() && step.become_as.is_none(),
+        ) {
+            (Some((_, compose_become)), true) => compose_become.clone(),
+            _ => steps[at].become_as.clone(),
+        };
+        let same =
+            |g: &Gathered| g.action.describe() == action.describe() && g.become_as == become_as;
+        let handler = match gathered.iter().position(same) {
+            Some(h) => h,
+            None => {
+                gathered.push(Gathered {
+                    verb: on_change.verb(),
+                    action,
+                    become_as,
+                    triggers: Vec::new(),
+                });
+                gathered.len() - 1
+            }
+        };
+        gathered[handler].triggers.push((at, step.name.clone()));
+        steps[at].notify = Notify::Trigger(handler);
+    }
+    // Where each goes, by the indices before any insertion; inserted last first so that
+    // handlers placed at the same index keep their order.
+    let placed: Vec<usize> = gathered
+        .iter()
+        .map(|g| {
+            let last = g.triggers.iter().map(|(i, _)| *i).max().unwrap_or(0);
+            steps
+                .iter()
+                .enumerate()
+                .skip(last + 1)
+                .find(|(_, s)| matches!(s.action, Action::Health(_)))
+                .map_or(steps.len(), |(i, _)| i)
+        })
+        .collect();
+    for (id, (g, at)) in gathered.into_iter().zip(placed).enumerate().rev() {
+        let names: Vec<String> = g.triggers.into_iter().map(|(_, n)| n).collect();
+        steps.insert(
+            at,
+            PlannedStep {
+                name: format!("{} ({} changed)", g.verb, names.join(" or ")),
+                action: g.action,
+                become_as: g.become_as,
+                notify: Notify::Handler(id),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The playbook's first `compose` step rendered for this host, with its `become`: where a
+/// handler's compose commands run when `on_change` does not say.
+fn first_compose<'a>(
+    playbook: &'a Playbook,
+    cx: &mut PlanCx<'a>,
+) -> Result<Option<(ComposeRun, Option<Become>)>, InputError> {
+    let Some(step) = playbook
+        .steps
+        .iter()
+        .find(|s| matches!(s.kind, StepKind::Compose(_)))
+    else {
+        return Ok(None);
+    };
+    cx.index = step.index;
+    cx.name = &step.name;
+    cx.dir = step.dir.as_ref().map(|d| cx.field(d)).transpose()?;
+    let Action::Compose(run) = step.kind.plan(cx)? else {
+        unreachable!("a compose step plans a compose action")
+    };
+    let become_as = become_of(step, playbook, cx.renderer, cx.ctx, &mut cx.passwords)?;
+    Ok(Some((run, become_as)))
+}
+
+#[cfg(test)]
+mod tests {
+    use indexmap::IndexMap;
+
+    use super::super::{Notify, PlanOptions, build};
+    use crate::diagnostic::SourceFile;
+    use crate::inventory::Inventory;
+    use crate::playbook::Playbook;
+
+    fn plan_of(steps: &str, tags: &[&str]) -> Vec<(String, Notify)> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.conf"), "a").unwrap();
+        let pb = Playbook::parse(SourceFile {
+            path: dir.path().join("pb.toml"),
+            text: format!("name = \"t\"\napp = \"a\"\n{steps}"),
+        })
+        .unwrap();
+        let inventory = Inventory::parse(&SourceFile {
+            path: "inv.toml".into(),
+            text: "[ssh]\nssh_config = \"\"\n[hosts.h1]\n".into(),
+        })
+        .unwrap();
+        let options = PlanOptions {
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let plan = build(&inventory, &pb, &IndexMap::new(), &options).unwrap();
+        plan.hosts[0]
+            .steps
+            .iter()
+            .map(|s| (s.name.clone(), s.notify))
+            .collect()
+    }
+
+    const STEPS: &str = "
+[[steps]]
+name = \"one\"
+copy = { src = \"a.conf\", dest = \"/srv/one\" }
+on_change = { restart = [\"proxy\"] }
+tags = [\"one\"]
+[[steps]]
+name = \"up\"
+compose = { command = \"up\", dir = \"/srv\" }
+[[steps]]
+name = \"two\"
+copy = { src = \"a.conf\", dest = \"/srv/two\" }
+on_change = { restart = [\"proxy\"] }
+[[steps]]
+name = \"healthy\"
+health = { url = \"http://127.0.0.1/\" }
+[[steps]]
+name = \"last\"
+run = \"true\"
+";
+
+    #[test]
+    fn one_handler_per_reaction_right_before_the_health_check_after_its_last_trigger() {
+        let steps = plan_of(STEPS, &[]);
+        let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "one",
+                "up",
+                "two",
+                "restart proxy (one or two changed)",
+                "healthy",
+                "last"
+            ]
+        );
+        assert_eq!(steps[0].1, Notify::Trigger(0));
+        assert_eq!(steps[2].1, Notify::Trigger(0));
+        assert_eq!(steps[3].1, Notify::Handler(0));
+        // A trigger left out by --tags names no handler; with no health step after it, the
+        // handler comes last.
+        let steps = plan_of(STEPS, &["one"]);
+        let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["one", "restart proxy (one changed)"]);
+    }
+}

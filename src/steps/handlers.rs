@@ -1,0 +1,228 @@
+//! `on_change` of a file step (a handler): what to do on a host when, and only when, that file
+//! changed there in this run — restart compose services, run a command in a service, or run a
+//! shell command. Its keys and checks, and its rendering into a `compose` or `run` action.
+//! Where it runs and whether it fires is decided by `plan` and `session`.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::compose::{ComposeCommand, ComposeRun};
+use super::run::Command;
+use super::{Action, PlanCx, Templated};
+use crate::diagnostic::{InputError, SourceFile};
+
+/// `on_change = { restart = […] | exec = { service, command } | run = "…", dir, project }`, as
+/// written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOnChange {
+    restart: Option<Spanned<Vec<Spanned<String>>>>,
+    exec: Option<Spanned<RawExec>>,
+    run: Option<Templated>,
+    dir: Option<Templated>,
+    project: Option<Templated>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    service: Spanned<String>,
+    command: Spanned<Vec<String>>,
+}
+
+/// What a handler does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reaction {
+    /// `compose restart SERVICES`: a restart re-resolves single-file bind mounts.
+    Restart(Vec<String>),
+    /// `compose exec -T SERVICE COMMAND…` (e.g. `nginx -s reload`).
+    Exec {
+        service: String,
+        command: Vec<String>,
+    },
+    /// A shell command, in the step's `dir` and with its `become`.
+    Run(Templated),
+}
+
+/// A file step's `on_change`, validated.
+#[derive(Debug, Clone)]
+pub struct OnChange {
+    pub reaction: Reaction,
+    /// The compose project's directory and name (`restart`, `exec`) or the command's directory
+    /// (`run`); when not given, taken from the step's `dir`, then the playbook's first
+    /// `compose` step.
+    pub dir: Option<Templated>,
+    pub project: Option<Templated>,
+    /// Where `on_change` is written, for errors.
+    pub span: Range<usize>,
+}
+
+const KEYS_HINT: &str = "write one of on_change = { restart = [\"proxy\"] }, on_change = { exec = { service = \"proxy\", command = [\"nginx\", \"-s\", \"reload\"] } } or on_change = { run = \"systemctl reload foo\" }";
+
+/// Compose service names: letters, digits, `_`, `-`, `.`, not starting with `-`.
+fn valid_service(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+fn bad_service(file: &SourceFile, span: Range<usize>, name: &str) -> InputError {
+    file.error_at(span, format!("bad compose service name `{name}`"))
+        .with_hint("name a service of the compose file: letters, digits, `_`, `-` and `.`")
+}
+
+impl OnChange {
+    pub fn parse(file: &SourceFile, raw: Spanned<RawOnChange>) -> Result<Self, InputError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let given = [raw.restart.is_some(), raw.exec.is_some(), raw.run.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            let problem = if given.iter().any(|g| *g) {
+                "`on_change` names more than one of `restart`, `exec` and `run`"
+            } else {
+                "`on_change` names nothing to do: give `restart`, `exec` or `run`"
+            };
+            return Err(file.error_at(span, problem).with_hint(format!(
+                "{KEYS_HINT}; several reactions need several file steps"
+            )));
+        }
+        let reaction = if let Some(services) = raw.restart {
+            if services.get_ref().is_empty() {
+                return Err(file
+                    .error_at(services.span(), "`restart` names no service")
+                    .with_hint(
+                        "name the compose services to restart, e.g. restart = [\"proxy\"]",
+                    ));
+            }
+            let mut names = Vec::new();
+            for s in services.into_inner() {
+                if !valid_service(s.get_ref()) {
+                    return Err(bad_service(file, s.span(), s.get_ref()));
+                }
+                names.push(s.into_inner());
+            }
+            Reaction::Restart(names)
+        } else if let Some(exec) = raw.exec {
+            let exec = exec.into_inner();
+            if !valid_service(exec.service.get_ref()) {
+                return Err(bad_service(
+                    file,
+                    exec.service.span(),
+                    exec.service.get_ref(),
+                ));
+            }
+            if exec.command.get_ref().is_empty() || exec.command.get_ref()[0].is_empty() {
+                return Err(file
+                    .error_at(exec.command.span(), "`exec` has an empty `command`")
+                    .with_hint(
+                        "give the command and its arguments as a list, e.g. command = [\"nginx\", \"-s\", \"reload\"]",
+                    ));
+            }
+            Reaction::Exec {
+                service: exec.service.into_inner(),
+                command: exec.command.into_inner(),
+            }
+        } else {
+            let Some(command) = raw.run else {
+                unreachable!("exactly one reaction is given")
+            };
+            if let Some(p) = &raw.project {
+                return Err(file
+                    .error_at(p.span(), "`project` applies to `restart` and `exec` only")
+                    .with_hint("remove it: `run` is a shell command, in `dir` when given"));
+            }
+            Reaction::Run(command)
+        };
+        Ok(OnChange {
+            reaction,
+            dir: raw.dir,
+            project: raw.project,
+            span,
+        })
+    }
+
+    /// Every string field rendered per host.
+    pub fn templated_fields(&self) -> Vec<&Templated> {
+        let mut fields: Vec<&Templated> = self.dir.iter().chain(self.project.iter()).collect();
+        if let Reaction::Run(command) = &self.reaction {
+            fields.push(command);
+        }
+        fields
+    }
+
+    /// What it does, for its step's name: `restart proxy`, `exec nginx -s reload in proxy`,
+    /// `run systemctl reload foo`.
+    pub fn verb(&self) -> String {
+        match &self.reaction {
+            Reaction::Restart(services) => format!("restart {}", services.join(" ")),
+            Reaction::Exec { service, command } => {
+                format!("exec {} in {service}", command.join(" "))
+            }
+            Reaction::Run(command) => {
+                let first = command.get_ref().lines().next().unwrap_or("");
+                format!("run {}", first.chars().take(60).collect::<String>())
+            }
+        }
+    }
+
+    /// Whether it talks to compose (and so may borrow a compose step's directory, project
+    /// and `become`).
+    pub fn uses_compose(&self) -> bool {
+        !matches!(self.reaction, Reaction::Run(_))
+    }
+
+    /// Renders the handler for one host. `cx.dir` is the file step's `dir`; `compose` is the
+    /// playbook's first `compose` step rendered for this host, if any.
+    pub fn plan(
+        &self,
+        cx: &mut PlanCx<'_>,
+        compose: Option<&ComposeRun>,
+    ) -> Result<Action, InputError> {
+        let dir = match &self.dir {
+            Some(d) => Some(cx.field(d)?),
+            None => cx.dir.clone(),
+        };
+        let (command, services) = match &self.reaction {
+            Reaction::Run(command) => {
+                return Ok(Action::Run(Command {
+                    command: cx.field(command)?,
+                    dir,
+                    creates: None,
+                    unless: None,
+                }));
+            }
+            Reaction::Restart(services) => (ComposeCommand::Restart, services.clone()),
+            Reaction::Exec { service, command } => {
+                let mut words = vec![service.clone()];
+                words.extend(command.iter().cloned());
+                (ComposeCommand::Exec, words)
+            }
+        };
+        let Some(dir) = dir.or_else(|| compose.map(|c| c.dir.clone())) else {
+            return Err(cx
+                .file
+                .error_at(
+                    self.span.clone(),
+                    "`on_change` does not know the compose project's directory",
+                )
+                .with_hint(
+                    "add `dir = \"{{ app_dir }}\"` to on_change (or to the step), or a `compose` step to the playbook",
+                ));
+        };
+        let project = match (&self.project, compose) {
+            (Some(p), _) => cx.field(p)?,
+            (None, Some(c)) => c.project.clone(),
+            (None, None) => cx.app.to_string(),
+        };
+        Ok(Action::Compose(ComposeRun {
+            command,
+            dir,
+            project,
+            services,
+        }))
+    }
+}
