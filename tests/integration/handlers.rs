@@ -1,10 +1,17 @@
 //! `on_change` handlers on file steps, against real sshd hosts with the docker stand-in: a
 //! handler fires once per host when (and only when) a file it watches changed, rides in the
-//! steps' own session, and is refused where it makes no sense.
+//! steps' own session, and is refused where it makes no sense; and the example's nginx config
+//! served after a change on the real engine.
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Fleet, Run, logins, run_playbook, start_fleet};
+use crate::harness::{Flavor, Fleet, LocalFleet, Run, logins, run_playbook, start_fleet};
+
+crate::on_both_compose_flavors! {
+    a_changed_nginx_template_is_served_after_the_handler_restarts_proxy =>
+        e2e_a_changed_nginx_template_is_served_after_the_handler_restarts_proxy_v1,
+        e2e_a_changed_nginx_template_is_served_after_the_handler_restarts_proxy_v2;
+}
 
 const RESTART: &str = "compose -p hx restart -- proxy";
 const RELOAD: &str = "compose -p hx exec -T -- proxy nginx -s reload";
@@ -256,4 +263,76 @@ fn bad_on_change_is_refused_with_its_place_and_a_hint() {
         assert!(run.stderr.contains("hint"), "{}", run.all());
         assert_eq!(logins(&fleet.host("h1").sshd_log()), 0, "{}", run.all());
     }
+}
+
+/// Status and raw headers of a GET through host `k`'s nginx.
+fn headers_of(fleet: &LocalFleet, k: usize, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let port = fleet.http_base + k as u16;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    raw.split_once("\r\n\r\n")
+        .map_or(raw.clone(), |(h, _)| h.to_string())
+}
+
+/// The example's nginx mounts `./nginx.conf` as a single file. dropship replaces files
+/// atomically (a new inode), so a running container keeps the content it started with: without
+/// the handler a changed template is written but not served; with `on_change = { restart =
+/// ["proxy"] }` it is, and an unchanged redeploy changes nothing and restarts nothing.
+fn a_changed_nginx_template_is_served_after_the_handler_restarts_proxy(flavor: Flavor) {
+    let fleet = LocalFleet::start("e2eh", 1, flavor);
+    let host = fleet.host(1);
+    let playbook = fleet.playbook("deploy.toml");
+    let with_handler = std::fs::read_to_string(&playbook).unwrap();
+    let handler_line = "on_change = { restart = [\"proxy\"] }\n";
+    assert!(with_handler.contains(handler_line), "{with_handler}");
+    let template = fleet.project().join("templates/nginx.conf.j2");
+    let original = std::fs::read_to_string(&template).unwrap();
+    let with_header = |value: &str| {
+        original.replace(
+            "        proxy_pass http://app;\n",
+            &format!("        proxy_pass http://app;\n        add_header X-Test {value} always;\n"),
+        )
+    };
+
+    // Without the handler: the new config is written, the running nginx keeps the old one.
+    std::fs::write(&playbook, with_handler.replace(handler_line, "")).unwrap();
+    fleet.deploy("deploy.toml", &[]).assert_code(0);
+    std::fs::write(&template, with_header("1")).unwrap();
+    let run = fleet.deploy("deploy.toml", &[]);
+    run.assert_code(0);
+    run.assert_outcome(&host, "nginx config", "changed");
+    let headers = headers_of(&fleet, 1, "/");
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    assert!(
+        !headers.contains("X-Test"),
+        "without a restart the single-file mount keeps the old config:\n{headers}"
+    );
+
+    // With the handler: the changed template is served after the redeploy.
+    std::fs::write(&playbook, &with_handler).unwrap();
+    std::fs::write(&template, with_header("2")).unwrap();
+    let run = fleet.deploy("deploy.toml", &[]);
+    run.assert_code(0);
+    run.assert_outcome(&host, "nginx config", "changed");
+    run.assert_outcome(&host, "restart proxy (nginx config changed)", "changed");
+    let headers = headers_of(&fleet, 1, "/");
+    assert!(headers.contains("X-Test: 2"), "{headers}\n{}", run.all());
+
+    // Unchanged: nothing changed, no restart.
+    let run = fleet.deploy("deploy.toml", &[]);
+    run.assert_code(0);
+    run.assert_outcome(&host, "restart proxy (nginx config changed)", "skipped");
+    let changed = run
+        .host_text(&host)
+        .lines()
+        .filter(|l| l.starts_with(&format!("[{host}] changed ")))
+        .count();
+    assert_eq!(changed, 0, "{}", run.all());
+    assert!(headers_of(&fleet, 1, "/").contains("X-Test: 2"));
 }
