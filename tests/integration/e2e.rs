@@ -49,9 +49,24 @@ fn example_app_deploys_for_real_and_rolls_forward(flavor: Flavor) {
     run.assert_code(0);
     // The hosts had no tag of these images (their layers may be in the shared engine): v1
     // says `downloaded newer image` in lower case; v2 prints only `Pulled` when no layer was
-    // downloaded, so it is not judged here.
+    // downloaded, so it is not judged here. All hosts share one engine: whichever pulls first
+    // downloads the tag and the others find it there, so one host (any) reports the change.
     if flavor == Flavor::V1 {
-        run.assert_outcome(&fleet.host(1), "pull images", "changed");
+        let pulled: Vec<String> = (1..=fleet.hosts)
+            .filter(|&k| {
+                run.report().host(&fleet.host(k))["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s["name"] == "pull images" && s["outcome"] == "changed")
+            })
+            .map(|k| fleet.host(k))
+            .collect();
+        assert!(
+            !pulled.is_empty(),
+            "no host reported its pull changed:\n{}",
+            run.all()
+        );
     }
     for k in 1..=fleet.hosts {
         fleet.assert_stack_made_by_flavor(k);
