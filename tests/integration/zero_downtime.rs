@@ -381,4 +381,49 @@ fn the_color_of_the_deploy_before_last_is_replaced_by_the_next_one() {
     }
     let [blue, green] = colors();
     assert!(!blue.is_empty() && !green.is_empty(), "{blue:?} {green:?}");
+
+    // Retention (`[release] keep = 1`: C and B, the previous, are kept): B's and C's tags stay.
+    // A's tag goes only when no container on the engine uses A's image. The engine is shared
+    // with every other test and session, and A is the same image (same id: the registry keeps
+    // its content address) in every fleet's registry, so another fleet's container running A
+    // rightly keeps it; the prune then says "nothing to remove". Whichever it found, the
+    // engine must agree with what it said. (A's image itself never leaves the engine here:
+    // scripts/localfleet/images.sh's cache tag holds it.)
+    let app = format!("127.0.0.1:{}/pixel/app", fleet.registry_port);
+    let tags = app_tags(&app);
+    let all = run.all();
+    let prune = all
+        .lines()
+        .find(|l| l.contains("prune images ("))
+        .unwrap_or_else(|| panic!("no prune images line\n{all}"));
+    assert!(
+        tags.contains(&"B".to_string()) && tags.contains(&"C".to_string()),
+        "a kept release's image was removed: {tags:?}\n{prune}"
+    );
+    if tags.contains(&"A".to_string()) {
+        assert!(
+            prune.contains("nothing to remove (2 kept release(s), 2 image reference(s))"),
+            "A's tag is still there: {prune}"
+        );
+    } else {
+        assert!(
+            prune.contains(" changed ") && prune.contains(&format!("removed 1 image(s) ({app}:A)")),
+            "A's tag is gone, not said: {prune}"
+        );
+    }
+}
+
+/// The tags of `repository` in the engine, sorted.
+fn app_tags(repository: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["image", "ls", repository, "--format", "{{.Tag}}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    tags.sort();
+    tags
 }

@@ -116,6 +116,20 @@ fn only_unused_images_of_the_kept_releases_repositories_are_chosen() {
     assert_eq!(refs, ["reg/pixel/app:A"]);
     // Nothing kept: nothing chosen (no repository is ours).
     assert!(select(&[], &HashSet::new(), &images).is_empty());
+
+    // A container of another app (another registry's tag of the same content: the same id)
+    // keeps the image, so this repository's tag stays too.
+    let kept = [r("reg/pixel/app:C")];
+    let images = [
+        image("reg/pixel/app", "A", 1),
+        image("other-reg/pixel/app", "A", 1),
+        image("reg/pixel/app", "C", 3),
+    ];
+    assert!(select(&kept, &[id(1)].into(), &images).is_empty());
+    assert_eq!(
+        select(&kept, &HashSet::new(), &images)[0].reference,
+        "reg/pixel/app:A"
+    );
 }
 
 fn reply(text: &str) -> Reply {
