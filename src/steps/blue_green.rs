@@ -302,18 +302,12 @@ impl Kind for BlueGreen {
                 .step_error("`blue_green` needs a `[release]` section", "blue_green")
                 .with_hint("add [release] with `root`"));
         }
-        let dir = match (&self.dir, cx.dir.clone()) {
-            (Some(d), _) => cx.field(d)?,
-            (None, Some(d)) => d,
-            (None, None) => {
-                return Err(cx
-                    .step_error(
-                        "a blue_green step needs `dir`, the directory holding the colored stack's compose file",
-                        "blue_green.dir",
-                    )
-                    .with_hint("write e.g. dir = \"{{ app_dir }}/current\""));
-            }
-        };
+        let dir = cx.compose_dir(
+            &self.dir,
+            "a blue_green step needs `dir`, the directory holding the colored stack's compose file",
+            "blue_green.dir",
+            "write e.g. dir = \"{{ app_dir }}/current\"",
+        )?;
         let project = |cx: &mut PlanCx<'_>,
                        field: &Option<Templated>|
          -> Result<String, InputError> {

@@ -87,20 +87,12 @@ impl Kind for Compose {
     }
 
     fn plan(&self, cx: &mut PlanCx<'_>) -> Result<ComposeRun, InputError> {
-        let dir = match (&self.dir, cx.dir.clone()) {
-            (Some(d), _) => cx.field(d)?,
-            (None, Some(d)) => d,
-            (None, None) => {
-                return Err(cx
-                    .step_error(
-                        "a compose step needs `dir`, the directory holding docker-compose.yml",
-                        "compose.dir",
-                    )
-                    .with_hint(
-                        "write e.g. compose = { command = \"up\", dir = \"{{ app_dir }}\" }",
-                    ));
-            }
-        };
+        let dir = cx.compose_dir(
+            &self.dir,
+            "a compose step needs `dir`, the directory holding docker-compose.yml",
+            "compose.dir",
+            "write e.g. compose = { command = \"up\", dir = \"{{ app_dir }}\" }",
+        )?;
         let project = match &self.project {
             Some(p) => {
                 let project = cx.field(p)?;

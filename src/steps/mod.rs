@@ -143,6 +143,22 @@ impl PlanCx<'_> {
         Ok(secret)
     }
 
+    /// The directory a compose-driven step runs in: its own `dir` key rendered, else the step's
+    /// `dir`; neither is the error `message` at `key`, with `hint`.
+    pub fn compose_dir(
+        &mut self,
+        own: &Option<Templated>,
+        message: &str,
+        key: &str,
+        hint: &str,
+    ) -> Result<String, InputError> {
+        match (own, self.dir.clone()) {
+            (Some(d), _) => self.field(d),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(self.step_error(message, key).with_hint(hint)),
+        }
+    }
+
     /// An error about the step as a whole at `key` (below `steps.N.`).
     pub fn step_error(&self, message: &str, key: &str) -> InputError {
         InputError::plain(format!(
