@@ -84,21 +84,55 @@ impl Default for Policy {
     }
 }
 
+/// One batch of a rollout: the hosts deployed together (indices into the targeted hosts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub hosts: Vec<usize>,
+    /// The `first` item this batch deploys (`first = ["db", …]`), or `None` for the rest.
+    pub first: Option<String>,
+}
+
+/// The `first` hosts of a rollout, resolved: one stage per `first` item, in order, each the
+/// targeted hosts it matches (in inventory order) that no earlier item took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirstStages(pub Vec<(String, Vec<usize>)>);
+
 impl Policy {
-    /// Splits `count` hosts (in inventory order) into batches of host indices: the canary
-    /// batch first, then batches of `batch` hosts (of the whole targeted count).
-    pub fn batches(&self, count: usize) -> Vec<Vec<usize>> {
-        let mut batches = Vec::new();
+    /// Splits `count` targeted hosts into batches of host indices: each `first` stage alone
+    /// (in order), then the rest (in inventory order): the canary batch, then batches of
+    /// `batch` hosts, a percentage being of the rest.
+    pub fn batches(&self, count: usize, first: &FirstStages) -> Vec<Batch> {
+        let mut batches: Vec<Batch> = Vec::new();
+        for (item, hosts) in &first.0 {
+            let hosts: Vec<usize> = hosts.iter().copied().filter(|&i| i < count).collect();
+            if !hosts.is_empty() {
+                batches.push(Batch {
+                    hosts,
+                    first: Some(item.clone()),
+                });
+            }
+        }
+        let taken: std::collections::HashSet<usize> = batches
+            .iter()
+            .flat_map(|b| b.hosts.iter().copied())
+            .collect();
+        let rest: Vec<usize> = (0..count).filter(|i| !taken.contains(i)).collect();
         let mut next = 0;
-        let canary = self.canary.min(count);
+        let canary = self.canary.min(rest.len());
+        let mut push = |hosts: &[usize]| {
+            batches.push(Batch {
+                hosts: hosts.to_vec(),
+                first: None,
+            })
+        };
         if canary > 0 {
-            batches.push((0..canary).collect());
+            push(&rest[..canary]);
             next = canary;
         }
-        let size = self.batch.map_or(count, |b| b.of(count)).max(1);
-        while next < count {
-            let end = (next + size).min(count);
-            batches.push((next..end).collect());
+        let size = self.batch.map_or(rest.len(), |b| b.of(rest.len())).max(1);
+        while next < rest.len() {
+            let end = (next + size).min(rest.len());
+            push(&rest[next..end]);
             next = end;
         }
         batches
@@ -127,11 +161,25 @@ mod tests {
         }
     }
 
+    /// The host indices of each batch, for `first` given as (item, hosts) pairs.
+    fn plan(policy: &Policy, count: usize, first: &[(&str, &[usize])]) -> Vec<Vec<usize>> {
+        let first = FirstStages(
+            first
+                .iter()
+                .map(|(item, hosts)| (item.to_string(), hosts.to_vec()))
+                .collect(),
+        );
+        policy
+            .batches(count, &first)
+            .into_iter()
+            .map(|b| b.hosts)
+            .collect()
+    }
+
     #[test]
     fn canary_then_percentage_batches() {
-        let batches = policy(1, "30%").batches(10);
         assert_eq!(
-            batches,
+            plan(&policy(1, "30%"), 10, &[]),
             vec![vec![0], vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9]]
         );
     }
@@ -139,12 +187,57 @@ mod tests {
     #[test]
     fn count_batches_and_no_canary() {
         assert_eq!(
-            policy(0, "2").batches(5),
+            plan(&policy(0, "2"), 5, &[]),
             vec![vec![0, 1], vec![2, 3], vec![4]]
         );
-        assert_eq!(Policy::default().batches(3), vec![vec![0, 1, 2]]);
-        assert_eq!(policy(5, "1").batches(2), vec![vec![0, 1]]);
-        assert!(Policy::default().batches(0).is_empty());
+        assert_eq!(plan(&Policy::default(), 3, &[]), vec![vec![0, 1, 2]]);
+        assert_eq!(plan(&policy(5, "1"), 2, &[]), vec![vec![0, 1]]);
+        assert!(plan(&Policy::default(), 0, &[]).is_empty());
+    }
+
+    #[test]
+    fn first_stages_go_alone_in_order_then_canary_and_batches_over_the_rest() {
+        // db (hosts 3 and 7) first, then cache (host 0), then the rest: canary 1, then 50% of
+        // the 7 remaining hosts (4 at a time).
+        let batches = policy(1, "50%").batches(
+            10,
+            &FirstStages(vec![("db".into(), vec![3, 7]), ("cache".into(), vec![0])]),
+        );
+        assert_eq!(
+            batches,
+            vec![
+                Batch {
+                    hosts: vec![3, 7],
+                    first: Some("db".into())
+                },
+                Batch {
+                    hosts: vec![0],
+                    first: Some("cache".into())
+                },
+                Batch {
+                    hosts: vec![1],
+                    first: None
+                },
+                Batch {
+                    hosts: vec![2, 4, 5, 6],
+                    first: None
+                },
+                Batch {
+                    hosts: vec![8, 9],
+                    first: None
+                },
+            ]
+        );
+        // Without [rollout] otherwise: the first stage, then everyone else at once.
+        assert_eq!(
+            plan(&Policy::default(), 4, &[("db", &[1])]),
+            vec![vec![1], vec![0, 2, 3]]
+        );
+        // Only first hosts targeted: no empty batch after them; an empty stage is no batch.
+        assert_eq!(
+            plan(&policy(1, "1"), 2, &[("db", &[0, 1]), ("none", &[])]),
+            vec![vec![0, 1]]
+        );
     }
 
     #[test]

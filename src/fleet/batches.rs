@@ -6,12 +6,14 @@ use futures::future::join_all;
 use super::Stops;
 use crate::remote::lock::{self, Holder};
 use crate::report::Event;
-use crate::rollout::OnFailure;
+use crate::rollout::{Batch, OnFailure};
 use crate::session::{HostSession, RunContext, StepsOutcome};
 use crate::transport::Connection;
 
-/// Runs the batches of the rollout policy in order, pausing between them; halts when the
-/// failures exceed `max_failures`, rolling the failed batch back when the policy says so.
+/// Runs the batches of the rollout policy in order, pausing between them: the `first` stages,
+/// then the rest. A failure in a `first` stage halts the rollout whatever `max_failures` says
+/// (the rest depend on those hosts); after the rest's batches, failures beyond `max_failures`
+/// (of the rest) halt it. A halt rolls the failed batch back when the policy says so.
 pub(super) async fn run_batches<T: Connection>(
     sessions: &mut [HostSession<T>],
     ctx: &RunContext<'_>,
@@ -20,8 +22,12 @@ pub(super) async fn run_batches<T: Connection>(
 ) {
     let plan = ctx.plan;
     let policy = &plan.rollout;
-    let batches = policy.batches(sessions.len());
-    let total = sessions.len();
+    let batches: Vec<Batch> = policy.batches(sessions.len(), &plan.first);
+    let rest_total = batches
+        .iter()
+        .filter(|b| b.first.is_none())
+        .map(|b| b.hosts.len())
+        .sum();
     let mut failed = 0usize;
     for (number, batch) in batches.iter().enumerate() {
         if ctx.cancel.is_cancelled() {
@@ -44,6 +50,7 @@ pub(super) async fn run_batches<T: Connection>(
             }
         }
         let names: Vec<String> = batch
+            .hosts
             .iter()
             .map(|&i| plan.hosts[i].host.name.clone())
             .collect();
@@ -51,11 +58,12 @@ pub(super) async fn run_batches<T: Connection>(
             number: number + 1,
             of: batches.len(),
             hosts: &names,
+            first: batch.first.as_deref(),
         });
         let outcomes = join_all(
             sessions
                 .iter_mut()
-                .filter(|s| batch.contains(&s.index()))
+                .filter(|s| batch.hosts.contains(&s.index()))
                 .map(|s| {
                     let host_plan = &plan.hosts[s.index()];
                     // A host that might still be rolled back keeps its lock until the end.
@@ -69,7 +77,7 @@ pub(super) async fn run_batches<T: Connection>(
                 }),
         )
         .await;
-        failed += outcomes
+        let failed_here = outcomes
             .iter()
             .filter(|o| **o == StepsOutcome::Failed)
             .count();
@@ -77,17 +85,33 @@ pub(super) async fn run_batches<T: Connection>(
         // batch goes back: a single batch (no `[rollout]`) just failed.
         let later = &batches[number + 1..];
         let rolls_back = policy.on_failure == OnFailure::Rollback;
-        if policy.exceeded(failed, total) && (!later.is_empty() || rolls_back) {
-            let reason = format!(
-                "{failed} of {total} host(s) failed by batch {}/{}, more than max_failures allows",
+        let reason = match &batch.first {
+            Some(item) if failed_here > 0 => Some(format!(
+                "{failed_here} of {} host(s) of `first` stage `{item}` failed (batch {}/{}): the other hosts wait for it",
+                batch.hosts.len(),
                 number + 1,
                 batches.len()
-            );
+            )),
+            Some(_) => None,
+            None => {
+                failed += failed_here;
+                policy.exceeded(failed, rest_total).then(|| {
+                    format!(
+                        "{failed} of {rest_total} host(s) failed by batch {}/{}, more than max_failures allows",
+                        number + 1,
+                        batches.len()
+                    )
+                })
+            }
+        };
+        if let Some(reason) = reason
+            && (!later.is_empty() || rolls_back)
+        {
             ctx.reporter.event(&Event::Note {
                 text: &format!("rollout halted: {reason}"),
             });
             if rolls_back {
-                roll_back_batch(sessions, ctx, batch).await;
+                roll_back_batch(sessions, ctx, &batch.hosts).await;
             }
             skip_batches(sessions, ctx, later, "not deployed: rollout halted");
             stops.halted = Some(reason);
@@ -113,11 +137,14 @@ async fn roll_back_batch<T: Connection>(
 fn skip_batches<T: Connection>(
     sessions: &mut [HostSession<T>],
     ctx: &RunContext<'_>,
-    batches: &[Vec<usize>],
+    batches: &[Batch],
     reason: &str,
 ) {
     for batch in batches {
-        for s in sessions.iter_mut().filter(|s| batch.contains(&s.index())) {
+        for s in sessions
+            .iter_mut()
+            .filter(|s| batch.hosts.contains(&s.index()))
+        {
             let names = ctx.plan.hosts[s.index()]
                 .steps
                 .iter()

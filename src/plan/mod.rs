@@ -12,7 +12,7 @@ use crate::playbook::Playbook;
 use crate::release::{self, ReleaseSite};
 use crate::remote::compose::ComposeTool;
 use crate::remote::lock::StateDir;
-use crate::rollout::Policy;
+use crate::rollout::{FirstStages, Policy};
 use crate::secrets::{Redactor, Secret};
 use crate::template::Renderer;
 use crate::transport::ConnectSpec;
@@ -21,6 +21,7 @@ use crate::vars::Needed;
 mod context;
 mod exposure;
 mod handlers;
+mod order;
 mod render;
 
 pub use crate::steps::Action;
@@ -114,6 +115,8 @@ pub struct Plan {
     /// The id of the release this run creates, when the playbook has `[release]`.
     pub release_id: Option<String>,
     pub rollout: Policy,
+    /// `[rollout] first`, resolved: the hosts (indices into `hosts`) deployed before the rest.
+    pub first: FirstStages,
     pub redactor: Redactor,
 }
 
@@ -183,6 +186,7 @@ pub fn build(
     let renderer = Renderer::new(playbook)?;
     check_tags(playbook, &options.tags)?;
     let hosts = playbook_targets(inventory, playbook, options)?;
+    let first = order::first_stages(inventory, playbook, &hosts)?;
     let needed = Needed::Names(names_read(playbook, &renderer));
     let secrets_value = Value::from_iter(
         secrets
@@ -292,6 +296,7 @@ pub fn build(
         hosts: host_plans,
         release_id,
         rollout: playbook.rollout.clone(),
+        first,
         redactor,
     })
 }
@@ -334,6 +339,7 @@ pub fn sites(
         hosts: host_plans,
         release_id: None,
         rollout: playbook.rollout.clone(),
+        first: FirstStages::default(),
         redactor: Redactor::default(),
     })
 }
@@ -436,6 +442,7 @@ pub fn inspection(hosts: Vec<Host>) -> Plan {
             .collect(),
         release_id: None,
         rollout: Policy::default(),
+        first: FirstStages::default(),
         redactor: Redactor::default(),
     }
 }

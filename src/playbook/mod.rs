@@ -57,6 +57,40 @@ struct RawRollout {
     pause: Option<Spanned<String>>,
     max_failures: Option<Spanned<CountOrPercent>>,
     on_failure: Option<OnFailure>,
+    first: Option<Spanned<FirstField>>,
+}
+
+/// `first = "db"` or `first = ["db", "cache-*"]`: each item keeps its own place in the file.
+#[derive(Debug)]
+enum FirstField {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for FirstField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FirstField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a group, host name or glob, or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FirstField, E> {
+                Ok(FirstField::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FirstField, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(FirstField::Many(items))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +139,8 @@ pub struct Playbook {
     pub secrets_vault: Option<Spanned<VaultSettings>>,
     pub steps: Vec<Step>,
     pub rollout: Policy,
+    /// `[rollout] first`: host patterns deployed, one after the other, before all other hosts.
+    pub first: Vec<Spanned<String>>,
     pub release: Option<ReleaseConfig>,
     /// Where relative paths (templates, secret files) are looked up, in order.
     pub bases: Vec<PathBuf>,
@@ -122,6 +158,14 @@ impl Playbook {
         let rollout = match &raw.rollout {
             Some(r) => convert_rollout(&file, r)?,
             None => Policy::default(),
+        };
+        let first = match raw
+            .rollout
+            .as_ref()
+            .and_then(|r| r.get_ref().first.as_ref())
+        {
+            Some(f) => convert_first(&file, f)?,
+            None => Vec::new(),
         };
         let release = match raw.release {
             Some(r) => {
@@ -196,11 +240,41 @@ impl Playbook {
             secrets_vault: raw.secrets_vault,
             steps,
             rollout,
+            first,
             release,
             bases,
             file,
         })
     }
+}
+
+/// `first`'s items, each a host pattern that names something: empty items are bad input.
+fn convert_first(
+    file: &SourceFile,
+    raw: &Spanned<FirstField>,
+) -> Result<Vec<Spanned<String>>, InputError> {
+    let items = match raw.get_ref() {
+        FirstField::One(text) => vec![Spanned::new(raw.span(), text.clone())],
+        FirstField::Many(items) => items.clone(),
+    };
+    let hint = "write a group, a host name or a glob (`db`, `db-*`), or a list of them deployed in that order: first = [\"db\", \"cache\"]";
+    if items.is_empty() {
+        return Err(file
+            .error_at(raw.span(), "`first` names no host")
+            .with_hint(hint));
+    }
+    for item in &items {
+        let text = item.get_ref().trim();
+        if text.is_empty() || text.contains(',') || text.starts_with('!') {
+            return Err(file
+                .error_at(
+                    item.span(),
+                    format!("`{}` is not one group, host name or glob", item.get_ref()),
+                )
+                .with_hint(hint));
+        }
+    }
+    Ok(items)
 }
 
 fn convert_rollout(file: &SourceFile, raw: &Spanned<RawRollout>) -> Result<Policy, InputError> {

@@ -226,6 +226,8 @@ pub enum Event<'a> {
         number: usize,
         of: usize,
         hosts: &'a [String],
+        /// The `[rollout] first` item this batch deploys, if it is one.
+        first: Option<&'a str>,
     },
     /// Something about the whole run (pause, halt, lock).
     Note {

@@ -66,9 +66,18 @@ impl Reporter for PlainReporter {
                 }
                 self.write(&line);
             }
-            Event::BatchStarted { number, of, hosts } => {
+            Event::BatchStarted {
+                number,
+                of,
+                hosts,
+                first,
+            } => {
                 if *of > 1 {
-                    self.write(&format!("== batch {number}/{of}: {}\n", hosts.join(", ")));
+                    let stage = first.map_or(String::new(), |f| format!(" (first: {f})"));
+                    self.write(&format!(
+                        "== batch {number}/{of}{stage}: {}\n",
+                        hosts.join(", ")
+                    ));
                 }
             }
             Event::Note { text } => self.write(&format!("== {text}\n")),

@@ -24,6 +24,7 @@ mod output;
 mod provision;
 mod reports;
 mod rollout;
+mod rollout_first;
 mod secrets;
 mod transport;
 mod uploads;

@@ -255,7 +255,9 @@ impl Reporter for Events {
             }
             Event::HostFailed { host, error } => format!("failed {host} {error}"),
             Event::HostFinished { result } => format!("finished {}", result.host),
-            Event::BatchStarted { number, of, hosts } => {
+            Event::BatchStarted {
+                number, of, hosts, ..
+            } => {
                 format!("batch {number}/{of} {}", hosts.join(","))
             }
             Event::Note { text } => format!("note {text}"),
