@@ -1,28 +1,39 @@
 //! Rendering with minijinja: template files, templated playbook fields, `when` expressions.
 
 mod dotenv;
+mod include;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 
 use crate::diagnostic::{InputError, SourceFile};
 use crate::playbook::{Playbook, StepKind, Templated};
 
-/// Holds every template file of a playbook, compiled once, shared by all hosts.
+/// Holds every template file of a playbook, compiled once, shared by all hosts, and the
+/// templates they name (`{% include %}`, `{% import %}`, …; see `include`).
 pub struct Renderer {
     env: Environment<'static>,
-    /// Template name → its source, to point errors at lines.
-    sources: BTreeMap<String, SourceFile>,
+    /// Template name → its file, to point errors at lines (included templates too).
+    library: Arc<include::Library>,
+    /// A playbook template's name → the templates it names, itself first, directly or not;
+    /// and whether one of them names a template only known when rendering.
+    closures: BTreeMap<String, (Vec<String>, bool)>,
 }
 
 impl Renderer {
     pub fn new(playbook: &Playbook) -> Result<Self, InputError> {
+        let library = include::Library::new(playbook.bases.clone());
         let mut env = new_environment();
-        let mut sources = BTreeMap::new();
+        let joins = library.clone();
+        env.set_path_join_callback(move |name, parent| joins.join(name, parent));
+        let loads = library.clone();
+        env.set_loader(move |name| loads.load(name));
+        let mut closures = BTreeMap::new();
         for step in &playbook.steps {
             if let StepKind::Template(f) = &step.kind {
-                if sources.contains_key(&f.src_name) {
+                if closures.contains_key(&f.src_name) {
                     continue;
                 }
                 let text = String::from_utf8(f.content.to_vec()).map_err(|_| {
@@ -41,10 +52,16 @@ impl Renderer {
                 if let Err(e) = env.add_template_owned(f.src_name.clone(), text) {
                     return Err(template_error(&source, &e, None));
                 }
-                sources.insert(f.src_name.clone(), source);
+                library.add(&f.src_name, source);
+                let closure = include::named_templates(&env, &library, &f.src_name)?;
+                closures.insert(f.src_name.clone(), closure);
             }
         }
-        Ok(Self { env, sources })
+        Ok(Self {
+            env,
+            library,
+            closures,
+        })
     }
 
     /// Renders a template file for one host.
@@ -53,13 +70,14 @@ impl Renderer {
             .env
             .get_template(name)
             .map_err(|e| InputError::plain(format!("template `{name}`: {e}")))?;
-        let source = &self.sources[name];
-        let rendered = tmpl.render(ctx).map_err(|e| {
-            let missing =
-                undefined_variable(&tmpl.undeclared_variables(true), ctx, &e, &source.text);
-            template_error(source, &e, missing)
-        })?;
-        dotenv::finish(rendered).map_err(|partial| partial_value_error(source, &partial))
+        let source = self
+            .library
+            .source(name)
+            .ok_or_else(|| InputError::plain(format!("template `{name}` is not loaded")))?;
+        let rendered = tmpl
+            .render(ctx)
+            .map_err(|e| self.file_error(&source, &e, ctx))?;
+        dotenv::finish(rendered).map_err(|partial| partial_value_error(&source, &partial))
     }
 
     /// Renders a templated playbook string field (`dest`, `run`, …) for one host.
@@ -124,12 +142,40 @@ impl Renderer {
             .unwrap_or_default()
     }
 
-    /// The top-level names the named template file reads.
+    /// The top-level names the named template file reads, itself or through the templates it
+    /// names.
     pub fn file_names_read(&self, name: &str) -> HashSet<String> {
-        self.env
-            .get_template(name)
-            .map(|t| t.undeclared_variables(false))
-            .unwrap_or_default()
+        let single = [name.to_string()];
+        let names = self.closures.get(name).map_or(&single[..], |(c, _)| c);
+        names
+            .iter()
+            .filter_map(|n| self.env.get_template(n).ok())
+            .flat_map(|t| t.undeclared_variables(false))
+            .collect()
+    }
+
+    /// An error while rendering a template file, located where it happened: in the file, or
+    /// in a template it includes (minijinja wraps that one in an "error in …").
+    fn file_error(&self, top: &SourceFile, error: &minijinja::Error, ctx: &Value) -> InputError {
+        let mut inner = error;
+        while inner.kind() == ErrorKind::BadInclude
+            && let Some(cause) =
+                std::error::Error::source(inner).and_then(|c| c.downcast_ref::<minijinja::Error>())
+        {
+            inner = cause;
+        }
+        let source = inner
+            .name()
+            .and_then(|n| self.library.source(n))
+            .filter(|s| !s.text.is_empty())
+            .unwrap_or_else(|| top.clone());
+        let declared = inner
+            .name()
+            .and_then(|n| self.env.get_template(n).ok())
+            .map(|t| t.undeclared_variables(true))
+            .unwrap_or_default();
+        let missing = undefined_variable(&declared, ctx, inner, &source.text);
+        template_error(&source, inner, missing)
     }
 
     /// Evaluates a `when` expression for one host.
@@ -154,12 +200,11 @@ impl Renderer {
         })
     }
 
-    /// True when the named template file reads `secrets`.
+    /// True when the named template file reads `secrets`, itself or through a template it
+    /// names (or names a template known only when rendering, which might).
     pub fn file_uses_secrets(&self, name: &str) -> bool {
-        self.env
-            .get_template(name)
-            .map(|t| t.undeclared_variables(false).contains("secrets"))
-            .unwrap_or(false)
+        self.closures.get(name).is_some_and(|(_, dynamic)| *dynamic)
+            || self.file_names_read(name).contains("secrets")
     }
 }
 
@@ -212,7 +257,13 @@ fn new_environment() -> Environment<'static> {
     // Config files must keep their final newline.
     env.set_keep_trailing_newline(true);
     // `.env` templates quote every `{{ … }}` for dotenv, so a value cannot add lines.
-    env.set_auto_escape_callback(dotenv::auto_escape_for);
+    env.set_auto_escape_callback(|name| {
+        if include::is_env_template(name) {
+            dotenv::DOTENV
+        } else {
+            dotenv::auto_escape_for(name)
+        }
+    });
     env.set_formatter(dotenv::formatter);
     env
 }
@@ -255,7 +306,20 @@ fn resolves(ctx: &Value, path: &str) -> bool {
     true
 }
 
-pub(crate) const UNDEFINED_HINT: &str = "define it in the inventory ([vars], a group or a host), the playbook's [vars], or with --var NAME=VALUE; secrets are `secrets.NAME`";
+pub(crate) const UNDEFINED_HINT: &str = "define it in the inventory ([vars], a group or a host), the playbook's [vars], the step's `vars`, or with --var NAME=VALUE; secrets are `secrets.NAME`";
+
+/// Names set only in a step with `loop`.
+pub const LOOP_NAMES: [&str; 2] = ["item", "loop_index"];
+
+/// The hint for an undefined variable: where variables come from, or where `item` does.
+pub(crate) fn undefined_hint(var: &str) -> &'static str {
+    let top = var.split('.').next().unwrap_or(var);
+    if LOOP_NAMES.contains(&top) {
+        "`item` and `loop_index` are set only in a step with `loop` (and its `vars`, `when` and template file)"
+    } else {
+        UNDEFINED_HINT
+    }
+}
 
 fn template_error(
     source: &SourceFile,
@@ -265,7 +329,7 @@ fn template_error(
     let message = match &missing {
         Some(var) => format!(
             "undefined variable `{var}` in template `{}`",
-            error.name().unwrap_or("?")
+            include::display_name(error.name().unwrap_or("?"))
         ),
         None => format!("template error: {}", error_summary(error)),
     };
@@ -283,7 +347,14 @@ fn template_error(
         }
     };
     match missing {
-        Some(_) => err.with_hint(UNDEFINED_HINT),
+        Some(var) => err.with_hint(undefined_hint(&var)),
+        None if error.kind() == ErrorKind::TemplateNotFound
+            || error
+                .detail()
+                .is_some_and(|d| d.starts_with("template name")) =>
+        {
+            err.with_hint(include::LOOKUP_HINT)
+        }
         None => err,
     }
 }
@@ -300,7 +371,7 @@ fn field_error(
     };
     let err = playbook.error_at(field.span(), message);
     match missing {
-        Some(_) => err.with_hint(UNDEFINED_HINT),
+        Some(var) => err.with_hint(undefined_hint(&var)),
         None => err,
     }
 }
