@@ -253,10 +253,11 @@ pub fn build(
             (Some(site), Some(id)) => render::insert_activation(&mut steps, site, id),
             _ => 0,
         };
-        if let (Some(site), Some(config)) = (&site, &playbook.release)
-            && config.prune_images
-        {
-            render::append_image_pruning(&mut steps, site);
+        if let (Some(site), Some(config)) = (&site, &playbook.release) {
+            render::append_release_pruning(&mut steps, site);
+            if config.prune_images {
+                render::append_image_pruning(&mut steps, site);
+            }
         }
         let state = state_dir(playbook, site.as_ref(), &ctx);
         host_plans.push(HostPlan {

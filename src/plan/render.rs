@@ -11,6 +11,7 @@ use crate::release::ReleaseSite;
 use crate::secrets::Secret;
 use crate::steps::activate::Activation;
 use crate::steps::prune_images::ImagePrune;
+use crate::steps::prune_releases::ReleasePrune;
 use crate::steps::{CommandLineValue, PlanCx};
 use crate::template::Renderer;
 
@@ -177,6 +178,16 @@ pub(super) fn insert_activation(
         ),
     );
     at + 1
+}
+
+/// Appends release pruning after the last step: it runs only when every step before it
+/// succeeded (a failed deploy keeps every release a rollback may need), and after a rollback's
+/// re-run steps too. Image pruning, when on, follows it and sees only the kept releases.
+pub(super) fn append_release_pruning(steps: &mut Vec<PlannedStep>, site: &ReleaseSite) {
+    steps.push(PlannedStep::new(
+        "prune releases",
+        Action::PruneReleases(ReleasePrune { site: site.clone() }),
+    ));
 }
 
 /// Appends image pruning after the last step: it runs only when every step before it

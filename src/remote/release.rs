@@ -27,41 +27,101 @@ pub(super) fn scan() -> Script {
     )
 }
 
-/// Points `current` at `releases/<id>` atomically (a new symlink renamed over the old one) and
-/// prints `previous=<id>` (empty when there was none). Then prunes old releases.
+/// The marker a release carries once a run has rolled a host back from it: such a release
+/// never counts against `[release] keep`, is pruned first, and is never the default target of
+/// `dropship rollback`. A file inside the release, so pruning the release removes it too.
+const FAILED_MARK: &str = ".dropship-failed";
+
+/// Points `current` at `releases/<id>` atomically (a new symlink renamed over the old one),
+/// clears a failed mark `id` may carry (it is chosen again), and prints `previous=<id>` (empty
+/// when there was none). Nothing is pruned here: `prune` runs once the host's steps succeeded.
 pub fn activate(site: &ReleaseSite, id: &str) -> String {
+    switch(site, id, None)
+}
+
+/// Puts a host of a failed batch back on `to` like `activate`, and marks `failed` (the release
+/// this run activated there) as failed, in the same round trip.
+pub fn undo(site: &ReleaseSite, to: &str, failed: &str) -> String {
+    switch(site, to, Some(failed))
+}
+
+fn switch(site: &ReleaseSite, id: &str, failed: Option<&str>) -> String {
     let link = format!("releases/{id}");
+    let mark = match failed.filter(|f| is_release_id(f) && *f != id) {
+        Some(failed) => sh!(
+            "if [ -d {} ]; then : > {}; fi; ",
+            format!("releases/{failed}"),
+            format!("releases/{failed}/{FAILED_MARK}")
+        ),
+        None => sh!(""),
+    };
     sh!(
         "set -e; cd -- {}; test -d {} || {{ printf 'release %s is not on this host\\n' {} >&2; exit 1; }}; \
-         prev=$(readlink current 2>/dev/null || true); prev=${prev#releases/}; \
+         prev=$(readlink current 2>/dev/null || true); prev=${prev#releases/}; rm -f -- {}; \
          ln -sfn -- {} .current.dropship && mv -Tf -- .current.dropship current; \
-         printf 'previous=%s\\n' \"$prev\"; {}",
+         {}printf 'previous=%s\\n' \"$prev\"",
         site.root,
         link,
         id,
+        format!("{link}/{FAILED_MARK}"),
         link,
-        prune_script(site.keep)
+        mark
     )
     .into_string()
 }
 
-/// Removes all but the newest `keep` releases, never the current one nor `$prev`.
-fn prune_script(keep: usize) -> Script {
+/// After a host's steps succeeded: removes failed releases, then all but the newest `keep`
+/// others, never the current one nor the one `rollback` would go back to (the newest release
+/// before it that did not fail). Failed releases do not count against `keep`, so failed
+/// deploys never push out the last good release. Prints `pruned=<id>` per release removed.
+pub fn prune(site: &ReleaseSite) -> String {
     sh!(
-        "{}; dsk=$(($# - {})); for r in \"$@\"; do [ $dsk -gt 0 ] || break; dsk=$((dsk - 1)); \
-         id=${r#releases/}; if [ \"$id\" != \"$cur\" ] && [ \"$id\" != \"$prev\" ]; then rm -rf -- \"$r\"; printf 'pruned=%s\\n' \"$id\"; fi; done",
+        "set -e; cd -- {} 2>/dev/null || exit 0; {}; prev=; for r in \"$@\"; do id=${r#releases/}; \
+         [ \"$id\" != \"$cur\" ] || break; [ -e \"$r\"/{} ] || prev=$id; done; {}",
+        site.root,
         scan(),
-        keep.max(1)
+        FAILED_MARK,
+        prune_body(site.keep)
+    )
+    .into_string()
+}
+
+/// The removal itself, with `$@` (the releases, oldest first), `$cur` and `$prev` set.
+fn prune_body(keep: usize) -> Script {
+    sh!(
+        "dsn=0; for r in \"$@\"; do id=${r#releases/}; \
+         if [ -e \"$r\"/{} ] && [ \"$id\" != \"$cur\" ] && [ \"$id\" != \"$prev\" ]; then rm -rf -- \"$r\"; printf 'pruned=%s\\n' \"$id\"; \
+         elif [ ! -e \"$r\"/{} ]; then dsn=$((dsn + 1)); fi; done; \
+         dsk=$((dsn - {})); for r in \"$@\"; do [ $dsk -gt 0 ] || break; [ -d \"$r\" ] || continue; \
+         [ ! -e \"$r\"/{} ] || continue; dsk=$((dsk - 1)); \
+         id=${r#releases/}; if [ \"$id\" != \"$cur\" ] && [ \"$id\" != \"$prev\" ]; then rm -rf -- \"$r\"; printf 'pruned=%s\\n' \"$id\"; fi; done",
+        FAILED_MARK,
+        FAILED_MARK,
+        keep.max(1),
+        FAILED_MARK
     )
 }
 
-/// Lists releases (one `release=<id>` line each, oldest first) and `current=<id>`.
+/// The ids `prune` printed as removed.
+pub fn parse_pruned(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("pruned="))
+        .filter(|id| is_release_id(id))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Lists releases (one `release=<id>` line each, oldest first, and `failed=<id>` after a
+/// failed one) and `current=<id>`.
 pub fn list(site: &ReleaseSite) -> String {
     sh!(
-        "cd -- {} 2>/dev/null || exit 0; {}; for r in \"$@\"; do printf 'release=%s\\n' \"${r#releases/}\"; done; \
+        "cd -- {} 2>/dev/null || exit 0; {}; for r in \"$@\"; do printf 'release=%s\\n' \"${r#releases/}\"; \
+         if [ -e \"$r\"/{} ]; then printf 'failed=%s\\n' \"${r#releases/}\"; fi; done; \
          printf 'current=%s\\n' \"$cur\"",
         site.root,
-        scan()
+        scan(),
+        FAILED_MARK
     )
     .into_string()
 }
@@ -84,10 +144,12 @@ pub fn show(site: Option<&ReleaseSite>, state: &StateDir) -> Script {
 fn human_list(site: &ReleaseSite) -> Script {
     sh!(
         "if cd -- {} 2>/dev/null && [ -d releases ]; then {}; for r in \"$@\"; do r=${r#releases/}; \
-         if [ \"$r\" = \"$cur\" ]; then printf '* %s (current)\\n' \"$r\"; else printf '  %s\\n' \"$r\"; fi; done; \
+         if [ -e \"releases/$r\"/{} ]; then f=' (failed)'; else f=; fi; \
+         if [ \"$r\" = \"$cur\" ]; then printf '* %s (current)%s\\n' \"$r\" \"$f\"; else printf '  %s%s\\n' \"$r\" \"$f\"; fi; done; \
          else echo '(no releases yet)'; fi",
         site.root,
-        scan()
+        scan(),
+        FAILED_MARK
     )
 }
 
@@ -96,17 +158,24 @@ fn human_list(site: &ReleaseSite) -> Script {
 pub struct Listing {
     pub releases: Vec<String>,
     pub current: Option<String>,
+    /// Releases a run rolled a host back from.
+    pub failed: Vec<String>,
+    /// The newest release older than the current one that did not fail: `rollback`'s target.
     pub previous: Option<String>,
 }
 
 /// Parses `list`'s output; only names with the form of a release id count. `previous` is the
-/// newest release older than the current one.
+/// newest release older than the current one that is not marked failed.
 pub fn parse_list(stdout: &str) -> Listing {
     let mut listing = Listing::default();
     for line in stdout.lines() {
         if let Some(r) = line.strip_prefix("release=") {
             if is_release_id(r) {
                 listing.releases.push(r.to_string());
+            }
+        } else if let Some(f) = line.strip_prefix("failed=") {
+            if is_release_id(f) {
+                listing.failed.push(f.to_string());
             }
         } else if let Some(c) = line.strip_prefix("current=") {
             listing.current = Some(c.to_string()).filter(|c| is_release_id(c));
@@ -117,7 +186,7 @@ pub fn parse_list(stdout: &str) -> Listing {
         listing
             .releases
             .iter()
-            .rfind(|r| r.as_str() < cur.as_str())
+            .rfind(|r| r.as_str() < cur.as_str() && !listing.failed.contains(r))
             .cloned()
     });
     listing
@@ -196,14 +265,19 @@ mod tests {
                 _ => Some(R2),
             };
             assert_eq!(parse_previous(&out).as_deref(), expected_prev);
+            // Activation alone prunes nothing: a deploy that fails later keeps them all.
+            assert!(parse_pruned(&out).is_empty(), "{out}");
         }
-        // keep = 2: R1 pruned; R2 (previous) and R3 (current) remain.
+        assert_eq!(parse_list(&sh(&list(&site))).releases, [R1, R2, R3]);
+        // keep = 2, after success: R1 pruned; R2 (previous) and R3 (current) remain.
+        assert_eq!(parse_pruned(&sh(&prune(&site))), [R1]);
         let listing = parse_list(&sh(&list(&site)));
         assert_eq!(listing.releases, [R2, R3]);
         assert_eq!(listing.current.as_deref(), Some(R3));
         assert_eq!(listing.previous.as_deref(), Some(R2));
         // Rolling back to R2 keeps R3 (newest) and R2 (current).
         sh(&activate(&site, R2));
+        assert!(parse_pruned(&sh(&prune(&site))).is_empty());
         let listing = parse_list(&sh(&list(&site)));
         assert_eq!(listing.current.as_deref(), Some(R2));
         assert_eq!(listing.releases, [R2, R3]);
@@ -230,5 +304,72 @@ mod tests {
                 .contains("release $(touch pwned2) x is not on this host")
         );
         assert!(!dir.path().join("pwned2").exists());
+    }
+
+    #[test]
+    fn failed_releases_never_push_out_the_last_good_one() {
+        const R4: &str = "20261124T000000.000Z-00000004";
+        const R5: &str = "20261125T000000.000Z-00000005";
+        let dir = tempfile::tempdir().unwrap();
+        let site = ReleaseSite {
+            root: dir.path().to_str().unwrap().to_string(),
+            keep: 2,
+        };
+        let sh = |script: &str| {
+            let out = crate::remote::run_in_sh(script, b"");
+            assert_eq!(
+                out.status,
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let stage =
+            |id: &str| std::fs::create_dir_all(dir.path().join("releases").join(id)).unwrap();
+        // R1 and R2 deployed fine (R2 current).
+        for id in [R1, R2] {
+            stage(id);
+            sh(&activate(&site, id));
+            sh(&prune(&site));
+        }
+        // R3 and then R4 fail after activation: each run puts the host back on R2.
+        for failed in [R3, R4] {
+            stage(failed);
+            assert_eq!(
+                parse_previous(&sh(&activate(&site, failed))).as_deref(),
+                Some(R2)
+            );
+            assert_eq!(
+                parse_previous(&sh(&undo(&site, R2, failed))).as_deref(),
+                Some(failed)
+            );
+        }
+        let listing = parse_list(&sh(&list(&site)));
+        assert_eq!(listing.releases, [R1, R2, R3, R4]);
+        assert_eq!(listing.failed, [R3, R4]);
+        assert_eq!(listing.current.as_deref(), Some(R2));
+        // Rollback still has somewhere to go: R1, the good release before R2.
+        assert_eq!(listing.previous.as_deref(), Some(R1));
+        assert_eq!(
+            sh(human_list(&site).as_str()),
+            format!("  {R1}\n* {R2} (current)\n  {R3} (failed)\n  {R4} (failed)\n")
+        );
+        // The next good deploy prunes the failed ones first; keep = 2 good ones remain.
+        stage(R5);
+        sh(&activate(&site, R5));
+        assert_eq!(parse_pruned(&sh(&prune(&site))), [R3, R4, R1]);
+        let listing = parse_list(&sh(&list(&site)));
+        assert_eq!(listing.releases, [R2, R5]);
+        assert_eq!(listing.previous.as_deref(), Some(R2));
+        // Choosing a failed release again (rollback --to) clears its mark.
+        stage(R3);
+        std::fs::write(dir.path().join("releases").join(R3).join(FAILED_MARK), "").unwrap();
+        sh(&activate(&site, R3));
+        assert!(parse_list(&sh(&list(&site))).failed.is_empty());
+        // A hostile id is never marked or pasted: only release ids are.
+        let out = sh(&undo(&site, R5, "$(touch pwned)"));
+        assert_eq!(parse_previous(&out).as_deref(), Some(R3));
+        assert!(!dir.path().join("pwned").exists());
     }
 }

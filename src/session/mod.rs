@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 pub use gate::{Gate, Turn};
 pub use lock::{LockOutcome, ReleaseError};
 
-use crate::plan::{Become, Plan};
+use crate::plan::{Action, Become, Plan, PlannedStep};
 use crate::remote::compose::{ComposeFlavor, ComposeTool};
 use crate::remote::files::RemoteFile;
 use crate::remote::frame::Reply;
@@ -296,9 +296,10 @@ impl<T: Connection> HostSession<T> {
         }
     }
 
-    /// Points `current` back at `to` and re-runs the steps that follow activation. (The
-    /// caller holds a turn of the gate.)
-    async fn roll_back(&mut self, ctx: &RunContext<'_>, to: &str) {
+    /// Points `current` back at `to` and re-runs the steps that follow activation; `failed`
+    /// is the release to mark failed on the way (this run's, when a failed batch is undone).
+    /// (The caller holds a turn of the gate.)
+    async fn roll_back(&mut self, ctx: &RunContext<'_>, to: &str, failed: Option<&str>) {
         let host_plan = &ctx.plan.hosts[self.index];
         let Some(site) = &host_plan.release else {
             return;
@@ -313,7 +314,11 @@ impl<T: Connection> HostSession<T> {
         }
         let started = Instant::now();
         let name = format!("rollback: activate {to}");
-        let switched = match self.exec(&remote::release::activate(site, to), &[]).await {
+        let script = match failed {
+            Some(failed) => remote::release::undo(site, to, failed),
+            None => remote::release::activate(site, to),
+        };
+        let switched = match self.exec(&script, &[]).await {
             Ok(out) => require_success(&out, &self.redactor).map_err(|f| f.0),
             Err(e) => Err(e),
         };
@@ -331,7 +336,19 @@ impl<T: Connection> HostSession<T> {
         // `current` has moved back, whatever the steps below do: say so in the result.
         self.result.rolled_back = Some(to.to_string());
         let after = &host_plan.steps[host_plan.post_activate.min(host_plan.steps.len())..];
-        self.run_sequence(ctx, after, Purpose::Rollback, None).await;
+        if failed.is_some() {
+            // Undoing a failed deploy prunes no release: the failed one stays for inspection
+            // until the next good deploy removes it.
+            let after: Vec<PlannedStep> = after
+                .iter()
+                .filter(|s| !matches!(s.action, Action::PruneReleases(_)))
+                .cloned()
+                .collect();
+            self.run_sequence(ctx, &after, Purpose::Rollback, None)
+                .await;
+        } else {
+            self.run_sequence(ctx, after, Purpose::Rollback, None).await;
+        }
     }
 
     /// Marks steps as skipped without running them.

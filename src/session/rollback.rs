@@ -58,12 +58,13 @@ impl<T: Connection> HostSession<T> {
                 }
             },
         };
-        self.roll_back(ctx, &target).await;
+        self.roll_back(ctx, &target, None).await;
     }
 
     /// Undoes this run's `activate` on a host of a failed batch: `current` back to the release
-    /// it replaced. A host this run did not activate is left as it is; one that had no release
-    /// before gets a note saying so.
+    /// it replaced, this run's release marked failed there (it no longer counts against
+    /// `[release] keep`). A host this run did not activate is left as it is; one that had no
+    /// release before gets a note saying so.
     pub async fn undo_activation(&mut self, ctx: &RunContext<'_>) {
         if !self.activated || !self.is_connected() {
             return;
@@ -71,7 +72,8 @@ impl<T: Connection> HostSession<T> {
         match self.previous_release.clone() {
             Some(previous) => {
                 let _turn = ctx.gate.turn().await;
-                self.roll_back(ctx, &previous).await;
+                let failed = ctx.plan.release_id.clone();
+                self.roll_back(ctx, &previous, failed.as_deref()).await;
             }
             None => self.note("no previous release to roll back to"),
         }

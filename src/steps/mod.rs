@@ -36,6 +36,7 @@ pub mod handlers;
 pub mod health;
 pub mod login;
 pub mod prune_images;
+pub mod prune_releases;
 pub mod run;
 
 pub use done::{Done, Failure, Learned, Prepared, failure_text, output_tail, require_success};
@@ -335,11 +336,12 @@ registry! {
     activate => Activate(activate::Activate),
     blue_green => BlueGreen(blue_green::BlueGreen),
     prune_images => PruneImages(prune_images::PruneImages),
+    prune_releases => PruneReleases(prune_releases::PruneReleases),
     ensure => Ensure(ensure::Ensure),
 }
 
 /// Kinds the plan adds by itself and a playbook may not write (their key is refused).
-const IMPLIED: &[&str] = &["prune_images"];
+const IMPLIED: &[&str] = &["prune_images", "prune_releases"];
 
 impl Action {
     /// Whether the step runs in sessions of its own, through the session's own runner

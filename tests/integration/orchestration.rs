@@ -831,6 +831,8 @@ async fn rollback_returns_every_host_to_the_previous_release() {
                 ("rollback: start".to_string(), Outcome::Changed),
                 ("rollback: healthy".to_string(), Outcome::Ok),
                 ("rollback: done".to_string(), Outcome::Changed),
+                // Implied by [release]: A and B are within keep.
+                ("rollback: prune releases".to_string(), Outcome::Ok),
                 // Implied by [release]: nothing to remove (the releases name no image).
                 ("rollback: prune images".to_string(), Outcome::Ok),
             ]

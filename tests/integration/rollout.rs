@@ -811,3 +811,70 @@ fn lock_holder_names_the_user_without_user_env() {
         "{audit:#?}"
     );
 }
+
+/// keep = 2, A and B deployed; C and then D fail their health check and are rolled back. Before
+/// releases were pruned only after success, C's activation pruned A and D's left nothing to roll
+/// back to from B. Now the failed ones are marked, listed as failed, skipped by `rollback`, and
+/// the next good deploy removes them first.
+#[test]
+fn failed_deploys_keep_the_last_good_releases_for_rollback() {
+    let rig = Rig::new(1, CANARY_BATCH_2_ROLLBACK);
+    let (a, b) = deploy_a_then_b(&rig);
+    let h1 = rig.host("h1");
+    let mut failed = Vec::new();
+    for version in ["C", "D"] {
+        fs::write(h1.root.join(format!("unhealthy-{version}")), "").unwrap();
+        let run = rig.run("deploy", &["--var", &format!("version={version}")]);
+        run.assert_code(1);
+        run.assert_outcome("h1", "healthy", "FAILED");
+        // Undoing a failed deploy prunes nothing (no `prune releases` in the rollback).
+        assert_eq!(
+            run.outcome("h1", "rollback: prune releases"),
+            None,
+            "{}",
+            run.all()
+        );
+        assert_eq!(current_release(h1), b, "{}", run.all());
+        let new: Vec<String> = releases_on(h1)
+            .into_iter()
+            .filter(|r| ![&a, &b].contains(&r) && !failed.contains(r))
+            .collect();
+        assert_eq!(new.len(), 1, "{version}'s release: {new:?}");
+        failed.extend(new);
+    }
+    assert_eq!(
+        releases_on(h1),
+        [a.clone(), b.clone(), failed[0].clone(), failed[1].clone()]
+    );
+    let run = rig.run("releases", &[]);
+    run.assert_code(0);
+    for id in &failed {
+        assert!(
+            run.stdout.contains(&format!("  {id} (failed)")),
+            "{}",
+            run.all()
+        );
+    }
+    assert!(
+        run.stdout.contains(&format!("* {b} (current)\n")),
+        "{}",
+        run.all()
+    );
+
+    // `rollback` goes to A, the good release before B, not to a failed one.
+    let run = rig.run("rollback", &[]);
+    run.assert_code(0);
+    assert_eq!(current_release(h1), a, "{}", run.all());
+    assert_eq!(running_version(h1), "A\n");
+
+    // The next good deploy removes the failed releases first, then keeps 2 good ones.
+    let run = rig.run("deploy", &["--var", "version=E"]);
+    run.assert_code(0);
+    run.assert_outcome("h1", "prune releases", "changed");
+    let left = releases_on(h1);
+    assert_eq!(left.len(), 2, "{left:?}\n{}", run.all());
+    assert!(left.iter().all(|r| !failed.contains(r)), "{left:?}");
+    // B, the newest good release before E, is where `rollback` would go: it is kept.
+    assert_eq!(left[0], b, "{left:?}");
+    assert_eq!(running_version(h1), "E\n");
+}
