@@ -53,6 +53,9 @@ pub enum Kind {
     Facts,
     /// `ensure:ok` or `ensure:changed WHAT...` (`ensure.rs`).
     Ensure,
+    /// `sudo:user`, `sudo:missing`, `sudo:list:STATUS`, `sudo:shell:STATUS`, each followed
+    /// by what was asked (`sudo.rs`).
+    Sudo,
 }
 
 impl Kind {
@@ -68,6 +71,7 @@ impl Kind {
             Kind::BlueGreen => "bluegreen",
             Kind::Facts => "facts",
             Kind::Ensure => "ensure",
+            Kind::Sudo => "sudo",
         }
     }
 }

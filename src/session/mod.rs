@@ -14,6 +14,7 @@ mod lock;
 mod query;
 mod rollback;
 mod sequence;
+mod sudo_refusal;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -226,7 +227,13 @@ impl<T: Connection> HostSession<T> {
         let ended = self
             .exec_into(script, stdin, become_as, &mut capture, abort)
             .await;
-        capture.finish(ended)
+        let mut out = capture.finish(ended)?;
+        if !out.success()
+            && let Some(refusal) = self.sudo_refusal(become_as, &out.stdout, &out.stderr).await
+        {
+            out.stderr = refusal.into_bytes();
+        }
+        Ok(out)
     }
 
     /// The one way a script reaches the host: through sudo when `become_as` says so (the sudo

@@ -191,6 +191,15 @@ impl<T: Connection> HostSession<T> {
         }
         let session_ms = elapsed_ms(started);
         let sent = outputs.len();
+        // Nothing ran: sudo may have refused the script (its reason, asked of the host, says
+        // which sudoers rule is missing).
+        let refusal = match (&outputs[..], steps[0].become_as.as_ref()) {
+            ([(out, _)], Some(become_as)) if cut_short && transport_error.is_none() => {
+                self.sudo_refusal(Some(become_as), &out.stdout, &out.stderr)
+                    .await
+            }
+            _ => None,
+        };
         let mut outputs = outputs.into_iter().enumerate();
         let mut failed = false;
         let mut interrupted = false;
@@ -218,6 +227,9 @@ impl<T: Connection> HostSession<T> {
                             Done::new(Outcome::Failed, Some(cut_failure(e, &out))),
                             session_ms,
                         ),
+                        (Some((0, _)), _) if refusal.is_some() => {
+                            (Done::new(Outcome::Failed, refusal.clone()), session_ms)
+                        }
                         (Some((_, (out, ms))), _) => {
                             (self.judge(&step.action, &out), ms.unwrap_or(session_ms))
                         }

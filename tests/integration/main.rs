@@ -26,6 +26,7 @@ mod reports;
 mod rollout;
 mod rollout_first;
 mod secrets;
+mod sudoers;
 mod transport;
 mod uploads;
 mod vault;

@@ -157,6 +157,15 @@ become_password = "{{{{ secrets.sudo_pw }}}}"
     let run = dropship_cmd(cmd);
     assert_ne!(run.code, Some(0), "{}", run.all());
     assert!(!run.all().contains("wrong-password-xyz"), "{}", run.all());
+    // What sudo's refusal means is said, not only sudo's "incorrect password attempt".
+    assert!(
+        run.all().contains(&format!(
+            "sudo refused the become password of {}",
+            user.name
+        )),
+        "{}",
+        run.all()
+    );
 }
 
 #[test]

@@ -160,6 +160,22 @@ impl SudoUser {
         user
     }
 
+    /// Replaces the user's sudoers rules with `rules` (whole lines, checked by `visudo -c`).
+    pub fn set_sudoers(&self, rules: &str) {
+        fs::write(&self.sudoers, rules).unwrap();
+        fs::set_permissions(&self.sudoers, fs::Permissions::from_mode(0o440)).unwrap();
+        let check = Command::new("visudo")
+            .arg("-cf")
+            .arg(&self.sudoers)
+            .output()
+            .expect("visudo");
+        assert!(
+            check.status.success(),
+            "sudoers rules refused by visudo: {rules:?}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+
     /// Playbook tables for `become` through this user's sudo: `vars.out` (its scratch dir),
     /// the secret `sudo_pw` (from `DROPSHIP_TEST_SUDO_PW`) and `[become]` with that password.
     pub fn become_vars(&self) -> String {
