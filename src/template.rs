@@ -185,11 +185,22 @@ impl Renderer {
         ctx: &Value,
         playbook: &SourceFile,
     ) -> Result<bool, InputError> {
+        self.eval_expression(expr, ctx, playbook)
+            .map(|v| v.is_true())
+    }
+
+    /// Evaluates an expression (`when`, `loop`) for one host.
+    pub fn eval_expression(
+        &self,
+        expr: &Templated,
+        ctx: &Value,
+        playbook: &SourceFile,
+    ) -> Result<Value, InputError> {
         let compiled = self
             .env
             .compile_expression(expr.get_ref())
             .map_err(|e| field_error(playbook, expr, &e, None))?;
-        compiled.eval(ctx).map(|v| v.is_true()).map_err(|e| {
+        compiled.eval(ctx).map_err(|e| {
             let missing = undefined_variable(
                 &compiled.undeclared_variables(true),
                 ctx,
@@ -206,6 +217,26 @@ impl Renderer {
         self.closures.get(name).is_some_and(|(_, dynamic)| *dynamic)
             || self.file_names_read(name).contains("secrets")
     }
+}
+
+/// The top-level names a templated string reads (none when it does not compile: rendering
+/// reports that).
+pub fn names_in_text(text: &str) -> HashSet<String> {
+    if !has_template_syntax(text) {
+        return HashSet::new();
+    }
+    let env = Environment::new();
+    env.template_from_str(text)
+        .map(|t| t.undeclared_variables(false))
+        .unwrap_or_default()
+}
+
+/// The top-level names an expression (`when`, `loop`) reads.
+pub fn names_in_expression(expr: &str) -> HashSet<String> {
+    let env = Environment::new();
+    env.compile_expression(expr)
+        .map(|e| e.undeclared_variables(false))
+        .unwrap_or_default()
 }
 
 /// True when `text` holds template syntax (`{{ }}` or `{% %}`) to render.

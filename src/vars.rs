@@ -10,10 +10,18 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use toml::Spanned;
 
 use crate::diagnostic::{InputError, SourceFile};
-use crate::template::{UNDEFINED_HINT, has_template_syntax, undefined_variable};
+use crate::template::{LOOP_NAMES, UNDEFINED_HINT, has_template_syntax, undefined_variable};
 
-/// Names provided by dropship itself; they win over variables of the same name.
-pub const BUILT_INS: [&str; 4] = ["host", "app", "secrets", "release"];
+/// Names provided by dropship itself; they win over variables of the same name (`item` and
+/// `loop_index` in a step with `loop` only).
+pub const BUILT_INS: [&str; 6] = [
+    "host",
+    "app",
+    "secrets",
+    "release",
+    LOOP_NAMES[0],
+    LOOP_NAMES[1],
+];
 
 /// Where a variable was defined.
 #[derive(Debug, Clone)]

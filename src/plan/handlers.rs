@@ -3,10 +3,12 @@
 //! step after its last trigger (so a restarted service is what the health check sees), else
 //! after the last step. Whether it fires is the session's call (a trigger reported `changed`).
 
-use super::render::become_of;
+use minijinja::Value;
+
+use super::render::{Trigger, become_of};
 use super::{Action, Become, Notify, PlannedStep};
 use crate::diagnostic::InputError;
-use crate::playbook::{Playbook, Step, StepKind};
+use crate::playbook::{Playbook, Step};
 use crate::steps::PlanCx;
 use crate::steps::compose::ComposeRun;
 
@@ -19,27 +21,34 @@ struct Gathered {
     triggers: Vec<(usize, String)>,
 }
 
-/// Adds the handlers of `triggers` (file steps with `on_change` that run on this host, with
-/// their index in `steps`) to `steps`, and marks each trigger with its handler.
+/// Adds the handlers of `triggers` (file steps with `on_change` that run on this host) to
+/// `steps`, and marks each trigger with its handler. `first_compose` is the playbook's first
+/// `compose` step with the context of its first run on this host, if any.
 pub(super) fn add_handlers<'a>(
     steps: &mut Vec<PlannedStep>,
-    triggers: &[(usize, &'a Step)],
+    triggers: &[Trigger<'a>],
+    first_compose: Option<(&'a Step, Value)>,
     playbook: &'a Playbook,
     cx: &mut PlanCx<'a>,
 ) -> Result<(), InputError> {
     if triggers.is_empty() {
         return Ok(());
     }
-    let compose = first_compose(playbook, cx)?;
+    let compose = match &first_compose {
+        Some((step, ctx)) => Some(plan_compose(step, ctx, playbook, cx)?),
+        None => None,
+    };
     let mut gathered: Vec<Gathered> = Vec::new();
-    for &(at, step) in triggers {
+    for trigger in triggers {
+        let (at, step) = (trigger.at, trigger.step);
         let Some(on_change) = &step.on_change else {
             continue;
         };
-        cx.index = step.index;
-        cx.name = &step.name;
-        cx.dir = step.dir.as_ref().map(|d| cx.field(d)).transpose()?;
-        let action = on_change.plan(cx, compose.as_ref().map(|(run, _)| run))?;
+        let mut tcx = with_ctx(cx, &trigger.ctx, step);
+        tcx.dir = step.dir.as_ref().map(|d| tcx.field(d)).transpose()?;
+        let action = on_change.plan(&mut tcx, compose.as_ref().map(|(run, _)| run));
+        give_back(cx, tcx);
+        let action = action?;
         // Compose reactions talk to docker as the compose step does, unless the file step
         // itself says how (`become`); `run` is the file step's own.
         let become_as = match (
@@ -81,7 +90,13 @@ pub(super) fn add_handlers<'a>(
         })
         .collect();
     for (id, (g, at)) in gathered.into_iter().zip(placed).enumerate().rev() {
-        let names: Vec<String> = g.triggers.into_iter().map(|(_, n)| n).collect();
+        // A looped step's iterations are one name.
+        let mut names: Vec<String> = Vec::new();
+        for (_, name) in g.triggers {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
         steps.insert(
             at,
             PlannedStep {
@@ -95,27 +110,47 @@ pub(super) fn add_handlers<'a>(
     Ok(())
 }
 
+/// A planning context for `step` rendered with `ctx`, carrying `cx`'s collections (handed back
+/// with [`give_back`]).
+fn with_ctx<'a: 't, 't>(cx: &mut PlanCx<'a>, ctx: &'t Value, step: &'t Step) -> PlanCx<'t> {
+    PlanCx {
+        file: cx.file,
+        renderer: cx.renderer,
+        ctx,
+        app: cx.app,
+        index: step.index,
+        name: &step.name,
+        dir: None,
+        release: cx.release,
+        command_line: std::mem::take(&mut cx.command_line),
+        passwords: std::mem::take(&mut cx.passwords),
+    }
+}
+
+fn give_back(cx: &mut PlanCx<'_>, used: PlanCx<'_>) {
+    cx.command_line = used.command_line;
+    cx.passwords = used.passwords;
+}
+
 /// The playbook's first `compose` step rendered for this host, with its `become`: where a
 /// handler's compose commands run when `on_change` does not say.
-fn first_compose<'a>(
+fn plan_compose<'a>(
+    step: &'a Step,
+    ctx: &Value,
     playbook: &'a Playbook,
     cx: &mut PlanCx<'a>,
-) -> Result<Option<(ComposeRun, Option<Become>)>, InputError> {
-    let Some(step) = playbook
-        .steps
-        .iter()
-        .find(|s| matches!(s.kind, StepKind::Compose(_)))
-    else {
-        return Ok(None);
-    };
-    cx.index = step.index;
-    cx.name = &step.name;
-    cx.dir = step.dir.as_ref().map(|d| cx.field(d)).transpose()?;
-    let Action::Compose(run) = step.kind.plan(cx)? else {
-        unreachable!("a compose step plans a compose action")
-    };
-    let become_as = become_of(step, playbook, cx.renderer, cx.ctx, &mut cx.passwords)?;
-    Ok(Some((run, become_as)))
+) -> Result<(ComposeRun, Option<Become>), InputError> {
+    let mut ccx = with_ctx(cx, ctx, step);
+    let planned = (|| {
+        ccx.dir = step.dir.as_ref().map(|d| ccx.field(d)).transpose()?;
+        let Action::Compose(run) = step.kind.plan(&mut ccx)? else {
+            unreachable!("a compose step plans a compose action")
+        };
+        let become_as = become_of(step, playbook, ccx.renderer, ctx, &mut ccx.passwords)?;
+        Ok((run, become_as))
+    })();
+    give_back(cx, ccx);
+    planned
 }
 
 #[cfg(test)]

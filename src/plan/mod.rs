@@ -21,12 +21,13 @@ use crate::vars::Needed;
 mod context;
 mod exposure;
 mod handlers;
+mod iterate;
 mod order;
 mod render;
 
 pub use crate::steps::Action;
 pub use context::host_context;
-use context::{check_tags, names_read};
+use context::{HostScope, check_tags, names_read};
 
 /// A file to place on a host.
 #[derive(Debug, Clone)]
@@ -200,18 +201,23 @@ pub fn build(
         Some(_) => {
             let mut rendered: Vec<Arc<[u8]>> = Vec::new();
             for (index, host) in hosts.iter().enumerate() {
-                let release = sites[index].as_ref().map(|s| (s, "pending"));
-                let ctx = host_context(
+                let scope = HostScope {
                     host,
                     playbook,
-                    &options.vars,
-                    &secrets_value,
-                    release,
-                    &needed,
-                )?
-                .context;
-                let planned =
-                    render::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
+                    cli_vars: &options.vars,
+                    secrets: &secrets_value,
+                    release: sites[index].as_ref().map(|s| (s, "pending")),
+                };
+                let ctx = scope.context(&needed)?.context;
+                let planned = render::plan_steps(
+                    playbook,
+                    &renderer,
+                    options,
+                    index,
+                    &scope,
+                    &ctx,
+                    &Redactor::default(),
+                )?;
                 for step in &planned.steps {
                     if let Some(u) = step.action.upload() {
                         rendered.push(u.dest.as_bytes().into());
@@ -229,23 +235,30 @@ pub fn build(
     let mut host_plans = Vec::with_capacity(hosts.len());
     for (index, host) in hosts.into_iter().enumerate() {
         let site = sites[index].clone();
-        let release = site.as_ref().zip(release_id.as_deref());
-        let resolved = host_context(
-            &host,
+        let scope = HostScope {
+            host: &host,
             playbook,
-            &options.vars,
-            &secrets_value,
-            release,
-            &needed,
-        )?;
-        passwords.extend(resolved.derived_secrets.into_iter().map(|(name, text)| {
-            (
-                format!("variable `{name}` (made from a secret)"),
-                Secret::new(text),
-            )
-        }));
+            cli_vars: &options.vars,
+            secrets: &secrets_value,
+            release: site.as_ref().zip(release_id.as_deref()),
+        };
+        let resolved = scope.context(&needed)?;
+        let derived: Vec<(String, Secret)> = resolved
+            .derived_secrets
+            .into_iter()
+            .map(|(name, text)| {
+                (
+                    format!("variable `{name}` (made from a secret)"),
+                    Secret::new(text),
+                )
+            })
+            .collect();
+        // What a looped step's iteration names must not show.
+        let guard = Redactor::new(secrets.values().chain(derived.iter().map(|(_, s)| s)));
+        passwords.extend(derived);
         let ctx = resolved.context;
-        let planned = render::plan_steps(playbook, &renderer, options, index, &ctx, release)?;
+        let planned =
+            render::plan_steps(playbook, &renderer, options, index, &scope, &ctx, &guard)?;
         passwords.extend(planned.passwords);
         command_lines.push(planned.command_line);
         let mut steps = planned.steps;

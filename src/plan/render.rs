@@ -1,14 +1,16 @@
 //! Rendering one host's steps into actions: the keys every step has (`once`, `when`, `tags`,
-//! `dir`, `become`) here, each kind through `crate::steps`; and placing the implied `activate`
-//! and `prune images`.
+//! `dir`, `become`, `vars`, `loop`: a looped step is one planned step per item) here, each kind
+//! through `crate::steps`; and placing the implied `activate` and `prune images`.
 
 use minijinja::Value;
 
+use super::context::{HostScope, Iteration};
+use super::iterate;
 use super::{Action, Become, PlanOptions, PlannedStep};
 use crate::diagnostic::InputError;
-use crate::playbook::{Playbook, Step};
+use crate::playbook::{Playbook, Step, StepKind};
 use crate::release::ReleaseSite;
-use crate::secrets::Secret;
+use crate::secrets::{Redactor, Secret};
 use crate::steps::activate::Activation;
 use crate::steps::prune_images::ImagePrune;
 use crate::steps::prune_releases::ReleasePrune;
@@ -24,69 +26,95 @@ pub(super) struct PlannedSteps {
     pub command_line: Vec<CommandLineValue>,
 }
 
-/// Renders every step of `playbook` for the host at `host_index` of the run.
+/// Renders every step of `playbook` for the host at `host_index` of the run (a looped step
+/// once per item). `guard` holds the host's secret values, kept out of iterations' names.
 pub(super) fn plan_steps(
     playbook: &Playbook,
     renderer: &Renderer,
     options: &PlanOptions,
     host_index: usize,
+    scope: &HostScope<'_>,
     ctx: &Value,
-    release: Option<(&ReleaseSite, &str)>,
+    guard: &Redactor,
 ) -> Result<PlannedSteps, InputError> {
+    let release = scope.release;
     let mut steps = Vec::with_capacity(playbook.steps.len() + 1);
     let mut passwords = Vec::new();
     let mut command_line = Vec::new();
-    // File steps with `on_change` that run on this host: (index in `steps`, the step).
-    let mut triggers = Vec::new();
+    // File steps with `on_change` that run on this host: index in `steps`, the step and the
+    // context it was rendered with.
+    let mut triggers: Vec<Trigger<'_>> = Vec::new();
     for step in &playbook.steps {
         if !options.tags.is_empty() && !step.tags.iter().any(|t| options.tags.contains(t)) {
             continue;
         }
-        let skip = |reason: &str| {
-            PlannedStep::new(
-                step.name.clone(),
-                Action::Skip {
-                    reason: reason.to_string(),
-                },
-            )
-        };
-        if step.once && host_index > 0 {
-            steps.push(skip("once: runs on the first host"));
-            continue;
+        for run in runs_of(step, scope, renderer, ctx, guard, &mut passwords)? {
+            let skip = |reason: &str| {
+                PlannedStep::new(
+                    run.name.clone(),
+                    Action::Skip {
+                        reason: reason.to_string(),
+                    },
+                )
+            };
+            let Some(step_ctx) = run.ctx else {
+                steps.push(skip("loop is empty"));
+                continue;
+            };
+            if step.once && host_index > 0 {
+                steps.push(skip("once: runs on the first host"));
+                continue;
+            }
+            if let Some(when) = &step.when
+                && !renderer.eval_when(when, &step_ctx, &playbook.file)?
+            {
+                steps.push(skip("when is false"));
+                continue;
+            }
+            let mut cx = PlanCx {
+                file: &playbook.file,
+                renderer,
+                ctx: &step_ctx,
+                app: &playbook.app,
+                index: step.index,
+                name: &run.name,
+                dir: None,
+                release,
+                command_line: std::mem::take(&mut command_line),
+                passwords: std::mem::take(&mut passwords),
+            };
+            cx.dir = step.dir.as_ref().map(|d| cx.field(d)).transpose()?;
+            let action = step.kind.plan(&mut cx)?;
+            command_line = cx.command_line;
+            passwords = cx.passwords;
+            let become_as = become_of(step, playbook, renderer, &step_ctx, &mut passwords)?;
+            if step.on_change.is_some() && !matches!(action, Action::Skip { .. }) {
+                triggers.push(Trigger {
+                    at: steps.len(),
+                    step,
+                    ctx: step_ctx.clone(),
+                });
+            }
+            steps.push(PlannedStep {
+                name: run.name,
+                action,
+                become_as,
+                notify: Default::default(),
+            });
         }
-        if let Some(when) = &step.when
-            && !renderer.eval_when(when, ctx, &playbook.file)?
-        {
-            steps.push(skip("when is false"));
-            continue;
-        }
-        let mut cx = PlanCx {
-            file: &playbook.file,
-            renderer,
-            ctx,
-            app: &playbook.app,
-            index: step.index,
-            name: &step.name,
-            dir: None,
-            release,
-            command_line: std::mem::take(&mut command_line),
-            passwords: std::mem::take(&mut passwords),
-        };
-        cx.dir = step.dir.as_ref().map(|d| cx.field(d)).transpose()?;
-        let action = step.kind.plan(&mut cx)?;
-        command_line = cx.command_line;
-        passwords = cx.passwords;
-        let become_as = become_of(step, playbook, renderer, ctx, &mut passwords)?;
-        if step.on_change.is_some() && !matches!(action, Action::Skip { .. }) {
-            triggers.push((steps.len(), step));
-        }
-        steps.push(PlannedStep {
-            name: step.name.clone(),
-            action,
-            become_as,
-            notify: Default::default(),
-        });
     }
+    let first_compose = match playbook
+        .steps
+        .iter()
+        .find(|s| matches!(s.kind, StepKind::Compose(_)))
+    {
+        Some(step) if !triggers.is_empty() => {
+            runs_of(step, scope, renderer, ctx, guard, &mut passwords)?
+                .into_iter()
+                .find_map(|run| run.ctx.map(|c| (step, c)))
+        }
+        _ => None,
+    };
     let mut cx = PlanCx {
         file: &playbook.file,
         renderer,
@@ -99,7 +127,7 @@ pub(super) fn plan_steps(
         command_line,
         passwords,
     };
-    super::handlers::add_handlers(&mut steps, &triggers, playbook, &mut cx)?;
+    super::handlers::add_handlers(&mut steps, &triggers, first_compose, playbook, &mut cx)?;
     let PlanCx {
         command_line,
         passwords,
@@ -110,6 +138,80 @@ pub(super) fn plan_steps(
         passwords,
         command_line,
     })
+}
+
+/// A file step with `on_change` planned on this host: where it is among the host's steps, and
+/// the context it was rendered with (its handler's fields are rendered with it too).
+pub(super) struct Trigger<'a> {
+    pub at: usize,
+    pub step: &'a Step,
+    pub ctx: Value,
+}
+
+/// One planned run of a step: its name in the report and its context (`None`: an empty loop,
+/// reported as one skipped step).
+struct Run {
+    name: String,
+    ctx: Option<Value>,
+}
+
+/// The runs of `step` on this host: one, with the host's context (or the step's own when it
+/// has `vars`), or one per item of its loop.
+fn runs_of(
+    step: &Step,
+    scope: &HostScope<'_>,
+    renderer: &Renderer,
+    ctx: &Value,
+    guard: &Redactor,
+    passwords: &mut Vec<(String, Secret)>,
+) -> Result<Vec<Run>, InputError> {
+    let file = &scope.playbook.file;
+    let mut contexts = |iteration: Option<&Iteration>| -> Result<Value, InputError> {
+        let resolved = scope.step_context(step, iteration, renderer)?;
+        passwords.extend(resolved.derived_secrets.into_iter().map(|(name, text)| {
+            (
+                format!("variable `{name}` (made from a secret)"),
+                Secret::new(text),
+            )
+        }));
+        Ok(resolved.context)
+    };
+    let Some(looped) = &step.loop_over else {
+        let ctx = if step.vars.is_empty() {
+            ctx.clone()
+        } else {
+            contexts(None)?
+        };
+        return Ok(vec![Run {
+            name: step.name.clone(),
+            ctx: Some(ctx),
+        }]);
+    };
+    let items = iterate::items(looped, renderer, ctx, file)?;
+    if items.is_empty() {
+        return Ok(vec![Run {
+            name: step.name.clone(),
+            ctx: None,
+        }]);
+    }
+    let hide = looped.names_read().contains("secrets");
+    let no_secrets = Redactor::default();
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let name = if hide {
+                iterate::iteration_name(&step.name, &Value::from(()), index, &no_secrets)
+            } else {
+                iterate::iteration_name(&step.name, &item, index, guard)
+            };
+            let ctx = contexts(Some(&Iteration { item, index }))?;
+            Ok(Run {
+                name,
+                ctx: Some(ctx),
+            })
+        })
+        .collect()
 }
 
 /// A step's `become`, its password rendered (and kept to be masked).

@@ -13,12 +13,14 @@ use crate::rollout::{Amount, OnFailure, Policy};
 use crate::secrets::{SecretSource, VaultSettings};
 use crate::vars::{self, RawVars, Vars};
 
+mod reuse;
 mod step;
 
 use crate::steps::RawStep;
 pub use crate::steps::apt::{AptState, valid_package_name};
 pub use crate::steps::compose::ComposeCommand;
 pub use crate::steps::{StepKind, Templated, valid_user_name};
+pub use reuse::Loop;
 use step::convert_step;
 pub use step::{BecomeSpec, Step};
 
@@ -219,10 +221,11 @@ impl Playbook {
         };
         let base_refs: Vec<&Path> = bases.iter().map(PathBuf::as_path).collect();
         let default_password = raw.become_defaults.and_then(|b| b.into_inner().password);
+        let shared_file = Arc::new(file.clone());
         let mut steps = Vec::new();
         for (index, raw_step) in raw.steps.into_iter().enumerate() {
             steps.push(convert_step(
-                &file,
+                &shared_file,
                 &base_refs,
                 index,
                 raw_step,
@@ -235,7 +238,7 @@ impl Playbook {
             app: app.clone(),
             hosts,
             hosts_span,
-            vars: vars::from_raw(raw.vars, &Arc::new(file.clone())),
+            vars: vars::from_raw(raw.vars, &shared_file),
             secrets: raw.secrets,
             secrets_vault: raw.secrets_vault,
             steps,

@@ -2,12 +2,15 @@
 //! `become`), converted here; its kind is validated by `crate::steps`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::reuse::{self, Loop};
 use crate::diagnostic::{InputError, SourceFile};
 use crate::steps::handlers::OnChange;
 use crate::steps::{self, ParseCx, RawStep, StepKind, Templated, valid_user_name};
+use crate::vars::Vars;
 
 /// `become`, `become_user`, `become_password` of a step (the password falls back to
 /// `[become] password`).
@@ -33,6 +36,10 @@ pub struct Step {
     pub become_as: Option<BecomeSpec>,
     /// What to do when this (file) step changed its file on a host.
     pub on_change: Option<OnChange>,
+    /// Its own variables: over the host's and the playbook's, under `--var`.
+    pub vars: Vars,
+    /// Run once per item, `item` in scope.
+    pub loop_over: Option<Loop>,
 }
 
 impl Step {
@@ -52,15 +59,22 @@ impl Step {
 }
 
 pub(super) fn convert_step(
-    file: &SourceFile,
+    shared_file: &Arc<SourceFile>,
     bases: &[&Path],
     index: usize,
     raw: Spanned<RawStep>,
     default_password: Option<&Templated>,
     has_release: bool,
 ) -> Result<Step, InputError> {
+    let file: &SourceFile = shared_file;
     let span = raw.span();
     let mut raw = raw.into_inner();
+    let vars = reuse::step_vars(shared_file, raw.vars.take())?;
+    let loop_over = raw
+        .loop_over
+        .take()
+        .map(|l| Loop::parse(file, l))
+        .transpose()?;
     let become_as = convert_become(file, &raw, default_password)?;
     if !raw.takes_guards()
         && let Some(g) = raw.creates.as_ref().or(raw.unless.as_ref())
@@ -113,7 +127,7 @@ pub(super) fn convert_step(
         }
     };
     let name = raw.name.unwrap_or_else(|| kind.default_name());
-    Ok(Step {
+    let step = Step {
         index,
         name,
         dir: raw.dir,
@@ -123,7 +137,18 @@ pub(super) fn convert_step(
         kind,
         become_as,
         on_change,
-    })
+        vars,
+        loop_over,
+    };
+    if step.loop_over.is_none() {
+        reuse::check_loop_names_outside_a_loop(
+            file,
+            &step.vars,
+            &step.templated_fields(),
+            step.when.as_ref(),
+        )?;
+    }
+    Ok(step)
 }
 
 fn convert_become(

@@ -215,6 +215,11 @@ macro_rules! registry {
             pub unless: Option<Templated>,
             /// A file step's handler (`copy`, `template` only; `playbook` checks).
             pub on_change: Option<Spanned<handlers::RawOnChange>>,
+            /// The step's own variables (`playbook` converts them).
+            pub vars: Option<indexmap::IndexMap<String, Spanned<toml::Value>>>,
+            /// What the step runs once per item of (`playbook` converts it).
+            #[serde(rename = "loop")]
+            pub loop_over: Option<Spanned<toml::Value>>,
         }
 
         /// What a step does, as written and validated: one variant per kind.

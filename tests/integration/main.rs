@@ -23,6 +23,7 @@ mod orchestration;
 mod output;
 mod provision;
 mod reports;
+mod reuse;
 mod rollout;
 mod rollout_first;
 mod secrets;
