@@ -58,8 +58,14 @@ pub(super) fn add_handlers<'a>(
             (Some((_, compose_become)), true) => compose_become.clone(),
             _ => steps[at].become_as.clone(),
         };
-        let same =
-            |g: &Gathered| g.action.describe() == action.describe() && g.become_as == become_as;
+        // The same command, every word: `restart proxy` and `restart web` are two handlers.
+        let same = |g: &Gathered| {
+            let same_action = match (&g.action, &action) {
+                (Action::Compose(a), Action::Compose(b)) => a == b,
+                (a, b) => a.describe() == b.describe(),
+            };
+            same_action && g.become_as == become_as
+        };
         let handler = match gathered.iter().position(same) {
             Some(h) => h,
             None => {
@@ -207,6 +213,45 @@ health = { url = \"http://127.0.0.1/\" }
 name = \"last\"
 run = \"true\"
 ";
+
+    #[test]
+    fn reactions_that_differ_only_in_their_services_or_words_are_two_handlers() {
+        let steps = plan_of(
+            "
+[[steps]]
+name = \"a\"
+copy = { src = \"a.conf\", dest = \"/srv/a\" }
+on_change = { restart = [\"proxy\"], dir = \"/srv\" }
+[[steps]]
+name = \"b\"
+copy = { src = \"a.conf\", dest = \"/srv/b\" }
+on_change = { restart = [\"web\"], dir = \"/srv\" }
+[[steps]]
+name = \"c\"
+copy = { src = \"a.conf\", dest = \"/srv/c\" }
+on_change = { exec = { service = \"proxy\", command = [\"nginx\", \"-s\", \"reload\"] }, dir = \"/srv\" }
+[[steps]]
+name = \"d\"
+copy = { src = \"a.conf\", dest = \"/srv/d\" }
+on_change = { exec = { service = \"proxy\", command = [\"nginx\", \"-t\"] }, dir = \"/srv\" }
+[[steps]]
+name = \"e\"
+copy = { src = \"a.conf\", dest = \"/srv/e\" }
+on_change = { restart = [\"web\"], dir = \"/srv\" }
+",
+            &[],
+        );
+        let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names[5..],
+            [
+                "restart proxy (a changed)",
+                "restart web (b or e changed)",
+                "exec nginx -s reload in proxy (c changed)",
+                "exec nginx -t in proxy (d changed)",
+            ]
+        );
+    }
 
     #[test]
     fn one_handler_per_reaction_right_before_the_health_check_after_its_last_trigger() {

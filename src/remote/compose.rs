@@ -1,6 +1,6 @@
 //! Docker compose on a host: finding how it is invoked (the plugin or the standalone tool),
 //! the command for each compose step, and judging whether it changed anything.
-//! May import: `remote::{script, frame, vars}`, `playbook::ComposeCommand`.
+//! May import: `remote::{script, frame, vars, compose_build}`, `playbook::ComposeCommand`.
 
 use super::frame::{self, Frame, Kind};
 use super::script::Script;
@@ -212,72 +212,152 @@ fn parse_flavor(fields: &str) -> Option<ComposeFlavor> {
     }
 }
 
-/// A compose command as a chain segment, in `dir`, stdin closed. With the flavour still
-/// `Unknown` it follows `$dsf` from `detect`, which must run first in the same script.
-pub fn command(
-    flavor: ComposeFlavor,
-    command_kind: ComposeCommand,
-    dir: &str,
-    project: &str,
-    services: &[String],
-) -> String {
-    script(flavor, command_kind, dir, project, services).into_string()
+/// A compose subcommand with its options and operands, every word rendered: each goes on the
+/// command line as one quoted word (data, never shell code or an option of compose's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `pull`, `up`, `down`, `restart`, `ps` of these services (all when empty).
+    Pull(Vec<String>),
+    Up(Vec<String>),
+    Down(Vec<String>),
+    Restart(Vec<String>),
+    Ps(Vec<String>),
+    /// `exec -T SERVICE ARGS…`: a command in the running service, no TTY, stdin closed.
+    Exec {
+        service: String,
+        args: Vec<String>,
+    },
+    /// `run --rm -T [--no-deps] SERVICE [ARGS…]`: a one-off container, removed after.
+    Run {
+        service: String,
+        args: Vec<String>,
+        no_deps: bool,
+    },
+    /// `build [--pull] [--no-cache] [SERVICES…]`, with the images of the built services
+    /// compared before and after (`compose_build`).
+    Build {
+        services: Vec<String>,
+        pull: bool,
+        no_cache: bool,
+    },
+    /// `logs --no-color --tail N [SERVICES…]`.
+    Logs {
+        services: Vec<String>,
+        tail: u32,
+    },
 }
 
-fn script(
-    flavor: ComposeFlavor,
-    command_kind: ComposeCommand,
-    dir: &str,
-    project: &str,
-    services: &[String],
-) -> Script {
+impl Request {
+    pub fn command(&self) -> ComposeCommand {
+        match self {
+            Self::Pull(_) => ComposeCommand::Pull,
+            Self::Up(_) => ComposeCommand::Up,
+            Self::Down(_) => ComposeCommand::Down,
+            Self::Restart(_) => ComposeCommand::Restart,
+            Self::Ps(_) => ComposeCommand::Ps,
+            Self::Exec { .. } => ComposeCommand::Exec,
+            Self::Run { .. } => ComposeCommand::Run,
+            Self::Build { .. } => ComposeCommand::Build,
+            Self::Logs { .. } => ComposeCommand::Logs,
+        }
+    }
+
+    /// The subcommand and its options (code), then its operands (words, after `--`).
+    fn words(&self) -> (Script, Vec<&str>) {
+        fn all(services: &[String]) -> Vec<&str> {
+            services.iter().map(String::as_str).collect()
+        }
+        fn service_then<'a>(service: &'a str, args: &'a [String]) -> Vec<&'a str> {
+            std::iter::once(service)
+                .chain(args.iter().map(String::as_str))
+                .collect()
+        }
+        match self {
+            Self::Pull(s) => (sh!("pull"), all(s)),
+            Self::Up(s) => (sh!("up -d --remove-orphans"), all(s)),
+            Self::Down(s) => (sh!("down --remove-orphans"), all(s)),
+            Self::Restart(s) => (sh!("restart"), all(s)),
+            Self::Ps(s) => (sh!("ps"), all(s)),
+            // No TTY, stdin closed: the command cannot wait for input.
+            Self::Exec { service, args } => (sh!("exec -T"), service_then(service, args)),
+            Self::Run {
+                service,
+                args,
+                no_deps,
+            } => {
+                let mut options = sh!("run --rm -T");
+                if *no_deps {
+                    options.push(&sh!(" --no-deps"));
+                }
+                (options, service_then(service, args))
+            }
+            Self::Build {
+                services,
+                pull,
+                no_cache,
+            } => {
+                let mut options = sh!("build");
+                if *pull {
+                    options.push(&sh!(" --pull"));
+                }
+                if *no_cache {
+                    options.push(&sh!(" --no-cache"));
+                }
+                (options, all(services))
+            }
+            Self::Logs { services, tail } => {
+                (sh!("logs --no-color --tail {}", *tail), all(services))
+            }
+        }
+    }
+}
+
+/// A compose command as a chain segment, in `dir`, stdin closed. With the flavour still
+/// `Unknown` it follows `$dsf` from `detect`, which must run first in the same script.
+pub fn command(flavor: ComposeFlavor, dir: &str, project: &str, request: &Request) -> String {
+    script(flavor, dir, project, request).into_string()
+}
+
+fn script(flavor: ComposeFlavor, dir: &str, project: &str, request: &Request) -> Script {
     if flavor == ComposeFlavor::Unknown {
         return sh!(
             "case {} in plugin) {} ;; standalone) {} ;; *) false ;; esac",
             vars::COMPOSE_FLAVOR.bare(),
-            script(ComposeFlavor::Plugin, command_kind, dir, project, services),
-            script(
-                ComposeFlavor::Standalone,
-                command_kind,
-                dir,
-                project,
-                services
-            )
+            script(ComposeFlavor::Plugin, dir, project, request),
+            script(ComposeFlavor::Standalone, dir, project, request)
         );
     }
-    let tool = match flavor {
-        ComposeFlavor::Standalone => sh!("docker-compose"),
-        ComposeFlavor::Plugin => sh!("docker compose"),
+    let (tool, tool_kind) = match flavor {
+        ComposeFlavor::Standalone => (sh!("docker-compose"), ComposeTool::Standalone),
+        ComposeFlavor::Plugin => (sh!("docker compose"), ComposeTool::Plugin),
         // Steps check `problem` first; this keeps a step that did not from running anything.
         ComposeFlavor::Missing | ComposeFlavor::Unusable { .. } | ComposeFlavor::Unknown => {
             return sh!("{{ echo 'compose does not work on this host' >&2; false; }}");
         }
     };
-    let args = match command_kind {
-        ComposeCommand::Pull => sh!("pull"),
-        ComposeCommand::Up => sh!("up -d --remove-orphans"),
-        ComposeCommand::Down => sh!("down --remove-orphans"),
-        ComposeCommand::Restart => sh!("restart"),
-        ComposeCommand::Ps => sh!("ps"),
-        // No TTY, stdin closed: a handler's command cannot wait for input.
-        ComposeCommand::Exec => sh!("exec -T"),
-    };
-    let mut script = sh!("(cd -- {} && exec {} -p {} {}", dir, tool, project, args);
-    if !services.is_empty() {
-        script.push(&sh!(" --"));
+    let (options, operands) = request.words();
+    let mut line = sh!("{} -p {} {}", tool, project, options);
+    if !operands.is_empty() {
+        line.push(&sh!(" --"));
     }
-    for service in services {
-        script.push(&sh!(" {}", service));
+    for word in operands {
+        line.push(&sh!(" {}", word));
     }
-    script.push(&sh!(") </dev/null"));
-    script
+    match request {
+        Request::Build { services, .. } => sh!(
+            "(cd -- {} || exit 1\n{}\n) </dev/null",
+            dir,
+            super::compose_build::around(&tool, tool_kind, project, services, &line)
+        ),
+        _ => sh!("(cd -- {} && exec {}) </dev/null", dir, line),
+    }
 }
 
 /// Whether a compose command changed anything, judged from what compose printed: v1 and v2
 /// word it differently (`fixtures` in the tests hold what each printed for real).
 pub fn changed(command: ComposeCommand, output: &str) -> bool {
     match command {
-        ComposeCommand::Ps => false,
+        ComposeCommand::Ps | ComposeCommand::Logs => false,
         // A layer downloaded (`Pull complete`, both), or a tag moved to an image whose layers
         // the host had: v1 says so in lower case (`status: downloaded newer image for …`); v2
         // prints only `Pulling`/`Pulled` then, as it does when nothing changed.
@@ -306,7 +386,12 @@ pub fn changed(command: ComposeCommand, output: &str) -> bool {
                         | "Removed"
                 )
         }),
-        ComposeCommand::Down | ComposeCommand::Restart | ComposeCommand::Exec => true,
+        ComposeCommand::Down
+        | ComposeCommand::Restart
+        | ComposeCommand::Exec
+        | ComposeCommand::Run => true,
+        // Judged from the images before and after (`compose_build::changes`).
+        ComposeCommand::Build => false,
     }
 }
 
@@ -339,10 +424,9 @@ mod tests {
     fn unknown_compose_flavor_is_found_with_builtins_first() {
         let s = command(
             ComposeFlavor::Unknown,
-            ComposeCommand::Pull,
             "/srv",
             "p",
-            &[],
+            &Request::Pull(Vec::new()),
         );
         assert_eq!(
             s,
@@ -508,10 +592,9 @@ mod tests {
                     wanted: ComposeTool::Plugin,
                     other: true
                 },
-                ComposeCommand::Up,
                 "/srv",
                 "p",
-                &[]
+                &Request::Up(Vec::new())
             ),
             "{ echo 'compose does not work on this host' >&2; false; }"
         );
@@ -604,10 +687,9 @@ mod tests {
     fn compose_commands_name_the_project() {
         let s = command(
             ComposeFlavor::Plugin,
-            ComposeCommand::Up,
             "/srv/x y",
             "pixel",
-            &["web".into()],
+            &Request::Up(vec!["web".into()]),
         );
         assert_eq!(
             s,
@@ -615,14 +697,73 @@ mod tests {
         );
         let s = command(
             ComposeFlavor::Standalone,
-            ComposeCommand::Pull,
             "/srv",
             "p",
-            &[],
+            &Request::Pull(Vec::new()),
         );
         assert_eq!(
             s,
             "(cd -- /srv && exec docker-compose -p p pull) </dev/null"
+        );
+    }
+
+    #[test]
+    fn each_request_is_one_command_line_with_its_operands_after_the_options() {
+        let line = |request: Request| command(ComposeFlavor::Plugin, "/srv", "p", &request);
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            line(Request::Exec {
+                service: "web".into(),
+                args: words(&["./manage.py", "migrate", "--noinput"]),
+            }),
+            "(cd -- /srv && exec docker compose -p p exec -T -- web ./manage.py migrate --noinput) </dev/null"
+        );
+        assert_eq!(
+            line(Request::Run {
+                service: "web".into(),
+                args: Vec::new(),
+                no_deps: false,
+            }),
+            "(cd -- /srv && exec docker compose -p p run --rm -T -- web) </dev/null"
+        );
+        assert_eq!(
+            line(Request::Run {
+                service: "web".into(),
+                args: words(&["sh", "-c", "echo $HOME"]),
+                no_deps: true,
+            }),
+            "(cd -- /srv && exec docker compose -p p run --rm -T --no-deps -- web sh -c 'echo $HOME') </dev/null"
+        );
+        assert_eq!(
+            line(Request::Logs {
+                services: words(&["web", "db"]),
+                tail: 100,
+            }),
+            "(cd -- /srv && exec docker compose -p p logs --no-color --tail 100 -- web db) </dev/null"
+        );
+        let build = line(Request::Build {
+            services: words(&["web"]),
+            pull: true,
+            no_cache: true,
+        });
+        assert!(
+            build.starts_with("(cd -- /srv || exit 1\n")
+                && build
+                    .contains("\ndocker compose -p p build --pull --no-cache -- web || exit $?\n"),
+            "{build}"
+        );
+        let standalone = command(
+            ComposeFlavor::Standalone,
+            "/srv",
+            "p",
+            &Request::Logs {
+                services: Vec::new(),
+                tail: 0,
+            },
+        );
+        assert_eq!(
+            standalone,
+            "(cd -- /srv && exec docker-compose -p p logs --no-color --tail 0) </dev/null"
         );
     }
 

@@ -56,6 +56,8 @@ pub enum Kind {
     /// `sudo:user`, `sudo:missing`, `sudo:list:STATUS`, `sudo:shell:STATUS`, each followed
     /// by what was asked (`sudo.rs`).
     Sudo,
+    /// `build:ok` or `build:changed REF...` (`compose_build.rs`).
+    Build,
 }
 
 impl Kind {
@@ -72,6 +74,7 @@ impl Kind {
             Kind::Facts => "facts",
             Kind::Ensure => "ensure",
             Kind::Sudo => "sudo",
+            Kind::Build => "build",
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod apt;
 pub mod blue_green;
 pub mod compose;
+pub mod compose_build;
 pub mod diagnose;
 pub mod driver;
 pub mod ensure;
@@ -49,7 +50,6 @@ pub(crate) fn run_in_sh(script: &str, stdin: &[u8]) -> crate::transport::ExecOut
 mod tests {
     use super::compose::{self, ComposeFlavor};
     use super::script::quote;
-    use crate::playbook::ComposeCommand;
 
     #[test]
     fn quoting_survives_hostile_paths() {
@@ -118,10 +118,9 @@ mod tests {
             sh(
                 &compose::command(
                     ComposeFlavor::Plugin,
-                    ComposeCommand::Up,
                     app,
                     value,
-                    &[value.to_string()],
+                    &compose::Request::Up(vec![value.to_string()]),
                 ),
                 b"",
             );
@@ -129,6 +128,45 @@ mod tests {
                 args(),
                 format!(
                     "[compose]\n[-p]\n[{value}]\n[up]\n[-d]\n[--remove-orphans]\n[--]\n[{value}]\n{app}\n"
+                )
+            );
+            // A command in a service: the service and every word of the command are data,
+            // an empty word included.
+            sh(
+                &compose::command(
+                    ComposeFlavor::Plugin,
+                    app,
+                    "p",
+                    &compose::Request::Exec {
+                        service: value.to_string(),
+                        args: vec![value.to_string(), "--x".into(), String::new()],
+                    },
+                ),
+                b"",
+            );
+            assert_eq!(
+                args(),
+                format!(
+                    "[compose]\n[-p]\n[p]\n[exec]\n[-T]\n[--]\n[{value}]\n[{value}]\n[--x]\n[]\n{app}\n"
+                )
+            );
+            sh(
+                &compose::command(
+                    ComposeFlavor::Plugin,
+                    app,
+                    "p",
+                    &compose::Request::Run {
+                        service: "web".into(),
+                        args: vec![value.to_string()],
+                        no_deps: true,
+                    },
+                ),
+                b"",
+            );
+            assert_eq!(
+                args(),
+                format!(
+                    "[compose]\n[-p]\n[p]\n[run]\n[--rm]\n[-T]\n[--no-deps]\n[--]\n[web]\n[{value}]\n{app}\n"
                 )
             );
             assert_eq!(

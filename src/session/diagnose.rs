@@ -52,7 +52,7 @@ impl<T: Connection> HostSession<T> {
             return ContainerWords::default();
         }
         match &step.action {
-            Action::Compose(run) if run.command == ComposeCommand::Up => {
+            Action::Compose(run) if run.command() == ComposeCommand::Up => {
                 self.diagnose(
                     ctx,
                     std::slice::from_ref(&run.project),
@@ -397,22 +397,22 @@ mod tests {
 
     #[test]
     fn the_projects_are_those_of_the_compose_steps_once_each() {
+        use crate::remote::compose::Request;
         use crate::steps::compose::ComposeRun;
-        let compose = |project: &str, command| {
+        let compose = |project: &str, request| {
             PlannedStep::new(
                 "c",
                 Action::Compose(ComposeRun {
-                    command,
                     dir: "/srv".into(),
                     project: project.into(),
-                    services: Vec::new(),
+                    request,
                 }),
             )
         };
         let steps = [
-            compose("a", ComposeCommand::Pull),
-            compose("a", ComposeCommand::Up),
-            compose("b-green", ComposeCommand::Up),
+            compose("a", Request::Pull(Vec::new())),
+            compose("a", Request::Up(Vec::new())),
+            compose("b-green", Request::Up(Vec::new())),
             PlannedStep::new("s", Action::Skip { reason: "x".into() }),
         ];
         assert_eq!(compose_projects(&steps), ["a", "b-green"]);

@@ -8,10 +8,11 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::compose::{ComposeCommand, ComposeRun};
+use super::compose::{ComposeRun, bad_service, plan_command, valid_service};
 use super::run::Command;
 use super::{Action, PlanCx, Templated};
 use crate::diagnostic::{InputError, SourceFile};
+use crate::remote::compose::Request;
 
 /// `on_change = { restart = […] | exec = { service, command } | run = "…", dir, project }`, as
 /// written.
@@ -28,8 +29,8 @@ pub struct RawOnChange {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExec {
-    service: Spanned<String>,
-    command: Spanned<Vec<String>>,
+    service: Templated,
+    command: Spanned<Vec<Templated>>,
 }
 
 /// What a handler does.
@@ -37,10 +38,11 @@ struct RawExec {
 pub enum Reaction {
     /// `compose restart SERVICES`: a restart re-resolves single-file bind mounts.
     Restart(Vec<String>),
-    /// `compose exec -T SERVICE COMMAND…` (e.g. `nginx -s reload`).
+    /// `compose exec -T SERVICE COMMAND…` (e.g. `nginx -s reload`), rendered per host as a
+    /// `compose` step's `exec` is.
     Exec {
-        service: String,
-        command: Vec<String>,
+        service: Templated,
+        command: Vec<Templated>,
     },
     /// A shell command, in the step's `dir` and with its `become`.
     Run(Templated),
@@ -60,20 +62,6 @@ pub struct OnChange {
 }
 
 const KEYS_HINT: &str = "write one of on_change = { restart = [\"proxy\"] }, on_change = { exec = { service = \"proxy\", command = [\"nginx\", \"-s\", \"reload\"] } } or on_change = { run = \"systemctl reload foo\" }";
-
-/// Compose service names: letters, digits, `_`, `-`, `.`, not starting with `-`.
-fn valid_service(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-}
-
-fn bad_service(file: &SourceFile, span: Range<usize>, name: &str) -> InputError {
-    file.error_at(span, format!("bad compose service name `{name}`"))
-        .with_hint("name a service of the compose file: letters, digits, `_`, `-` and `.`")
-}
 
 impl OnChange {
     pub fn parse(file: &SourceFile, raw: Spanned<RawOnChange>) -> Result<Self, InputError> {
@@ -108,14 +96,14 @@ impl OnChange {
             Reaction::Restart(names)
         } else if let Some(exec) = raw.exec {
             let exec = exec.into_inner();
-            if !valid_service(exec.service.get_ref()) {
+            if !exec.service.get_ref().contains("{{") && !valid_service(exec.service.get_ref()) {
                 return Err(bad_service(
                     file,
                     exec.service.span(),
                     exec.service.get_ref(),
                 ));
             }
-            if exec.command.get_ref().is_empty() || exec.command.get_ref()[0].is_empty() {
+            if exec.command.get_ref().is_empty() || exec.command.get_ref()[0].get_ref().is_empty() {
                 return Err(file
                     .error_at(exec.command.span(), "`exec` has an empty `command`")
                     .with_hint(
@@ -123,7 +111,7 @@ impl OnChange {
                     ));
             }
             Reaction::Exec {
-                service: exec.service.into_inner(),
+                service: exec.service,
                 command: exec.command.into_inner(),
             }
         } else {
@@ -148,8 +136,13 @@ impl OnChange {
     /// Every string field rendered per host.
     pub fn templated_fields(&self) -> Vec<&Templated> {
         let mut fields: Vec<&Templated> = self.dir.iter().chain(self.project.iter()).collect();
-        if let Reaction::Run(command) = &self.reaction {
-            fields.push(command);
+        match &self.reaction {
+            Reaction::Run(command) => fields.push(command),
+            Reaction::Exec { service, command } => {
+                fields.push(service);
+                fields.extend(command.iter());
+            }
+            Reaction::Restart(_) => {}
         }
         fields
     }
@@ -160,7 +153,8 @@ impl OnChange {
         match &self.reaction {
             Reaction::Restart(services) => format!("restart {}", services.join(" ")),
             Reaction::Exec { service, command } => {
-                format!("exec {} in {service}", command.join(" "))
+                let words: Vec<&str> = command.iter().map(|w| w.get_ref().as_str()).collect();
+                format!("exec {} in {}", words.join(" "), service.get_ref())
             }
             Reaction::Run(command) => {
                 let first = command.get_ref().lines().next().unwrap_or("");
@@ -186,7 +180,7 @@ impl OnChange {
             Some(d) => Some(cx.field(d)?),
             None => cx.dir.clone(),
         };
-        let (command, services) = match &self.reaction {
+        let request = match &self.reaction {
             Reaction::Run(command) => {
                 return Ok(Action::Run(Command {
                     command: cx.field(command)?,
@@ -195,11 +189,10 @@ impl OnChange {
                     unless: None,
                 }));
             }
-            Reaction::Restart(services) => (ComposeCommand::Restart, services.clone()),
+            Reaction::Restart(services) => Request::Restart(services.clone()),
             Reaction::Exec { service, command } => {
-                let mut words = vec![service.clone()];
-                words.extend(command.iter().cloned());
-                (ComposeCommand::Exec, words)
+                let (service, args) = plan_command(cx, service, command)?;
+                Request::Exec { service, args }
             }
         };
         let Some(dir) = dir.or_else(|| compose.map(|c| c.dir.clone())) else {
@@ -219,10 +212,9 @@ impl OnChange {
             (None, None) => cx.app.to_string(),
         };
         Ok(Action::Compose(ComposeRun {
-            command,
             dir,
             project,
-            services,
+            request,
         }))
     }
 }

@@ -430,10 +430,9 @@ mod tests {
         let redactor = Redactor::default();
         let files = HashMap::new();
         let action = Action::Compose(compose::ComposeRun {
-            command: compose::ComposeCommand::Up,
             dir: "/srv".into(),
             project: "app".into(),
-            services: Vec::new(),
+            request: crate::remote::compose::Request::Up(Vec::new()),
         });
         assert!(action.needs_compose());
         let host = view(&files, ComposeFlavor::Missing, &redactor);

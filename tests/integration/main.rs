@@ -1,6 +1,7 @@
 //! The single integration-test binary (cargo target `integration`).
 
 mod bastion;
+mod compose_steps;
 mod deploy;
 mod diagnose;
 mod dotenv;

@@ -142,6 +142,18 @@ fn secret_reached_indirectly_is_refused_before_any_connection() {
             "\"{% set p",
             "steps.1.dir",
         ),
+        // A word of a command in a compose service.
+        (
+            "compose = { command = \"exec\", dir = \"/srv\", service = \"web\", args = [\"login\", \"--password={{ secrets.db_password }}\"] }",
+            "\"--password={{",
+            "steps.1.compose.args.1",
+        ),
+        // A handler's command in a service.
+        (
+            "copy = { src = \"secret.j2\", dest = \"/srv/x\" }\non_change = { exec = { service = \"web\", command = [\"reload\", \"{{ secrets.db_password }}\"] }, dir = \"/srv\" }",
+            "\"{{ secrets.db_password }}\"]",
+            "steps.1.on_change.exec.command.1",
+        ),
     ];
     for (body, at, key) in cases {
         let playbook = secret_reaching_playbook(dir.path(), body);
