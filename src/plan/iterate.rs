@@ -300,6 +300,13 @@ vars = { port = "{{ loop_index + 1 }}" }
     }
 
     #[test]
+    fn an_empty_list_from_an_expression_is_one_skipped_step() {
+        let steps_toml = "[[steps]]\nname = \"x\"\nrun = \"echo {{ item }}\"\nloop = \"{{ instances | selectattr('port', '>', 9000) | list }}\"\n";
+        let plan = plan(TEMPLATE, steps_toml, &[]).unwrap();
+        assert_eq!(steps(&plan, 0), pairs(&[("x", "skip (loop is empty)")]));
+    }
+
+    #[test]
     fn a_looped_file_step_triggers_one_handler() {
         let steps_toml = r#"
 [[steps]]

@@ -177,3 +177,36 @@ fn bad_loops_and_includes_are_refused_before_any_connection() {
     }
     assert_untouched(&fleet);
 }
+
+/// Items are data: a file name with spaces, `$(…)`, quotes and a leading `-` is written as
+/// it is, nothing it spells runs, and a name with a newline shows as its position.
+#[test]
+fn hostile_items_stay_data() {
+    let fleet = start_fleet(1);
+    fleet.write("t.txt", "same\n");
+    let pb = fleet.write_playbook(
+        "pb.toml",
+        "reuse",
+        "rx",
+        r#"
+[[steps]]
+name = "file"
+copy = { src = "t.txt", dest = "{{ app_dir }}/{{ item }}" }
+loop = ["-rf", "a b $(touch pwned)", "it's `id`", "two\nlines"]
+"#,
+    );
+    let run = fleet.deploy(&pb, &[]);
+    run.assert_code(0);
+    let root = &fleet.host("h1").root;
+    for name in ["-rf", "a b $(touch pwned)", "it's `id`", "two\nlines"] {
+        assert_eq!(
+            fs::read_to_string(root.join(name)).unwrap(),
+            "same\n",
+            "{name:?}\n{}",
+            run.all()
+        );
+    }
+    assert!(!root.join("pwned").exists());
+    run.assert_outcome("h1", "file (a b $(touch pwned))", "changed");
+    run.assert_outcome("h1", "file (item 4)", "changed");
+}
