@@ -22,6 +22,10 @@ name = "migrate"
 compose = { command = "exec", dir = "{{ app_dir }}", service = "web", args = ["./manage.py", "migrate", "--noinput"] }
 
 [[steps]]
+name = "read token"
+compose = { command = "exec", dir = "{{ stack }}", project = "{{ project }}", service = "web", args = ["sh", "-c", "echo token=$(cat /run/token)"] }
+
+[[steps]]
 name = "one-off"
 compose = { command = "run", dir = "{{ app_dir }}", service = "web", args = ["greet", "{{ host.name }}"], no_deps = true }
 
@@ -241,6 +245,8 @@ const COMPOSE_FILE: &str = r#"services:
     build: ./build
     command: ["sh", "-c", "echo started-$$(cat /stamp.txt); exec sleep infinity"]
     stop_signal: SIGKILL
+    volumes:
+      - ./token:/run/token:ro
 "#;
 
 const PLAYBOOK: &str = r#"name = "compose steps"
@@ -250,6 +256,9 @@ hosts = "web"
 [vars]
 stack = "{{ app_dir }}/cs"
 project = "cs-{{ host.name }}"
+
+[secrets]
+token = { file = "cs/token.secret" }
 
 [[steps]]
 name = "compose file"
@@ -264,6 +273,10 @@ name = "stamp"
 copy = { src = "cs/stamp.txt", dest = "{{ stack }}/build/stamp.txt" }
 
 [[steps]]
+name = "token"
+template = { src = "cs/token.j2", dest = "{{ stack }}/token", mode = "0644" }
+
+[[steps]]
 name = "build web"
 compose = { command = "build", dir = "{{ stack }}", project = "{{ project }}", services = ["web"] }
 
@@ -274,6 +287,10 @@ compose = { command = "up", dir = "{{ stack }}", project = "{{ project }}" }
 [[steps]]
 name = "write in web"
 compose = { command = "exec", dir = "{{ stack }}", project = "{{ project }}", service = "web", args = ["sh", "-c", "printf '%s' \"$1\" > /tmp/out; echo wrote", "sh", "{{ host.name }} $(not run) 'q'"] }
+
+[[steps]]
+name = "read token"
+compose = { command = "exec", dir = "{{ stack }}", project = "{{ project }}", service = "web", args = ["sh", "-c", "echo token=$(cat /run/token)"] }
 
 [[steps]]
 name = "one-off"
@@ -301,6 +318,9 @@ fn compose_steps_on_the_real_engine(flavor: Flavor) {
     std::fs::write(sources.join("docker-compose.yml"), COMPOSE_FILE).unwrap();
     std::fs::write(sources.join("Dockerfile"), DOCKERFILE).unwrap();
     std::fs::write(sources.join("stamp.txt"), "one\n").unwrap();
+    let token = format!("tok-{}-{}", std::process::id(), host.len());
+    std::fs::write(sources.join("token.secret"), &token).unwrap();
+    std::fs::write(sources.join("token.j2"), "{{ secrets.token }}\n").unwrap();
     std::fs::write(fleet.playbook("cs.toml"), PLAYBOOK).unwrap();
     let outcomes = |run: &Run, expected: &[(&str, &str)]| {
         for (step, label) in expected {
@@ -330,6 +350,14 @@ fn compose_steps_on_the_real_engine(flavor: Flavor) {
     );
     assert!(text.contains(&format!("[{host}]     one")), "{}", run.all());
     assert!(text.contains("started-one"), "{}", run.all());
+    // What a command printed is masked like every output.
+    run.assert_outcome(&host, "read token", "changed");
+    assert!(
+        text.contains(&format!("[{host}]     token=********")),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains(&token), "{}", run.all());
     let first = web_container(&project);
     assert_eq!(
         docker(&["exec", &first, "cat", "/tmp/out"]),
