@@ -22,10 +22,6 @@ name = "migrate"
 compose = { command = "exec", dir = "{{ app_dir }}", service = "web", args = ["./manage.py", "migrate", "--noinput"] }
 
 [[steps]]
-name = "read token"
-compose = { command = "exec", dir = "{{ stack }}", project = "{{ project }}", service = "web", args = ["sh", "-c", "echo token=$(cat /run/token)"] }
-
-[[steps]]
 name = "one-off"
 compose = { command = "run", dir = "{{ app_dir }}", service = "web", args = ["greet", "{{ host.name }}"], no_deps = true }
 
