@@ -28,6 +28,9 @@ pub(super) async fn run_batches<T: Connection>(
         .filter(|b| b.first.is_none())
         .map(|b| b.hosts.len())
         .sum();
+    // Hosts sharing one lock directory (two inventory names for one app instance): the lock
+    // goes at the end of the run, when none of them can still be deploying.
+    let shared_lock = sessions.iter().any(|s| s.shares_lock());
     let mut failed = 0usize;
     for (number, batch) in batches.iter().enumerate() {
         if ctx.cancel.is_cancelled() {
@@ -67,8 +70,9 @@ pub(super) async fn run_batches<T: Connection>(
                 .map(|s| {
                     let host_plan = &plan.hosts[s.index()];
                     // A host that might still be rolled back keeps its lock until the end.
-                    let unlock = (policy.on_failure != OnFailure::Rollback
-                        || host_plan.release.is_none())
+                    let unlock = (!shared_lock
+                        && (policy.on_failure != OnFailure::Rollback
+                            || host_plan.release.is_none()))
                     .then(|| lock::release_and_audit_epilogue(&host_plan.state, holder, s.name()));
                     async move {
                         s.run_steps(ctx, 0..host_plan.steps.len(), unlock.as_deref())

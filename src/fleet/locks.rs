@@ -19,11 +19,19 @@ use crate::transport::Connection;
 pub(super) struct LockRefused {
     host: String,
     holder: Holder,
+    /// The app, when its lock is the fallback in the SSH user's home (no `app_dir`).
+    app_in_home: Option<String>,
 }
 
 impl LockRefused {
-    pub(super) fn hint(&self) -> &'static str {
-        "wait for that run to finish, retry with --wait-lock 5m, or clear a stale lock with `dropship lock release`"
+    pub(super) fn hint(&self) -> String {
+        let mut hint = "wait for that run to finish, retry with --wait-lock 5m, or clear a stale lock with `dropship lock release`".to_string();
+        if let Some(app) = &self.app_in_home {
+            hint.push_str(&format!(
+                "; with no `app_dir` (nor `[release]`), every instance of `{app}` this SSH user deploys on that host shares one lock (~/.dropship/{app}): set `app_dir` per instance to give each its own lock and audit log"
+            ));
+        }
+        hint
     }
 }
 
@@ -55,9 +63,14 @@ pub(super) async fn take_locks<T: Connection>(
     let mut waited = false;
     loop {
         let conflict = try_locks(sessions, ctx, holder).await;
-        let Some((host, other)) = conflict else {
+        let Some((index, other)) = conflict else {
             return Ok(());
         };
+        let host = ctx.plan.hosts[index].host.name.clone();
+        let app_in_home = ctx.plan.hosts[index]
+            .state
+            .is_in_home()
+            .then(|| ctx.plan.app.clone());
         release_locks(sessions, ctx, holder).await;
         match deadline {
             Some(d) if Instant::now() < d && !ctx.cancel.is_cancelled() => {
@@ -72,25 +85,26 @@ pub(super) async fn take_locks<T: Connection>(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = ctx.cancel.cancelled() => return Err(LockRefused { host, holder: other }),
+                    _ = ctx.cancel.cancelled() => return Err(LockRefused { host, holder: other, app_in_home }),
                 }
             }
             _ => {
                 return Err(LockRefused {
                     host,
                     holder: other,
+                    app_in_home,
                 });
             }
         }
     }
 }
 
-/// One attempt; returns the first conflicting host and its holder.
+/// One attempt; returns the first conflicting host (its index in the plan) and its holder.
 async fn try_locks<T: Connection>(
     sessions: &mut [HostSession<T>],
     ctx: &RunContext<'_>,
     holder: &Holder,
-) -> Option<(String, Holder)> {
+) -> Option<(usize, Holder)> {
     let (first, rest) = match sessions.iter().position(|s| s.is_connected()) {
         Some(i) => {
             let (a, b) = sessions.split_at_mut(i + 1);
@@ -101,11 +115,11 @@ async fn try_locks<T: Connection>(
     if let Some(first) = first
         && let LockOutcome::Held(other) = first.take_lock(ctx, holder).await
     {
-        return Some((first.name().to_string(), other));
+        return Some((first.index(), other));
     }
     let outcomes = join_all(rest.iter_mut().filter(|s| s.is_connected()).map(|s| async {
         match s.take_lock(ctx, holder).await {
-            LockOutcome::Held(other) => Some((s.name().to_string(), other)),
+            LockOutcome::Held(other) => Some((s.index(), other)),
             LockOutcome::Taken | LockOutcome::OursElsewhere | LockOutcome::Failed => None,
         }
     }))
@@ -127,7 +141,8 @@ async fn release_locks<T: Connection>(
     .await;
 }
 
-/// Appends each locked host's audit line, releases its lock; closes every connection.
+/// Appends each locked host's audit line (also of hosts sharing a lock through another host),
+/// releases its lock; closes every connection.
 pub(super) async fn finish<T: Connection>(
     mut sessions: Vec<HostSession<T>>,
     ctx: &RunContext<'_>,
@@ -139,7 +154,7 @@ pub(super) async fn finish<T: Connection>(
     join_all(
         sessions
             .iter_mut()
-            .filter(|s| s.is_locked())
+            .filter(|s| s.is_locked() || s.shares_lock())
             .map(|s| async move {
                 let audit = audit_result(s.result());
                 if let Err(e) = s.release_lock_with_audit(ctx, holder, &audit, wait).await {

@@ -192,7 +192,7 @@ fn refuse<T: Connection>(
     refusal: LockRefused,
     what: &str,
 ) {
-    let refusal = Hinted(&refusal, Some(refusal.hint())).to_string();
+    let refusal = Hinted(&refusal, Some(&refusal.hint())).to_string();
     ctx.reporter.event(&Event::Note { text: &refusal });
     for s in sessions.iter_mut() {
         s.note(&format!("{what}: lock held elsewhere"));

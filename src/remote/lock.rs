@@ -14,7 +14,10 @@ use crate::sh;
 /// `[release]` root. An app with neither falls back to `~/.dropship/<app>` of the remote user
 /// (then two SSH users do not share it: set `app_dir`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateDir(Script);
+pub struct StateDir {
+    shell: Script,
+    in_home: bool,
+}
 
 impl StateDir {
     pub fn for_app(app: &str, app_dir: Option<&str>) -> Self {
@@ -22,17 +25,29 @@ impl StateDir {
             .map(|d| d.trim_end_matches('/'))
             .filter(|d| !d.is_empty())
         {
-            Some(dir) => Self(sh!("{}/.dropship", dir)),
+            Some(dir) => Self {
+                shell: sh!("{}/.dropship", dir),
+                in_home: false,
+            },
             None => Self::in_home(app),
         }
     }
 
     pub fn in_home(app: &str) -> Self {
-        Self(sh!("\"$HOME\"/.dropship/{}", app))
+        Self {
+            shell: sh!("\"$HOME\"/.dropship/{}", app),
+            in_home: true,
+        }
     }
 
     pub fn shell(&self) -> &Script {
-        &self.0
+        &self.shell
+    }
+
+    /// The fallback in the SSH user's home (no app directory): every instance of the app this
+    /// user deploys on the host shares it.
+    pub fn is_in_home(&self) -> bool {
+        self.in_home
     }
 }
 
@@ -219,16 +234,7 @@ pub fn parse_acquire(reply: &Reply) -> Option<LockAnswer> {
 fn audit_and_release(state: &StateDir, token: &str, audit: Option<(&str, Script)>) -> String {
     let s = state.shell();
     let audit = match audit {
-        Some((prefix, result)) => sh!(
-            "{{ [ -d {} ] || mkdir -p -m 1777 -- {}; }} && {{ [ ! -L {}/audit.log ] || {{ echo 'dropship: the audit log is a symlink: not written' >&2; false; }}; }} && \
-             umask 000 && printf '%s%s\\n' {} {} >> {}/audit.log; ",
-            s,
-            s,
-            s,
-            prefix,
-            result,
-            s
-        ),
+        Some((prefix, result)) => sh!("{}; ", audit_line(state, prefix, result)),
         None => Script::default(),
     };
     sh!(
@@ -243,6 +249,22 @@ fn audit_and_release(state: &StateDir, token: &str, audit: Option<(&str, Script)
     .into_string()
 }
 
+/// Appends one audit line (`prefix` then `result`, a script word) to the state directory's log,
+/// never through a symlink.
+fn audit_line(state: &StateDir, prefix: &str, result: Script) -> Script {
+    let s = state.shell();
+    sh!(
+        "{{ [ -d {} ] || mkdir -p -m 1777 -- {}; }} && {{ [ ! -L {}/audit.log ] || {{ echo 'dropship: the audit log is a symlink: not written' >&2; false; }}; }} && \
+         umask 000 && printf '%s%s\\n' {} {} >> {}/audit.log",
+        s,
+        s,
+        s,
+        prefix,
+        result,
+        s
+    )
+}
+
 /// Appends `holder`'s audit line for `host` and releases the lock if it is `holder`'s.
 pub fn release_and_audit(state: &StateDir, holder: &Holder, host: &str, result: &str) -> String {
     audit_and_release(
@@ -250,6 +272,18 @@ pub fn release_and_audit(state: &StateDir, holder: &Holder, host: &str, result: 
         &holder.token,
         Some((&audit_prefix(holder, host), sh!("{}", audit_field(result)))),
     )
+}
+
+/// Appends `holder`'s audit line for `host` and leaves the lock alone: a host that shares this
+/// run's lock through another host of the run (two inventory names for one app instance)
+/// writes its own line; the lock is the other host's to release.
+pub fn audit(state: &StateDir, holder: &Holder, host: &str, result: &str) -> String {
+    audit_line(
+        state,
+        &audit_prefix(holder, host),
+        sh!("{}", audit_field(result)),
+    )
+    .into_string()
 }
 
 /// Releases the lock if it is `holder`'s, without an audit line (a run refused elsewhere).
@@ -379,6 +413,9 @@ mod tests {
         assert!(sh(status(&state).as_str(), "").contains("holder=alice@laptop"));
         sh(&release(&state, &b), "");
         assert!(sh(status(&state).as_str(), "").contains("holder=alice@laptop"));
+        // A host sharing Alice's lock writes its own line and leaves the lock to her.
+        sh(&audit(&state, &a, "h1b", "ok"), "");
+        assert!(sh(status(&state).as_str(), "").contains("holder=alice@laptop"));
         // Alice's epilogue takes the chain's result from `$dsr`.
         sh(
             &format!(
@@ -392,7 +429,10 @@ mod tests {
         sh(&release(&state, &b), "");
         assert_eq!(sh(status(&state).as_str(), ""), "");
         let audit = sh(audit_tail(&state, 5).as_str(), "");
-        assert_eq!(audit.lines().count(), 2, "{audit}");
+        assert_eq!(audit.lines().count(), 3, "{audit}");
+        assert!(audit.contains(
+            "alice@laptop deploy host=h1b playbook=\"Deploy Pixel\" release=r1 result=ok\n"
+        ));
         assert!(audit.contains(
             "bob@ci deploy host=h1 playbook=\"Deploy Pixel\" release=r1 result=refused\n"
         ));

@@ -38,10 +38,18 @@ impl<T: Connection> HostSession<T> {
         self.locked
     }
 
+    /// Whether this host's lock is held by this run through another host of the run (two
+    /// inventory names for one app instance: one lock directory), its audit line not written
+    /// yet.
+    pub fn shares_lock(&self) -> bool {
+        self.lock_shared
+    }
+
     /// Takes the host's lock for `holder`. The files probe rides along when it can: one round
     /// trip instead of two. A host that cannot be asked fails.
     pub async fn take_lock(&mut self, ctx: &RunContext<'_>, holder: &Holder) -> LockOutcome {
         let _turn = ctx.gate.turn().await;
+        self.lock_shared = false;
         let state = &ctx.plan.hosts[self.index].state;
         let probe = self.piggyback_probe(ctx.plan);
         let request = lock::acquire(state, holder, probe.as_ref());
@@ -69,8 +77,11 @@ impl<T: Connection> HostSession<T> {
                 self.locked = true;
                 LockOutcome::Taken
             }
-            // Hosts sharing one home directory share the lock: ours already.
-            LockAnswer::Held(other) if other.token == holder.token => LockOutcome::OursElsewhere,
+            // Hosts sharing one lock directory share the lock: ours already.
+            LockAnswer::Held(other) if other.token == holder.token => {
+                self.lock_shared = true;
+                LockOutcome::OursElsewhere
+            }
             LockAnswer::Held(other) => LockOutcome::Held(other),
         }
     }
@@ -89,7 +100,8 @@ impl<T: Connection> HostSession<T> {
     }
 
     /// Appends the audit line (`result`) and gives the lock back, waiting at most `wait` for
-    /// the host's answer when given. Does nothing when this session holds no lock.
+    /// the host's answer when given. A host sharing the lock through another host writes its
+    /// line only. Does nothing when this session holds no lock.
     pub async fn release_lock_with_audit(
         &mut self,
         ctx: &RunContext<'_>,
@@ -97,12 +109,16 @@ impl<T: Connection> HostSession<T> {
         result: &str,
         wait: Option<Duration>,
     ) -> Result<(), ReleaseError> {
-        if !self.locked {
+        if !self.locked && !self.lock_shared {
             return Ok(());
         }
         let _turn = ctx.gate.turn().await;
         let state = &ctx.plan.hosts[self.index].state;
-        let script = lock::release_and_audit(state, holder, self.name(), result);
+        let script = if self.locked {
+            lock::release_and_audit(state, holder, self.name(), result)
+        } else {
+            lock::audit(state, holder, self.name(), result)
+        };
         let release = self.exec_cut(&script, &[], None, std::future::pending());
         let answer = match wait {
             Some(wait) => tokio::time::timeout(wait, release)
@@ -118,6 +134,7 @@ impl<T: Connection> HostSession<T> {
             )));
         }
         self.locked = false;
+        self.lock_shared = false;
         Ok(())
     }
 }

@@ -92,6 +92,8 @@ pub struct HostSession<T: Connection> {
     activated: bool,
     /// This run holds the host's lock.
     locked: bool,
+    /// This run holds the host's lock through another host of the run (see `shares_lock`).
+    lock_shared: bool,
     /// The `on_change` handlers a file step that changed on this host notified in this run.
     notified: HashSet<usize>,
     result: HostResult,
@@ -130,6 +132,7 @@ pub async fn connect_all<C: Connector>(
                 previous_release: None,
                 activated: false,
                 locked: false,
+                lock_shared: false,
                 notified: HashSet::new(),
                 result: HostResult::new(&hp.host.name, &hp.host.address),
                 started,

@@ -1,7 +1,9 @@
 //! One lock per app instance per host, whatever the playbook or the SSH user, against real
 //! sshd: a `[release]` playbook and a plain one of the same app in the same place exclude each
-//! other, as do two SSH users; two instances of the app in different directories do not. The
-//! audit log keeps one record per line whatever the step is called.
+//! other, as do two SSH users; two instances of the app in different directories do not, and
+//! each writes its own audit log. Two inventory names for one instance in one run each write
+//! their line and keep the lock to the end; without `app_dir`, a refusal says how instances get
+//! a lock of their own. The audit log keeps one record per line whatever the step is called.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{
     Fleet, Run, TestUser, dropship, finish, inventory_with_ssh, run_playbook, spawn, start_fleet,
+    toml_path,
 };
 
 /// The app `inst`: a marker file, then a step that holds the run (and its lock) for `hold`
@@ -106,7 +109,71 @@ fn two_instances_of_an_app_in_different_dirs_do_not_exclude_each_other() {
     let other = run(&deploy_args(&inv, &plain, &b.display().to_string(), "0"));
     other.assert_code(0);
     assert!(b.join("ran-by-root").exists());
+    // `a` was still deploying while `b` went through: they ran at the same time.
+    assert!(a.join(".dropship/lock").is_dir());
     finish(holder).assert_code(0);
+    // Each instance has its own audit log, with its own line.
+    for dir in [&a, &b] {
+        let audit = fs::read_to_string(dir.join(".dropship/audit.log")).unwrap();
+        assert_eq!(audit.lines().count(), 1, "{}: {audit}", dir.display());
+        assert!(
+            audit.contains("deploy host=h1 playbook=\"Instance\" release=- result=ok"),
+            "{audit}"
+        );
+        assert!(!dir.join(".dropship/lock").exists());
+    }
+}
+
+/// An inventory naming h1 `names` (all the same sshd), in group `web`, with no `app_dir`.
+fn inventory_without_app_dir(fleet: &Fleet, names: &[&str]) -> PathBuf {
+    let mut inv = format!(
+        "[ssh]\nuser = \"root\"\nidentity_file = {}\nknown_hosts = {}\nhost_key_policy = \"strict\"\n",
+        toml_path(&fleet.client_key),
+        toml_path(&fleet.known_hosts)
+    );
+    for name in names {
+        inv.push_str(&format!(
+            "\n[hosts.{name}]\naddress = \"127.0.0.1\"\ngroups = [\"web\"]\nssh = {{ port = {} }}\n",
+            fleet.host("h1").port
+        ));
+    }
+    inv.push_str("\n[groups.web]\n");
+    fleet.write("no-app-dir.toml", &inv)
+}
+
+/// Two inventory names for one app instance (same machine, same SSH user, no `app_dir`: one
+/// lock directory, `~/.dropship/inst`) in one run: both are deployed, each writes its own
+/// audit line, and the lock stays until both are done (the first to finish does not take it
+/// away from the other).
+#[test]
+fn two_names_for_one_instance_both_write_their_audit_line_under_one_lock() {
+    let fleet = start_fleet(1);
+    let h1 = fleet.host("h1");
+    let inv = inventory_without_app_dir(&fleet, &["h1", "h1b"]);
+    let lock = h1.dir.join(".dropship/inst/lock");
+    // h1b checks, a second after h1 is done, that the lock is still there.
+    let pb = fleet.write_playbook(
+        "shared.toml",
+        "Instance",
+        "inst",
+        &format!(
+            "[[steps]]\nname = \"hold\"\nrun = \"if [ {{{{ host.name }}}} = h1b ]; then sleep 1; test -d {} || {{ echo lock gone >&2; exit 1; }}; fi\"\n",
+            lock.display()
+        ),
+    );
+    let run = run_playbook("deploy", &inv, &pb);
+    run.assert_code(0);
+    assert!(!lock.exists(), "the lock was left behind");
+    let audit = fs::read_to_string(h1.dir.join(".dropship/inst/audit.log")).unwrap();
+    assert_eq!(audit.lines().count(), 2, "{audit}");
+    for name in ["h1", "h1b"] {
+        assert!(
+            audit.contains(&format!(
+                "deploy host={name} playbook=\"Instance\" release=- result=ok\n"
+            )),
+            "{name}: {audit}"
+        );
+    }
 }
 
 /// Root and an unprivileged SSH user deploying the app to the same place: each can deploy when
@@ -181,4 +248,40 @@ fn a_step_name_cannot_forge_an_audit_line() {
         audit.ends_with(" result=failed at x\\nforged result=ok\n"),
         "{audit}"
     );
+}
+
+/// Without `app_dir` (nor `[release]`), the lock is the SSH user's `~/.dropship/APP`: another
+/// instance of the app deploying meanwhile is refused, and told how to get a lock of its own.
+#[test]
+fn without_app_dir_a_refusal_says_how_instances_get_their_own_lock() {
+    let fleet = start_fleet(1);
+    let inv = inventory_without_app_dir(&fleet, &["h1"]);
+    let pb = fleet.write_playbook(
+        "home.toml",
+        "Instance",
+        "inst",
+        "[vars]\nhold = 0\n\n[[steps]]\nname = \"hold\"\nrun = \"sleep {{ hold }}\"\n",
+    );
+    let args = |hold: &str| {
+        vec![
+            "deploy".to_string(),
+            "-i".into(),
+            inv.display().to_string(),
+            pb.display().to_string(),
+            "--var".into(),
+            format!("hold={hold}"),
+        ]
+    };
+    // `holding` also watches the home's lock, `~/.dropship/inst/lock` (h1's dir is its HOME).
+    let holder = holding(&fleet, &args("3"), &fleet.host("h1").dir);
+    let refused = run(&args("0"));
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(
+        refused.all().contains(
+            "every instance of `inst` this SSH user deploys on that host shares one lock (~/.dropship/inst): set `app_dir` per instance"
+        ),
+        "{}",
+        refused.all()
+    );
+    finish(holder).assert_code(0);
 }
