@@ -36,10 +36,39 @@ fn describe_steps(plan: &Plan) -> String {
             out.push_str(&format!("  - {}: {what}{via}\n", step.name));
         }
     }
+    out.push_str(&describe_rollout(plan));
     let steps = plan.hosts.first().map_or(0, |h| h.steps.len());
     out.push_str(&format!(
         "ok: {} host(s), {steps} step(s) each; every template rendered\n",
         plan.hosts.len()
     ));
+    out
+}
+
+/// The order a deploy takes the hosts in, when it is more than one batch: `first` stages, the
+/// canary, the batches.
+fn describe_rollout(plan: &Plan) -> String {
+    let batches = plan.rollout.batches(plan.hosts.len(), &plan.first);
+    if batches.len() < 2 {
+        return String::new();
+    }
+    let mut out = String::from("rollout:\n");
+    for (number, batch) in batches.iter().enumerate() {
+        let names: Vec<&str> = batch
+            .hosts
+            .iter()
+            .map(|&i| plan.hosts[i].host.name.as_str())
+            .collect();
+        let stage = batch
+            .first
+            .as_deref()
+            .map_or(String::new(), |f| format!(" (first: {f})"));
+        out.push_str(&format!(
+            "  batch {}/{}{stage}: {}\n",
+            number + 1,
+            batches.len(),
+            names.join(", ")
+        ));
+    }
     out
 }

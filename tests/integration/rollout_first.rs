@@ -5,7 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Fleet, Run, assert_error_at, dropship_reporting, location_of, start_fleet};
+use crate::harness::{
+    Fleet, Run, assert_error_at, dropship, dropship_reporting, location_of, start_fleet,
+};
 
 /// The fleet's inventory with `db_hosts` also in the group `db`.
 fn inventory_with_db(fleet: &Fleet, db_hosts: &[&str]) -> PathBuf {
@@ -85,6 +87,25 @@ fn the_db_group_is_deployed_fully_before_any_other_host_starts() {
     // h3 is the database; the canary is the first of the rest (h1), then the others at once.
     let inventory = inventory_with_db(&fleet, &["h3"]);
     let playbook = playbook(&fleet, "first = \"db\"\ncanary = 1");
+    // `check` shows the order before anything runs.
+    let check = dropship(
+        &[
+            "check",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+        None,
+    );
+    check.assert_code(0);
+    assert!(
+        check.stdout.contains(
+            "rollout:\n  batch 1/3 (first: db): h3\n  batch 2/3: h1\n  batch 3/3: h2, h4\n"
+        ),
+        "{}",
+        check.all()
+    );
+    assert!(order(&fleet).is_empty());
     let run = deploy(&inventory, &playbook);
     run.assert_code(0);
     for line in [
