@@ -32,29 +32,33 @@ impl Renderer {
         env.set_loader(move |name| loads.load(name));
         let mut closures = BTreeMap::new();
         for step in &playbook.steps {
-            if let StepKind::Template(f) = &step.kind {
-                if closures.contains_key(&f.src_name) {
+            let StepKind::Template(f) = &step.kind else {
+                continue;
+            };
+            // The file, or each file of its directory.
+            for (name, path, content) in f.template_sources() {
+                if closures.contains_key(&name) {
                     continue;
                 }
-                let text = String::from_utf8(f.content.to_vec()).map_err(|_| {
+                let text = String::from_utf8(content.to_vec()).map_err(|_| {
                     playbook
                         .file
                         .error_at(
                             f.src_span.clone(),
-                            format!("template `{}` is not UTF-8 text", f.src_name),
+                            format!("template `{name}` is not UTF-8 text"),
                         )
                         .with_hint("use a `copy` step for binary files")
                 })?;
                 let source = SourceFile {
-                    path: f.src_path.clone(),
+                    path: path.to_path_buf(),
                     text: text.clone(),
                 };
-                if let Err(e) = env.add_template_owned(f.src_name.clone(), text) {
+                if let Err(e) = env.add_template_owned(name.clone(), text) {
                     return Err(template_error(&source, &e, None));
                 }
-                library.add(&f.src_name, source);
-                let closure = include::named_templates(&env, &library, &f.src_name)?;
-                closures.insert(f.src_name.clone(), closure);
+                library.add(&name, source);
+                let closure = include::named_templates(&env, &library, &name)?;
+                closures.insert(name, closure);
             }
         }
         Ok(Self {

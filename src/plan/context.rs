@@ -45,7 +45,9 @@ fn step_names_read(step: &Step, renderer: &Renderer) -> HashSet<String> {
         names.extend(renderer.expression_names_read(when));
     }
     if let StepKind::Template(f) = &step.kind {
-        names.extend(renderer.file_names_read(&f.src_name));
+        for (name, _, _) in f.template_sources() {
+            names.extend(renderer.file_names_read(&name));
+        }
     }
     names
 }

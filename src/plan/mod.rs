@@ -219,7 +219,7 @@ pub fn build(
                     &Redactor::default(),
                 )?;
                 for step in &planned.steps {
-                    if let Some(u) = step.action.upload() {
+                    for u in step.action.uploads() {
                         rendered.push(u.dest.as_bytes().into());
                         rendered.push(u.content.clone());
                     }
@@ -299,7 +299,7 @@ pub fn build(
         exposure::check_command_lines(&playbook.file, &hp.host.name, values, &guarded)?;
         exposure::check_host_settings(&hp.host.name, &hp.host.address, &hp.connect.user, &guarded)?;
         for step in &mut hp.steps {
-            if let Some(u) = step.action.upload_mut() {
+            for u in step.action.uploads_mut() {
                 u.sensitive |= redactor.reveals_secret(&u.content);
             }
         }
@@ -550,7 +550,9 @@ groups = ["db"]
         let mut secrets = IndexMap::new();
         secrets.insert("pw".to_string(), Secret::new("hunter2"));
         let plan = build(&inventory, &playbook, &secrets, &PlanOptions::default()).unwrap();
-        let Action::Template(u) = &plan.hosts[0].steps[0].action else {
+        let Action::Template(crate::steps::files::Placement::File(u)) =
+            &plan.hosts[0].steps[0].action
+        else {
             panic!("{:?}", plan.hosts[0].steps[0].action)
         };
         assert_eq!(&u.content[..], b"DB=postgres://app:HUNTER2@db\n");

@@ -267,7 +267,7 @@ pub(super) fn insert_activation(
     }
     let at = steps
         .iter()
-        .rposition(|s| s.action.upload().is_some())
+        .rposition(|s| s.action.places_files())
         .map_or(0, |i| i + 1);
     steps.insert(
         at,

@@ -18,8 +18,9 @@ pub struct Segment {
     /// that might run in a subshell), and must read exactly `stdin` from stdin, or nothing. It
     /// may set variables named `dsu_*` for later segments (uploads share a directory so).
     pub script: String,
-    /// Shared, not copied: one file's content goes to every host's script as is.
-    pub stdin: Option<Arc<[u8]>>,
+    /// Its stdin, in pieces sent back to back (a directory's files). Shared, not copied: one
+    /// file's content goes to every host's script as is.
+    pub stdin: Vec<Arc<[u8]>>,
     /// The step's name, for the audit line of a failure (`failed at NAME`).
     pub label: String,
     /// Runs once at the driver's end, after the last segment that ran, whatever happened
@@ -33,7 +34,7 @@ impl Segment {
     pub fn isolated(script: &str, label: &str) -> Self {
         Self {
             script: sh!("(\n{}\n) </dev/null", Script::raw_trusted(script)).into_string(),
-            stdin: None,
+            stdin: Vec::new(),
             label: label.to_string(),
             cleanup: None,
         }
@@ -158,7 +159,7 @@ fn driver(nonce: &str, preamble: &str, segments: &[Segment], epilogue: Option<&s
             )
             .as_str(),
         );
-        stdin.extend(segment.stdin.clone());
+        stdin.extend(segment.stdin.iter().cloned());
     }
     let mut cleanups: Vec<&str> = Vec::new();
     for cleanup in segments.iter().filter_map(|s| s.cleanup.as_deref()) {
@@ -202,7 +203,11 @@ mod tests {
     fn segment(script: &str, stdin: &[u8], label: &str) -> Segment {
         Segment {
             script: script.into(),
-            stdin: (!stdin.is_empty()).then(|| stdin.into()),
+            stdin: if stdin.is_empty() {
+                Vec::new()
+            } else {
+                vec![stdin.into()]
+            },
             label: label.into(),
             cleanup: None,
         }

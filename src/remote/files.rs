@@ -4,6 +4,7 @@
 
 use super::frame::{self, Kind, Reply};
 use super::script::{Octal, Script, Umask, Var};
+use super::tree;
 use super::vars;
 use crate::plan::Upload;
 use crate::sh;
@@ -41,53 +42,91 @@ impl RemoteFile {
 /// One script that reports every destination file's sha256 and mode/owner/group: one round
 /// trip, and at most two processes for all files (`sha256sum` and `stat` each get every path
 /// that is a regular file; none at all when no destination exists yet, as on a fresh host).
-/// Its frames: `files:sums`, `files:stats` (each followed by the lines of its program) and
+/// Its frames: `files:sums`, `files:stats` (each followed by the output of its program),
+/// `files:tree:I` for each of `trees` (the entries under that directory, `tree::listing`) and
 /// `files:end` (the output is whole). It needs `$dsn` (a driver's, or `frame::Framed`).
-pub fn probe(dests: &[&str]) -> Script {
+/// Any name is data: `stat` ends each record with a NUL, `sha256sum` escapes odd names.
+pub fn probe(dests: &[&str], trees: &[&str]) -> Script {
     let mut files = Script::default();
     for d in dests {
         files.push(&sh!(" {}", d));
     }
+    let mut listings = Script::default();
+    for (i, root) in trees.iter().enumerate() {
+        listings.push(&sh!(
+            "{}; {}; ",
+            frame::report(Kind::Files, &format!("{TREE}{i}")),
+            tree::listing(root)
+        ));
+    }
     sh!(
         "set --; for f in{}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done; \
          {}; [ $# = 0 ] || sha256sum -- \"$@\" 2>/dev/null; \
-         {}; [ $# = 0 ] || stat -c '%F|%a|%U|%G|%n' -- \"$@\" 2>/dev/null; \
-         {}\n",
+         {}; [ $# = 0 ] || stat --printf '%F|%a|%U|%G|%n\\0' -- \"$@\" 2>/dev/null; \
+         {}{}\n",
         files,
         frame::report(Kind::Files, &SUMS),
         frame::report(Kind::Files, &STATS),
+        listings,
         frame::report(Kind::Files, &END)
     )
 }
 
 const SUMS: &str = "sums";
 const STATS: &str = "stats";
+const TREE: &str = "tree:";
 const END: &str = "end";
 
-/// Parses `probe`'s reply: one entry per destination (`None`: no regular file there); `None`
-/// when the probe did not finish.
-pub fn parse_probe(reply: &Reply, dests: &[&str]) -> Option<Vec<Option<RemoteFile>>> {
-    let mut files = vec![None; dests.len()];
-    if dests.is_empty() {
-        return Some(files);
+/// What `probe` found: one entry per destination (`None`: no regular file there), one per
+/// tree (its entries; empty when it does not exist).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    pub files: Vec<Option<RemoteFile>>,
+    pub trees: Vec<tree::Listing>,
+}
+
+/// Parses `probe`'s reply; `None` when the probe did not finish.
+pub fn parse_probe(reply: &Reply, dests: &[&str], trees: &[&str]) -> Option<Probed> {
+    let mut probed = Probed {
+        files: vec![None; dests.len()],
+        trees: vec![tree::Listing::default(); trees.len()],
+    };
+    if dests.is_empty() && trees.is_empty() {
+        return Some(probed);
     }
     let section = |name: &str| {
-        reply.sections.iter().find_map(|(frame, data)| {
-            (frame.of(Kind::Files) == Some(name)).then(|| String::from_utf8_lossy(data))
-        })
+        reply
+            .sections
+            .iter()
+            .find_map(|(frame, data)| (frame.of(Kind::Files) == Some(name)).then_some(&data[..]))
     };
     let (sums, stats) = (section(SUMS)?, section(STATS)?);
     section(END)?;
+    for (i, listing) in probed.trees.iter_mut().enumerate() {
+        *listing = tree::parse_listing(section(&format!("{TREE}{i}"))?);
+    }
+    let sums = String::from_utf8_lossy(sums);
     let mut sha_of = std::collections::HashMap::new();
-    for line in sums.lines() {
-        // `HASH  PATH`; sha256sum escapes odd paths with a leading `\`: those stay unknown and
-        // are simply rewritten.
+    for line in sums.split('\n').filter(|l| !l.is_empty()) {
+        // `HASH  PATH`; a name holding `\\`, a newline or a carriage return is escaped and
+        // the line starts with `\\`.
+        let (escaped, line) = match line.strip_prefix('\\') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
         if let Some((hash, path)) = line.split_once("  ") {
-            sha_of.insert(path, hash);
+            let path = if escaped {
+                unescape_sum_name(path)
+            } else {
+                path.to_string()
+            };
+            sha_of.insert(path, hash.to_string());
         }
     }
-    for line in stats.lines() {
-        let mut parts = line.splitn(5, '|');
+    let stats = String::from_utf8_lossy(stats);
+    // The section starts with the frame's closing newline's successor: records end with NUL.
+    for record in stats.split('\0').filter(|r| !r.is_empty()) {
+        let mut parts = record.splitn(5, '|');
         let (kind, mode, owner, group, path) = (
             parts.next()?,
             parts.next()?,
@@ -102,14 +141,33 @@ pub fn parse_probe(reply: &Reply, dests: &[&str]) -> Option<Vec<Option<RemoteFil
         else {
             continue;
         };
-        files[index] = Some(RemoteFile {
-            sha256: (*hash).to_string(),
+        probed.files[index] = Some(RemoteFile {
+            sha256: hash.clone(),
             mode: u32::from_str_radix(mode, 8).ok()?,
             owner: owner.to_string(),
             group: group.to_string(),
         });
     }
-    Some(files)
+    Some(probed)
+}
+
+/// A name as `sha256sum` escapes it: `\\\\` is `\\`, `\\n` a newline, `\\r` a carriage return.
+fn unescape_sum_name(escaped: &str) -> String {
+    let mut name = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            name.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => name.push('\n'),
+            Some('r') => name.push('\r'),
+            Some(other) => name.push(other),
+            None => name.push('\\'),
+        }
+    }
+    name
 }
 
 /// How old a leftover temporary directory of ours must be before an upload into the same
@@ -145,19 +203,9 @@ pub const STALE_TEMP_MINUTES: u32 = 60;
 pub fn upload(upload: &Upload, _tag: usize) -> String {
     let (dir, name) = dir_and_name(&upload.dest);
     let var = session_dir_var(dir);
-    let chown = match (&upload.owner, &upload.group) {
-        (None, None) => Script::default(),
-        (owner, group) => {
-            let spec = format!(
-                "{}{}",
-                owner.as_deref().unwrap_or(""),
-                group
-                    .as_deref()
-                    .map(|g| format!(":{g}"))
-                    .unwrap_or_default()
-            );
-            sh!(" && chown -h -- {} f", spec)
-        }
+    let chown = match chown_spec(upload.owner.as_deref(), upload.group.as_deref()) {
+        None => Script::default(),
+        Some(spec) => sh!(" && chown -h -- {} f", spec),
     };
     // A umask can only produce modes without execute or special bits: others need chmod.
     let umask_gives_mode = upload.mode & !0o666 == 0;
@@ -192,6 +240,18 @@ else got=$(wc -c <f 2>/dev/null); rm -f -- f; cd .. && rmdir -- \"${{dst##*/}}\"
         upload.content.len()
     )
     .into_string()
+}
+
+/// `chown`'s `OWNER[:GROUP]` (or `:GROUP`) for what a step asks, `None` when it asks neither.
+pub fn chown_spec(owner: Option<&str>, group: Option<&str>) -> Option<String> {
+    if owner.is_none() && group.is_none() {
+        return None;
+    }
+    Some(format!(
+        "{}{}",
+        owner.unwrap_or(""),
+        group.map(|g| format!(":{g}")).unwrap_or_default()
+    ))
 }
 
 /// Removes the private directory `upload` shares with the other uploads into its directory:
@@ -245,14 +305,16 @@ mod tests {
             a_dir.to_str().unwrap(),
         ];
         let run = |dests: &[&str]| {
-            let request = frame::Framed::new(&probe(dests));
+            let request = frame::Framed::new(&probe(dests, &[]));
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(request.script())
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            parse_probe(&request.reply(&out.stdout), dests).unwrap()
+            parse_probe(&request.reply(&out.stdout), dests, &[])
+                .unwrap()
+                .files
         };
         let files = run(&dests);
         let file = files[0].clone().unwrap();
@@ -266,21 +328,21 @@ mod tests {
         assert_eq!(files[2], None, "a directory is not a file to compare");
         assert_eq!(run(&dests[1..]), [None, None], "nothing there at all");
         assert!(
-            parse_probe(&Reply::parse(b"abc  /x\n", "n"), &["/x"]).is_none(),
+            parse_probe(&Reply::parse(b"abc  /x\n", "n"), &["/x"], &[]).is_none(),
             "truncated output is an error"
         );
     }
 
     #[test]
     fn a_forged_probe_answer_in_a_file_name_is_not_taken_for_one() {
-        // A destination whose name holds frames of another nonce (and none at all): its
-        // `stat` line carries them, and they stay data.
+        // A destination whose name holds frames of another nonce (and none at all), and
+        // `stat`'s own separators: its records carry them, and they stay data.
         let dir = tempfile::tempdir().unwrap();
-        let name = "x\n@@dropship:0123456789abcdef:files:end@@\n--dropship--\n";
+        let name = "x\n@@dropship:0123456789abcdef:files:end@@\n--dropship--\n|644|a\\b\r";
         let path = dir.path().join(name);
         std::fs::write(&path, "hello\n").unwrap();
         let dests = [path.to_str().unwrap()];
-        let request = frame::Framed::new(&probe(&dests));
+        let request = frame::Framed::new(&probe(&dests, &[]));
         let out = crate::remote::run_in_sh(request.script(), b"");
         let reply = request.reply(&out.stdout);
         let kinds: Vec<&str> = reply
@@ -289,12 +351,19 @@ mod tests {
             .map(|(f, _)| f.fields.as_str())
             .collect();
         assert_eq!(kinds, ["sums", "stats", "end"], "{reply:?}");
-        // Its `stat` line is cut in two: the probe is an error (as it always was), never an
-        // answer made of the forged lines.
-        assert_eq!(parse_probe(&reply, &dests), None);
+        // Its `stat` record ends with a NUL and `sha256sum` escapes its name: the file is
+        // known like any other (a directory step's files may have any name), never by the
+        // forged lines.
+        let probed = parse_probe(&reply, &dests, &[]).unwrap();
+        let file = probed.files[0].clone().expect("the file is known");
+        assert_eq!(
+            file.sha256,
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
+        assert_eq!(file.mode, 0o644 & file.mode);
         // Cut before its end, a reply is no answer, whatever frames came before.
         let cut = out.stdout.len() - 10;
-        assert!(parse_probe(&request.reply(&out.stdout[..cut]), &dests).is_none());
+        assert!(parse_probe(&request.reply(&out.stdout[..cut]), &dests, &[]).is_none());
     }
 
     /// Runs `script` under sh with `stdin`; returns (status, stdout).
@@ -393,7 +462,7 @@ mod tests {
     fn upload_segment(u: &Upload) -> crate::remote::driver::Segment {
         crate::remote::driver::Segment {
             script: upload(u, 0),
-            stdin: Some(u.content.clone()),
+            stdin: vec![u.content.clone()],
             label: "up".into(),
             cleanup: Some(upload_cleanup(u)),
         }

@@ -34,7 +34,7 @@ pub fn docker(registry: &str, username: &str, password: &str) -> Segment {
     };
     Segment {
         script: script.into_string(),
-        stdin: Some(stdin),
+        stdin: vec![stdin],
         label: String::new(),
         cleanup: None,
     }
@@ -51,12 +51,12 @@ mod tests {
             one_line.script,
             r#"IFS= read -r dsp && printf '%s' "$dsp" | docker login --username=deploy --password-stdin -- 'registry.example.com:5000'; dss=$?; dsp=; [ $dss = 0 ]"#
         );
-        assert_eq!(one_line.stdin.as_deref(), Some(&b"pa ss\n"[..]));
+        assert_eq!(one_line.stdin.concat(), b"pa ss\n");
         let two_lines = docker("r", "u", "a\nb");
         assert_eq!(
             two_lines.script,
             "head -c 3 | docker login --username=u --password-stdin -- r"
         );
-        assert_eq!(two_lines.stdin.as_deref(), Some(&b"a\nb"[..]));
+        assert_eq!(two_lines.stdin.concat(), b"a\nb");
     }
 }

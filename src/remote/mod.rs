@@ -17,11 +17,13 @@ pub mod frame;
 pub mod images;
 pub mod lock;
 pub mod login;
+pub mod long_script;
 pub mod release;
 pub mod run;
 pub mod script;
 pub mod split;
 pub mod sudo;
+pub mod tree;
 pub mod vars;
 
 /// Runs `script` under `sh -c` with `stdin`, as a host would: for the scripts' own tests.
@@ -104,7 +106,7 @@ mod tests {
                 continue;
             }
             let login = super::login::docker(value, value, "pw");
-            sh(&login.script, &login.stdin.unwrap());
+            sh(&login.script, &login.stdin.concat());
             assert_eq!(
                 args(),
                 format!(

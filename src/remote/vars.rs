@@ -17,6 +17,8 @@ pub const STEP_START: Var = Var::new("dsb");
 /// How compose is invoked (`plugin`, `standalone`, `none`): set by `compose::DETECT` in the
 /// driver's preamble, read by compose segments whose flavour was still unknown.
 pub const COMPOSE_FLAVOR: Var = Var::new("dsf");
+/// A script too long for a command line, read from stdin by its loader (`long_script.rs`).
+pub const LOADED_SCRIPT: Var = Var::new("dsq");
 /// Uploads' private directories: one variable per destination directory, this prefix and a
 /// hash of the directory (`files::session_dir_var`); removed by the driver's cleanup.
 pub const UPLOAD_DIR_PREFIX: &str = "dsu_";

@@ -32,7 +32,8 @@ use crate::remote::compose::{ComposeFlavor, ComposeTool};
 use crate::remote::files::RemoteFile;
 use crate::remote::frame::Reply;
 use crate::remote::script::Script;
-use crate::remote::{self, sudo};
+use crate::remote::tree::Listing;
+use crate::remote::{self, long_script, sudo};
 use crate::report::{ContainerWords, Event, HostResult, Outcome, Reporter, StepResult};
 use crate::secrets::Redactor;
 use crate::transport::{
@@ -83,6 +84,8 @@ pub struct HostSession<T: Connection> {
     redactor: Redactor,
     /// What the probe found at each destination; updated after each upload.
     remote_files: HashMap<String, Option<RemoteFile>>,
+    /// What the probe found under each directory a step lists; updated after it wrote.
+    remote_trees: HashMap<String, Listing>,
     compose: ComposeFlavor,
     /// The flavour the inventory forces on this host (`None`: found there).
     compose_forced: Option<ComposeTool>,
@@ -126,6 +129,7 @@ pub async fn connect_all<C: Connector>(
                 host_name: hp.host.name.clone(),
                 redactor: plan.redactor.clone(),
                 remote_files: HashMap::new(),
+                remote_trees: HashMap::new(),
                 compose: ComposeFlavor::Unknown,
                 compose_forced: hp.forced_compose(),
                 probed: false,
@@ -251,10 +255,20 @@ impl<T: Connection> HostSession<T> {
         abort: impl Future<Output = ()> + Send,
     ) -> Result<Option<u32>, TransportError> {
         let conn = self.conn().map_err(TransportError::Protocol)?;
-        let (script, password_line) = as_user(script, become_as);
-        tracing::debug!(host = %self.host_name, script = %self.redactor.redact(&script), "exec");
-        let stdin = with_first_line(password_line.as_deref(), stdin);
-        conn.exec_streamed_until(&script, &stdin, sink, abort).await
+        tracing::debug!(host = %self.host_name, script = %self.redactor.redact(script), "exec");
+        // A script too long for a command line goes on stdin, behind a loader (first after the
+        // sudo password line, which sudo reads before the loader runs).
+        let sendable = long_script::sendable(script, as_user(script, become_as).0.len());
+        let (command, password_line) = as_user(&sendable.command, become_as);
+        let first: Vec<&[u8]> = password_line
+            .as_deref()
+            .map(str::as_bytes)
+            .into_iter()
+            .chain(sendable.stdin_first.as_deref())
+            .collect();
+        let stdin: Vec<&[u8]> = first.into_iter().chain(stdin.iter().copied()).collect();
+        conn.exec_streamed_until(&command, &stdin, sink, abort)
+            .await
     }
 
     /// Runs the plan's steps `range` in order, as few sessions as possible. A failed step ends
@@ -412,6 +426,7 @@ impl<T: Connection> HostSession<T> {
     fn view(&self) -> HostView<'_> {
         HostView {
             files: &self.remote_files,
+            trees: &self.remote_trees,
             compose: self.compose,
             redactor: &self.redactor,
         }
@@ -420,8 +435,13 @@ impl<T: Connection> HostSession<T> {
     /// Takes in what a step's success told about the host.
     fn learn(&mut self, learned: Learned) {
         match learned {
-            Learned::Wrote { dest, file } => {
-                self.remote_files.insert(dest, Some(file));
+            Learned::Wrote { files, listing } => {
+                for (dest, file) in files {
+                    self.remote_files.insert(dest, Some(file));
+                }
+                if let Some((root, listing)) = listing {
+                    self.remote_trees.insert(root, listing);
+                }
             }
             Learned::Activated { previous } => {
                 self.previous_release = previous;
@@ -447,14 +467,15 @@ impl<T: Connection> HostSession<T> {
     fn probe_request(&self, plan: &Plan) -> Option<(Script, Option<Become>)> {
         let steps = &plan.hosts[self.index].steps;
         let dests = upload_dests(plan, self.index);
-        if dests.is_empty() {
+        let trees = tree_roots(plan, self.index);
+        if dests.is_empty() && trees.is_empty() {
             return None;
         }
         // Files written as root may be readable by root only: probe through sudo when a file
         // step uses `become` (as root when one does, else as the first step's user).
         let file_becomes: Vec<&Become> = steps
             .iter()
-            .filter(|s| s.action.upload().is_some())
+            .filter(|s| s.action.places_files())
             .filter_map(|s| s.become_as.as_ref())
             .collect();
         let probe_as = file_becomes
@@ -462,19 +483,23 @@ impl<T: Connection> HostSession<T> {
             .find(|b| b.user.is_none())
             .or(file_becomes.first())
             .map(|b| (*b).clone());
-        Some((remote::files::probe(&dests), probe_as))
+        Some((remote::files::probe(&dests, &trees), probe_as))
     }
 
     fn accept_probe(&mut self, plan: &Plan, reply: &Reply, out: &ExecOutput) -> Result<(), String> {
         let dests = upload_dests(plan, self.index);
-        let Some(files) = remote::files::parse_probe(reply, &dests) else {
+        let trees = tree_roots(plan, self.index);
+        let Some(probed) = remote::files::parse_probe(reply, &dests, &trees) else {
             return Err(format!(
                 "could not inspect the host's files: {}",
                 failure_text(out, &self.redactor)
             ));
         };
-        for (dest, file) in dests.iter().zip(files) {
+        for (dest, file) in dests.iter().zip(probed.files) {
             self.remote_files.insert((*dest).to_string(), file);
+        }
+        for (root, listing) in trees.iter().zip(probed.trees) {
+            self.remote_trees.insert((*root).to_string(), listing);
         }
         self.probed = true;
         Ok(())
@@ -525,18 +550,20 @@ fn as_user(script: &str, become_as: Option<&Become>) -> (String, Option<String>)
     }
 }
 
-fn with_first_line<'a>(line: Option<&'a str>, stdin: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    line.map(str::as_bytes)
-        .into_iter()
-        .chain(stdin.iter().copied())
-        .collect()
-}
-
 /// Every upload destination of a host's plan, in step order.
 fn upload_dests(plan: &Plan, index: usize) -> Vec<&str> {
     plan.hosts[index]
         .steps
         .iter()
-        .filter_map(|s| s.action.upload().map(|u| u.dest.as_str()))
+        .flat_map(|s| s.action.uploads().iter().map(|u| u.dest.as_str()))
+        .collect()
+}
+
+/// Every directory of a host's plan whose entries the probe lists (`Act::tree_root`).
+fn tree_roots(plan: &Plan, index: usize) -> Vec<&str> {
+    plan.hosts[index]
+        .steps
+        .iter()
+        .filter_map(|s| s.action.tree_root())
         .collect()
 }

@@ -405,7 +405,7 @@ impl Act for ComposeRun {
         }
         Prepared::Remote(Segment {
             script: compose::command(host.compose, &self.dir, &self.project, &self.request),
-            stdin: None,
+            stdin: Vec::new(),
             label: label.to_string(),
             cleanup: None,
         })

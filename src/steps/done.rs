@@ -3,6 +3,7 @@
 
 use crate::remote::driver::Segment;
 use crate::remote::files::RemoteFile;
+use crate::remote::tree::Listing;
 use crate::report::Outcome;
 use crate::secrets::Redactor;
 use crate::transport::ExecOutput;
@@ -37,8 +38,12 @@ impl Done {
 
 /// What a step's success tells the session about its host.
 pub enum Learned {
-    /// The file at this destination is now the one written.
-    Wrote { dest: String, file: RemoteFile },
+    /// The file at each destination is now the one written; with `listing`, that directory
+    /// now holds exactly these entries (a directory step that removed what its source lacks).
+    Wrote {
+        files: Vec<(String, RemoteFile)>,
+        listing: Option<(String, Listing)>,
+    },
     /// `current` points at the new release; it pointed at `previous` before.
     Activated { previous: Option<String> },
 }

@@ -21,6 +21,7 @@ use crate::plan::Upload;
 use crate::release::ReleaseSite;
 use crate::remote::compose::ComposeFlavor;
 use crate::remote::files::RemoteFile;
+use crate::remote::tree::Listing;
 use crate::secrets::{Redactor, Secret};
 use crate::template::Renderer;
 use crate::transport::ExecOutput;
@@ -38,6 +39,7 @@ pub mod login;
 pub mod prune_images;
 pub mod prune_releases;
 pub mod run;
+pub mod tree;
 
 pub use done::{Done, Failure, Learned, Prepared, failure_text, output_tail, require_success};
 
@@ -73,11 +75,15 @@ pub trait Act {
     fn prepare(&self, host: &HostView<'_>, label: &str, tag: usize) -> Prepared;
     /// Judges what its segment did on the host.
     fn judge(&self, host: &HostView<'_>, out: &ExecOutput) -> Result<Done, Failure>;
-    /// The file it places, if it is a file step.
-    fn upload(&self) -> Option<&Upload> {
-        None
+    /// The files it places (a file step: one, or a directory's).
+    fn uploads(&self) -> &[Upload] {
+        &[]
     }
-    fn upload_mut(&mut self) -> Option<&mut Upload> {
+    fn uploads_mut(&mut self) -> &mut [Upload] {
+        &mut []
+    }
+    /// The directory whose entries the probe must list (a directory step with `delete`).
+    fn tree_root(&self) -> Option<&str> {
         None
     }
     /// Whether its segment needs to know how compose is invoked on the host.
@@ -176,6 +182,8 @@ impl PlanCx<'_> {
 pub struct HostView<'a> {
     /// What the probe found at each destination, updated after each upload.
     pub files: &'a HashMap<String, Option<RemoteFile>>,
+    /// What the probe found under each directory a step lists (`Act::tree_root`).
+    pub trees: &'a HashMap<String, Listing>,
     pub compose: ComposeFlavor,
     /// Masks secrets in failure texts.
     pub redactor: &'a Redactor,
@@ -305,16 +313,23 @@ macro_rules! registry {
                 }
             }
 
-            pub fn upload(&self) -> Option<&Upload> {
+            pub fn uploads(&self) -> &[Upload] {
                 match self {
-                    $(Self::$Variant(a) => a.upload(),)*
-                    Self::Skip { .. } => None,
+                    $(Self::$Variant(a) => a.uploads(),)*
+                    Self::Skip { .. } => &[],
                 }
             }
 
-            pub fn upload_mut(&mut self) -> Option<&mut Upload> {
+            pub fn uploads_mut(&mut self) -> &mut [Upload] {
                 match self {
-                    $(Self::$Variant(a) => a.upload_mut(),)*
+                    $(Self::$Variant(a) => a.uploads_mut(),)*
+                    Self::Skip { .. } => &mut [],
+                }
+            }
+
+            pub fn tree_root(&self) -> Option<&str> {
+                match self {
+                    $(Self::$Variant(a) => a.tree_root(),)*
                     Self::Skip { .. } => None,
                 }
             }
@@ -349,6 +364,11 @@ registry! {
 const IMPLIED: &[&str] = &["prune_images", "prune_releases"];
 
 impl Action {
+    /// Whether it is a file step (`copy`, `template`: a file or a directory).
+    pub fn places_files(&self) -> bool {
+        matches!(self, Self::Copy(_) | Self::Template(_))
+    }
+
     /// Whether the step runs in sessions of its own, through the session's own runner
     /// (health checks retried over time, blue/green switches with several round trips, image
     /// pruning), rather than as a segment of a driver script.
@@ -384,8 +404,11 @@ mod tests {
         compose: ComposeFlavor,
         redactor: &'a Redactor,
     ) -> HostView<'a> {
+        static NO_TREES: std::sync::LazyLock<HashMap<String, Listing>> =
+            std::sync::LazyLock::new(HashMap::new);
         HostView {
             files,
+            trees: &NO_TREES,
             compose,
             redactor,
         }
@@ -402,8 +425,13 @@ mod tests {
     #[test]
     fn a_file_already_on_the_host_is_decided_without_a_segment_and_a_written_one_is_learned() {
         let redactor = Redactor::default();
-        let action = Action::Copy(upload("/srv/a".into(), 0o644, b"x"[..].into(), false));
-        let Some(u) = action.upload() else { panic!() };
+        let action = Action::Copy(files::Placement::File(upload(
+            "/srv/a".into(),
+            0o644,
+            b"x"[..].into(),
+            false,
+        )));
+        let [u] = action.uploads() else { panic!() };
         let mut files = HashMap::new();
         files.insert(u.dest.clone(), Some(RemoteFile::written_by(u)));
         let Prepared::Local(done) =
@@ -418,7 +446,9 @@ mod tests {
         assert!(matches!(action.prepare(&host, "a", 0), Prepared::Remote(_)));
         let done = action.judge(&host, &exited(0, "")).unwrap();
         assert_eq!(done.outcome, Outcome::Changed);
-        assert!(matches!(done.learned, Some(Learned::Wrote { ref dest, .. }) if dest == "/srv/a"));
+        assert!(
+            matches!(done.learned, Some(Learned::Wrote { ref files, .. }) if files[0].0 == "/srv/a")
+        );
         let Err(failure) = action.judge(&host, &exited(3, "disk full")) else {
             panic!("a failed upload is a failure")
         };

@@ -4,6 +4,7 @@ mod bastion;
 mod compose_steps;
 mod deploy;
 mod diagnose;
+mod dir_upload;
 mod dotenv;
 mod e2e;
 mod e2e_images;
