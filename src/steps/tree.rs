@@ -182,7 +182,7 @@ impl TreeUpload {
         let bytes: usize = self.files.iter().map(|u| u.content.len()).sum();
         let secret = self.files.iter().filter(|u| u.sensitive).count();
         format!(
-            "directory {}/ ({} files, {} bytes, {} directories made {:04o}{}{}{})",
+            "directory {}/ ({} files, {} bytes, {} subdirectories ({:04o} when made){}{}{})",
             self.root,
             self.files.len(),
             bytes,
