@@ -313,7 +313,14 @@ fn a_templated_directory_renders_every_file_and_keeps_secrets_out_of_the_output(
     let fleet = start_fleet(1);
     let inv = fleet.write_inventory("");
     let src = fleet.dir.path().join("conf.d");
-    put(&src, "app.conf", "host={{ host.name }}\n", 0o644);
+    // A file names another beside it (`{% include %}`): both are rendered and placed.
+    put(
+        &src,
+        "app.conf",
+        "{% include \"_common.j2\" %}host={{ host.name }}\n",
+        0o644,
+    );
+    put(&src, "_common.j2", "app={{ app }}\n", 0o644);
     put(
         &src,
         "secret/db.env",
@@ -341,7 +348,7 @@ fn a_templated_directory_renders_every_file_and_keeps_secrets_out_of_the_output(
     let check = run_with("check");
     check.assert_code(0);
     assert!(
-        check.stdout.contains("2 files,") && check.stdout.contains("1 hold secrets"),
+        check.stdout.contains("3 files,") && check.stdout.contains("1 hold secrets"),
         "{}",
         check.all()
     );
@@ -351,7 +358,7 @@ fn a_templated_directory_renders_every_file_and_keeps_secrets_out_of_the_output(
     let dest = fleet.host("h1").root.join("conf.d");
     assert_eq!(
         fs::read_to_string(dest.join("app.conf")).unwrap(),
-        "host=h1\n"
+        "app=tpl\nhost=h1\n"
     );
     assert_eq!(
         fs::read_to_string(dest.join("secret/db.env")).unwrap(),
