@@ -183,7 +183,7 @@ mod plan_tests {
             .iter()
             .map(|s| {
                 let what = match &s.action {
-                    Action::Template(u) => {
+                    Action::Template(crate::steps::files::Placement::File(u)) => {
                         format!("{}: {}", u.dest, String::from_utf8_lossy(&u.content))
                     }
                     other => other.describe(),
