@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::harness::{
-    Fleet, Run, SudoUser, command, finish, logins, run_playbook, start_fleet, write,
+    Fleet, Run, SudoUser, all_cmdlines, command, finish, finish_within, logins, run_playbook,
+    start_fleet, wait_until, write,
 };
 
 /// Writes `text` at `dir/rel` (parents made) with `mode`.
@@ -555,4 +556,58 @@ fn bad_directories_and_keys_are_refused_before_any_host_is_touched() {
         ),
     );
     assert_refused(&fleet, &deploy(&dotdot), "has a `.` or `..` part");
+}
+
+/// A session too long for a command line (a directory of many files) goes on stdin behind a
+/// loader: aborting the run (SIGTERM) still finds it on the host by its marker and stops what
+/// it runs.
+#[test]
+fn an_aborted_run_stops_a_session_sent_on_stdin() {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let context = fleet.dir.path().join("context");
+    build_context(&context, 150);
+    let sleep_arg = "913";
+    let pb = fleet.write_playbook(
+        "abort.toml",
+        "Abort",
+        "abort",
+        &format!(
+            "[[steps]]\nname = \"context\"\ncopy = {{ src = \"{}\", dest = \"{{{{ app_dir }}}}/build\" }}\n\n\
+             [[steps]]\nname = \"long\"\nrun = \"touch {{{{ app_dir }}}}/long-started; sleep {sleep_arg}; touch {{{{ app_dir }}}}/long-done\"\n",
+            context.display()
+        ),
+    );
+    let sleeps = || -> Vec<u32> {
+        all_cmdlines()
+            .into_iter()
+            .filter(|(_, c)| c.trim_end() == format!("sleep {sleep_arg}"))
+            .map(|(pid, _)| pid)
+            .collect()
+    };
+    let child = command(
+        &["deploy", "-i", inv.to_str().unwrap(), pb.to_str().unwrap()],
+        None,
+    )
+    .spawn()
+    .unwrap();
+    let host = fleet.host("h1");
+    wait_until(Duration::from_secs(30), "the long step", || {
+        host.root.join("long-started").exists() && !sleeps().is_empty()
+    });
+    // SAFETY: kill(2) on the pid of the child this test spawned and has not waited for.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let run = finish_within(child, Duration::from_secs(20));
+    run.assert_code(130);
+    let stopped = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        sleeps().is_empty()
+    });
+    for pid in sleeps() {
+        // SAFETY: kill(2) on the `sleep` this test's host started (its unique argument).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(stopped, "the remote sleep was left running\n{}", run.all());
+    assert!(!host.root.join("long-done").exists());
+    run.assert_outcome("h1", "context", "changed");
 }
