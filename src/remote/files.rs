@@ -1,6 +1,7 @@
-//! Files on a host: the probe that reads every destination's checksum and mode in one go, and
-//! the upload script that writes one file atomically from the shared stdin.
-//! May import: `remote::{script, frame, vars}`, `plan::Upload`.
+//! Files on a host: the probe that reads every destination's checksum and mode (and lists the
+//! directories a step asks for) in one go, and the upload script that writes one file
+//! atomically from the shared stdin.
+//! May import: `remote::{script, frame, vars, tree}`, `plan::Upload`.
 
 use super::frame::{self, Kind, Reply};
 use super::script::{Octal, Script, Umask, Var};
@@ -124,7 +125,7 @@ pub fn parse_probe(reply: &Reply, dests: &[&str], trees: &[&str]) -> Option<Prob
         }
     }
     let stats = String::from_utf8_lossy(stats);
-    // The section starts with the frame's closing newline's successor: records end with NUL.
+    // `stat --printf` ends each record with a NUL: a name may hold newlines and `|`.
     for record in stats.split('\0').filter(|r| !r.is_empty()) {
         let mut parts = record.splitn(5, '|');
         let (kind, mode, owner, group, path) = (
