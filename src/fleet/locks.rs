@@ -135,7 +135,7 @@ async fn release_locks<T: Connection>(
     join_all(
         sessions
             .iter_mut()
-            .filter(|s| s.is_locked())
+            .filter(|s| s.is_locked() || s.shares_lock())
             .map(|s| s.release_lock(ctx, holder)),
     )
     .await;

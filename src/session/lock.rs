@@ -87,8 +87,10 @@ impl<T: Connection> HostSession<T> {
     }
 
     /// Gives back a lock this session took, writing no audit line (a run refused elsewhere).
-    /// A host that does not answer keeps it (still `is_locked`).
+    /// A host that does not answer keeps it (still `is_locked`). A host sharing the lock
+    /// through another has nothing to give back, nor a line to write.
     pub async fn release_lock(&mut self, ctx: &RunContext<'_>, holder: &Holder) {
+        self.lock_shared = false;
         if !self.locked {
             return;
         }

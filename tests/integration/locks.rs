@@ -2,8 +2,9 @@
 //! sshd: a `[release]` playbook and a plain one of the same app in the same place exclude each
 //! other, as do two SSH users; two instances of the app in different directories do not, and
 //! each writes its own audit log. Two inventory names for one instance in one run each write
-//! their line and keep the lock to the end; without `app_dir`, a refusal says how instances get
-//! a lock of their own. The audit log keeps one record per line whatever the step is called.
+//! their line and keep the lock to the end (a refused run writes none); without `app_dir`, a
+//! refusal says how instances get a lock of their own. The audit log keeps one record per line
+//! whatever the step is called.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -126,15 +127,21 @@ fn two_instances_of_an_app_in_different_dirs_do_not_exclude_each_other() {
 
 /// An inventory naming h1 `names` (all the same sshd), in group `web`, with no `app_dir`.
 fn inventory_without_app_dir(fleet: &Fleet, names: &[&str]) -> PathBuf {
+    let on_h1: Vec<(&str, &str)> = names.iter().map(|n| (*n, "h1")).collect();
+    inventory_of_names(fleet, &on_h1)
+}
+
+/// An inventory of `(name, test host)` pairs, in group `web`, with no `app_dir`.
+fn inventory_of_names(fleet: &Fleet, names: &[(&str, &str)]) -> PathBuf {
     let mut inv = format!(
         "[ssh]\nuser = \"root\"\nidentity_file = {}\nknown_hosts = {}\nhost_key_policy = \"strict\"\n",
         toml_path(&fleet.client_key),
         toml_path(&fleet.known_hosts)
     );
-    for name in names {
+    for (name, host) in names {
         inv.push_str(&format!(
             "\n[hosts.{name}]\naddress = \"127.0.0.1\"\ngroups = [\"web\"]\nssh = {{ port = {} }}\n",
-            fleet.host("h1").port
+            fleet.host(host).port
         ));
     }
     inv.push_str("\n[groups.web]\n");
@@ -248,6 +255,39 @@ fn a_step_name_cannot_forge_an_audit_line() {
         audit.ends_with(" result=failed at x\\nforged result=ok\n"),
         "{audit}"
     );
+}
+
+/// A run refused by a lock held elsewhere writes no audit line, also not for a name that
+/// shared another name's lock, and leaves no lock of its own.
+#[test]
+fn a_refused_run_writes_no_audit_line_for_names_sharing_a_lock() {
+    let fleet = start_fleet(2);
+    let inv = inventory_of_names(&fleet, &[("h1", "h1"), ("h1b", "h1"), ("h2", "h2")]);
+    let theirs = fleet.host("h2").dir.join(".dropship/inst/lock");
+    fs::create_dir_all(&theirs).unwrap();
+    fs::write(
+        theirs.join("info"),
+        "holder=ghost@old-ci\nsince=2020-01-01T00:00:00Z\ncommand=deploy\ntoken=other\n",
+    )
+    .unwrap();
+    let pb = fleet.write_playbook(
+        "refused.toml",
+        "Instance",
+        "inst",
+        "[[steps]]\nname = \"hold\"\nrun = \"true\"\n",
+    );
+    let run = run_playbook("deploy", &inv, &pb);
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(
+        run.all().contains("h2 is locked by ghost@old-ci"),
+        "{}",
+        run.all()
+    );
+    let home = fleet.host("h1").dir.join(".dropship/inst");
+    assert!(!home.join("lock").exists(), "our lock was left behind");
+    let audit = fs::read_to_string(home.join("audit.log")).unwrap_or_default();
+    assert_eq!(audit, "", "a refused run wrote an audit line");
+    assert!(theirs.join("info").is_file(), "their lock was touched");
 }
 
 /// Without `app_dir` (nor `[release]`), the lock is the SSH user's `~/.dropship/APP`: another
