@@ -8,6 +8,7 @@ pub mod apt;
 pub mod blue_green;
 pub mod compose;
 pub mod compose_build;
+pub mod compose_command;
 pub mod diagnose;
 pub mod driver;
 pub mod ensure;
