@@ -51,6 +51,8 @@ pub struct StepSplitter<'r> {
     epilogue: Vec<u8>,
     epilogue_done: bool,
     stopped: bool,
+    /// Steps before this one were handed out by `take_ended`.
+    handed_out: usize,
 }
 
 struct StepCapture<'r> {
@@ -60,6 +62,8 @@ struct StepCapture<'r> {
     marked: Option<(Option<u32>, Option<u64>)>,
     /// What the step reported in frames, `KIND:FIELDS` each.
     results: Vec<String>,
+    /// Its output, made once it ended on both streams (`take_ended`).
+    ended: Option<ExecOutput>,
 }
 
 impl<'r> StepSplitter<'r> {
@@ -82,7 +86,45 @@ impl<'r> StepSplitter<'r> {
             epilogue: Vec::new(),
             epilogue_done: false,
             stopped: false,
+            handed_out: 0,
         }
+    }
+
+    /// The steps that ended on both streams (their markers seen) since the last call, with
+    /// their status and output, oldest first: a caller may judge and report them before the
+    /// driver ends. Each step is handed out once; `finish` still returns it.
+    pub fn take_ended(&mut self) -> Vec<(usize, ExecOutput, Option<u64>)> {
+        let ended = self.out_at.min(self.err_at).min(self.steps.len());
+        let redactor = self.redactor;
+        let mut taken = Vec::new();
+        while self.handed_out < ended {
+            let index = self.handed_out;
+            self.handed_out += 1;
+            let capture = &mut self.steps[index];
+            let Some((status, elapsed)) = capture.marked else {
+                continue;
+            };
+            let (stdout, stdout_dropped) =
+                std::mem::replace(&mut capture.stdout, Kept::new(redactor)).finish();
+            let (stderr, stderr_dropped) =
+                std::mem::replace(&mut capture.stderr, Kept::new(redactor)).finish();
+            let out = ExecOutput {
+                status,
+                stdout,
+                stderr,
+                stdout_dropped,
+                stderr_dropped,
+                results: capture.results.clone(),
+            };
+            capture.ended = Some(out.clone());
+            taken.push((index, out, elapsed));
+        }
+        taken
+    }
+
+    /// Every result the preamble and the segments reported so far.
+    pub fn results(&self) -> &[Frame] {
+        &self.results
     }
 
     fn step(&mut self, index: usize) -> &mut StepCapture<'r> {
@@ -92,6 +134,7 @@ impl<'r> StepSplitter<'r> {
                 stderr: Kept::new(self.redactor),
                 marked: None,
                 results: Vec::new(),
+                ended: None,
             });
         }
         &mut self.steps[index]
@@ -199,6 +242,11 @@ impl<'r> StepSplitter<'r> {
         let mut elapsed_ms = Vec::new();
         for capture in self.steps.into_iter().take(started) {
             let (status, elapsed) = capture.marked.unwrap_or((status.filter(|s| *s != 0), None));
+            if let Some(out) = capture.ended {
+                outputs.push(out);
+                elapsed_ms.push(elapsed);
+                continue;
+            }
             let (stdout, stdout_dropped) = capture.stdout.finish();
             let (stderr, stderr_dropped) = capture.stderr.finish();
             outputs.push(ExecOutput {
@@ -346,5 +394,33 @@ mod tests {
         assert_eq!(split.outputs[1].stdout, b"second");
         assert_eq!(split.outputs[1].status, None);
         assert!(split.cut_short);
+    }
+
+    #[test]
+    fn a_step_is_handed_out_once_when_it_ended_on_both_streams() {
+        let redactor = Redactor::default();
+        let mut splitter = StepSplitter::new(&redactor, "n7", 3);
+        splitter.stdout(b"one\n@@dropship:n7:0:0:1.0:1.25@@\n");
+        // Its stderr marker has not come yet: not ended.
+        assert!(splitter.take_ended().is_empty());
+        splitter.stderr(b"warn\n@@dropship:n7:0:0::@@\n");
+        let ended = splitter.take_ended();
+        assert_eq!(ended.len(), 1);
+        let (index, out, ms) = &ended[0];
+        assert_eq!((*index, out.status, *ms), (0, Some(0), Some(250)));
+        assert_eq!(
+            (&out.stdout[..], &out.stderr[..]),
+            (&b"one"[..], &b"warn"[..])
+        );
+        assert!(splitter.take_ended().is_empty(), "handed out twice");
+        // The second step is still running when the driver is cut off.
+        splitter.stdout(b"two\n@@dropship:n7:1:");
+        splitter.stderr(b"@@dropship:n7:1:0::@@\n");
+        assert!(splitter.take_ended().is_empty());
+        let split = splitter.finish(None);
+        assert!(split.cut_short);
+        assert_eq!(split.outputs.len(), 2);
+        assert_eq!(&split.outputs[0].stdout[..], b"one");
+        assert_eq!(split.elapsed_ms[0], Some(250));
     }
 }

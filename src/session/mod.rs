@@ -406,19 +406,16 @@ impl<T: Connection> HostSession<T> {
         elapsed_ms: u64,
         words: ContainerWords,
     ) {
-        let redact = |text: &str| ctx.plan.redactor.redact(text);
-        let result = StepResult {
-            name: name.to_string(),
-            outcome: done.outcome,
-            detail: done.detail.map(|d| redact(&d)),
-            output: done.output.map(|o| redact(&o)),
-            words: diagnose::redacted(words, &redact),
-            elapsed_ms,
-        };
+        let result = step_result(ctx, name, done, elapsed_ms, words);
         ctx.reporter.event(&Event::StepFinished {
             host: &self.host_name,
             step: &result,
         });
+        self.result.steps.push(result);
+    }
+
+    /// Keeps a step's result that was reported when the step ended (`report_live`).
+    fn record_reported(&mut self, result: StepResult) {
         self.result.steps.push(result);
     }
 
@@ -566,4 +563,23 @@ fn tree_roots(plan: &Plan, index: usize) -> Vec<&str> {
         .iter()
         .filter_map(|s| s.action.tree_root())
         .collect()
+}
+
+/// A step's result as reported and kept: every text it holds masked by the run's redactor.
+fn step_result(
+    ctx: &RunContext<'_>,
+    name: &str,
+    done: Done,
+    elapsed_ms: u64,
+    words: ContainerWords,
+) -> StepResult {
+    let redact = |text: &str| ctx.plan.redactor.redact(text);
+    StepResult {
+        name: name.to_string(),
+        outcome: done.outcome,
+        detail: done.detail.map(|d| redact(&d)),
+        output: done.output.map(|o| redact(&o)),
+        words: diagnose::redacted(words, &redact),
+        elapsed_ms,
+    }
 }

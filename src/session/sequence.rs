@@ -3,13 +3,14 @@
 
 use std::time::Instant;
 
-use super::{HostSession, RunContext};
+use super::{HostSession, RunContext, step_result};
 use crate::plan::{Action, Become, Notify, PlannedStep};
 use crate::remote::compose::{self, ComposeFlavor};
 use crate::remote::driver::{self, Driver};
+use crate::remote::frame::Frame;
 use crate::remote::{self, split::StepSplitter};
-use crate::report::{ContainerWords, Outcome};
-use crate::steps::{Done, Prepared};
+use crate::report::{ContainerWords, Event, Outcome, StepResult};
+use crate::steps::{Done, HostView, Learned, Prepared};
 use crate::transport::{Connection, ExecOutput, OutputSink, TransportError};
 
 /// Why a sequence of steps runs.
@@ -150,6 +151,9 @@ impl<T: Connection> HostSession<T> {
             }
         }
         let cut = slots.len();
+        // The step each segment belongs to, and what was reported of it while the script ran.
+        let sent: Vec<usize> = (0..cut).filter(|&i| slots[i].is_none()).collect();
+        let mut live: Vec<Option<Reported>> = (0..sent.len()).map(|_| None).collect();
         let detect = self.compose == ComposeFlavor::Unknown
             && steps[..cut].iter().any(|s| s.action.needs_compose());
         let mut outputs = Vec::new();
@@ -166,10 +170,51 @@ impl<T: Connection> HostSession<T> {
             };
             let driver = Driver::new(&nonce, &preamble, &segments, epilogue);
             let become_as = steps[0].become_as.as_ref();
-            // Output is split per step, masked and bounded while it arrives.
+            // Output is split per step, masked and bounded while it arrives; each step that
+            // ends well is judged and reported then, not when the whole script ends.
             let mut splitter = StepSplitter::new(&ctx.plan.redactor, &nonce, segments.len());
+            let (files, redactor, known) = (&self.remote_files, &self.redactor, self.compose);
+            let host = self.host_name.as_str();
+            let mut report_live =
+                |index: usize, out: &ExecOutput, ms: Option<u64>, results: &[Frame]| {
+                    let step = &steps[sent[index]];
+                    let compose = match known {
+                        ComposeFlavor::Unknown => compose::flavor(results).unwrap_or(known),
+                        flavor => flavor,
+                    };
+                    let view = HostView {
+                        files,
+                        compose,
+                        redactor,
+                    };
+                    let mut done = match step.action.judge(&view, out) {
+                        Ok(done) => done,
+                        Err(failure) => failure.into(),
+                    };
+                    // A failure is reported after the script, with what the containers said.
+                    if done.outcome == Outcome::Failed {
+                        return;
+                    }
+                    let learned = done.learned.take();
+                    let outcome = done.outcome;
+                    let name = step_name(step, purpose);
+                    let result = step_result(ctx, &name, done, ms.unwrap_or(0), Default::default());
+                    ctx.reporter.event(&Event::StepFinished {
+                        host,
+                        step: &result,
+                    });
+                    live[index] = Some(Reported {
+                        learned,
+                        outcome,
+                        result,
+                    });
+                };
+            let mut sink = LiveSteps {
+                splitter: &mut splitter,
+                on_ended: &mut report_live,
+            };
             let status = match self
-                .run_driver(ctx, &driver, &nonce, become_as, purpose, &mut splitter)
+                .run_driver(ctx, &driver, &nonce, become_as, purpose, &mut sink)
                 .await
             {
                 Ok(status) => status,
@@ -229,6 +274,21 @@ impl<T: Connection> HostSession<T> {
                         ),
                         (Some((0, _)), _) if refusal.is_some() => {
                             (Done::new(Outcome::Failed, refusal.clone()), session_ms)
+                        }
+                        (Some((i, _)), _) if live[i].is_some() => {
+                            let Some(reported) = live[i].take() else {
+                                unreachable!()
+                            };
+                            if let Some(learned) = reported.learned {
+                                self.learn(learned);
+                            }
+                            if let Notify::Trigger(id) = step.notify
+                                && reported.outcome == Outcome::Changed
+                            {
+                                self.notified.insert(id);
+                            }
+                            self.record_reported(reported.result);
+                            continue;
                         }
                         (Some((_, (out, ms))), _) => {
                             (self.judge(&step.action, &out), ms.unwrap_or(session_ms))
@@ -370,11 +430,7 @@ impl<T: Connection> HostSession<T> {
         elapsed_ms: u64,
         words: ContainerWords,
     ) {
-        let name = match purpose {
-            Purpose::Deploy => step.name.clone(),
-            Purpose::Rollback => format!("rollback: {}", step.name),
-        };
-        self.record_with_words(ctx, &name, done, elapsed_ms, words);
+        self.record_with_words(ctx, &step_name(step, purpose), done, elapsed_ms, words);
     }
 
     fn skip_steps(
@@ -388,6 +444,52 @@ impl<T: Connection> HostSession<T> {
             let done = Done::new(Outcome::Skipped, Some(reason.to_string()));
             self.record_step(ctx, step, purpose, done, 0);
         }
+    }
+}
+
+/// A step's name in the report: a rollback's steps are `rollback: STEP`.
+fn step_name(step: &PlannedStep, purpose: Purpose) -> String {
+    match purpose {
+        Purpose::Deploy => step.name.clone(),
+        Purpose::Rollback => format!("rollback: {}", step.name),
+    }
+}
+
+/// A step that ended well while its script still ran: reported then, kept for the result.
+struct Reported {
+    learned: Option<Learned>,
+    outcome: Outcome,
+    result: StepResult,
+}
+
+/// The driver's output sink: the splitter, and each step that ended on both streams handed
+/// to `on_ended` at once (with the results reported so far, which tell the compose flavour).
+struct LiveSteps<'s, 'r, 'f> {
+    splitter: &'s mut StepSplitter<'r>,
+    on_ended: &'f mut StepEnded<'f>,
+}
+
+/// What `LiveSteps` calls with a step that ended: its index among the script's segments, its
+/// output, how long it took, and the results reported so far.
+type StepEnded<'f> = dyn FnMut(usize, &ExecOutput, Option<u64>, &[Frame]) + Send + 'f;
+
+impl LiveSteps<'_, '_, '_> {
+    fn hand_out(&mut self) {
+        for (index, out, ms) in self.splitter.take_ended() {
+            (self.on_ended)(index, &out, ms, self.splitter.results());
+        }
+    }
+}
+
+impl OutputSink for LiveSteps<'_, '_, '_> {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.splitter.stdout(bytes);
+        self.hand_out();
+    }
+
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.splitter.stderr(bytes);
+        self.hand_out();
     }
 }
 

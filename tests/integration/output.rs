@@ -239,3 +239,53 @@ run = "echo still-running"
         "dropship peaked at {rss_kib} KiB (limit 150 MiB)"
     );
 }
+
+/// A step's line is printed when that step ends, not when the host's whole session (one
+/// driver script for all three steps) ends: the first step's line comes while the second
+/// still sleeps.
+#[test]
+fn each_step_line_appears_when_that_step_ends() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Instant;
+
+    let fleet = start_fleet(2);
+    let pb = fleet.write_playbook(
+        "live.toml",
+        "live",
+        "live",
+        "[[steps]]\nname = \"first\"\nrun = \"echo one\"\n\n\
+         [[steps]]\nname = \"slow\"\nrun = \"sleep 3\"\n\n\
+         [[steps]]\nname = \"last\"\nrun = \"true\"\n",
+    );
+    let inventory = fleet.write_inventory("");
+    let started = Instant::now();
+    let mut child = crate::harness::spawn_playbook("deploy", &inventory, &pb);
+    let stdout = child.stdout.take().unwrap();
+    let lines: Vec<(f64, String)> = BufReader::new(stdout)
+        .lines()
+        .map(|l| (started.elapsed().as_secs_f64(), l.unwrap()))
+        .collect();
+    let ended = started.elapsed().as_secs_f64();
+    let status = child.wait().unwrap();
+    let text: String = lines
+        .iter()
+        .map(|(t, l)| format!("{t:6.2} {l}\n"))
+        .collect();
+    assert!(status.success(), "{text}");
+    for host in ["h1", "h2"] {
+        let at = |step: &str| {
+            lines
+                .iter()
+                .find(|(_, l)| l.starts_with(&format!("[{host}] changed  {step}")))
+                .map(|(t, _)| *t)
+                .unwrap_or_else(|| panic!("no line for {host}'s {step}:\n{text}"))
+        };
+        let (first, slow, last) = (at("first"), at("slow"), at("last"));
+        assert!(
+            slow - first >= 2.5,
+            "{host}: `first` printed {:.2}s before `slow`, not when it ended:\n{text}",
+            slow - first
+        );
+        assert!(first <= slow && slow <= last && last <= ended, "{text}");
+    }
+}
