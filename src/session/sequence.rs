@@ -173,7 +173,7 @@ impl<T: Connection> HostSession<T> {
             // Output is split per step, masked and bounded while it arrives; each step that
             // ends well is judged and reported then, not when the whole script ends.
             let mut splitter = StepSplitter::new(&ctx.plan.redactor, &nonce, segments.len());
-            let (files, redactor, known) = (&self.remote_files, &self.redactor, self.compose);
+            let (base, known) = (self.view(), self.compose);
             let host = self.host_name.as_str();
             let mut report_live =
                 |index: usize, out: &ExecOutput, ms: Option<u64>, results: &[Frame]| {
@@ -182,11 +182,7 @@ impl<T: Connection> HostSession<T> {
                         ComposeFlavor::Unknown => compose::flavor(results).unwrap_or(known),
                         flavor => flavor,
                     };
-                    let view = HostView {
-                        files,
-                        compose,
-                        redactor,
-                    };
+                    let view = HostView { compose, ..base };
                     let mut done = match step.action.judge(&view, out) {
                         Ok(done) => done,
                         Err(failure) => failure.into(),
