@@ -104,12 +104,16 @@ fn prune_body(keep: usize) -> Script {
 
 /// The ids `prune` printed as removed.
 pub fn parse_pruned(stdout: &str) -> Vec<String> {
+    printed_ids(stdout, "pruned=").collect()
+}
+
+/// The values of the `KEY<id>` lines a script printed that are release ids, in order.
+fn printed_ids<'a>(stdout: &'a str, key: &'a str) -> impl Iterator<Item = String> + 'a {
     stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("pruned="))
+        .filter_map(move |l| l.strip_prefix(key))
         .filter(|id| is_release_id(id))
         .map(str::to_string)
-        .collect()
 }
 
 /// Lists releases (one `release=<id>` line each, oldest first, and `failed=<id>` after a
@@ -194,11 +198,8 @@ pub fn parse_list(stdout: &str) -> Listing {
 
 /// The `previous=` value printed by `activate`, when it is a release id.
 pub fn parse_previous(stdout: &str) -> Option<String> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("previous="))
-        .filter(|p| is_release_id(p))
-        .map(str::to_string)
+    let first = stdout.lines().find(|l| l.starts_with("previous="))?;
+    printed_ids(first, "previous=").next()
 }
 
 #[cfg(test)]
