@@ -9,6 +9,7 @@ mod dotenv;
 mod e2e;
 mod e2e_images;
 mod ensure;
+mod examples;
 mod failures;
 mod firstday;
 mod handlers;

@@ -80,6 +80,19 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Copies a directory and its subdirectories (templates/zero-downtime/, examples/).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 #[test]
 fn toml_strings_are_escaped() {
     assert_eq!(toml_str(r#"a"b\c"#), r#""a\"b\\c""#);

@@ -1,6 +1,6 @@
 //! The shipped example's fleet for the end-to-end tests: the Docker engine, a private registry
 //! and locally built images (scripts/localfleet/), sshd hosts on 127.0.0.1 whose `docker` is
-//! the real one, reached over HTTP through each host's nginx. Imports `cli`, `ports`.
+//! the real one, reached over HTTP through each host's nginx. Imports `cli`, `files`, `ports`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::cli::{Run, dropship_reporting};
+use super::files::copy_dir;
 use super::ports::free_range;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -309,19 +310,6 @@ fn remove_containers(project: &str) {
             .args(["rm", "-f"])
             .args(&ids)
             .output();
-    }
-}
-
-/// Copies a directory and its subdirectories (templates/zero-downtime/).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
     }
 }
 
