@@ -67,6 +67,34 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// A table of each host's containers of the playbook's compose projects: state, image, status.
+    Ps {
+        #[command(flatten)]
+        target: PlaybookArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// One service's logs from every host, each line prefixed `[host] `; `-f` follows them all.
+    Logs {
+        #[command(flatten)]
+        target: PlaybookArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// The compose service.
+        service: String,
+        /// Keep following every host's logs until Ctrl-C (which ends with status 0).
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines per container from the end of its logs, or `all`.
+        #[arg(long, value_name = "N|all", default_value = "100", value_parser = parse_tail)]
+        tail: Tail,
+        /// Only lines at most this old (e.g. 10m, 2h) or since this time (e.g. 2026-11-29T10:00:00Z).
+        #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+        since: Option<u64>,
+        /// Only lines matching this regular expression (matched here, on the masked line).
+        #[arg(long, value_name = "RE", value_parser = parse_grep)]
+        grep: Option<regex::Regex>,
+    },
     /// Show or clear the deploy lock on each host.
     Lock {
         #[arg(value_enum)]
@@ -187,6 +215,42 @@ fn parse_command_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// `--tail`: a number of lines, or `all` (`Tail(None)`).
+#[derive(Debug, Clone, Copy)]
+pub struct Tail(Option<u32>);
+
+fn parse_tail(text: &str) -> Result<Tail, String> {
+    if text == "all" {
+        return Ok(Tail(None));
+    }
+    text.parse()
+        .map(|n| Tail(Some(n)))
+        .map_err(|_| format!("`{text}` is not a number of lines or `all`"))
+}
+
+/// `--since`: a duration back from now (`10m`), or a time (RFC 3339, UTC), as seconds ago.
+fn parse_since(text: &str) -> Result<u64, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(ago.as_secs().max(1));
+    }
+    let at = humantime::parse_rfc3339_weak(text).map_err(|_| {
+        format!(
+            "`{text}` is neither a duration (e.g. 10m, 2h) nor a time (e.g. 2026-11-29T10:00:00Z)"
+        )
+    })?;
+    let ago = std::time::SystemTime::now()
+        .duration_since(at)
+        .map_err(|_| format!("`{text}` is in the future"))?;
+    Ok(ago.as_secs().max(1))
+}
+
+fn parse_grep(text: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(text)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("not a regular expression: {e}"))
+}
+
 fn parse_var(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -266,6 +330,29 @@ impl From<Command> for settings::Command {
             Command::Releases { target, run } => Self::Releases {
                 target: target.into(),
                 run: run.into(),
+            },
+            Command::Ps { target, run } => Self::Ps {
+                target: target.into(),
+                run: run.into(),
+            },
+            Command::Logs {
+                target,
+                run,
+                service,
+                follow,
+                tail,
+                since,
+                grep,
+            } => Self::Logs {
+                target: target.into(),
+                run: run.into(),
+                logs: settings::LogsSettings {
+                    service,
+                    follow,
+                    tail: tail.0,
+                    since_secs: since,
+                    grep,
+                },
             },
             Command::Lock {
                 action,

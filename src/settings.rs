@@ -40,6 +40,17 @@ pub enum Command {
         target: PlaybookTarget,
         run: RunSettings,
     },
+    /// Each targeted host's containers of the playbook's compose projects.
+    Ps {
+        target: PlaybookTarget,
+        run: RunSettings,
+    },
+    /// One service's logs from every targeted host, each line prefixed by its host.
+    Logs {
+        target: PlaybookTarget,
+        run: RunSettings,
+        logs: LogsSettings,
+    },
     /// Scaffold a project (the example app) into `dir`.
     Init {
         dir: PathBuf,
@@ -53,6 +64,21 @@ pub enum Command {
     Print {
         text: String,
     },
+}
+
+/// What `dropship logs` shows.
+#[derive(Debug, Clone)]
+pub struct LogsSettings {
+    /// The compose service (checked against compose's name grammar before any connection).
+    pub service: String,
+    /// `-f`: keep following every host until Ctrl-C.
+    pub follow: bool,
+    /// `--tail`: lines per container (`None`: `--tail all`).
+    pub tail: Option<u32>,
+    /// `--since`: only lines this many seconds old or newer.
+    pub since_secs: Option<u64>,
+    /// `--grep`: only lines matching this (matched locally, on the masked line).
+    pub grep: Option<regex::Regex>,
 }
 
 /// `dropship secrets init|set|get|list|edit`.

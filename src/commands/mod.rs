@@ -6,7 +6,10 @@
 pub mod check;
 pub mod init;
 pub mod inspect;
+mod logs;
+mod ps;
 pub mod secrets;
+mod views;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +52,13 @@ pub async fn run(command: Command) -> ExitStatus {
         // Its own statuses: an editor stopped by Ctrl-C is an interrupt, not bad input.
         return secrets::run(&vault, action).await;
     }
+    if let Command::Ps { .. } | Command::Logs { .. } = command {
+        // Their own statuses: a followed log ended by Ctrl-C is a success.
+        return match fleet_view(command).await {
+            Ok(status) => status,
+            Err(e) => ExitStatus::BadInput(e),
+        };
+    }
     match dispatch(command).await {
         Ok(Some(r)) if r.interrupted => ExitStatus::Interrupted,
         Ok(Some(r)) if !r.ok => ExitStatus::HostsFailed,
@@ -66,6 +76,7 @@ async fn dispatch(command: Command) -> Result<Option<RunReport>, InputError> {
         }
         Command::Init { dir } => init::run(&dir).map(|()| None),
         Command::Secrets { .. } => unreachable!("`run` runs the secrets commands"),
+        Command::Ps { .. } | Command::Logs { .. } => unreachable!("`run` runs the fleet views"),
         Command::Check { target } => {
             let plan = load_plan(&target)?;
             let described = check::describe_plan(&plan);
@@ -115,6 +126,23 @@ async fn dispatch(command: Command) -> Result<Option<RunReport>, InputError> {
             preflight(&plan, &run)?;
             Ok(Some(inspect::ping(plan, &run).await))
         }
+    }
+}
+
+/// `ps` and `logs`: the plan rendered (its projects, and its secrets to mask), then every host.
+async fn fleet_view(command: Command) -> Result<ExitStatus, InputError> {
+    match command {
+        Command::Ps { target, run } => {
+            let plan = load_plan(&target)?;
+            preflight(&plan, &run)?;
+            ps::ps(plan, &run).await
+        }
+        Command::Logs { target, run, logs } => {
+            let plan = load_plan(&target)?;
+            preflight(&plan, &run)?;
+            logs::logs(plan, &run, &logs).await
+        }
+        _ => unreachable!("only the fleet views"),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod batches;
 mod locks;
+mod views;
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,8 @@ use crate::session::{HostSession, Query, RunContext, connect_all};
 use crate::transport::{Connection, Connector};
 use locks::{LockRefused, finish, holder, take_locks};
 
-pub use crate::session::{Cancel, CancelHandle};
+pub use crate::session::{Cancel, CancelHandle, ViewEnd};
+pub use views::{ViewScript, view};
 
 /// How many hosts a run talks to at once.
 #[derive(Debug, Clone, Copy)]

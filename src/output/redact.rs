@@ -15,8 +15,11 @@ use crate::secrets::{MASK, Secret};
 pub struct Redactor {
     /// `None` when there is no secret: output passes through untouched.
     matcher: Option<AhoCorasick>,
-    /// The longest pattern: a stream holds back this many bytes minus one.
+    /// The longest pattern: a stream keeps this many bytes minus one of context.
     max_len: usize,
+    /// The patterns, for what a stream must hold back: only a tail that could still grow
+    /// into one of them (so a quiet stream's last line is not held back).
+    patterns: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -52,7 +55,27 @@ impl Redactor {
         let max_len = patterns.iter().map(String::len).max().unwrap_or(0);
         let matcher = (!patterns.is_empty())
             .then(|| AhoCorasick::new(&patterns).expect("secret patterns are plain byte strings"));
-        Self { matcher, max_len }
+        let patterns = patterns.into_iter().map(String::into_bytes).collect();
+        Self {
+            matcher,
+            max_len,
+            patterns,
+        }
+    }
+
+    /// How many of the last bytes of `buf` are the start of a secret that bytes still to
+    /// come could complete (the longest such tail).
+    fn unfinished_tail(&self, buf: &[u8]) -> usize {
+        let longest = self.max_len.saturating_sub(1).min(buf.len());
+        (1..=longest)
+            .rev()
+            .find(|&k| {
+                let tail = &buf[buf.len() - k..];
+                self.patterns
+                    .iter()
+                    .any(|p| p.len() > k && p.starts_with(tail))
+            })
+            .unwrap_or(0)
     }
 
     /// `text` with every secret masked.
@@ -139,8 +162,8 @@ impl Redactor {
 }
 
 /// Masks secrets in output that arrives in pieces: holds back the last bytes that could still
-/// be the start of a secret (the longest secret's length minus one) until more arrive or the
-/// stream ends. What it emits is exactly what `redact_bytes` gives for the whole stream.
+/// be the start of a secret (at most the longest secret's length minus one) until more arrive
+/// or the stream ends. What it emits is exactly what `redact_bytes` gives for the whole stream.
 pub struct RedactingStream<'r> {
     redactor: &'r Redactor,
     /// Bytes not yet emitted, after context already emitted (`..emitted`) that a secret
@@ -158,9 +181,9 @@ impl RedactingStream<'_> {
         }
         self.pending.extend_from_slice(bytes);
         let hold = self.redactor.max_len - 1;
-        // A byte before `upto` is covered by a match in `pending` or by none at all: any
-        // match reaching it starts at most `hold` bytes earlier and ends within `pending`.
-        let upto = self.pending.len().saturating_sub(hold);
+        // A byte before `upto` is covered by a match in `pending` or by none at all: a match
+        // still to be completed by later bytes starts in the unfinished tail.
+        let upto = self.pending.len() - self.redactor.unfinished_tail(&self.pending);
         if upto <= self.emitted {
             return;
         }
@@ -241,6 +264,22 @@ mod tests {
                 String::from_utf8_lossy(&streamed(&r, text, piece))
             );
         }
+    }
+
+    #[test]
+    fn a_stream_holds_back_only_a_tail_that_could_become_a_secret() {
+        // A followed log must show its last line before more output comes.
+        let r = redactor(&["hunter2hunter2", "line\nnext"]);
+        let mut out = Vec::new();
+        let mut stream = r.stream();
+        stream.push(b"before\n", &mut |b| out.extend_from_slice(b));
+        assert_eq!(out, b"before\n");
+        stream.push(b"pass=hunter", &mut |b| out.extend_from_slice(b));
+        assert_eq!(out, b"before\npass=");
+        stream.push(b"2hunter2 line", &mut |b| out.extend_from_slice(b));
+        assert_eq!(out, b"before\npass=******** ");
+        stream.push(b"\nnext!", &mut |b| out.extend_from_slice(b));
+        assert_eq!(out, b"before\npass=******** ********!");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod split;
 pub mod sudo;
 pub mod tree;
 pub mod vars;
+pub mod views;
 
 /// Runs `script` under `sh -c` with `stdin`, as a host would: for the scripts' own tests.
 #[cfg(test)]

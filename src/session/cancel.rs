@@ -69,6 +69,18 @@ impl Cancel {
 
     /// The first SIGINT stops new work; a second SIGINT, or a SIGTERM at any time, aborts.
     pub fn on_signals() -> Self {
+        Self::watch_signals(Stage::Stopping)
+    }
+
+    /// The first SIGINT or SIGTERM aborts, silently: for a command with nothing to finish and
+    /// nothing to release (`logs -f`, `ps`), whose running commands are only read.
+    pub fn on_signals_stop_at_once() -> Self {
+        Self::watch_signals(Stage::Aborting)
+    }
+
+    /// A SIGINT raises the stage to `first_interrupt` (then to `Aborting`), a SIGTERM to
+    /// `Aborting`; a stage below `Aborting` is announced, since work goes on.
+    fn watch_signals(first_interrupt: Stage) -> Self {
         let (tx, rx) = watch::channel(Stage::Running);
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -82,7 +94,7 @@ impl Cancel {
             loop {
                 let stage = tokio::select! {
                     _ = int.recv() => match *tx.borrow() {
-                        Stage::Running => Stage::Stopping,
+                        Stage::Running => first_interrupt,
                         _ => Stage::Aborting,
                     },
                     _ = term.recv() => Stage::Aborting,
@@ -90,8 +102,9 @@ impl Cancel {
                 if stage <= *tx.borrow() {
                     continue;
                 }
-                match stage {
-                    Stage::Stopping => eprintln!(
+                match (stage, first_interrupt) {
+                    (_, Stage::Aborting) => {}
+                    (Stage::Stopping, _) => eprintln!(
                         "dropship: interrupted: finishing running steps, then releasing locks (Ctrl-C again to abort them)"
                     ),
                     _ => eprintln!(

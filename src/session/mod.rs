@@ -15,6 +15,7 @@ mod query;
 mod rollback;
 mod sequence;
 mod sudo_refusal;
+mod view;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -45,6 +46,7 @@ use crate::steps::{Done, HostView, Learned, require_success};
 pub use cancel::{Cancel, CancelHandle};
 pub use query::Query;
 use sequence::Purpose;
+pub use view::ViewEnd;
 
 /// What every host task shares during a run.
 pub struct RunContext<'a> {

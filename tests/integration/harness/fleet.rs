@@ -323,6 +323,47 @@ impl TestHost {
         fs::write(dir.join(format!("{id}.logs")), logs).expect("write a container's logs");
     }
 
+    /// A container of compose project `project`'s service `service` as `docker ps --format
+    /// '{{json .}}'` describes it (`state` as docker's `State`, `status` as its `Status`),
+    /// with `logs` as its logs; `docker inspect` says it runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_service_container(
+        &self,
+        project: &str,
+        service: &str,
+        id: &str,
+        image: &str,
+        (state, status): (&str, &str),
+        logs: &[u8],
+    ) {
+        let name = format!("{project}-{service}-{}", &id[..4]);
+        self.add_container(project, id, "{}", logs);
+        let line = format!(
+            "{{\"ID\":\"{id}\",\"Names\":\"{name}\",\"Image\":\"{image}\",\"State\":\"{state}\",\"Status\":\"{status}\",\"Labels\":\"com.docker.compose.project={project},com.docker.compose.service={service}\"}}\n"
+        );
+        let file = self
+            .dir
+            .join("containers")
+            .join(project)
+            .join(format!("{id}.ps"));
+        fs::write(file, line).expect("write a container's ps line");
+    }
+
+    /// Appends to the logs of container `id` of `project` (a followed `docker logs` sees it).
+    pub fn append_logs(&self, project: &str, id: &str, more: &[u8]) {
+        use std::io::Write as _;
+        let file = self
+            .dir
+            .join("containers")
+            .join(project)
+            .join(format!("{id}.logs"));
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .expect("open a container's logs");
+        f.write_all(more).expect("append to a container's logs");
+    }
+
     /// Make compose subcommands (other than `version`) sleep this many
     /// seconds; `None` removes the knob.
     pub fn set_docker_sleep(&self, secs: Option<f64>) {
