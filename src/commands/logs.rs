@@ -105,14 +105,16 @@ pub async fn logs(
             eprintln!("[{host}] error: {}", visible(&problem));
         }
     }
-    Ok(if cancel.is_cancelled() {
+    Ok(if failed {
+        ExitStatus::HostsFailed
+    } else if cancel.is_cancelled() {
         // Ctrl-C is how a follow ends; a one-off listing cut short was interrupted.
-        if logs.follow && !failed {
+        if logs.follow {
             ExitStatus::Success
         } else {
             ExitStatus::Interrupted
         }
-    } else if failed || !found {
+    } else if !found {
         ExitStatus::HostsFailed
     } else {
         ExitStatus::Success
