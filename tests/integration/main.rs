@@ -11,6 +11,7 @@ mod e2e_images;
 mod e2e_views;
 mod ensure;
 mod examples;
+mod examples_e2e;
 mod failures;
 mod firstday;
 mod handlers;

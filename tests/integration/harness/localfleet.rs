@@ -315,13 +315,18 @@ fn remove_containers(project: &str) {
 
 /// A plain HTTP/1.0 GET on 127.0.0.1; status and body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_for(port, path, "localhost")
+}
+
+/// `http_get` naming the site `host` (the `Host` header): name-based virtual hosts.
+pub fn http_get_for(port: u16, path: &str, host: &str) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
     let mut raw = String::new();
     let _ = stream.read_to_string(&mut raw);
     let status = raw
