@@ -32,6 +32,10 @@ pub enum Command {
         target: PlaybookArgs,
         #[command(flatten)]
         run: RunArgs,
+        /// Connect and show what would change on each host (file diffs, secrets masked; the
+        /// commands that would run); take no lock, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run an ad-hoc shell command on many hosts.
     Exec {
@@ -59,6 +63,10 @@ pub enum Command {
         /// The release to go back to (default: the one before the current).
         #[arg(long, value_name = "RELEASE")]
         to: Option<String>,
+        /// Say which release each host would go back to and which steps would re-run; change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Each host's releases, which one is current, and the tail of its audit log.
     Releases {
@@ -305,9 +313,14 @@ impl From<Command> for settings::Command {
             Command::Check { target } => Self::Check {
                 target: target.into(),
             },
-            Command::Deploy { target, run } => Self::Deploy {
+            Command::Deploy {
+                target,
+                run,
+                dry_run,
+            } => Self::Deploy {
                 target: target.into(),
                 run: run.into(),
+                dry_run,
             },
             Command::Exec {
                 hosts,
@@ -322,10 +335,16 @@ impl From<Command> for settings::Command {
                 hosts: hosts.into(),
                 run: run.into(),
             },
-            Command::Rollback { target, run, to } => Self::Rollback {
+            Command::Rollback {
+                target,
+                run,
+                to,
+                dry_run,
+            } => Self::Rollback {
                 target: target.into(),
                 run: run.into(),
                 to,
+                dry_run,
             },
             Command::Releases { target, run } => Self::Releases {
                 target: target.into(),
@@ -434,7 +453,11 @@ mod tests {
 
     #[test]
     fn run_flags_resolve_into_plain_settings() {
-        let settings::Command::Deploy { target, run } = settings(&[
+        let settings::Command::Deploy {
+            target,
+            run,
+            dry_run,
+        } = settings(&[
             "deploy",
             "-i",
             "inv.toml",
@@ -453,9 +476,12 @@ mod tests {
             "5m",
             "--json",
             "-",
-        ]) else {
+            "--dry-run",
+        ])
+        else {
             panic!("not a deploy");
         };
+        assert!(dry_run);
         assert_eq!(target.inventory, PathBuf::from("inv.toml"));
         assert_eq!(target.playbook, PathBuf::from("app.toml"));
         assert_eq!(target.limit.as_deref(), Some("web"));

@@ -14,6 +14,8 @@ pub enum Command {
     Deploy {
         target: PlaybookTarget,
         run: RunSettings,
+        /// Look at the hosts and say what would change; change nothing.
+        dry_run: bool,
     },
     /// An ad-hoc shell command (its words joined with spaces) on many hosts.
     Exec {
@@ -30,6 +32,8 @@ pub enum Command {
         run: RunSettings,
         /// The release to go back to; `None`: the one before the current.
         to: Option<String>,
+        /// Say which release and which steps; change nothing.
+        dry_run: bool,
     },
     Releases {
         target: PlaybookTarget,

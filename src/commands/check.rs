@@ -47,7 +47,7 @@ fn describe_steps(plan: &Plan) -> String {
 
 /// The order a deploy takes the hosts in, when it is more than one batch: `first` stages, the
 /// canary, the batches.
-fn describe_rollout(plan: &Plan) -> String {
+pub(super) fn describe_rollout(plan: &Plan) -> String {
     let batches = plan.rollout.batches(plan.hosts.len(), &plan.first);
     if batches.len() < 2 {
         return String::new();

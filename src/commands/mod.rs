@@ -4,6 +4,7 @@
 //! never cli.
 
 pub mod check;
+pub mod dry_run;
 pub mod init;
 pub mod inspect;
 mod logs;
@@ -59,6 +60,20 @@ pub async fn run(command: Command) -> ExitStatus {
             Err(e) => ExitStatus::BadInput(e),
         };
     }
+    let command = match command {
+        Command::Deploy {
+            target,
+            run,
+            dry_run: true,
+        } => return dry_run::deploy(&target, &run).await,
+        Command::Rollback {
+            target,
+            run,
+            to,
+            dry_run: true,
+        } => return dry_run::rollback(&target, &run, to.as_deref()).await,
+        other => other,
+    };
     match dispatch(command).await {
         Ok(Some(r)) if r.interrupted => ExitStatus::Interrupted,
         Ok(Some(r)) if !r.ok => ExitStatus::HostsFailed,
@@ -83,12 +98,14 @@ async fn dispatch(command: Command) -> Result<Option<RunReport>, InputError> {
             print!("{}", crate::output::visible(&described));
             Ok(None)
         }
-        Command::Deploy { target, run } => {
+        Command::Deploy { target, run, .. } => {
             let plan = load_plan(&target)?;
             preflight(&plan, &run)?;
             Ok(Some(deploy(plan, &run).await))
         }
-        Command::Rollback { target, run, to } => {
+        Command::Rollback {
+            target, run, to, ..
+        } => {
             let plan = load_plan(&target)?;
             preflight(&plan, &run)?;
             Ok(Some(rollback(plan, &run, to.as_deref()).await))

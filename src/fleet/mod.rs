@@ -15,8 +15,9 @@ use futures::future::join_all;
 use crate::diagnostic::Hinted;
 use crate::plan::Plan;
 use crate::remote::lock::Holder;
+use crate::report::preview::{HostPreview, Silent};
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
-use crate::session::{HostSession, Query, RunContext, connect_all};
+use crate::session::{HostSession, Look, Query, RunContext, connect_all};
 use crate::transport::{Connection, Connector};
 use locks::{LockRefused, finish, holder, take_locks};
 
@@ -155,6 +156,21 @@ pub async fn rollback<C: Connector>(
     };
     let report = run.run(sessions, &ctx, lock_options, to.map(str::to_string), work);
     report.await
+}
+
+/// `--dry-run` of `deploy` and `rollback`: every host connected at once (within the fork cap),
+/// looked at read-only: no lock, no audit line, nothing written.
+pub async fn preview<C: Connector>(
+    connector: &C,
+    plan: &Plan,
+    look: Look<'_>,
+    exec: ExecOptions,
+    cancel: Cancel,
+) -> Vec<HostPreview> {
+    let (_, ctx, mut sessions) = open(connector, plan, exec, &Silent, cancel).await;
+    let previews = join_all(sessions.iter_mut().map(|s| s.preview(&ctx, look))).await;
+    join_all(sessions.into_iter().map(|s| s.finish(&Silent))).await;
+    previews
 }
 
 /// A run that changes hosts: every host's lock taken (or the whole run refused), its work done,

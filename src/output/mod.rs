@@ -2,6 +2,7 @@
 //! step's output bounded to its head and tail, control characters made visible for terminals.
 
 mod bound;
+pub mod diff;
 mod redact;
 mod visible;
 

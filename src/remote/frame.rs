@@ -56,6 +56,9 @@ pub enum Kind {
     /// `sudo:user`, `sudo:missing`, `sudo:list:STATUS`, `sudo:shell:STATUS`, each followed
     /// by what was asked (`sudo.rs`).
     Sudo,
+    /// `preview:read:I` (followed by a file's bytes), `preview:exists:I:yes|no`,
+    /// `preview:end` (`preview.rs`).
+    Preview,
     /// `build:ok` or `build:changed REF...` (`compose_build.rs`).
     Build,
 }
@@ -74,6 +77,7 @@ impl Kind {
             Kind::Facts => "facts",
             Kind::Ensure => "ensure",
             Kind::Sudo => "sudo",
+            Kind::Preview => "preview",
             Kind::Build => "build",
         }
     }

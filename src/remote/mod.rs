@@ -19,6 +19,7 @@ pub mod images;
 pub mod lock;
 pub mod login;
 pub mod long_script;
+pub mod preview;
 pub mod release;
 pub mod run;
 pub mod script;

@@ -2,6 +2,7 @@
 
 pub mod json;
 pub mod plain;
+pub mod preview;
 
 use serde::Serialize;
 

@@ -11,6 +11,7 @@ mod gate;
 mod health;
 mod images;
 mod lock;
+mod preview;
 mod query;
 mod rollback;
 mod sequence;
@@ -44,6 +45,7 @@ use crate::transport::{
 pub use crate::steps::failure_text;
 use crate::steps::{Done, HostView, Learned, require_success};
 pub use cancel::{Cancel, CancelHandle};
+pub use preview::Look;
 pub use query::Query;
 use sequence::Purpose;
 pub use view::ViewEnd;
@@ -464,25 +466,29 @@ impl<T: Connection> HostSession<T> {
     /// The probe this host needs (every destination's checksum) and the user to run it as, or
     /// `None` when the plan has no file step.
     fn probe_request(&self, plan: &Plan) -> Option<(Script, Option<Become>)> {
-        let steps = &plan.hosts[self.index].steps;
         let dests = upload_dests(plan, self.index);
         let trees = tree_roots(plan, self.index);
         if dests.is_empty() && trees.is_empty() {
             return None;
         }
-        // Files written as root may be readable by root only: probe through sudo when a file
-        // step uses `become` (as root when one does, else as the first step's user).
-        let file_becomes: Vec<&Become> = steps
+        Some((remote::files::probe(&dests, &trees), self.file_reader(plan)))
+    }
+
+    /// Who reads the host's destination files. Files written as root may be readable by root
+    /// only: through sudo when a file step uses `become` (as root when one does, else as the
+    /// first such step's user).
+    fn file_reader(&self, plan: &Plan) -> Option<Become> {
+        let file_becomes: Vec<&Become> = plan.hosts[self.index]
+            .steps
             .iter()
             .filter(|s| s.action.places_files())
             .filter_map(|s| s.become_as.as_ref())
             .collect();
-        let probe_as = file_becomes
+        file_becomes
             .iter()
             .find(|b| b.user.is_none())
             .or(file_becomes.first())
-            .map(|b| (*b).clone());
-        Some((remote::files::probe(&dests, &trees), probe_as))
+            .map(|b| (*b).clone())
     }
 
     fn accept_probe(&mut self, plan: &Plan, reply: &Reply, out: &ExecOutput) -> Result<(), String> {

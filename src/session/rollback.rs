@@ -2,6 +2,7 @@
 //! this run's `activate` replaced when the fleet rolls a failed batch back.
 
 use super::{HostSession, RunContext, failure_text};
+use crate::release::ReleaseSite;
 use crate::remote::release;
 use crate::transport::Connection;
 
@@ -21,44 +22,45 @@ impl<T: Connection> HostSession<T> {
             return;
         };
         let _turn = ctx.gate.turn().await;
+        match self.rollback_target(ctx, site, to).await {
+            Ok(target) => self.roll_back(ctx, &target, None).await,
+            Err(error) => self.fail(ctx.reporter, &error),
+        }
+    }
+
+    /// The release `dropship rollback` would point `current` at on this host: `to`, which must
+    /// be there, or the one before the current. Reads the host's releases only.
+    /// (The caller holds a turn of the gate.)
+    pub(super) async fn rollback_target(
+        &self,
+        ctx: &RunContext<'_>,
+        site: &ReleaseSite,
+        to: Option<&str>,
+    ) -> Result<String, String> {
         let listing = match self.exec(&release::list(site), &[]).await {
             Ok(out) if out.success() => release::parse_list(&String::from_utf8_lossy(&out.stdout)),
             Ok(out) => {
-                let error = format!(
+                return Err(format!(
                     "cannot list releases: {}",
                     failure_text(&out, &ctx.plan.redactor)
-                );
-                self.fail(ctx.reporter, &error);
-                return;
+                ));
             }
-            Err(e) => {
-                self.fail(ctx.reporter, &e);
-                return;
-            }
+            Err(e) => return Err(e),
         };
-        let target = match to {
-            Some(id) if listing.releases.iter().any(|r| r == id) => id.to_string(),
-            Some(id) => {
-                let error = format!(
-                    "release {id} is not on this host (it has: {})",
-                    if listing.releases.is_empty() {
-                        "none".to_string()
-                    } else {
-                        listing.releases.join(", ")
-                    }
-                );
-                self.fail(ctx.reporter, &error);
-                return;
-            }
-            None => match listing.previous {
-                Some(p) => p,
-                None => {
-                    self.fail(ctx.reporter, "no previous release on this host");
-                    return;
+        match to {
+            Some(id) if listing.releases.iter().any(|r| r == id) => Ok(id.to_string()),
+            Some(id) => Err(format!(
+                "release {id} is not on this host (it has: {})",
+                if listing.releases.is_empty() {
+                    "none".to_string()
+                } else {
+                    listing.releases.join(", ")
                 }
-            },
-        };
-        self.roll_back(ctx, &target, None).await;
+            )),
+            None => listing
+                .previous
+                .ok_or_else(|| "no previous release on this host".to_string()),
+        }
     }
 
     /// Undoes this run's `activate` on a host of a failed batch: `current` back to the release

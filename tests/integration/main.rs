@@ -6,6 +6,7 @@ mod deploy;
 mod diagnose;
 mod dir_upload;
 mod dotenv;
+mod dry_run;
 mod e2e;
 mod e2e_images;
 mod e2e_views;
