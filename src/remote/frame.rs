@@ -61,6 +61,9 @@ pub enum Kind {
     Preview,
     /// `build:ok` or `build:changed REF...` (`compose_build.rs`).
     Build,
+    /// `stack:service`, `stack:tasks`, `stack:deploy`, `stack:deployed`, `stack:rollback`,
+    /// `stack:kept`, each followed by what docker printed (`stack.rs`).
+    Stack,
 }
 
 impl Kind {
@@ -79,6 +82,7 @@ impl Kind {
             Kind::Sudo => "sudo",
             Kind::Preview => "preview",
             Kind::Build => "build",
+            Kind::Stack => "stack",
         }
     }
 }

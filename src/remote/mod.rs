@@ -24,6 +24,8 @@ pub mod release;
 pub mod run;
 pub mod script;
 pub mod split;
+pub mod stack;
+pub mod stack_converge;
 pub mod sudo;
 pub mod tree;
 pub mod vars;

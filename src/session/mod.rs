@@ -15,6 +15,7 @@ mod preview;
 mod query;
 mod rollback;
 mod sequence;
+mod stack;
 mod sudo_refusal;
 mod view;
 

@@ -63,6 +63,7 @@ impl<T: Connection> HostSession<T> {
                     Action::BlueGreen(switch) => {
                         self.blue_green(ctx, switch, become_as, purpose).await
                     }
+                    Action::Stack(step) => self.stack(ctx, step, become_as, purpose).await,
                     other => unreachable!("{} does not run alone", other.describe()),
                 };
                 let elapsed = elapsed_ms(started);

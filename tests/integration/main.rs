@@ -34,6 +34,7 @@ mod rollout;
 mod rollout_first;
 mod secrets;
 mod sudoers;
+mod swarm;
 mod transport;
 mod uploads;
 mod vault;

@@ -1,0 +1,343 @@
+//! Docker Swarm stacks on a manager: the scripts of a `stack` step (deploy with the step's
+//! environment read from stdin, one survey of every service of the stack per poll round,
+//! `docker service rollback` of each) and the parser of what they report.
+//! May import: `remote::{script, frame, vars}`, serde_json.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::frame::{self, Kind, Reply};
+use super::script::Script;
+use crate::sh;
+
+/// `docker`'s Go template that prints an object as one line of JSON.
+const JSON_LINE: &str = "{{json .}}";
+
+/// Reads `KEY=VALUE` lines from stdin into the environment of the commands that follow (the
+/// values never reach a command line; `export "KEY=VALUE"` assigns them as they are).
+fn environment_from_stdin() -> Script {
+    sh!("while IFS= read -r dsst_kv; do export \"$dsst_kv\" || exit 2; done\n")
+}
+
+/// One survey of the stack `name`: for each of its services a `stack:service` frame followed
+/// by `docker service inspect` (one JSON line), then a `stack:tasks` frame followed by its
+/// tasks (`docker service ps --no-trunc`, one JSON line each).
+fn survey(name: &str) -> Script {
+    sh!(
+        "dsst_ids=$(docker service ls --quiet --filter {}) || exit 3\nfor dsst_id in $dsst_ids; do\n{}\ndocker service inspect --format {} \"$dsst_id\" || true\n{}\ndocker service ps --no-trunc --format {} \"$dsst_id\" || true\ndone\n",
+        format!("label=com.docker.stack.namespace={name}"),
+        frame::report(Kind::Stack, &"service"),
+        JSON_LINE,
+        frame::report(Kind::Stack, &"tasks"),
+        JSON_LINE
+    )
+}
+
+/// The deploy: the step's environment from stdin, a survey of the stack as it was, then
+/// `docker stack deploy` (its output after a `stack:deploy` frame, `stack:deployed` once it
+/// succeeded). Exits with the deploy's status.
+pub fn deploy(file: &str, name: &str, with_registry_auth: bool) -> Script {
+    let auth = if with_registry_auth {
+        sh!(" --with-registry-auth")
+    } else {
+        Script::default()
+    };
+    sh!(
+        "{}{}{}\ndocker stack deploy --compose-file {}{} --detach=true -- {} 2>&1 || exit $?\n{}\n",
+        environment_from_stdin(),
+        survey(name),
+        frame::report(Kind::Stack, &"deploy"),
+        file,
+        auth,
+        name,
+        frame::report(Kind::Stack, &"deployed")
+    )
+}
+
+/// One poll round: a survey of the stack.
+pub fn poll(name: &str) -> Script {
+    survey(name)
+}
+
+/// `docker service rollback` of each service of the stack that has a previous spec and is
+/// not on it already (a `stack:rollback` frame followed by the service's name), after a survey
+/// of the stack as it was. A service without one, or rolled back already (by the engine after
+/// a failed update, or by an earlier rollback: rolling back again would go forward), reports
+/// `stack:kept` and its name. A rollback refused by the engine ends the script with its status.
+pub fn rollback(name: &str) -> Script {
+    sh!(
+        "{}for dsst_id in $dsst_ids; do\ndsst_prev=$(docker service inspect --format {} \"$dsst_id\") || exit 3\ncase $dsst_prev in\n'yes rollback_completed '*|no\\ *) {}\n;;\n*) {}\ndocker service rollback --detach --quiet \"$dsst_id\" >/dev/null || exit 4\n;;\nesac\nprintf '%s\\n' \"${{dsst_prev##* }}\"\ndone\n",
+        survey(name),
+        "{{if .PreviousSpec}}yes{{else}}no{{end}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{else}}none{{end}} {{.Spec.Name}}",
+        frame::report(Kind::Stack, &"kept"),
+        frame::report(Kind::Stack, &"rollback")
+    )
+}
+
+/// A service as `docker service inspect` shows it: what convergence is judged on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    /// The image its spec asks for (`.Spec.TaskTemplate.ContainerSpec.Image`).
+    pub image: String,
+    /// `None` for a global service.
+    pub replicas: Option<u64>,
+    /// `.UpdateStatus`, when the engine has updated or rolled it back.
+    pub update: Option<UpdateStatus>,
+    /// `.Spec.TaskTemplate`: a change of it makes the engine replace the tasks.
+    pub task_template: Value,
+    /// Its tasks, newest first per slot.
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UpdateStatus {
+    /// updating, completed, paused, rollback_started, rollback_paused, rollback_completed.
+    #[serde(rename = "State", default)]
+    pub state: String,
+    #[serde(rename = "StartedAt", default)]
+    pub started_at: String,
+    #[serde(rename = "Message", default)]
+    pub message: String,
+}
+
+/// A task as `docker service ps --format '{{json .}}'` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Task {
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Image", default)]
+    pub image: String,
+    #[serde(rename = "DesiredState", default)]
+    pub desired_state: String,
+    #[serde(rename = "CurrentState", default)]
+    pub current_state: String,
+    #[serde(rename = "Error", default)]
+    pub error: String,
+}
+
+impl Task {
+    /// Desired and actually running.
+    pub fn running(&self) -> bool {
+        self.desired_state == "Running" && self.current_state.starts_with("Running")
+    }
+}
+
+/// One service from its `docker service inspect --format '{{json .}}'` line.
+pub fn parse_service(json: &str) -> Option<Service> {
+    let v: Value = serde_json::from_str(json.trim()).ok()?;
+    let spec = v.get("Spec")?;
+    let task_template = spec.get("TaskTemplate").cloned().unwrap_or(Value::Null);
+    Some(Service {
+        id: v.get("ID")?.as_str()?.to_string(),
+        name: spec.get("Name")?.as_str()?.to_string(),
+        image: task_template
+            .pointer("/ContainerSpec/Image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        replicas: spec
+            .pointer("/Mode/Replicated/Replicas")
+            .and_then(Value::as_u64),
+        update: v
+            .get("UpdateStatus")
+            .filter(|u| !u.is_null())
+            .and_then(|u| serde_json::from_value(u.clone()).ok()),
+        task_template,
+        tasks: Vec::new(),
+    })
+}
+
+/// What the sections of a survey hold: each service with its tasks, in the order listed.
+/// A service whose inspection printed nothing readable (removed meanwhile) is left out.
+pub fn parse_survey(reply: &Reply) -> Vec<Service> {
+    let mut services: Vec<Service> = Vec::new();
+    let mut current: Option<usize> = None;
+    for (frame, data) in &reply.sections {
+        let text = String::from_utf8_lossy(data);
+        match frame.of(Kind::Stack) {
+            Some("service") => {
+                current = text.lines().find_map(parse_service).map(|s| {
+                    services.push(s);
+                    services.len() - 1
+                });
+            }
+            Some("tasks") => {
+                if let Some(i) = current.take() {
+                    services[i].tasks = text
+                        .lines()
+                        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+                        .collect();
+                }
+            }
+            _ => current = None,
+        }
+    }
+    services
+}
+
+/// The sections of a reply up to the first frame of `kind` `until` (the survey before a
+/// deploy or rollback), as a reply of their own.
+pub fn before(reply: &Reply, until: &str) -> Reply {
+    Reply {
+        head: reply.head.clone(),
+        sections: reply
+            .sections
+            .iter()
+            .take_while(|(f, _)| f.of(Kind::Stack) != Some(until))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The names of the services `rollback` sent back (`stack:rollback`) and of those it left as
+/// they were (`stack:kept`).
+pub fn rolled_back(reply: &Reply) -> (Vec<String>, Vec<String>) {
+    let mut sent = Vec::new();
+    let mut left = Vec::new();
+    for (frame, data) in &reply.sections {
+        let name = String::from_utf8_lossy(data).trim().to_string();
+        match frame.of(Kind::Stack) {
+            Some("rollback") => sent.push(name),
+            Some("kept") => left.push(name),
+            _ => {}
+        }
+    }
+    (sent, left)
+}
+
+/// Whether the deploy reported success (`stack:deployed`), and what `docker stack deploy`
+/// printed.
+pub fn deploy_output(reply: &Reply) -> (bool, String) {
+    let deployed = reply
+        .sections
+        .iter()
+        .any(|(f, _)| f.of(Kind::Stack) == Some("deployed"));
+    let said = reply
+        .sections
+        .iter()
+        .find(|(f, _)| f.of(Kind::Stack) == Some("deploy"))
+        .map(|(_, d)| String::from_utf8_lossy(d).trim().to_string())
+        .unwrap_or_default();
+    (deployed, said)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::frame::Framed;
+    use crate::remote::run_in_sh;
+    use crate::remote::script::tests::HOSTILE;
+
+    #[test]
+    fn the_environment_comes_from_stdin_as_it_is_and_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = sh!(
+            "cd {} || exit 9\n{}printf '%s|' \"$A\" \"$B\"",
+            dir.path().to_str().unwrap(),
+            environment_from_stdin()
+        );
+        let mut stdin = String::new();
+        stdin.push_str(&format!("A={}\n", HOSTILE[0]));
+        stdin.push_str(&format!("B={}\n", HOSTILE[5]));
+        let out = run_in_sh(script.as_str(), stdin.as_bytes());
+        assert_eq!(out.status, Some(0), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{}|{}|", HOSTILE[0], HOSTILE[5])
+        );
+        assert!(!dir.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn a_survey_reply_is_read_per_service_with_its_tasks() {
+        let framed = Framed::new(&poll("pixel"));
+        let nonce = &framed.script()[4..20];
+        let frame = |f: &str| format!("\n@@dropship:{nonce}:stack:{f}@@\n");
+        let stdout = format!(
+            "{}{}\n{}{}\n{}\n{}{}\n{}",
+            frame("service"),
+            r#"{"ID":"s1","Spec":{"Name":"pixel_web","TaskTemplate":{"ContainerSpec":{"Image":"r/app:B@sha256:1"}},"Mode":{"Replicated":{"Replicas":2}}},"UpdateStatus":{"State":"completed","StartedAt":"t1","Message":"update completed"}}"#,
+            frame("tasks"),
+            r#"{"Name":"pixel_web.1","Image":"r/app:B@sha256:1","DesiredState":"Running","CurrentState":"Running 3 seconds ago","Error":""}"#,
+            r#"{"Name":"pixel_web.1","Image":"r/app:A@sha256:0","DesiredState":"Shutdown","CurrentState":"Shutdown 5 seconds ago","Error":""}"#,
+            frame("service"),
+            "Error: No such service: gone",
+            frame("tasks"),
+        );
+        let services = parse_survey(&framed.reply(stdout.as_bytes()));
+        assert_eq!(services.len(), 1, "{services:?}");
+        let web = &services[0];
+        assert_eq!(
+            (web.name.as_str(), web.image.as_str(), web.replicas),
+            ("pixel_web", "r/app:B@sha256:1", Some(2))
+        );
+        assert_eq!(web.update.as_ref().unwrap().state, "completed");
+        assert_eq!(web.tasks.len(), 2);
+        assert!(web.tasks[0].running() && !web.tasks[1].running());
+    }
+
+    #[test]
+    fn a_rollback_sends_back_only_services_with_a_previous_spec_not_on_it_already() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let fake = dir.path().join("docker");
+        std::fs::write(
+            &fake,
+            r#"#!/bin/sh
+case "$1 $2" in
+"service ls") printf 'id1\nid2\nid3\n' ;;
+"service inspect") case "$4" in
+    *PreviousSpec*) case "$5" in
+        id1) echo "yes completed p_web" ;;
+        id2) echo "yes rollback_completed p_worker" ;;
+        id3) echo "no none p_new" ;;
+        esac ;;
+    *) echo '{}' ;;
+    esac ;;
+"service ps") ;;
+"service rollback") echo "$*" >>"$LOG" ;;
+*) exit 1 ;;
+esac
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let framed = Framed::new(&rollback("p"));
+        let script = format!(
+            "PATH={}:$PATH LOG={}\nexport PATH LOG\n{}",
+            dir.path().display(),
+            log.display(),
+            framed.script()
+        );
+        let out = run_in_sh(&script, b"");
+        assert_eq!(out.status, Some(0), "{out:?}");
+        let reply = framed.reply(&out.stdout);
+        assert_eq!(
+            rolled_back(&reply),
+            (
+                vec!["p_web".to_string()],
+                vec!["p_worker".to_string(), "p_new".to_string()]
+            )
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "service rollback --detach --quiet id1\n"
+        );
+    }
+
+    #[test]
+    fn hostile_names_and_files_stay_one_word() {
+        for bad in HOSTILE {
+            let script = deploy(bad, bad, true);
+            assert!(
+                script
+                    .as_str()
+                    .contains(&format!("-- {}", crate::remote::script::quote(bad))),
+                "{script}"
+            );
+        }
+    }
+}
