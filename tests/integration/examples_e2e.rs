@@ -1,8 +1,10 @@
-//! The shipped examples deployed for real: `examples/ratemymodule` on two local hosts (the real
-//! Docker engine, the demo's registry and images), both instances checked over HTTP through the
-//! one nginx by Host name, then a tag promoted from latest to stable in two deploys.
+//! The shipped examples deployed for real on two local hosts (the real Docker engine, a private
+//! registry, images built offline): `examples/ratemymodule`, both instances checked over HTTP
+//! through the one nginx by Host name, then a tag promoted from latest to stable in two deploys;
+//! `examples/django-caddy` with its own images (built by its `images/build.sh`), the database
+//! host first, migrate once, checked over HTTPS through Caddy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{
@@ -30,8 +32,9 @@ impl Drop for Networks {
     }
 }
 
-/// The fleet's inventory with `var = base + k` added to host k's vars, written beside it.
-fn inventory_with_port(fleet: &LocalFleet, var: &str, base: u16) -> std::path::PathBuf {
+/// The fleet's inventory with `var = base + k` added to host k's vars, written beside it as
+/// `file`.
+fn inventory_with_port(fleet: &LocalFleet, var: &str, base: u16, file: &str) -> PathBuf {
     let text = read(&fleet.inventory());
     let mut k: u16 = 0;
     let lines: Vec<String> = text
@@ -47,7 +50,7 @@ fn inventory_with_port(fleet: &LocalFleet, var: &str, base: u16) -> std::path::P
     assert_eq!(usize::from(k), fleet.hosts, "{text}");
     write(
         fleet.inventory().parent().unwrap(),
-        "inventory-ratemymodule.toml",
+        file,
         &(lines.join("\n") + "\n"),
     )
 }
@@ -69,7 +72,12 @@ fn ratemymodule_serves_latest_and_stable_and_promotes_a_tag(flavor: Flavor) {
         &fleet.project().join("examples/ratemymodule"),
     );
     let front = free_range(fleet.hosts as u16 + 1);
-    let inventory = inventory_with_port(&fleet, "rmm_http_port", front);
+    let inventory = inventory_with_port(
+        &fleet,
+        "rmm_http_port",
+        front,
+        "inventory-ratemymodule.toml",
+    );
     let playbook = fleet
         .project()
         .join("examples/ratemymodule/playbooks/deploy.toml");
@@ -168,6 +176,150 @@ fn ratemymodule_serves_latest_and_stable_and_promotes_a_tag(flavor: Flavor) {
         assert_serves(k, "latest", "B", &run.all());
         assert_serves(k, "stable", "B", &run.all());
     }
+    drop(fleet);
+    drop(networks);
+}
+
+crate::on_both_compose_flavors! {
+    django_caddy_serves_https_with_the_database_host_first => django_caddy_example_v1, django_caddy_example_v2;
+}
+
+/// The fleet's inventory with the django-caddy example's roles (host 1: `db` and `app`, the
+/// others `app`), Caddy's port per host and the example's variables, written beside it.
+fn django_caddy_inventory(fleet: &LocalFleet, https_base: u16, network: &str) -> PathBuf {
+    let with_ports = read(&inventory_with_port(
+        fleet,
+        "https_port",
+        https_base,
+        "inventory-django-caddy.toml",
+    ));
+    let mut k = 0;
+    let mut out = String::new();
+    for line in with_ports.lines() {
+        match line {
+            "[vars]" => out.push_str(&format!(
+                "[vars]\nsite_name = \"drunc.localhost\"\ndb_network = \"{network}\"\ndb_host = \"django-caddy-db\"\ndb_bind = \"127.0.0.1\"\n"
+            )),
+            "[groups.web]" => out.push_str("[groups.web]\n[groups.db]\n[groups.app]\n"),
+            "groups = [\"web\"]" => {
+                k += 1;
+                out.push_str(if k == 1 {
+                    "groups = [\"web\", \"db\", \"app\"]\n"
+                } else {
+                    "groups = [\"web\", \"app\"]\n"
+                });
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert_eq!(k, fleet.hosts, "{with_ports}");
+    write(
+        fleet.inventory().parent().unwrap(),
+        "inventory-django-caddy.toml",
+        &out,
+    )
+}
+
+/// GET over https through curl, naming the site so that SNI and Host are `site` (Caddy's
+/// certificate comes from its internal CA on the host: not verified here, `-k`).
+fn https_get(port: u16, site: &str, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sk", "-m", "10", "--resolve"])
+        .arg(format!("{site}:{port}:127.0.0.1"))
+        .arg(format!("https://{site}:{port}{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn django_caddy_serves_https_with_the_database_host_first(flavor: Flavor) {
+    let mut networks = Networks(Vec::new());
+    let fleet = LocalFleet::start("dcad", 2, flavor);
+    let network = format!("dc-{}", fleet.name);
+    networks.0.push(network.clone());
+    let _ = Command::new("docker")
+        .args(["network", "rm", &network])
+        .output();
+    // The example's own images, built offline and pushed to this fleet's registry.
+    let build = Command::new("bash")
+        .arg(Path::new(REPO).join("examples/django-caddy/images/build.sh"))
+        .envs(fleet.script_env())
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build.sh:\n{}\n{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    copy_dir(
+        &Path::new(REPO).join("examples/django-caddy"),
+        &fleet.project().join("examples/django-caddy"),
+    );
+    let https = free_range(fleet.hosts as u16 + 1);
+    let inventory = django_caddy_inventory(&fleet, https, &network);
+    let playbook = fleet
+        .project()
+        .join("examples/django-caddy/playbooks/deploy.toml");
+    let deploy = || {
+        dropship_reporting(
+            &[
+                "deploy",
+                "-i",
+                inventory.to_str().unwrap(),
+                playbook.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+
+    let run = deploy();
+    run.assert_code(0);
+    let (db_host, app_host) = (fleet.host(1), fleet.host(2));
+    // The db stage first: host 2 starts only after host 1's last step.
+    let last_of_first = run
+        .stdout
+        .find(&format!("[{db_host}] ok       serving over https"))
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    let first_of_second = run
+        .stdout
+        .find(&format!("[{app_host}] "))
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    assert!(last_of_first < first_of_second, "{}", run.all());
+    // One database: migrated once, on the first host; static files collected on each.
+    run.assert_outcome(&db_host, "migrate", "changed");
+    run.assert_outcome(&app_host, "migrate", "skipped");
+    run.assert_outcome(&app_host, "collectstatic", "changed");
+    run.assert_outcome(&app_host, "database up", "skipped");
+    for k in 1..=fleet.hosts {
+        let port = https + k as u16;
+        let body = https_get(port, "drunc.localhost", "/");
+        for want in [
+            "settings=drunc_ui.settings.deployment\n".to_string(),
+            format!("instance={}\n", fleet.host(k)),
+            "secure=True\n".to_string(),
+            "db=ok\n".to_string(),
+        ] {
+            assert!(body.contains(&want), "host {k}: {want:?} in {body:?}");
+        }
+        assert!(!body.contains("migrations=0\n"), "host {k}: {body}");
+        let text = https_get(port, "drunc.localhost", "/static/drunc_ui/hello.txt");
+        assert!(
+            text.contains("hello from the Django UI"),
+            "host {k}: {text:?}"
+        );
+    }
+
+    // Unchanged: no file rewritten, no container recreated, no handler run.
+    let run = deploy();
+    run.assert_code(0);
+    for step in ["compose file", "deployment settings", "Caddyfile", "up"] {
+        run.assert_outcome(&app_host, step, "ok");
+    }
+    run.assert_outcome(&db_host, "database up", "ok");
     drop(fleet);
     drop(networks);
 }

@@ -138,6 +138,12 @@ impl LocalFleet {
         fleet
     }
 
+    /// The environment scripts/localfleet/ runs with for this fleet (its state dir, registry
+    /// port, names): scripts built on common.sh (an example's image build) use its registry.
+    pub fn script_env(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     fn script(&mut self, name: &str, args: &[&str]) {
         let out = Command::new("bash")
             .arg(Path::new(REPO).join("scripts/localfleet").join(name))
