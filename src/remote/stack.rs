@@ -87,6 +87,8 @@ pub struct Service {
     pub update: Option<UpdateStatus>,
     /// `.Spec.TaskTemplate`: a change of it makes the engine replace the tasks.
     pub task_template: Value,
+    /// The whole `.Spec` (a change of replicas, labels or ports leaves the tasks' template).
+    pub spec: Value,
     /// Its tasks, newest first per slot.
     pub tasks: Vec<Task>,
 }
@@ -145,6 +147,7 @@ pub fn parse_service(json: &str) -> Option<Service> {
             .filter(|u| !u.is_null())
             .and_then(|u| serde_json::from_value(u.clone()).ok()),
         task_template,
+        spec: spec.clone(),
         tasks: Vec::new(),
     })
 }

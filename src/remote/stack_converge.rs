@@ -129,7 +129,7 @@ pub fn judge(service: &Service, before: Option<&Service>, change: Change, asked:
             Some(e) => format!("{why}; last task error: {e}"),
             None => why,
         }),
-        Ok(()) if before.is_none() => Verdict::Updated,
+        Ok(()) if before.is_none_or(|b| b.spec != service.spec) => Verdict::Updated,
         Ok(()) => Verdict::Unchanged,
     }
 }
@@ -248,6 +248,17 @@ mod tests {
         assert_eq!(
             judge(&same, Some(&before), Change::Deploy, true),
             Verdict::Unchanged
+        );
+        // More replicas: the tasks' template is the same, the service is updated all the same.
+        let mut scaled = same.clone();
+        scaled.spec["Mode"]["Replicated"]["Replicas"] = 3.into();
+        scaled.replicas = Some(3);
+        scaled
+            .tasks
+            .push(task(3, V1, "Running", "Running 1 second ago", ""));
+        assert_eq!(
+            judge(&scaled, Some(&before), Change::Deploy, true),
+            Verdict::Updated
         );
     }
 
