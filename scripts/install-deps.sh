@@ -38,6 +38,9 @@ have debootstrap || [ -x /usr/sbin/debootstrap ] || have_pkg debootstrap || miss
 have curl || missing+=(curl)
 [ -x /usr/bin/time ] || missing+=(time) # GNU time: the fleet benchmark's CPU and RSS figures
 have flock || missing+=(util-linux)
+# The live terminal view's tests: tmux renders the screen, `script` (bsdutils) gives a pty.
+have tmux || missing+=(tmux)
+have script || missing+=(bsdutils)
 # `become` tests run a real sudo (and chpasswd/useradd, from passwd, normally present).
 have sudo || [ -x /usr/bin/sudo ] || have_pkg sudo || missing+=(sudo)
 { have useradd || [ -x /usr/sbin/useradd ]; } || have_pkg passwd || missing+=(passwd)

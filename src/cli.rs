@@ -210,6 +210,12 @@ pub struct RunArgs {
     /// If a host is locked by another run, keep trying this long (e.g. 5m) instead of failing.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait_lock: Option<std::time::Duration>,
+    /// One line per event as it happens, even on a terminal (no live per-host lines).
+    #[arg(long)]
+    pub plain: bool,
+    /// Stream each remote command's output as it comes, each line prefixed by its host.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// A name of one of dropship's commands (for `man COMMAND`).
@@ -303,6 +309,8 @@ impl From<RunArgs> for RunSettings {
             handshakes: args.handshakes,
             wait_lock: args.wait_lock,
             json: args.json.as_deref().map(JsonTarget::from_arg),
+            plain: args.plain,
+            verbose: args.verbose,
         }
     }
 }
@@ -477,6 +485,8 @@ mod tests {
             "--json",
             "-",
             "--dry-run",
+            "--plain",
+            "-v",
         ])
         else {
             panic!("not a deploy");
@@ -490,6 +500,7 @@ mod tests {
         assert_eq!((run.forks, run.handshakes), (3, 2));
         assert_eq!(run.wait_lock, Some(std::time::Duration::from_secs(300)));
         assert_eq!(run.json, Some(JsonTarget::Stdout));
+        assert!(run.plain && run.verbose);
     }
 
     #[test]
@@ -510,6 +521,7 @@ mod tests {
         );
         assert_eq!((run.forks, run.handshakes, run.wait_lock), (64, 32, None));
         assert_eq!(run.json, Some(JsonTarget::File("r.json".into())));
+        assert!(!run.plain && !run.verbose);
         assert_eq!(command, "uname -a");
         let settings::Command::Lock { action, .. } =
             settings(&["lock", "release", "-i", "inv.toml", "app.toml"])

@@ -131,6 +131,10 @@ pub struct RunSettings {
     pub wait_lock: Option<Duration>,
     /// Where the JSON report goes, if one is asked for.
     pub json: Option<JsonTarget>,
+    /// `--plain`: one line per event even on a terminal (no live view).
+    pub plain: bool,
+    /// `-v`: each remote command's output streamed live, line by line, prefixed by host.
+    pub verbose: bool,
 }
 
 /// Where `--json` writes the report.

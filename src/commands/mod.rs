@@ -12,6 +12,7 @@ mod ps;
 pub mod secrets;
 mod views;
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::InputError;
@@ -19,7 +20,9 @@ use crate::fleet::{self, Adhoc, Cancel, ExecOptions, LockOptions};
 use crate::inventory::Inventory;
 use crate::plan::{self, Action, Plan, PlanOptions};
 use crate::playbook::Playbook;
-use crate::report::{Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter};
+use crate::report::{
+    Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter, tty::TtyReporter,
+};
 use crate::secrets::Redactor;
 use crate::session::Query;
 use crate::settings::{Command, JsonTarget, PlaybookTarget, RunSettings};
@@ -233,14 +236,18 @@ fn load_sites(target: &PlaybookTarget) -> Result<Plan, InputError> {
     plan::sites(&inventory, &playbook, &plan_options(target))
 }
 
-/// The reporters a run's settings ask for: plain lines (to stderr when JSON goes to stdout)
-/// and JSON, both masking the plan's secrets.
+/// The reporters a run's settings ask for: the live terminal view when stdout is a terminal
+/// (unless `--plain` or `--json -`), else plain lines (to stderr when JSON goes to stdout);
+/// and JSON. All mask the plan's secrets.
 pub fn reporters(run: &RunSettings, redactor: &Redactor) -> Fanout {
     let json_to_stdout = run.json == Some(JsonTarget::Stdout);
-    let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(PlainReporter::new(
-        json_to_stdout,
-        redactor.clone(),
-    ))];
+    let live = !run.plain && !json_to_stdout && std::io::stdout().is_terminal();
+    let human: Box<dyn Reporter> = if live {
+        Box::new(TtyReporter::new(redactor.clone()))
+    } else {
+        Box::new(PlainReporter::new(json_to_stdout, redactor.clone()))
+    };
+    let mut reporters = vec![human];
     if let Some(target) = &run.json {
         let path = match target {
             JsonTarget::Stdout => None,
@@ -255,6 +262,7 @@ pub fn exec_options(run: &RunSettings) -> ExecOptions {
     ExecOptions {
         forks: run.forks,
         handshakes: run.handshakes,
+        stream_output: run.verbose,
     }
 }
 

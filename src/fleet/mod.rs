@@ -31,6 +31,8 @@ pub struct ExecOptions {
     pub forks: usize,
     /// SSH handshakes in flight at once (sshd's MaxStartups drops bursts).
     pub handshakes: usize,
+    /// Report each line the steps' commands print as it comes (`-v`).
+    pub stream_output: bool,
 }
 
 impl Default for ExecOptions {
@@ -38,6 +40,7 @@ impl Default for ExecOptions {
         Self {
             forks: 64,
             handshakes: 32,
+            stream_output: false,
         }
     }
 }
@@ -65,7 +68,8 @@ async fn open<'a, C: Connector>(
     cancel: Cancel,
 ) -> (Instant, RunContext<'a>, Vec<HostSession<C::Conn>>) {
     let started = Instant::now();
-    let ctx = RunContext::new(plan, reporter, exec.forks, cancel);
+    let mut ctx = RunContext::new(plan, reporter, exec.forks, cancel);
+    ctx.stream_output = exec.stream_output;
     let sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
     (started, ctx, sessions)
 }

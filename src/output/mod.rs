@@ -1,12 +1,15 @@
 //! Remote output on its way to people: secrets masked over the raw bytes as they arrive, each
-//! step's output bounded to its head and tail, control characters made visible for terminals.
+//! step's output bounded to its head and tail, streamed live as lines (`-v`), control
+//! characters made visible for terminals.
 
 mod bound;
 pub mod diff;
+mod live;
 mod redact;
 mod visible;
 
 pub use bound::{Dropped, HEAD, HeadTail, TAIL, human_bytes};
+pub use live::{LIVE_LIMIT, LiveLines, Stream};
 pub use redact::{RedactingStream, Redactor};
 pub use visible::{is_bidi_control, visible};
 

@@ -3,7 +3,7 @@
 //! May import: `remote::frame`, `output`, `transport::{ExecOutput, OutputSink}`.
 
 use super::frame::{self, Frame, Piece, Scanner};
-use crate::output::{Kept, Redactor};
+use crate::output::{Kept, LiveLines, Redactor, Stream};
 use crate::transport::{ExecOutput, OutputSink};
 
 /// Results (frames other than the driver's markers) kept per session: more are output lost.
@@ -53,6 +53,8 @@ pub struct StepSplitter<'r> {
     stopped: bool,
     /// Steps before this one were handed out by `take_ended`.
     handed_out: usize,
+    /// The steps' output as lines while it comes, when asked for (`stream_lines`).
+    live: Option<LiveLines<'r>>,
 }
 
 struct StepCapture<'r> {
@@ -87,7 +89,28 @@ impl<'r> StepSplitter<'r> {
             epilogue_done: false,
             stopped: false,
             handed_out: 0,
+            live: None,
         }
+    }
+
+    /// Also makes the steps' output into lines as it arrives (masked, bounded per step), to
+    /// be taken with `take_lines`. The epilogue's (dropship's own) is never among them.
+    pub fn stream_lines(mut self) -> Self {
+        self.live = Some(LiveLines::new(self.redactor));
+        self
+    }
+
+    /// The driver ended: the running step's last line, if it had no newline, is made.
+    pub fn end_lines(&mut self) {
+        if let Some(live) = &mut self.live {
+            live.end_step(Stream::Stdout);
+            live.end_step(Stream::Stderr);
+        }
+    }
+
+    /// The lines the steps printed since the last call (none unless `stream_lines`).
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.live.as_mut().map(LiveLines::take).unwrap_or_default()
     }
 
     /// The steps that ended on both streams (their markers seen) since the last call, with
@@ -151,11 +174,31 @@ impl<'r> StepSplitter<'r> {
         }
         self.stdout.pending = buffer;
         self.stdout.consume();
+        self.show_held_line(Stream::Stdout);
+    }
+
+    /// The scanner holds back a newline that may begin a marker: the line before it ended
+    /// either way, so it is shown now (`-v`), not when more output comes.
+    fn show_held_line(&mut self, stream: Stream) {
+        let (scanner, at, stopped) = match stream {
+            Stream::Stdout => (&self.stdout, self.out_at, self.out_stopped),
+            Stream::Stderr => (&self.stderr, self.err_at, self.err_stopped),
+        };
+        if let Some(live) = &mut self.live
+            && at < self.count
+            && !stopped
+            && scanner.pending.first() == Some(&b'\n')
+        {
+            live.line_may_end(stream);
+        }
     }
 
     fn stdout_data(&mut self, bytes: &[u8]) {
         if self.out_at < self.count && !self.out_stopped {
             self.step(self.out_at).stdout.push(bytes);
+            if let Some(live) = &mut self.live {
+                live.push(Stream::Stdout, bytes);
+            }
         } else {
             let room = MAX_EPILOGUE.saturating_sub(self.epilogue.len());
             self.epilogue
@@ -185,6 +228,9 @@ impl<'r> StepSplitter<'r> {
         }
         self.step(index).marked = Some((status, elapsed));
         self.out_at += 1;
+        if let Some(live) = &mut self.live {
+            live.end_step(Stream::Stdout);
+        }
         self.out_stopped = status != Some(0);
     }
 
@@ -212,6 +258,9 @@ impl<'r> StepSplitter<'r> {
                 Piece::Data(range) => {
                     if self.err_at < self.count && !self.err_stopped {
                         self.step(self.err_at).stderr.push(&buffer[range.clone()]);
+                        if let Some(live) = &mut self.live {
+                            live.push(Stream::Stderr, &buffer[range.clone()]);
+                        }
                     }
                 }
                 Piece::Frame(range) => {
@@ -221,12 +270,16 @@ impl<'r> StepSplitter<'r> {
                     {
                         self.err_at += 1;
                         self.err_stopped = status != Some(0);
+                        if let Some(live) = &mut self.live {
+                            live.end_step(Stream::Stderr);
+                        }
                     }
                 }
             }
         }
         self.stderr.pending = buffer;
         self.stderr.consume();
+        self.show_held_line(Stream::Stderr);
     }
 
     /// Ends both streams: `status` is the driver's own exit status.

@@ -3,6 +3,7 @@
 pub mod json;
 pub mod plain;
 pub mod preview;
+pub mod tty;
 
 use serde::Serialize;
 
@@ -208,6 +209,17 @@ pub struct RunReport {
 pub enum Event<'a> {
     HostStarted {
         host: &'a str,
+    },
+    /// A step begins on a host (in a driver script: when the step before it ended).
+    StepStarted {
+        host: &'a str,
+        step: &'a str,
+    },
+    /// One line a remote command printed (`-v`), secrets masked as it arrived, without its
+    /// newline; not yet made visible.
+    Output {
+        host: &'a str,
+        line: &'a str,
     },
     StepFinished {
         host: &'a str,

@@ -1,9 +1,10 @@
-//! The plain line printer (CI, no TTY): one line per host and step, then a summary table.
+//! The plain line printer (CI, no TTY, `--plain`): one line per event as it happens, then a
+//! summary table. Owns the text of each line; the terminal view (`tty`) prints the same.
 
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::{Event, Outcome, Reporter, RunReport};
+use super::{Event, HostResult, Outcome, Reporter, RunReport, StepResult};
 use crate::output::visible;
 use crate::secrets::Redactor;
 
@@ -27,8 +28,7 @@ impl PlainReporter {
     /// Every line this reporter prints passes here: secrets masked, control characters made
     /// visible (a host's output cannot drive the operator's terminal).
     fn write(&self, text: &str) {
-        let text = self.redactor.redact(text);
-        let text = visible(&text);
+        let text = for_terminal(&self.redactor, text);
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let _ = if self.to_stderr {
             std::io::stderr().lock().write_all(text.as_bytes())
@@ -40,62 +40,94 @@ impl PlainReporter {
 
 impl Reporter for PlainReporter {
     fn event(&self, event: &Event<'_>) {
-        match event {
-            Event::HostStarted { .. } => {}
-            Event::StepFinished { host, step } => {
-                let mut line = format!("[{host}] {:<8} {}", step.outcome.label(), step.name);
-                if let Some(detail) = &step.detail {
-                    if step.outcome == Outcome::Failed && detail.contains('\n') {
-                        line.push_str(":\n");
-                        for l in detail.lines() {
-                            line.push_str(&format!("[{host}]     {l}\n"));
-                        }
-                        line.pop();
-                    } else {
-                        line.push_str(&format!(" ({detail})"));
-                    }
-                }
-                line.push('\n');
-                if let Some(output) = &step.output {
-                    for l in output.lines() {
-                        line.push_str(&format!("[{host}]     {l}\n"));
-                    }
-                }
-                for l in step.words.lines() {
-                    line.push_str(&format!("[{host}]     {l}\n"));
-                }
-                self.write(&line);
-            }
-            Event::BatchStarted {
-                number,
-                of,
-                hosts,
-                first,
-            } => {
-                if *of > 1 {
-                    let stage = first.map_or(String::new(), |f| format!(" (first: {f})"));
-                    self.write(&format!(
-                        "== batch {number}/{of}{stage}: {}\n",
-                        hosts.join(", ")
-                    ));
-                }
-            }
-            Event::Note { text } => self.write(&format!("== {text}\n")),
-            Event::HostFailed { host, error } => {
-                let mut text = String::new();
-                for (i, l) in error.lines().enumerate() {
-                    let prefix = if i == 0 { "FAILED   " } else { "    " };
-                    text.push_str(&format!("[{host}] {prefix}{l}\n"));
-                }
-                self.write(&text);
-            }
-            Event::HostFinished { .. } => {}
+        if let Some(text) = event_text(event) {
+            self.write(&text);
         }
     }
 
     fn finished(&self, report: &RunReport) {
         self.write(&summary_table(report));
     }
+}
+
+/// `text` as a terminal gets it from dropship: secrets masked (output was masked where it came
+/// in; this catches any text that came another way), then control characters made visible (a
+/// host's output cannot drive the operator's terminal).
+pub fn for_terminal(redactor: &Redactor, text: &str) -> String {
+    visible(&redactor.redact(text)).into_owned()
+}
+
+/// The lines an event prints (each ending with a newline), or `None` for an event that prints
+/// nothing: what the plain printer writes and the terminal view prints above its bars. Not
+/// yet masked or made visible: the reporter that writes them does both.
+pub fn event_text(event: &Event<'_>) -> Option<String> {
+    match event {
+        Event::HostStarted { .. } | Event::StepStarted { .. } | Event::HostFinished { .. } => None,
+        Event::StepFinished { host, step } => Some(step_text(host, step)),
+        Event::Output { host, line } => Some(format!("[{host}] {line}\n")),
+        Event::BatchStarted {
+            number,
+            of,
+            hosts,
+            first,
+        } => (*of > 1).then(|| {
+            let stage = first.map_or(String::new(), |f| format!(" (first: {f})"));
+            format!("== batch {number}/{of}{stage}: {}\n", hosts.join(", "))
+        }),
+        Event::Note { text } => Some(format!("== {text}\n")),
+        Event::HostFailed { host, error } => {
+            let mut text = String::new();
+            for (i, l) in error.lines().enumerate() {
+                let prefix = if i == 0 { "FAILED   " } else { "    " };
+                text.push_str(&format!("[{host}] {prefix}{l}\n"));
+            }
+            Some(text)
+        }
+    }
+}
+
+/// A finished step: `[host] changed  name (detail)`, then its output and the containers' words.
+fn step_text(host: &str, step: &StepResult) -> String {
+    let mut line = format!("[{host}] {:<8} {}", step.outcome.label(), step.name);
+    if let Some(detail) = &step.detail {
+        if step.outcome == Outcome::Failed && detail.contains('\n') {
+            line.push_str(":\n");
+            for l in detail.lines() {
+                line.push_str(&format!("[{host}]     {l}\n"));
+            }
+            line.pop();
+        } else {
+            line.push_str(&format!(" ({detail})"));
+        }
+    }
+    line.push('\n');
+    if let Some(output) = &step.output {
+        for l in output.lines() {
+            line.push_str(&format!("[{host}]     {l}\n"));
+        }
+    }
+    for l in step.words.lines() {
+        line.push_str(&format!("[{host}]     {l}\n"));
+    }
+    line
+}
+
+/// How a host's run ended, in a few words: `ok`, `failed at `STEP``, `failed: ERROR`, its note
+/// (`interrupted`, ...), and `, rolled back to RELEASE`.
+pub fn host_outcome(h: &HostResult) -> String {
+    let mut result = match (&h.error, h.failed(), &h.note) {
+        (Some(e), _, _) => format!("failed: {}", e.lines().next().unwrap_or("")),
+        (None, true, _) => {
+            let step = h.steps.iter().find(|s| s.outcome == Outcome::Failed);
+            format!("failed at `{}`", step.map_or("?", |s| s.name.as_str()))
+        }
+        (None, false, Some(note)) => note.clone(),
+        (None, false, None) => "ok".to_string(),
+    };
+    if let Some(to) = &h.rolled_back {
+        result.push_str(&format!(", rolled back to {to}"));
+    }
+    result
 }
 
 /// The table printed at the end of every run.
@@ -105,18 +137,7 @@ pub fn summary_table(report: &RunReport) -> String {
     ];
     let mut rows: Vec<[String; 7]> = Vec::new();
     for h in &report.hosts {
-        let mut result = match (&h.error, h.failed(), &h.note) {
-            (Some(e), _, _) => format!("failed: {}", e.lines().next().unwrap_or("")),
-            (None, true, _) => {
-                let step = h.steps.iter().find(|s| s.outcome == Outcome::Failed);
-                format!("failed at `{}`", step.map_or("?", |s| s.name.as_str()))
-            }
-            (None, false, Some(note)) => note.clone(),
-            (None, false, None) => "ok".to_string(),
-        };
-        if let Some(to) = &h.rolled_back {
-            result.push_str(&format!(", rolled back to {to}"));
-        }
+        let result = host_outcome(h);
         rows.push([
             h.host.clone(),
             h.count(Outcome::Changed).to_string(),

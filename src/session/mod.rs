@@ -58,6 +58,8 @@ pub struct RunContext<'a> {
     /// The run's `--forks` bound: every call that talks to a host goes through it.
     pub gate: Gate,
     pub cancel: Cancel,
+    /// Report each line the steps' commands print as it comes (`Event::Output`, `-v`).
+    pub stream_output: bool,
 }
 
 impl<'a> RunContext<'a> {
@@ -67,6 +69,7 @@ impl<'a> RunContext<'a> {
             reporter,
             gate: Gate::new(forks),
             cancel,
+            stream_output: false,
         }
     }
 }
@@ -341,8 +344,12 @@ impl<T: Connection> HostSession<T> {
                 return;
             }
         }
-        let started = Instant::now();
         let name = format!("rollback: activate {to}");
+        ctx.reporter.event(&Event::StepStarted {
+            host: &self.host_name,
+            step: &name,
+        });
+        let started = Instant::now();
         let script = match failed {
             Some(failed) => remote::release::undo(site, to, failed),
             None => remote::release::activate(site, to),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{HostSession, RunContext};
 use crate::output::KeptOutput;
 use crate::remote;
-use crate::report::Outcome;
+use crate::report::{Event, Outcome};
 use crate::steps::{Done, output_tail, require_success};
 use crate::transport::Connection;
 
@@ -50,6 +50,10 @@ impl<T: Connection> HostSession<T> {
             self.result.note.get_or_insert_with(|| "interrupted".into());
             return;
         }
+        ctx.reporter.event(&Event::StepStarted {
+            host: &self.host_name,
+            step: &query.name,
+        });
         let started = Instant::now();
         // Aborted, the script is stopped on the host: the kill request finds it by its nonce.
         let nonce = remote::frame::nonce();

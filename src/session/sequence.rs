@@ -9,7 +9,7 @@ use crate::remote::compose::{self, ComposeFlavor};
 use crate::remote::driver::{self, Driver};
 use crate::remote::frame::Frame;
 use crate::remote::{self, split::StepSplitter};
-use crate::report::{ContainerWords, Event, Outcome, StepResult};
+use crate::report::{ContainerWords, Event, Outcome, Reporter, StepResult};
 use crate::steps::{Done, HostView, Learned, Prepared};
 use crate::transport::{Connection, ExecOutput, OutputSink, TransportError};
 
@@ -51,6 +51,10 @@ impl<T: Connection> HostSession<T> {
                 break;
             }
             let len = if rest[0].action.runs_alone() {
+                ctx.reporter.event(&Event::StepStarted {
+                    host: &self.host_name,
+                    step: &step_name(&rest[0], purpose),
+                });
                 let started = Instant::now();
                 let become_as = rest[0].become_as.as_ref();
                 let done = match &rest[0].action {
@@ -174,10 +178,22 @@ impl<T: Connection> HostSession<T> {
             // Output is split per step, masked and bounded while it arrives; each step that
             // ends well is judged and reported then, not when the whole script ends.
             let mut splitter = StepSplitter::new(&ctx.plan.redactor, &nonce, segments.len());
+            if ctx.stream_output {
+                splitter = splitter.stream_lines();
+            }
             let (base, known) = (self.view(), self.compose);
             let host = self.host_name.as_str();
+            let started = |index: usize| {
+                ctx.reporter.event(&Event::StepStarted {
+                    host,
+                    step: &step_name(&steps[sent[index]], purpose),
+                });
+            };
+            started(0);
             let mut report_live =
                 |index: usize, out: &ExecOutput, ms: Option<u64>, results: &[Frame]| {
+                    // The driver goes on with the next segment unless this one failed there.
+                    let next = index + 1 < sent.len() && out.status == Some(0);
                     let step = &steps[sent[index]];
                     let compose = match known {
                         ComposeFlavor::Unknown => compose::flavor(results).unwrap_or(known),
@@ -190,6 +206,9 @@ impl<T: Connection> HostSession<T> {
                     };
                     // A failure is reported after the script, with what the containers said.
                     if done.outcome == Outcome::Failed {
+                        if next {
+                            started(index + 1);
+                        }
                         return;
                     }
                     let learned = done.learned.take();
@@ -205,10 +224,15 @@ impl<T: Connection> HostSession<T> {
                         outcome,
                         result,
                     });
+                    if next {
+                        started(index + 1);
+                    }
                 };
             let mut sink = LiveSteps {
                 splitter: &mut splitter,
                 on_ended: &mut report_live,
+                reporter: ctx.reporter,
+                host,
             };
             let status = match self
                 .run_driver(ctx, &driver, &nonce, become_as, purpose, &mut sink)
@@ -222,6 +246,10 @@ impl<T: Connection> HostSession<T> {
                     None
                 }
             };
+            splitter.end_lines();
+            for line in splitter.take_lines() {
+                ctx.reporter.event(&Event::Output { host, line: &line });
+            }
             let split = splitter.finish(status);
             if detect && let Some(flavor) = compose::flavor(&split.results) {
                 self.compose = flavor;
@@ -459,11 +487,14 @@ struct Reported {
     result: StepResult,
 }
 
-/// The driver's output sink: the splitter, and each step that ended on both streams handed
-/// to `on_ended` at once (with the results reported so far, which tell the compose flavour).
+/// The driver's output sink: the splitter, each line the steps printed reported (`-v`), and
+/// each step that ended on both streams handed to `on_ended` at once (with the results
+/// reported so far, which tell the compose flavour).
 struct LiveSteps<'s, 'r, 'f> {
     splitter: &'s mut StepSplitter<'r>,
     on_ended: &'f mut StepEnded<'f>,
+    reporter: &'f dyn Reporter,
+    host: &'f str,
 }
 
 /// What `LiveSteps` calls with a step that ended: its index among the script's segments, its
@@ -472,6 +503,12 @@ type StepEnded<'f> = dyn FnMut(usize, &ExecOutput, Option<u64>, &[Frame]) + Send
 
 impl LiveSteps<'_, '_, '_> {
     fn hand_out(&mut self) {
+        for line in self.splitter.take_lines() {
+            self.reporter.event(&Event::Output {
+                host: self.host,
+                line: &line,
+            });
+        }
         for (index, out, ms) in self.splitter.take_ended() {
             (self.on_ended)(index, &out, ms, self.splitter.results());
         }

@@ -24,6 +24,7 @@ mod hostile;
 mod images;
 mod inputs;
 mod interrupt;
+mod live;
 mod locks;
 mod orchestration;
 mod output;

@@ -250,6 +250,8 @@ impl Reporter for Events {
     fn event(&self, event: &Event<'_>) {
         let line = match event {
             Event::HostStarted { host } => format!("started {host}"),
+            Event::StepStarted { host, step } => format!("begin {host} {step}"),
+            Event::Output { host, line } => format!("output {host} {line}"),
             Event::StepFinished { host, step } => {
                 format!("step {host} {} {}", step.name, step.outcome.label())
             }
