@@ -360,3 +360,53 @@ fn normalise_seconds(text: &str) -> String {
         })
         .collect()
 }
+
+/// `-v` with a host printing 300 MB in one step: a bounded share of it is shown (in lines of
+/// at most 4 kB), the rest counted, and dropship's memory stays small.
+#[test]
+fn verbose_output_of_a_flood_is_bounded() {
+    let fleet = start_fleet(1);
+    let inventory = fleet.write_inventory("");
+    let pb = fleet.write_playbook(
+        "flood.toml",
+        "flood",
+        "flood",
+        r#"[[steps]]
+name = "flood"
+run = "echo first-line; head -c 300000000 /dev/zero | tr '\\0' x; echo"
+
+[[steps]]
+name = "after"
+run = "echo still-running"
+"#,
+    );
+    let (run, rss_kib) = crate::output::dropship_measured(
+        &[
+            "deploy",
+            "-v",
+            "-i",
+            inventory.to_str().unwrap(),
+            pb.to_str().unwrap(),
+        ],
+        fleet.dir.path(),
+    );
+    eprintln!("peak RSS of dropship -v with 300 MB of output: {rss_kib} KiB");
+    run.assert_code(0);
+    let out = &run.stdout;
+    let tail = &out[out.len().saturating_sub(3000)..];
+    assert!(out.starts_with("[h1] first-line\n"), "{}", &out[..200]);
+    assert!(
+        out.contains("\n[h1] … 299.7 MB more on stdout not shown"),
+        "{tail}"
+    );
+    assert!(out.contains("\n[h1] still-running\n"), "{tail}");
+    assert!(out.len() < 1024 * 1024, "{} bytes shown", out.len());
+    // Streamed lines (`[h1] x…`; the step's own lines are `[h1]     …`) come in 4 kB pieces.
+    let streamed = out.lines().filter(|l| l.starts_with("[h1] x"));
+    assert_eq!(streamed.clone().count(), 64, "256 kB in 4 kB lines");
+    assert!(
+        streamed.clone().all(|l| l.len() <= 5 + 4096),
+        "a line past 4 kB"
+    );
+    assert!(rss_kib < 150 * 1024, "dropship peaked at {rss_kib} KiB");
+}

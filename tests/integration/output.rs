@@ -141,7 +141,7 @@ run = '''printf '\033[31mred\033[0m\a\n' >&2; exit 1'''
 }
 
 /// `dropship ARGS` under GNU time: the run and dropship's peak RSS in KiB.
-fn dropship_measured(args: &[&str], dir: &Path) -> (Run, u64) {
+pub(crate) fn dropship_measured(args: &[&str], dir: &Path) -> (Run, u64) {
     let rss_file = dir.join("rss");
     let plain = command(args, None);
     let mut cmd = Command::new("/usr/bin/time");
