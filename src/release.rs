@@ -16,6 +16,44 @@ impl ReleaseSite {
     pub fn dir(&self, id: &str) -> String {
         format!("{}/releases/{id}", self.root.trim_end_matches('/'))
     }
+
+    /// The root written as compose and docker write the paths below it (`clean_path`):
+    /// a bind mount's source through the `current` link starts with this and `/current`.
+    pub fn clean_root(&self) -> String {
+        clean_path(&self.root)
+    }
+
+    /// Whether `dir` is the `current` link or a directory below it, compared as paths
+    /// (`//`, `.`, `..` and a trailing `/` do not matter): where a compose project reaches the
+    /// active release's files by a path that stays the same from one release to the next.
+    pub fn through_current(&self, dir: &str) -> bool {
+        let current = format!("{}/current", self.clean_root().trim_end_matches('/'));
+        let dir = clean_path(dir);
+        dir == current
+            || dir
+                .strip_prefix(&current)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// An absolute path made lexically clean, as Go's `filepath.Clean` and Python's `normpath`
+/// (compose v2 and v1) make the paths they hand to docker: no `//`, `.` or trailing `/`, and
+/// `x/..` removed (without looking at the file system). A relative path is returned as is.
+pub fn clean_path(path: &str) -> String {
+    if !path.starts_with('/') {
+        return path.to_string();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            _ => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// A release id: UTC time of the run (to the millisecond), then a short hash of everything
@@ -77,6 +115,36 @@ pub fn is_release_id(text: &str) -> bool {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_dir_is_through_current_when_it_is_the_link_or_below_it_as_paths() {
+        let site = ReleaseSite {
+            root: "/srv//app/".into(),
+            keep: 1,
+        };
+        assert_eq!(site.clean_root(), "/srv/app");
+        for dir in [
+            "/srv/app/current",
+            "/srv/app/current/",
+            "/srv//app/./current/stable",
+            "/srv/app/x/../current",
+        ] {
+            assert!(site.through_current(dir), "{dir}");
+        }
+        for dir in [
+            "/srv/app",
+            "/srv/app/currently",
+            "/srv/app/releases/x",
+            "/srv/app/current/..",
+            "srv/app/current",
+            "",
+        ] {
+            assert!(!site.through_current(dir), "{dir}");
+        }
+        assert_eq!(clean_path("/"), "/");
+        assert_eq!(clean_path("/.."), "/");
+        assert_eq!(clean_path("/a/b/../../.."), "/");
+    }
 
     #[test]
     fn ids_start_with_the_utc_time_and_hash_the_content() {

@@ -380,6 +380,35 @@ mod tests {
     }
 
     #[test]
+    fn compose_steps_through_current_resolve_paths_there_and_up_refreshes_mounts() {
+        let steps = "[[steps]]\ncompose = { command = \"pull\", dir = \"/srv/a//current/\" }\n\
+            [[steps]]\ncompose = { command = \"up\", dir = \"/srv/a/current/stable\" }\n\
+            [[steps]]\ncompose = { command = \"up\", dir = \"{{ release.dir }}\" }\n\
+            [[steps]]\ncompose = { command = \"up\", dir = \"/srv/a/currently\" }\n";
+        let roots = |pb: &Playbook| -> Vec<Option<String>> {
+            plan_of(pb)
+                .steps
+                .iter()
+                .filter_map(|s| match &s.action {
+                    Action::Compose(c) => Some(c.release_root.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let root = Some("/srv/a".to_string());
+        let released = playbook("[release]\nroot = \"/srv/a/\"\n", steps).unwrap();
+        assert_eq!(roots(&released), [root.clone(), root, None, None]);
+        let up = plan_of(&released).steps[2].action.describe();
+        assert!(
+            up.contains("containers whose mounted release files changed restarted"),
+            "{up}"
+        );
+        // Without [release] there is no `current` to go through.
+        let plain = playbook("", &steps.replace("{{ release.dir }}", "/srv/r")).unwrap();
+        assert_eq!(roots(&plain), [None, None, None, None]);
+    }
+
+    #[test]
     fn prune_images_must_be_a_bool_and_is_not_a_step() {
         let err = playbook(
             "[release]\nroot = \"/srv/a\"\nprune_images = \"no\"\n",

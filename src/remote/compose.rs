@@ -7,7 +7,7 @@ use super::script::Script;
 use super::vars;
 use crate::sh;
 
-pub use super::compose_command::{Request, changed, command};
+pub use super::compose_command::{ProjectPaths, Request, changed, command, command_with};
 
 /// A way of invoking compose, as the inventory's `compose` setting can force it on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

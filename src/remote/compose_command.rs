@@ -109,22 +109,52 @@ impl Request {
     }
 }
 
+/// Where compose resolves a project's relative paths (`./nginx.conf`, `build: .`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectPaths {
+    /// Each flavour's own way: v1 against the physical working directory (symlinks
+    /// resolved), v2 against `$PWD` (the directory as `cd` was given it).
+    Default,
+    /// Against `dir` as written, on both flavours (`--project-directory "$PWD"` after `cd`):
+    /// a path through a symlink, such as a release's `current`, stays the same path from one
+    /// release to the next, so compose does not see a changed bind mount in every release.
+    AsWritten,
+}
+
 /// A compose command as a chain segment, in `dir`, stdin closed. With the flavour still
 /// `Unknown` it follows `$dsf` from `detect`, which must run first in the same script.
 pub fn command(flavor: ComposeFlavor, dir: &str, project: &str, request: &Request) -> String {
-    script(flavor, dir, project, request).into_string()
+    command_with(flavor, dir, project, request, ProjectPaths::Default)
 }
 
-fn script(flavor: ComposeFlavor, dir: &str, project: &str, request: &Request) -> Script {
+/// `command`, with relative paths resolved as `paths` says.
+pub fn command_with(
+    flavor: ComposeFlavor,
+    dir: &str,
+    project: &str,
+    request: &Request,
+    paths: ProjectPaths,
+) -> String {
+    script(flavor, dir, project, request, paths).into_string()
+}
+
+/// `command_with`, as a script to build on (`release_binds`).
+pub(super) fn script(
+    flavor: ComposeFlavor,
+    dir: &str,
+    project: &str,
+    request: &Request,
+    paths: ProjectPaths,
+) -> Script {
     if flavor == ComposeFlavor::Unknown {
         return sh!(
             "case {} in plugin) {} ;; standalone) {} ;; *) false ;; esac",
             vars::COMPOSE_FLAVOR.bare(),
-            script(ComposeFlavor::Plugin, dir, project, request),
-            script(ComposeFlavor::Standalone, dir, project, request)
+            script(ComposeFlavor::Plugin, dir, project, request, paths),
+            script(ComposeFlavor::Standalone, dir, project, request, paths)
         );
     }
-    let (tool, tool_kind) = match flavor {
+    let (mut tool, tool_kind) = match flavor {
         ComposeFlavor::Standalone => (sh!("docker-compose"), ComposeTool::Standalone),
         ComposeFlavor::Plugin => (sh!("docker compose"), ComposeTool::Plugin),
         // Steps check `problem` first; this keeps a step that did not from running anything.
@@ -132,6 +162,10 @@ fn script(flavor: ComposeFlavor, dir: &str, project: &str, request: &Request) ->
             return sh!("{{ echo 'compose does not work on this host' >&2; false; }}");
         }
     };
+    if paths == ProjectPaths::AsWritten {
+        // Expanded after the `cd`: the directory as written, made absolute by the shell.
+        tool.push(&sh!(" --project-directory \"$PWD\""));
+    }
     let (options, operands) = request.words();
     let mut line = sh!("{} -p {} {}", tool, project, options);
     if !operands.is_empty() {
@@ -291,6 +325,26 @@ mod tests {
             s,
             "(cd -- /srv && exec docker-compose -p p pull) </dev/null"
         );
+        // Through a release's `current`: relative paths resolve against the directory as
+        // written (`$PWD` after `cd`), not the release it points at, on both flavours.
+        for (flavor, tool) in [
+            (ComposeFlavor::Standalone, "docker-compose"),
+            (ComposeFlavor::Plugin, "docker compose"),
+        ] {
+            let s = command_with(
+                flavor,
+                "/srv/app/current",
+                "p",
+                &Request::Pull(Vec::new()),
+                ProjectPaths::AsWritten,
+            );
+            assert_eq!(
+                s,
+                format!(
+                    "(cd -- /srv/app/current && exec {tool} --project-directory \"$PWD\" -p p pull) </dev/null"
+                )
+            );
+        }
     }
 
     #[test]

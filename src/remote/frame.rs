@@ -64,6 +64,9 @@ pub enum Kind {
     /// `stack:service`, `stack:tasks`, `stack:deploy`, `stack:deployed`, `stack:rollback`,
     /// `stack:kept`, each followed by what docker printed (`stack.rs`).
     Stack,
+    /// `binds:restarted SERVICE...`: containers restarted onto the current release's
+    /// bind-mounted files (`release_binds.rs`).
+    Binds,
 }
 
 impl Kind {
@@ -83,6 +86,7 @@ impl Kind {
             Kind::Preview => "preview",
             Kind::Build => "build",
             Kind::Stack => "stack",
+            Kind::Binds => "binds",
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod login;
 pub mod long_script;
 pub mod preview;
 pub mod release;
+pub mod release_binds;
 pub mod run;
 pub mod script;
 pub mod split;

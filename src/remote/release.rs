@@ -9,7 +9,7 @@ use crate::sh;
 
 /// The shell glob matching exactly the release ids (`is_release_id`), to list them with the
 /// shell's own sorted pathname expansion: no `ls` output is split or re-read as code.
-fn id_glob() -> Script {
+pub(super) fn id_glob() -> Script {
     sh!(
         "[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9].[0-9][0-9][0-9]Z-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]"
     )

@@ -406,6 +406,7 @@ mod tests {
                     dir: "/srv".into(),
                     project: project.into(),
                     request,
+                    release_root: None,
                 }),
             )
         };

@@ -13,10 +13,10 @@ use super::{
     require_success,
 };
 use crate::diagnostic::{Hinted, InputError, SourceFile};
-use crate::remote::compose::{self, ComposeFlavor, Request};
-use crate::remote::compose_build;
+use crate::remote::compose::{self, ComposeFlavor, ProjectPaths, Request};
 use crate::remote::driver::Segment;
 use crate::remote::script::quote;
+use crate::remote::{compose_build, release_binds};
 use crate::report::Outcome;
 use crate::transport::ExecOutput;
 
@@ -117,6 +117,10 @@ pub struct ComposeRun {
     pub dir: String,
     pub project: String,
     pub request: Request,
+    /// The release root (`ReleaseSite::clean_root`) when `dir` is its `current` or below it:
+    /// relative paths then resolve through `current` on both flavours, and `up` restarts the
+    /// containers left on an older release's bind-mounted files (`remote::release_binds`).
+    pub release_root: Option<String>,
 }
 
 impl ComposeRun {
@@ -354,10 +358,15 @@ impl Kind for Compose {
                 }
             }
         };
+        let release_root = cx
+            .release
+            .filter(|(site, _)| site.through_current(&dir))
+            .map(|(site, _)| site.clean_root());
         Ok(ComposeRun {
             dir,
             project,
             request,
+            release_root,
         })
     }
 }
@@ -396,15 +405,38 @@ impl Act for ComposeRun {
             }
             _ => format!("compose {}", self.command().as_str()),
         };
-        format!("{what} in {} (project {})", self.dir, self.project)
+        let through_current = match (&self.request, &self.release_root) {
+            (Request::Up(_), Some(_)) => {
+                "; relative paths through `current`, containers whose mounted release files changed restarted"
+            }
+            (_, Some(_)) => "; relative paths through `current`",
+            (_, None) => "",
+        };
+        format!(
+            "{what} in {} (project {}{through_current})",
+            self.dir, self.project
+        )
     }
 
     fn prepare(&self, host: &HostView<'_>, label: &str, _tag: usize) -> Prepared {
         if let Some(problem) = compose_unavailable(host.compose) {
             return Prepared::Local(Done::new(Outcome::Failed, Some(problem)));
         }
+        let script = match (&self.request, &self.release_root) {
+            (Request::Up(services), Some(root)) => {
+                release_binds::up(host.compose, &self.dir, &self.project, services, root)
+            }
+            (request, Some(_)) => compose::command_with(
+                host.compose,
+                &self.dir,
+                &self.project,
+                request,
+                ProjectPaths::AsWritten,
+            ),
+            (request, None) => compose::command(host.compose, &self.dir, &self.project, request),
+        };
         Prepared::Remote(Segment {
-            script: compose::command(host.compose, &self.dir, &self.project, &self.request),
+            script,
             stdin: Vec::new(),
             label: label.to_string(),
             cleanup: None,
@@ -440,7 +472,16 @@ impl Act for ComposeRun {
             _ => {
                 let text = String::from_utf8_lossy(&out.stderr).into_owned()
                     + &String::from_utf8_lossy(&out.stdout);
-                if compose::changed(command, &text) {
+                let restarted = release_binds::restarted(out);
+                if !restarted.is_empty() {
+                    Done::new(
+                        Outcome::Changed,
+                        Some(format!(
+                            "restarted {}: files it mounts changed with the release",
+                            restarted.join(", ")
+                        )),
+                    )
+                } else if compose::changed(command, &text) {
                     Done::new(Outcome::Changed, None)
                 } else {
                     Done::new(Outcome::Ok, None)

@@ -211,10 +211,12 @@ impl OnChange {
             (None, Some(c)) => c.project.clone(),
             (None, None) => cx.app.to_string(),
         };
+        // `restart` and `exec` act on running containers: no path to resolve.
         Ok(Action::Compose(ComposeRun {
             dir,
             project,
             request,
+            release_root: None,
         }))
     }
 }

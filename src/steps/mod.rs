@@ -465,6 +465,7 @@ mod tests {
             dir: "/srv".into(),
             project: "app".into(),
             request: crate::remote::compose::Request::Up(Vec::new()),
+            release_root: None,
         });
         assert!(action.needs_compose());
         let host = view(&files, ComposeFlavor::Missing, &redactor);

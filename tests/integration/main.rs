@@ -34,6 +34,7 @@ mod reuse;
 mod rollout;
 mod rollout_first;
 mod secrets;
+mod stable_paths;
 mod sudoers;
 mod swarm;
 mod transport;
