@@ -157,7 +157,7 @@ fn unused_images_of_the_release_s_repositories_are_removed_and_used_ones_never_a
     assert!(
         !after
             .iter()
-            .any(|c| c.starts_with("image") || c.starts_with("ps") || c.contains("config")),
+            .any(|c| c.starts_with("image") || c.starts_with("ps -a") || c.contains("config")),
         "{after:#?}"
     );
 }

@@ -17,7 +17,12 @@ use crate::harness::{
 };
 
 /// The docker call of the playbook's `start` step.
-const UP: &str = "compose -p roll up -d --remove-orphans";
+/// `compose up` in `current`: relative paths resolved there (`--project-directory`, the
+/// host's `current`), whichever release it points at.
+fn is_up(command: &str) -> bool {
+    command.starts_with("compose --project-directory ")
+        && command.ends_with("/current -p roll up -d --remove-orphans")
+}
 
 /// The rollout policies the tests use.
 const CANARY_30_PERCENT: &str = "[rollout]\ncanary = 1\nbatch = \"30%\"\npause = \"1s\"\nmax_failures = 0\non_failure = \"rollback\"\n";
@@ -135,7 +140,7 @@ fn docker_calls(h: &TestHost) -> Vec<(f64, String)> {
 }
 
 fn ups(h: &TestHost) -> usize {
-    h.docker_commands().iter().filter(|c| *c == UP).count()
+    h.docker_commands().iter().filter(|c| is_up(c)).count()
 }
 
 /// The release `current` points at (`releases/<id>` → `<id>`).
@@ -249,7 +254,7 @@ fn rollout_goes_canary_then_batches_with_pauses() {
     let span = |name: &str| {
         let calls = docker_calls(rig.host(name));
         assert!(
-            calls.iter().any(|(_, c)| c == UP),
+            calls.iter().any(|(_, c)| is_up(c)),
             "{name} was not deployed\n{}",
             run.all()
         );
@@ -322,7 +327,7 @@ fn failing_canary_halts_and_rolls_back() {
     let new_calls = &docker_calls(h1)[calls_after_a[0]..];
     let up_times: Vec<f64> = new_calls
         .iter()
-        .filter(|(_, c)| c == UP)
+        .filter(|(_, c)| is_up(c))
         .map(|(t, _)| *t)
         .collect();
     assert_eq!(up_times.len(), 2, "h1's calls for B: {new_calls:?}");
