@@ -2,7 +2,8 @@
 //! registry, images built offline): `examples/ratemymodule`, both instances checked over HTTP
 //! through the one nginx by Host name, then a tag promoted from latest to stable in two deploys;
 //! `examples/django-caddy` with its own images (built by its `images/build.sh`), the database
-//! host first, migrate once, checked over HTTPS through Caddy.
+//! host first, migrate once, checked over HTTPS through Caddy; `examples/examist` built on the
+//! hosts from the uploaded context; `examples/nexchange`'s copied files served over HTTPS.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -322,4 +323,115 @@ fn django_caddy_serves_https_with_the_database_host_first(flavor: Flavor) {
     run.assert_outcome(&db_host, "database up", "ok");
     drop(fleet);
     drop(networks);
+}
+
+crate::on_both_compose_flavors! {
+    examist_builds_on_the_host_and_serves_through_nginx => examist_example_v1, examist_example_v2;
+    nexchange_deploys_copied_files_and_serves_https => nexchange_example_v1, nexchange_example_v2;
+}
+
+/// `examples/NAME` copied into the fleet's project; its playbook `deploy.toml`.
+fn shipped_example(fleet: &LocalFleet, name: &str) -> PathBuf {
+    let dir = fleet.project().join("examples").join(name);
+    copy_dir(&Path::new(REPO).join("examples").join(name), &dir);
+    dir.join("playbooks/deploy.toml")
+}
+
+fn examist_builds_on_the_host_and_serves_through_nginx(flavor: Flavor) {
+    let fleet = LocalFleet::start("exam", 2, flavor);
+    let playbook = shipped_example(&fleet, "examist");
+    let port = free_range(fleet.hosts as u16 + 1);
+    let inventory =
+        inventory_with_port(&fleet, "examist_http_port", port, "inventory-examist.toml");
+    let deploy = || {
+        dropship_reporting(
+            &[
+                "deploy",
+                "-i",
+                inventory.to_str().unwrap(),
+                playbook.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let run = deploy();
+    run.assert_code(0);
+    for k in 1..=fleet.hosts {
+        let host = fleet.host(k);
+        run.assert_outcome(&host, "build images", "changed");
+        let (status, body) = http_get_for(port + k as u16, "/api/health", "examist.localhost");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "server=ok db=ok\n"),
+            "host {k}"
+        );
+        let (status, page) = http_get_for(port + k as u16, "/", "examist.localhost");
+        assert_eq!(status, 200, "host {k}: {page}");
+        assert!(page.contains("<h1>Examist</h1>"), "host {k}: {page}");
+    }
+    // Nothing changed: the context, the build and up are all ok.
+    let run = deploy();
+    run.assert_code(0);
+    for step in [
+        "build context",
+        "build images",
+        "start stack",
+        "nginx config",
+    ] {
+        run.assert_outcome(&fleet.host(1), step, "ok");
+    }
+}
+
+fn nexchange_deploys_copied_files_and_serves_https(flavor: Flavor) {
+    let fleet = LocalFleet::start("nexc", 2, flavor);
+    let playbook = shipped_example(&fleet, "nexchange");
+    let port = free_range(fleet.hosts as u16 + 1);
+    let inventory = inventory_with_port(
+        &fleet,
+        "nexchange_https_port",
+        port,
+        "inventory-nexchange.toml",
+    );
+    let registry_password = fleet.secret("registry_password");
+    let deploy = |extra: &[&str]| {
+        let mut args = vec![
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = crate::harness::command(&args, None);
+        cmd.env("NEXCHANGE_REGISTRY_PASSWORD", registry_password.trim());
+        crate::harness::dropship_cmd(cmd)
+    };
+    let run = deploy(&[]);
+    run.assert_code(0);
+    for k in 1..=fleet.hosts {
+        let body = https_get(port + k as u16, "nexchange.localhost", "/");
+        assert!(
+            body.contains("version=A\n") && body.contains("db=ok"),
+            "host {k}: {body:?}\n{}",
+            run.all()
+        );
+    }
+    // A new tag: only the app is recreated; the certificate and the copied files stay.
+    let run = deploy(&["--var", "image_tag=B"]);
+    run.assert_code(0);
+    for k in 1..=fleet.hosts {
+        let host = fleet.host(k);
+        run.assert_outcome(
+            &host,
+            "TLS certificate (self-signed unless one is installed)",
+            "ok",
+        );
+        run.assert_outcome(&host, "docker-compose.yml", "ok");
+        run.assert_outcome(&host, "nginx.conf", "ok");
+        run.assert_outcome(&host, "environment (.env)", "changed");
+        let body = https_get(port + k as u16, "nexchange.localhost", "/");
+        assert!(
+            body.contains("version=B\n") && body.contains("image=B\n"),
+            "host {k}: {body:?}"
+        );
+    }
 }
