@@ -20,6 +20,7 @@ use crate::fleet::{self, Adhoc, Cancel, ExecOptions, LockOptions};
 use crate::inventory::Inventory;
 use crate::plan::{self, Action, Plan, PlanOptions};
 use crate::playbook::Playbook;
+use crate::report::ordered::InHostOrder;
 use crate::report::{
     Fanout, Reporter, RunReport, json::JsonReporter, plain::PlainReporter, tty::TtyReporter,
 };
@@ -301,9 +302,22 @@ pub async fn adhoc(command: &str, plan: Plan, run: &RunSettings) -> RunReport {
     adhoc_run(command, Adhoc::Steps, plan, run).await
 }
 
-/// Runs one query per host (in the plan's host order) for an inspection command.
+/// Runs one query per host for an inspection command; hosts are shown in the plan's (the
+/// inventory's) order, whatever order they answer in.
 pub async fn query(command: &str, plan: Plan, queries: &[Query], run: &RunSettings) -> RunReport {
-    adhoc_run(command, Adhoc::Queries(queries), plan, run).await
+    let reporters = reporters(run, &plan.redactor);
+    let names = plan.hosts.iter().map(|h| h.host.name.clone()).collect();
+    let ordered = InHostOrder::new(&reporters, names);
+    fleet::adhoc(
+        command,
+        Adhoc::Queries(queries),
+        &SshConnector::new(),
+        &plan,
+        exec_options(run),
+        &ordered,
+        Cancel::on_signals(),
+    )
+    .await
 }
 
 async fn adhoc_run(command: &str, work: Adhoc<'_>, plan: Plan, run: &RunSettings) -> RunReport {

@@ -1,6 +1,7 @@
 //! Results of a run and the `Reporter` trait through which the executor tells the world.
 
 pub mod json;
+pub mod ordered;
 pub mod plain;
 pub mod preview;
 pub mod tty;
@@ -185,7 +186,7 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
     pub command: String,
     pub ok: bool,
