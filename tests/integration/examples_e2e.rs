@@ -369,15 +369,16 @@ fn examist_builds_on_the_host_and_serves_through_nginx(flavor: Flavor) {
         assert_eq!(status, 200, "host {k}: {page}");
         assert!(page.contains("<h1>Examist</h1>"), "host {k}: {page}");
     }
-    // Nothing changed: the context, the build and up are all ok.
+    // Nothing changed: the context and the config are ok, and so are the build and up. Not on
+    // v1: its legacy builder, on the one engine all test hosts share, may answer a cached step
+    // with the equal image another host's build made (another id), which is a change.
     let run = deploy();
     run.assert_code(0);
-    for step in [
-        "build context",
-        "build images",
-        "start stack",
-        "nginx config",
-    ] {
+    let mut unchanged = vec!["build context", "nginx config"];
+    if flavor == Flavor::V2 {
+        unchanged.extend(["build images", "start stack"]);
+    }
+    for step in unchanged {
         run.assert_outcome(&fleet.host(1), step, "ok");
     }
 }
