@@ -150,7 +150,12 @@ fn assert_serves(service: &str, version: &str, fingerprint: &str) {
     }
 }
 
+// `docker swarm init` / `leave --force` on the engine every real-engine test shares disturbs
+// the other tests' container networking (their embedded DNS stopped resolving service names
+// while it ran beside the zero-downtime tests in CI): it runs alone, after the rest
+// (README's test command: `-- --ignored swarm::`).
 #[test]
+#[ignore = "changes the shared engine's swarm state: run alone with `--ignored swarm::`"]
 fn a_stack_deploys_updates_rolls_back_and_fails_when_the_engine_rolls_back() {
     let fleet = LocalFleet::start("swarm", 1, Flavor::V2);
     let host = fleet.host(1);
