@@ -1,11 +1,13 @@
 //! A dry run's read-only look at a host: the content of files that differ (each cut at
 //! `DIFF_LIMIT` + 1 bytes, so a larger one is known to be larger) and the `creates` guards
-//! (`test -e`). Reads only: no file, lock or temp file is written.
-//! May import: `remote::{script, frame}`, `output::diff`.
+//! (`test -e`), and which release `current` points at (a release's files are compared with
+//! that release's). Reads only: no file, lock or temp file is written.
+//! May import: `remote::{script, frame}`, `output::diff`, `release`.
 
 use super::frame::{self, Kind, Reply};
 use super::script::Script;
 use crate::output::diff::DIFF_LIMIT;
+use crate::release::is_release_id;
 use crate::sh;
 
 /// Files read back per script: their sum stays well under the transport's capture limit.
@@ -14,6 +16,7 @@ pub const FILES_PER_READ: usize = 12;
 const READ: &str = "read:";
 const EXISTS: &str = "exists:";
 const END: &str = "end";
+const CURRENT: &str = "current";
 
 /// Prints each of `files` (a regular file only, at most `DIFF_LIMIT` + 1 bytes) after a frame
 /// `preview:read:I`, and `preview:exists:I:yes|no` for each of `paths`; `preview:end` last.
@@ -79,6 +82,27 @@ pub fn parse_read_back(reply: &Reply, files: usize, paths: usize) -> Option<Read
     Some(read)
 }
 
+/// Prints the target of `ROOT/current` after a frame `preview:current` (nothing when there
+/// is no such link). It needs `$dsn`.
+pub fn current_release(root: &str) -> Script {
+    sh!(
+        "{}; readlink -- {} 2>/dev/null; ",
+        frame::report(Kind::Preview, &CURRENT),
+        format!("{}/current", root.trim_end_matches('/'))
+    )
+}
+
+/// The release `current_release` found, when the link names one (`releases/<id>`).
+pub fn parse_current_release(reply: &Reply) -> Option<String> {
+    let (_, data) = reply
+        .sections
+        .iter()
+        .find(|(f, _)| f.of(Kind::Preview) == Some(CURRENT))?;
+    let target = String::from_utf8_lossy(data);
+    let id = target.trim().strip_prefix("releases/")?;
+    is_release_id(id).then(|| id.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +141,24 @@ mod tests {
         assert_eq!(read.files[refs.len() - 1], None);
         assert_eq!(read.exists, [true, false, false]);
         assert!(!std::path::Path::new("pwned").exists());
+    }
+
+    #[test]
+    fn the_current_release_is_read_from_the_link_and_only_a_release_id_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let look = || {
+            let request = Framed::new(&current_release(root));
+            let out = crate::remote::run_in_sh(request.script(), b"");
+            parse_current_release(&request.reply(&out.stdout))
+        };
+        assert_eq!(look(), None);
+        let id = "20261122T175512.042Z-3f9a1c2e";
+        std::os::unix::fs::symlink(format!("releases/{id}"), dir.path().join("current")).unwrap();
+        assert_eq!(look().as_deref(), Some(id));
+        std::fs::remove_file(dir.path().join("current")).unwrap();
+        std::os::unix::fs::symlink("releases/$(touch x)", dir.path().join("current")).unwrap();
+        assert_eq!(look(), None);
     }
 
     #[test]

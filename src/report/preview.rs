@@ -60,6 +60,9 @@ pub struct HostPreview {
     /// `rollback --dry-run`: the release `current` would point at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_to: Option<String>,
+    /// With `[release]`: the release (`current`) the new release's files were compared with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
     pub steps: Vec<StepPreview>,
 }
 
@@ -69,6 +72,7 @@ impl HostPreview {
             host: host.to_string(),
             error: None,
             rollback_to: None,
+            compared_with: None,
             steps: Vec::new(),
         }
     }
@@ -125,6 +129,11 @@ impl DryRun {
             }
             if let Some(to) = &host.rollback_to {
                 out.push_str(&format!("  would roll back: current → {to}\n"));
+            }
+            if let Some(id) = &host.compared_with {
+                out.push_str(&format!(
+                    "  the new release's files compared with release {id} (current)\n"
+                ));
             }
             for step in &host.steps {
                 let label = match step.would {

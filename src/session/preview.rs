@@ -1,15 +1,19 @@
 //! A dry run on one host: the files probe, then one read-only script that reads back the files
 //! whose content differs and tests `creates` guards; from those, what each step would do (the
-//! `report::preview` data). Takes no lock and writes nothing on the host.
+//! `report::preview` data). With `[release]`, the new release's files are compared with the
+//! same files of the release `current` points at. Takes no lock and writes nothing on the host.
 
 use std::collections::HashSet;
 
-use super::{HostSession, RunContext, failure_text};
+use super::{HostSession, RunContext, failure_text, tree_roots, upload_dests};
 use crate::output::diff::{ContentView, DIFF_LIMIT, file_diff};
 use crate::plan::{Action, Notify, PlannedStep, Upload};
 use crate::remote::compose::Request;
+use crate::remote::files;
 use crate::remote::frame::Framed;
-use crate::remote::preview::{FILES_PER_READ, ReadBack, parse_read_back, read_back};
+use crate::remote::preview::{
+    FILES_PER_READ, ReadBack, current_release, parse_current_release, parse_read_back, read_back,
+};
 use crate::report::preview::{FilePreview, HostPreview, StepPreview, Would};
 use crate::steps::compose::ComposeRun;
 use crate::steps::files::Placement;
@@ -23,6 +27,26 @@ pub enum Look<'a> {
     /// `rollback --dry-run`: the release it would go back to (this one, or the previous), and
     /// the steps after activation.
     Rollback(Option<&'a str>),
+}
+
+/// With `[release]`: where the files of the release this run would create are compared. The
+/// new release's directory does not exist yet, so every file there would look new; the same
+/// path in `current` is what the release would replace.
+struct Compared {
+    new_dir: String,
+    current_dir: String,
+}
+
+impl Compared {
+    /// The path `dest` is compared with: in `current` when it is in the new release.
+    fn path<'a>(&self, dest: &'a str) -> std::borrow::Cow<'a, str> {
+        match dest.strip_prefix(&self.new_dir) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                format!("{}{rest}", self.current_dir).into()
+            }
+            _ => dest.into(),
+        }
+    }
 }
 
 /// What the read-back found on the host, by destination and by `creates` path.
@@ -66,10 +90,65 @@ impl<T: Connection> HostSession<T> {
                 &host_plan.steps[host_plan.post_activate.min(host_plan.steps.len())..]
             }
         };
-        self.probe(ctx.plan).await?;
-        let found = self.read_back(ctx, steps).await?;
+        let compared = match (look, &host_plan.release, &ctx.plan.release_id) {
+            (Look::Deploy, Some(site), Some(id)) => Some(Compared {
+                new_dir: site.dir(id),
+                current_dir: format!("{}/current", site.root.trim_end_matches('/')),
+            }),
+            _ => None,
+        };
+        match &compared {
+            Some(compared) => preview.compared_with = self.probe_compared(ctx, compared).await?,
+            None => self.probe(ctx.plan).await?,
+        }
+        let found = self.read_back(ctx, steps, compared.as_ref()).await?;
         preview.steps = self.judge_steps(ctx, steps, &found);
         Ok(())
+    }
+
+    /// The probe (`HostSession::probe`) with the new release's files and directories looked up
+    /// in `current`, kept under their own destinations, and which release `current` is.
+    async fn probe_compared(
+        &mut self,
+        ctx: &RunContext<'_>,
+        compared: &Compared,
+    ) -> Result<Option<String>, String> {
+        let plan = ctx.plan;
+        let dests = upload_dests(plan, self.index);
+        let trees = tree_roots(plan, self.index);
+        let seen_dests: Vec<String> = dests.iter().map(|d| compared.path(d).into()).collect();
+        let seen_trees: Vec<String> = trees.iter().map(|t| compared.path(t).into()).collect();
+        let seen_dests: Vec<&str> = seen_dests.iter().map(String::as_str).collect();
+        let seen_trees: Vec<&str> = seen_trees.iter().map(String::as_str).collect();
+        let root = &plan.hosts[self.index]
+            .release
+            .as_ref()
+            .expect("compared")
+            .root;
+        let script = crate::sh!(
+            "{}{}\n",
+            files::probe(&seen_dests, &seen_trees),
+            current_release(root)
+        );
+        let request = Framed::new(&script);
+        let out = self
+            .exec_as(request.script(), &[], self.file_reader(plan).as_ref())
+            .await?;
+        let reply = request.reply(&out.stdout);
+        let Some(probed) = files::parse_probe(&reply, &seen_dests, &seen_trees) else {
+            return Err(format!(
+                "could not inspect the host's files: {}",
+                failure_text(&out, &self.redactor)
+            ));
+        };
+        for (dest, file) in dests.iter().zip(probed.files) {
+            self.remote_files.insert((*dest).to_string(), file);
+        }
+        for (root, listing) in trees.iter().zip(probed.trees) {
+            self.remote_trees.insert((*root).to_string(), listing);
+        }
+        self.probed = true;
+        Ok(parse_current_release(&reply))
     }
 
     /// Reads back every destination whose content differs (text-sized on this side) and tests
@@ -78,6 +157,7 @@ impl<T: Connection> HostSession<T> {
         &self,
         ctx: &RunContext<'_>,
         steps: &[PlannedStep],
+        compared: Option<&Compared>,
     ) -> Result<Found, String> {
         let mut files: Vec<&str> = Vec::new();
         for upload in steps.iter().flat_map(|s| s.action.uploads()) {
@@ -105,7 +185,12 @@ impl<T: Connection> HostSession<T> {
         for (n, chunk) in chunks.iter().enumerate() {
             // The guards ride with the first chunk.
             let paths: &[&str] = if n == 0 { &creates } else { &[] };
-            let request = Framed::new(&read_back(chunk, paths));
+            let seen: Vec<String> = chunk
+                .iter()
+                .map(|d| compared.map_or((*d).into(), |c| c.path(d).into_owned()))
+                .collect();
+            let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+            let request = Framed::new(&read_back(&seen, paths));
             let out = self.exec_as(request.script(), &[], reader.as_ref()).await?;
             let Some(ReadBack { files, exists }) =
                 parse_read_back(&request.reply(&out.stdout), chunk.len(), paths.len())

@@ -307,3 +307,60 @@ fn a_rollback_dry_run_names_the_release_and_changes_nothing() {
     );
     assert_eq!(listing(&h.root), before);
 }
+
+#[test]
+fn a_release_dry_run_diffs_each_release_file_against_the_current_release() {
+    let fleet = start_fleet(1);
+    let inv = fleet.write_inventory("");
+    let dir = fleet.dir.path();
+    fs::write(dir.join("app.conf.j2"), "listen {{ port }}\nname shop\n").unwrap();
+    fs::write(dir.join("motd.j2"), "welcome\n").unwrap();
+    let pb = dir.join("rel.toml");
+    fs::write(
+        &pb,
+        "name = \"Rel\"\napp = \"rel\"\nhosts = \"web\"\n\n[vars]\nport = \"80\"\n\n[release]\nroot = \"{{ app_dir }}\"\nprune_images = false\n\n\
+         [[steps]]\nname = \"config\"\ntemplate = { src = \"app.conf.j2\", dest = \"{{ release.dir }}/conf/app.conf\" }\n\n\
+         [[steps]]\nname = \"motd\"\ntemplate = { src = \"motd.j2\", dest = \"{{ release.dir }}/motd\" }\n\n\
+         [[steps]]\nname = \"outside\"\ntemplate = { src = \"motd.j2\", dest = \"{{ app_dir }}/motd\" }\n\n\
+         [[steps]]\nname = \"up\"\ncompose = { command = \"up\", dir = \"{{ release.dir }}\" }\n",
+    )
+    .unwrap();
+    let (inv, pb) = (inv.to_str().unwrap(), pb.to_str().unwrap());
+    dropship(&["deploy", "-i", inv, pb], None).assert_code(0);
+    let h = fleet.host("h1");
+    let current = fs::read_link(h.root.join("current")).unwrap();
+    let current = current.file_name().unwrap().to_string_lossy().into_owned();
+
+    let before = listing(&h.root);
+    let dry = dropship(
+        &["deploy", "--dry-run", "-i", inv, pb, "--var", "port=8080"],
+        None,
+    );
+    dry.assert_code(0);
+    let out = &dry.stdout;
+    assert!(
+        out.contains(&format!(
+            "the new release's files compared with release {current} (current)"
+        )),
+        "{}",
+        dry.all()
+    );
+    assert!(
+        out.contains("dry run: 1 file(s) would change"),
+        "{}",
+        dry.all()
+    );
+    assert!(
+        out.contains("-listen 80\n") && out.contains("+listen 8080\n"),
+        "{}",
+        dry.all()
+    );
+    assert!(out.contains("/conf/app.conf (changed)"), "{}", dry.all());
+    assert!(
+        out.contains("- motd: ok:") && out.contains("- outside: ok:"),
+        "{}",
+        dry.all()
+    );
+    assert!(!out.contains("(new"), "{}", dry.all());
+    assert_eq!(listing(&h.root), before);
+}
