@@ -63,6 +63,18 @@ impl Redactor {
         }
     }
 
+    /// This redactor with `more` secrets learned during a run (a swarm's join tokens read on a
+    /// manager) masked too.
+    pub fn with<'a>(&self, more: impl IntoIterator<Item = &'a Secret>) -> Self {
+        let mut known: Vec<Secret> = self
+            .patterns
+            .iter()
+            .map(|p| Secret::new(String::from_utf8_lossy(p).into_owned()))
+            .collect();
+        known.extend(more.into_iter().cloned());
+        Self::new(&known)
+    }
+
     /// How many of the last bytes of `buf` are the start of a secret that bytes still to
     /// come could complete (the longest such tail).
     fn unfinished_tail(&self, buf: &[u8]) -> usize {
@@ -238,6 +250,13 @@ mod tests {
         assert!(!r.reveals_secret(b"..ab.."));
         let repeated = redactor(&["aa"]);
         assert_eq!(repeated.redact("baaab"), "b********b");
+    }
+
+    #[test]
+    fn a_secret_learned_during_a_run_is_masked_beside_the_known_ones() {
+        let r = redactor(&["known"]).with([&Secret::new("SWMTKN-1-learned")]);
+        assert_eq!(r.redact("known SWMTKN-1-learned x"), "******** ******** x");
+        assert_eq!(Redactor::default().with([]).redact("plain"), "plain");
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub enum Kind {
     /// `stack:service`, `stack:tasks`, `stack:deploy`, `stack:deployed`, `stack:rollback`,
     /// `stack:kept`, each followed by what docker printed (`stack.rs`).
     Stack,
+    /// `swarm:info`, `swarm:worker`, `swarm:manager`, `swarm:response`, each followed by what
+    /// docker (or the Engine API) printed (`swarm.rs`).
+    Swarm,
     /// `binds:restarted SERVICE...`: containers restarted onto the current release's
     /// bind-mounted files (`release_binds.rs`).
     Binds,
@@ -87,6 +90,7 @@ impl Kind {
             Kind::Build => "build",
             Kind::Stack => "stack",
             Kind::Binds => "binds",
+            Kind::Swarm => "swarm",
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod split;
 pub mod stack;
 pub mod stack_converge;
 pub mod sudo;
+pub mod swarm;
 pub mod tree;
 pub mod vars;
 pub mod views;

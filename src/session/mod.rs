@@ -17,6 +17,7 @@ mod rollback;
 mod sequence;
 mod stack;
 mod sudo_refusal;
+mod swarm;
 mod view;
 
 use std::collections::{HashMap, HashSet};
@@ -49,6 +50,7 @@ pub use cancel::{Cancel, CancelHandle};
 pub use preview::Look;
 pub use query::Query;
 use sequence::Purpose;
+pub use swarm::SwarmRendezvous;
 pub use view::ViewEnd;
 
 /// What every host task shares during a run.
@@ -60,6 +62,8 @@ pub struct RunContext<'a> {
     pub cancel: Cancel,
     /// Report each line the steps' commands print as it comes (`Event::Output`, `-v`).
     pub stream_output: bool,
+    /// The swarm's join ticket, from the run's first manager to the hosts that join after it.
+    pub swarm: SwarmRendezvous,
 }
 
 impl<'a> RunContext<'a> {
@@ -70,6 +74,7 @@ impl<'a> RunContext<'a> {
             gate: Gate::new(forks),
             cancel,
             stream_output: false,
+            swarm: SwarmRendezvous::new(plan),
         }
     }
 }
@@ -290,6 +295,7 @@ impl<T: Connection> HostSession<T> {
         unlock: Option<&str>,
     ) -> StepsOutcome {
         self.run_step_range(ctx, range, unlock).await;
+        ctx.swarm.host_finished(self.index, &self.host_name);
         if self.failed() {
             StepsOutcome::Failed
         } else {

@@ -68,6 +68,7 @@ impl<T: Connection> HostSession<T> {
                         self.blue_green(ctx, switch, become_as, purpose).await
                     }
                     Action::Stack(step) => self.stack(ctx, step, become_as, purpose).await,
+                    Action::Swarm(step) => self.swarm(ctx, step, become_as, purpose).await,
                     other => unreachable!("{} does not run alone", other.describe()),
                 };
                 let elapsed = elapsed_ms(started);

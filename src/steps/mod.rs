@@ -40,6 +40,7 @@ pub mod prune_images;
 pub mod prune_releases;
 pub mod run;
 pub mod stack;
+pub mod swarm;
 pub mod tree;
 
 pub use done::{Done, Failure, Learned, Prepared, failure_text, output_tail, require_success};
@@ -357,6 +358,7 @@ registry! {
     activate => Activate(activate::Activate),
     blue_green => BlueGreen(blue_green::BlueGreen),
     stack => Stack(stack::Stack),
+    swarm => Swarm(swarm::Swarm),
     prune_images => PruneImages(prune_images::PruneImages),
     prune_releases => PruneReleases(prune_releases::PruneReleases),
     ensure => Ensure(ensure::Ensure),
@@ -373,11 +375,15 @@ impl Action {
 
     /// Whether the step runs in sessions of its own, through the session's own runner
     /// (health checks retried over time, blue/green switches with several round trips, image
-    /// pruning, swarm stacks polled until they converge), rather than as a segment of a driver script.
+    /// pruning, swarm stacks polled until they converge, swarm membership handed across hosts), rather than as a segment of a driver script.
     pub fn runs_alone(&self) -> bool {
         matches!(
             self,
-            Self::Health(_) | Self::BlueGreen(_) | Self::PruneImages(_) | Self::Stack(_)
+            Self::Health(_)
+                | Self::BlueGreen(_)
+                | Self::PruneImages(_)
+                | Self::Stack(_)
+                | Self::Swarm(_)
         )
     }
 }
@@ -518,7 +524,7 @@ mod tests {
     fn the_kinds_list_names_every_kind_in_registry_order() {
         assert_eq!(
             kinds_list(),
-            "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health`, `activate`, `blue_green`, `stack` or `ensure`"
+            "`copy`, `template`, `run`, `apt`, `docker_login`, `compose`, `health`, `activate`, `blue_green`, `stack`, `swarm` or `ensure`"
         );
     }
 }
