@@ -12,12 +12,13 @@ use crate::harness::{BIN, Run, command, copy_dir, dropship_cmd, read};
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The examples the issue asks for; a missing one fails the test rather than being skipped.
-const EXAMPLES: [&str; 5] = [
+const EXAMPLES: [&str; 6] = [
     "django-caddy",
     "examist",
     "nexchange",
     "pixel",
     "ratemymodule",
+    "swarm",
 ];
 
 /// Secrets some examples read from the environment (as CI variables would give them).

@@ -18,6 +18,8 @@ use crate::harness::{
     Flavor, LocalFleet, Run, all_cmdlines, assert_error_at, dropship, location_of,
 };
 
+mod init;
+
 const PLAYBOOK: &str = "swarm.toml";
 const STEP: &str = "deploy stack";
 
