@@ -623,6 +623,42 @@ groups = ["db"]
         }
     }
 
+    #[test]
+    fn a_health_checks_contains_is_rendered_per_host_and_a_secret_in_it_refused() {
+        let inventory = Inventory::parse(&SourceFile {
+            path: "inv.toml".into(),
+            text: "[ssh]\nssh_config = \"\"\n[hosts.w1]\nvars = { version = \"A\" }\n[hosts.w2]\nvars = { version = \"B\" }\n".into(),
+        })
+        .unwrap();
+        let build_with = |contains: &str| {
+            let playbook = Playbook::parse(SourceFile {
+                path: "/nonexistent/pb.toml".into(),
+                text: format!(
+                    "name = \"t\"\napp = \"a\"\n[secrets]\nkey = {{ command = \"printf s3cr3t\" }}\n[[steps]]\nhealth = {{ url = \"http://127.0.0.1:8080/\", contains = \"{contains}\" }}\n"
+                ),
+            })
+            .unwrap();
+            build(
+                &inventory,
+                &playbook,
+                &IndexMap::new(),
+                &PlanOptions::default(),
+            )
+        };
+        let plan = build_with("version={{ version }}").unwrap();
+        let contains: Vec<_> = plan
+            .hosts
+            .iter()
+            .map(|hp| match &hp.steps[0].action {
+                Action::Health(check) => check.contains.clone().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(contains, ["version=A", "version=B"]);
+        let err = build_with("{{ secrets.key }}").unwrap_err();
+        assert!(err.to_string().contains("pb.toml:"), "{err}");
+    }
+
     /// Found by fuzzing (fuzz/ template target, crash-3d97b2a7): a syntax error just before a
     /// multi-byte character panicked while the error's excerpt was cut.
     #[test]

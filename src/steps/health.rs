@@ -21,7 +21,7 @@ pub struct RawHealth {
     url: Option<Spanned<String>>,
     command: Option<Spanned<String>>,
     expect: Option<u16>,
-    contains: Option<String>,
+    contains: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     ca: Option<Spanned<String>>,
@@ -40,7 +40,8 @@ pub struct Health {
     pub headers: Vec<(String, Templated)>,
     pub command: Option<Templated>,
     pub expect: u16,
-    pub contains: Option<String>,
+    /// Text the answer's body must hold, rendered per host (like a command line: no secret).
+    pub contains: Option<Templated>,
     pub timeout: Duration,
     pub interval: Duration,
 }
@@ -157,6 +158,7 @@ impl Kind for Health {
             .iter()
             .chain(self.command.iter())
             .chain(self.headers.iter().map(|(_, value)| value))
+            .chain(self.contains.iter())
             .collect()
     }
 
@@ -212,7 +214,7 @@ impl Kind for Health {
         Ok(HealthCheck {
             probe,
             expect: self.expect,
-            contains: self.contains.clone(),
+            contains: self.contains.as_ref().map(|c| cx.field(c)).transpose()?,
             timeout: self.timeout,
             interval: self.interval,
         })
@@ -236,8 +238,12 @@ impl Act for HealthCheck {
                     "timeout {}",
                     humantime::format_duration(self.timeout)
                 ));
+                let body = match &self.contains {
+                    Some(text) => format!(" with `{text}` in the body"),
+                    None => String::new(),
+                };
                 format!(
-                    "GET {} from the host until HTTP {} ({})",
+                    "GET {} from the host until HTTP {}{body} ({})",
                     target.url(),
                     self.expect,
                     notes.join("; ")
