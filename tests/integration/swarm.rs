@@ -18,6 +18,7 @@ use crate::harness::{
     Flavor, LocalFleet, Run, all_cmdlines, assert_error_at, dropship, location_of,
 };
 
+mod example;
 mod init;
 
 const PLAYBOOK: &str = "swarm.toml";

@@ -31,12 +31,12 @@ fn docker(args: &[&str]) -> (bool, String) {
 }
 
 /// The swarm tests' lock held, the engine in no swarm; on drop, the swarm this test made left.
-struct NoSwarm {
+pub(super) struct NoSwarm {
     _lock: File,
 }
 
 impl NoSwarm {
-    fn take() -> NoSwarm {
+    pub(super) fn take() -> NoSwarm {
         let lock = File::create("/tmp/dropship-swarm-tests.lock").unwrap();
         // SAFETY: flock on a file descriptor this function owns.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
