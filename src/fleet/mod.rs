@@ -6,6 +6,7 @@
 
 mod batches;
 mod locks;
+mod swarm;
 mod views;
 
 use std::time::{Duration, Instant};
@@ -59,18 +60,41 @@ struct Stops {
     lock_conflict: Option<String>,
 }
 
+/// Which hosts of the plan a run connects to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Every host, at once.
+    Every,
+    /// A swarm playbook's deploy or rollback: the first usable manager (`swarm`).
+    OneManager,
+}
+
+impl Reach {
+    fn changing(plan: &Plan) -> Reach {
+        if plan.swarm {
+            Reach::OneManager
+        } else {
+            Reach::Every
+        }
+    }
+}
+
 /// Every run starts alike: its clock, the context its hosts share, a session per host.
 async fn open<'a, C: Connector>(
     connector: &C,
     plan: &'a Plan,
     exec: ExecOptions,
+    reach: Reach,
     reporter: &'a dyn Reporter,
     cancel: Cancel,
 ) -> (Instant, RunContext<'a>, Vec<HostSession<C::Conn>>) {
     let started = Instant::now();
     let mut ctx = RunContext::new(plan, reporter, exec.forks, cancel);
     ctx.stream_output = exec.stream_output;
-    let sessions = connect_all(connector, plan, exec.handshakes, reporter).await;
+    let sessions = match reach {
+        Reach::Every => connect_all(connector, plan, exec.handshakes, reporter).await,
+        Reach::OneManager => swarm::connect_first_manager(connector, &ctx, reporter).await,
+    };
     (started, ctx, sessions)
 }
 
@@ -83,7 +107,8 @@ pub async fn deploy<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let (started, ctx, sessions) = open(connector, plan, exec, reporter, cancel).await;
+    let reach = Reach::changing(plan);
+    let (started, ctx, sessions) = open(connector, plan, exec, reach, reporter, cancel).await;
     let holder = holder("deploy", plan, plan.release_id.as_deref());
     let run = Locked {
         command: "deploy",
@@ -117,7 +142,8 @@ pub async fn adhoc<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let (started, ctx, mut sessions) = open(connector, plan, exec, reporter, cancel).await;
+    let reach = Reach::Every;
+    let (started, ctx, mut sessions) = open(connector, plan, exec, reach, reporter, cancel).await;
     join_all(sessions.iter_mut().map(|s| {
         let ctx = &ctx;
         async move {
@@ -147,7 +173,8 @@ pub async fn rollback<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let (started, ctx, sessions) = open(connector, plan, exec, reporter, cancel).await;
+    let reach = Reach::changing(plan);
+    let (started, ctx, sessions) = open(connector, plan, exec, reach, reporter, cancel).await;
     let holder = holder("rollback", plan, Some(to.unwrap_or("previous")));
     let run = Locked {
         command: "rollback",
@@ -171,7 +198,7 @@ pub async fn preview<C: Connector>(
     exec: ExecOptions,
     cancel: Cancel,
 ) -> Vec<HostPreview> {
-    let (_, ctx, mut sessions) = open(connector, plan, exec, &Silent, cancel).await;
+    let (_, ctx, mut sessions) = open(connector, plan, exec, Reach::Every, &Silent, cancel).await;
     let previews = join_all(sessions.iter_mut().map(|s| s.preview(&ctx, look))).await;
     join_all(sessions.into_iter().map(|s| s.finish(&Silent))).await;
     previews

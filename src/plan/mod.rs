@@ -118,6 +118,9 @@ pub struct Plan {
     pub rollout: Policy,
     /// `[rollout] first`, resolved: the hosts (indices into `hosts`) deployed before the rest.
     pub first: FirstStages,
+    /// `[swarm]`: `hosts` are the swarm's managers, in inventory order; a deploy or rollback
+    /// goes through the first reachable active one (`fleet::swarm`) and leaves the others.
+    pub swarm: bool,
     pub redactor: Redactor,
 }
 
@@ -311,6 +314,7 @@ pub fn build(
         release_id,
         rollout: playbook.rollout.clone(),
         first,
+        swarm: playbook.swarm,
         redactor,
     })
 }
@@ -354,6 +358,7 @@ pub fn sites(
         release_id: None,
         rollout: playbook.rollout.clone(),
         first: FirstStages::default(),
+        swarm: false,
         redactor: Redactor::default(),
     })
 }
@@ -379,6 +384,12 @@ fn playbook_targets(
     target_hosts(inventory, &playbook.hosts, options.limit.as_deref()).map_err(|e| match &playbook
         .hosts_span
     {
+        Some(span) if playbook.swarm && !e.message.starts_with("--limit") => {
+            let message = e.message.replacen("hosts: ", "[swarm] managers: ", 1);
+            playbook.file.error_at(span.clone(), message).with_hint(
+                "name the inventory group of the swarm's managers (tried in inventory order)",
+            )
+        }
         Some(span) if !e.message.starts_with("--limit") => {
             let mut located = playbook.file.error_at(span.clone(), e.message.clone());
             located.hint = e.hint.clone();
@@ -457,6 +468,7 @@ pub fn inspection(hosts: Vec<Host>) -> Plan {
         release_id: None,
         rollout: Policy::default(),
         first: FirstStages::default(),
+        swarm: false,
         redactor: Redactor::default(),
     }
 }

@@ -61,7 +61,9 @@ pub(super) fn plan_steps(
                 steps.push(skip("loop is empty"));
                 continue;
             };
-            if step.once && host_index > 0 {
+            // A swarm playbook deploys on one manager, whichever answers first: `once` there
+            // would skip the step on a fallback manager.
+            if step.once && host_index > 0 && !playbook.swarm {
                 steps.push(skip("once: runs on the first host"));
                 continue;
             }

@@ -38,6 +38,7 @@ struct RawPlaybook {
     secrets_vault: Option<Spanned<VaultSettings>>,
     rollout: Option<Spanned<RawRollout>>,
     release: Option<Spanned<RawRelease>>,
+    swarm: Option<Spanned<RawSwarm>>,
     #[serde(rename = "become")]
     become_defaults: Option<Spanned<RawBecomeDefaults>>,
     #[serde(default)]
@@ -49,6 +50,13 @@ struct RawPlaybook {
 #[serde(deny_unknown_fields)]
 struct RawBecomeDefaults {
     password: Option<Spanned<String>>,
+}
+
+/// `[swarm]`: the app runs on a Docker Swarm, deployed through one of its managers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwarm {
+    managers: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +142,9 @@ pub struct Playbook {
     /// Host patterns (names, groups, globs, `all`), as accepted by `Inventory::select`.
     pub hosts: String,
     pub hosts_span: Option<std::ops::Range<usize>>,
+    /// `[swarm]`: `hosts` are the swarm's managers (`[swarm] managers`), of which a deploy or
+    /// rollback uses the first reachable active one and leaves the others alone.
+    pub swarm: bool,
     /// `[vars]` as written (rendered per host, see `crate::vars`).
     pub vars: Vars,
     pub secrets: IndexMap<Spanned<String>, Spanned<SecretSource>>,
@@ -204,9 +215,27 @@ impl Playbook {
                     "use lowercase letters, digits, `-` and `_`: it names the compose project",
                 ));
         }
-        let (hosts, hosts_span) = match &raw.hosts {
-            None => ("all".to_string(), None),
-            Some(h) => {
+        let (hosts, hosts_span) = match (&raw.hosts, &raw.swarm) {
+            (Some(h), Some(_)) => {
+                return Err(file
+                    .error_at(h.span(), "`hosts` and `[swarm] managers` both say where to deploy")
+                    .with_hint("leave `hosts` out: a swarm playbook deploys through the first reachable active manager of `[swarm] managers`"));
+            }
+            (None, Some(swarm)) => {
+                let managers = &swarm.get_ref().managers;
+                if managers
+                    .get_ref()
+                    .split(',')
+                    .all(|item| item.trim().is_empty())
+                {
+                    return Err(file
+                        .error_at(managers.span(), "`managers` names no host")
+                        .with_hint("write the inventory group of the swarm's managers, e.g. managers = \"managers\" (tried in inventory order)"));
+                }
+                (managers.get_ref().clone(), Some(managers.span()))
+            }
+            (None, None) => ("all".to_string(), None),
+            (Some(h), None) => {
                 let text = match h.get_ref() {
                     HostsField::One(s) => s.clone(),
                     HostsField::Many(list) => list.join(","),
@@ -238,6 +267,7 @@ impl Playbook {
             app: app.clone(),
             hosts,
             hosts_span,
+            swarm: raw.swarm.is_some(),
             vars: vars::from_raw(raw.vars, &shared_file),
             secrets: raw.secrets,
             secrets_vault: raw.secrets_vault,

@@ -33,17 +33,87 @@ fn survey(name: &str) -> Script {
     )
 }
 
-/// The deploy: the step's environment from stdin, a survey of the stack as it was, then
-/// `docker stack deploy` (its output after a `stack:deploy` frame, `stack:deployed` once it
-/// succeeded). Exits with the deploy's status.
-pub fn deploy(file: &str, name: &str, with_registry_auth: bool) -> Script {
+/// The labels that mark a secret as a version of `key` of the stack `stack` (the namespace
+/// label also makes `docker stack rm` remove it with the stack).
+const SECRET_KEY_LABEL: &str = "dropship.secret";
+
+/// A Docker secret of the step, as the deploy script makes it: its versioned name, its key and
+/// how many bytes of stdin its value is.
+pub struct SecretToMake<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
+    pub size: usize,
+}
+
+/// Reads each secret's value (exactly its bytes) from stdin and makes the secret with it
+/// unless one of that name exists (a `stack:secret` frame and its name for each made).
+fn make_secrets(stack: &str, secrets: &[SecretToMake<'_>]) -> Script {
+    let mut script = Script::default();
+    for secret in secrets {
+        script.push(&sh!(
+            "if docker secret inspect --format {} -- {} >/dev/null 2>&1; then head -c {} >/dev/null || exit 5\nelse head -c {} | docker secret create --label {} --label {} -- {} - >/dev/null || exit 5\n{}\nprintf '%s\\n' {}\nfi\n",
+            "{{.ID}}",
+            secret.name,
+            secret.size.to_string(),
+            secret.size.to_string(),
+            format!("com.docker.stack.namespace={stack}"),
+            format!("{SECRET_KEY_LABEL}={}", secret.key),
+            secret.name,
+            frame::report(Kind::Stack, &"secret"),
+            secret.name
+        ));
+    }
+    script
+}
+
+/// After a deploy: removes each version of the stack's secrets (made by `make_secrets`) that is
+/// not in `keep` and that no service of the stack names in its spec or its previous spec (kept
+/// for `docker service rollback`); one in use by a task is refused by the engine and stays. A
+/// `stack:pruned` frame and its name for each removed.
+pub fn prune_secrets(stack: &str, keep: &[&str]) -> Script {
+    let mut keep_words = Script::default();
+    for name in keep {
+        keep_words.push(&sh!(" {}", *name));
+    }
+    sh!(
+        "dsst_ids=$(docker service ls --quiet --filter {}) || exit 3\ndsst_keep=' '\nfor dsst_id in $dsst_ids; do\ndsst_used=$(docker service inspect --format {} \"$dsst_id\") || exit 3\ndsst_keep=\"$dsst_keep$dsst_used \"\ndone\nfor dsst_name in{}; do dsst_keep=\"$dsst_keep$dsst_name \"; done\ndsst_all=$(docker secret ls --filter {} --filter {} --format {}) || exit 3\nfor dsst_name in $dsst_all; do\ncase $dsst_keep in *\" $dsst_name \"*) continue ;; esac\nif docker secret rm -- \"$dsst_name\" >/dev/null 2>&1; then\n{}\nprintf '%s\\n' \"$dsst_name\"\nfi\ndone\n",
+        format!("label=com.docker.stack.namespace={stack}"),
+        "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}{{if .PreviousSpec}}{{range .PreviousSpec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}{{end}}",
+        keep_words,
+        format!("label=com.docker.stack.namespace={stack}"),
+        format!("label={SECRET_KEY_LABEL}"),
+        "{{.Name}}",
+        frame::report(Kind::Stack, &"pruned")
+    )
+}
+
+/// The names following each frame `what` of a reply (`secret`: made; `pruned`: removed).
+pub fn named(reply: &Reply, what: &str) -> Vec<String> {
+    reply
+        .sections
+        .iter()
+        .filter(|(f, _)| f.of(Kind::Stack) == Some(what))
+        .map(|(_, d)| String::from_utf8_lossy(d).trim().to_string())
+        .collect()
+}
+
+/// The deploy: the step's secrets made from stdin when missing, its environment from stdin, a
+/// survey of the stack as it was, then `docker stack deploy` (its output after a
+/// `stack:deploy` frame, `stack:deployed` once it succeeded). Exits with the deploy's status.
+pub fn deploy(
+    file: &str,
+    name: &str,
+    with_registry_auth: bool,
+    secrets: &[SecretToMake<'_>],
+) -> Script {
     let auth = if with_registry_auth {
         sh!(" --with-registry-auth")
     } else {
         Script::default()
     };
     sh!(
-        "{}{}{}\ndocker stack deploy --compose-file {}{} --detach=true -- {} 2>&1 || exit $?\n{}\n",
+        "{}{}{}{}\ndocker stack deploy --compose-file {}{} --detach=true -- {} 2>&1 || exit $?\n{}\n",
+        make_secrets(name, secrets),
         environment_from_stdin(),
         survey(name),
         frame::report(Kind::Stack, &"deploy"),
@@ -72,6 +142,31 @@ pub fn rollback(name: &str) -> Script {
         frame::report(Kind::Stack, &"kept"),
         frame::report(Kind::Stack, &"rollback")
     )
+}
+
+/// Whether the host's engine is an active swarm manager: prints its node state and whether
+/// it is a manager reachable for control (`active true` on one).
+pub fn manager_check() -> Script {
+    sh!(
+        "docker info --format {} 2>&1\n",
+        "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"
+    )
+}
+
+/// What `manager_check` printed: `Ok` on an active manager, else why the host is not one.
+pub fn judge_manager(status_ok: bool, printed: &str) -> Result<(), String> {
+    let printed = printed.trim();
+    if !status_ok {
+        let said = printed.lines().last().unwrap_or("no output");
+        return Err(format!("`docker info` failed: {said}"));
+    }
+    match printed.split_whitespace().collect::<Vec<_>>()[..] {
+        ["active", "true"] => Ok(()),
+        ["active", _] => Err("a swarm worker, not a manager".to_string()),
+        ["inactive", ..] => Err("in no swarm".to_string()),
+        [state, ..] => Err(format!("its swarm node state is `{state}`, not active")),
+        [] => Err("`docker info` printed nothing".to_string()),
+    }
 }
 
 /// A service as `docker service inspect` shows it: what convergence is judged on.
@@ -331,10 +426,108 @@ esac
         );
     }
 
+    /// A fake `docker` in a temporary directory first on PATH; its calls logged to `log`.
+    fn fake_docker(dir: &std::path::Path, body: &str) -> String {
+        let fake = dir.join("docker");
+        std::fs::write(&fake, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        format!(
+            "PATH={}:$PATH LOG={}\nexport PATH LOG\n",
+            dir.display(),
+            dir.join("log").display()
+        )
+    }
+
+    #[test]
+    fn secrets_are_made_from_exactly_their_bytes_of_stdin_only_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = fake_docker(
+            dir.path(),
+            r#"case "$1 $2" in
+"secret inspect") [ "$6" = p_old_1 ] ;;
+"secret create") printf '%s|' "$*" >>"$LOG"; cat >>"$LOG"; echo >>"$LOG" ;;
+"stack deploy") printf 'deploy A=%s\n' "$A" >>"$LOG" ;;
+*) ;;
+esac
+"#,
+        );
+        let secrets = [
+            SecretToMake {
+                name: "p_old_1",
+                key: "old",
+                size: 3,
+            },
+            SecretToMake {
+                name: "p_new_2",
+                key: "new",
+                size: 11,
+            },
+        ];
+        let framed = Framed::new(&deploy("/s.yml", "p", false, &secrets));
+        let script = format!("{setup}{}", framed.script());
+        let out = run_in_sh(&script, b"xyz$(x)\n-line2A=v\n");
+        assert_eq!(out.status, Some(0), "{out:?}");
+        assert_eq!(named(&framed.reply(&out.stdout), "secret"), vec!["p_new_2"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "secret create --label com.docker.stack.namespace=p --label dropship.secret=new -- p_new_2 -|$(x)\n-line2\ndeploy A=v\n"
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_the_current_versions_and_those_a_spec_or_previous_spec_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = fake_docker(
+            dir.path(),
+            r#"case "$1 $2" in
+"service ls") printf 'id1\n' ;;
+"service inspect") echo "p_k_used p_k_prev " ;;
+"secret ls") printf 'p_k_used\np_k_prev\np_k_now\np_k_old\np_k_busy\n' ;;
+"secret rm") echo "$4" >>"$LOG"; [ "$4" != p_k_busy ] ;;
+*) exit 1 ;;
+esac
+"#,
+        );
+        let framed = Framed::new(&prune_secrets("p", &["p_k_now"]));
+        let out = run_in_sh(&format!("{setup}{}", framed.script()), b"");
+        assert_eq!(out.status, Some(0), "{out:?}");
+        assert_eq!(named(&framed.reply(&out.stdout), "pruned"), vec!["p_k_old"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "p_k_old\np_k_busy\n"
+        );
+    }
+
+    #[test]
+    fn only_an_active_manager_is_usable() {
+        assert_eq!(judge_manager(true, "active true\n"), Ok(()));
+        for (printed, why) in [
+            ("active false", "a swarm worker, not a manager"),
+            ("inactive false", "in no swarm"),
+            (
+                "pending false",
+                "its swarm node state is `pending`, not active",
+            ),
+            ("", "`docker info` printed nothing"),
+        ] {
+            assert_eq!(
+                judge_manager(true, printed),
+                Err(why.to_string()),
+                "{printed}"
+            );
+        }
+        let failed = judge_manager(false, "x\npermission denied while trying to connect");
+        assert_eq!(
+            failed,
+            Err("`docker info` failed: permission denied while trying to connect".to_string())
+        );
+    }
+
     #[test]
     fn hostile_names_and_files_stay_one_word() {
         for bad in HOSTILE {
-            let script = deploy(bad, bad, true);
+            let script = deploy(bad, bad, true, &[]);
             assert!(
                 script
                     .as_str()

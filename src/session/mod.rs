@@ -18,6 +18,7 @@ mod sequence;
 mod stack;
 mod sudo_refusal;
 mod swarm;
+mod swarm_manager;
 mod view;
 
 use std::collections::{HashMap, HashSet};
@@ -110,6 +111,9 @@ pub struct HostSession<T: Connection> {
     locked: bool,
     /// This run holds the host's lock through another host of the run (see `shares_lock`).
     lock_shared: bool,
+    /// Not deployed to by this run, on purpose (a swarm manager other than the one used):
+    /// its steps are not recorded, its `note` says why.
+    set_aside: bool,
     /// The `on_change` handlers a file step that changed on this host notified in this run.
     notified: HashSet<usize>,
     result: HostResult,
@@ -125,43 +129,73 @@ pub async fn connect_all<C: Connector>(
     reporter: &dyn Reporter,
 ) -> Vec<HostSession<C::Conn>> {
     let gate = Semaphore::new(handshakes.max(1));
-    join_all(plan.hosts.iter().enumerate().map(|(index, hp)| {
+    join_all((0..plan.hosts.len()).map(|index| {
         let gate = &gate;
         async move {
-            let started = Instant::now();
             let connected = {
                 let _permit = gate.acquire().await;
-                connector.connect(&hp.connect).await
+                connect_host(connector, plan, index, reporter).await
             };
-            reporter.event(&Event::HostStarted {
-                host: &hp.host.name,
-            });
-            let mut session = HostSession {
-                index,
-                conn: None,
-                host_name: hp.host.name.clone(),
-                redactor: plan.redactor.clone(),
-                remote_files: HashMap::new(),
-                remote_trees: HashMap::new(),
-                compose: ComposeFlavor::Unknown,
-                compose_forced: hp.forced_compose(),
-                probed: false,
-                previous_release: None,
-                activated: false,
-                locked: false,
-                lock_shared: false,
-                notified: HashSet::new(),
-                result: HostResult::new(&hp.host.name, &hp.host.address),
-                started,
-            };
-            match connected {
-                Ok(conn) => session.conn = Some(conn),
-                Err(e) => session.fail(reporter, &e.to_string()),
+            let (mut session, connected) = connected;
+            if let Err(e) = connected {
+                session.fail(reporter, &e);
             }
             session
         }
     }))
     .await
+}
+
+/// Connects to host `index` of the plan; the session, and the connection's error when there
+/// is none (not recorded as the host's failure: the caller decides).
+pub async fn connect_host<C: Connector>(
+    connector: &C,
+    plan: &Plan,
+    index: usize,
+    reporter: &dyn Reporter,
+) -> (HostSession<C::Conn>, Result<(), String>) {
+    let started = Instant::now();
+    let connected = connector.connect(&plan.hosts[index].connect).await;
+    let mut session = unconnected(plan, index, reporter, started);
+    match connected {
+        Ok(conn) => {
+            session.conn = Some(conn);
+            (session, Ok(()))
+        }
+        Err(e) => (session, Err(e.to_string())),
+    }
+}
+
+/// A session for host `index` that is not connected (yet); the reporter hears it started.
+pub fn unconnected<T: Connection>(
+    plan: &Plan,
+    index: usize,
+    reporter: &dyn Reporter,
+    started: Instant,
+) -> HostSession<T> {
+    let hp = &plan.hosts[index];
+    reporter.event(&Event::HostStarted {
+        host: &hp.host.name,
+    });
+    HostSession {
+        index,
+        conn: None,
+        host_name: hp.host.name.clone(),
+        redactor: plan.redactor.clone(),
+        remote_files: HashMap::new(),
+        remote_trees: HashMap::new(),
+        compose: ComposeFlavor::Unknown,
+        compose_forced: hp.forced_compose(),
+        probed: false,
+        previous_release: None,
+        activated: false,
+        locked: false,
+        lock_shared: false,
+        set_aside: false,
+        notified: HashSet::new(),
+        result: HostResult::new(&hp.host.name, &hp.host.address),
+        started,
+    }
 }
 
 impl<T: Connection> HostSession<T> {
@@ -200,6 +234,16 @@ impl<T: Connection> HostSession<T> {
     /// earlier note.
     pub fn note(&mut self, text: &str) {
         self.result.note = Some(text.to_string());
+    }
+
+    /// This run leaves the host alone (`why` is its note): its connection, if any, is closed
+    /// now, and it runs no step, takes no lock and gets no audit line.
+    pub async fn set_aside(&mut self, why: &str) {
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+        }
+        self.set_aside = true;
+        self.note(why);
     }
 
     /// What the run did on this host so far.
@@ -310,7 +354,7 @@ impl<T: Connection> HostSession<T> {
         unlock: Option<&str>,
     ) {
         let steps = &ctx.plan.hosts[self.index].steps[range];
-        if steps.is_empty() {
+        if steps.is_empty() || self.set_aside {
             return;
         }
         if !self.is_connected() || self.failed() {

@@ -2,7 +2,9 @@
 //! was, then `docker stack deploy` with the step's environment on stdin) or, in a rollback,
 //! `docker service rollback` of each service; then one survey per poll round (one exec each,
 //! about a second apart) until every service has converged, been rolled back, or `timeout`
-//! ran out. The engine rolling a service back after a deploy fails the step, naming it.
+//! ran out. The engine rolling a service back after a deploy fails the step, naming it. The
+//! step's Docker secrets are made (when missing) in the deploy's exec, and after a deploy that
+//! did not fail the stack's versions no service names any more are removed (one more exec).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use super::sequence::Purpose;
 use super::{HostSession, RunContext, failure_text};
 use crate::plan::Become;
 use crate::remote::frame::Framed;
-use crate::remote::stack::{self, Service};
+use crate::remote::stack::{self, SecretToMake, Service};
 use crate::remote::stack_converge::{Change, Verdict, judge_all};
 use crate::report::Outcome;
 use crate::steps::Done;
@@ -33,17 +35,47 @@ impl<T: Connection> HostSession<T> {
             Purpose::Deploy => self.stack_deploy(step, become_as).await,
             Purpose::Rollback => self.stack_rollback(step, become_as).await,
         };
-        let (before, change, asked) = match started {
+        let started = match started {
             Ok(started) => started,
             Err(error) => return Done::new(Outcome::Failed, Some(error)),
         };
-        match self
-            .stack_converge(ctx, step, become_as, &before, change, &asked)
+        let done = match self
+            .stack_converge(
+                ctx,
+                step,
+                become_as,
+                &started.before,
+                started.change,
+                &started.asked,
+            )
             .await
         {
             Ok(done) => done,
-            Err(error) => Done::new(Outcome::Failed, Some(error)),
+            Err(error) => return Done::new(Outcome::Failed, Some(error)),
+        };
+        if purpose == Purpose::Rollback
+            || step.secrets.is_empty()
+            || done.outcome == Outcome::Failed
+        {
+            return done;
         }
+        let pruned = self.prune_secrets(step, become_as).await;
+        secrets_noted(done, &started.made, pruned)
+    }
+
+    /// Removes the stack's secret versions no service names any more; their names.
+    async fn prune_secrets(
+        &mut self,
+        step: &StackDeploy,
+        become_as: Option<&Become>,
+    ) -> Result<Vec<String>, String> {
+        let keep: Vec<&str> = step.secrets.iter().map(|s| s.name.as_str()).collect();
+        let request = Framed::new(&stack::prune_secrets(&step.name, &keep));
+        let out = self.exec_as(request.script(), &[], become_as).await?;
+        if !out.success() {
+            return Err(failure_text(&out, &self.redactor));
+        }
+        Ok(stack::named(&request.reply(&out.stdout), "pruned"))
     }
 
     /// `docker stack deploy`; the stack's services as they were before it.
@@ -51,14 +83,24 @@ impl<T: Connection> HostSession<T> {
         &mut self,
         step: &StackDeploy,
         become_as: Option<&Become>,
-    ) -> Result<(Vec<Service>, Change, Vec<String>), String> {
+    ) -> Result<Started, String> {
+        let secrets: Vec<SecretToMake<'_>> = step
+            .secrets
+            .iter()
+            .map(|s| SecretToMake {
+                name: &s.name,
+                key: &s.key,
+                size: s.value.expose().len(),
+            })
+            .collect();
         let request = Framed::new(&stack::deploy(
             &step.file,
             &step.name,
             step.with_registry_auth,
+            &secrets,
         ));
-        let env = step.env_lines();
-        let out = self.exec_as(request.script(), &[&env], become_as).await?;
+        let stdin = step.stdin();
+        let out = self.exec_as(request.script(), &[&stdin], become_as).await?;
         let reply = request.reply(&out.stdout);
         let (deployed, said) = stack::deploy_output(&reply);
         if !out.success() || !deployed {
@@ -75,7 +117,12 @@ impl<T: Connection> HostSession<T> {
             ));
         }
         let before = stack::parse_survey(&stack::before(&reply, "deploy"));
-        Ok((before, Change::Deploy, Vec::new()))
+        Ok(Started {
+            before,
+            change: Change::Deploy,
+            asked: Vec::new(),
+            made: stack::named(&reply, "secret"),
+        })
     }
 
     /// `docker service rollback` of each service that has a previous spec.
@@ -83,7 +130,7 @@ impl<T: Connection> HostSession<T> {
         &mut self,
         step: &StackDeploy,
         become_as: Option<&Become>,
-    ) -> Result<(Vec<Service>, Change, Vec<String>), String> {
+    ) -> Result<Started, String> {
         let request = Framed::new(&stack::rollback(&step.name));
         let out = self.exec_as(request.script(), &[], become_as).await?;
         let reply = request.reply(&out.stdout);
@@ -96,7 +143,12 @@ impl<T: Connection> HostSession<T> {
         }
         let before = stack::parse_survey(&stack::before(&reply, "rollback"));
         let (asked, _) = stack::rolled_back(&reply);
-        Ok((before, Change::Rollback, asked))
+        Ok(Started {
+            before,
+            change: Change::Rollback,
+            asked,
+            made: Vec::new(),
+        })
     }
 
     /// Polls until every service is settled or the step's timeout runs out; the step's
@@ -138,6 +190,48 @@ impl<T: Connection> HostSession<T> {
             }
         }
     }
+}
+
+/// What a deploy or rollback started from.
+struct Started {
+    /// The stack's services as they were before it.
+    before: Vec<Service>,
+    change: Change,
+    /// The services a rollback sent back.
+    asked: Vec<String>,
+    /// The Docker secrets the deploy made.
+    made: Vec<String>,
+}
+
+/// A converged deploy's result with the secrets it made and removed (changed when it did
+/// either); a failed removal is noted, not failed: the deploy itself went through.
+fn secrets_noted(done: Done, made: &[String], pruned: Result<Vec<String>, String>) -> Done {
+    let mut notes = Vec::new();
+    if !made.is_empty() {
+        notes.push(format!("secrets made: {}", made.join(", ")));
+    }
+    let mut changed = !made.is_empty();
+    match pruned {
+        Ok(pruned) if !pruned.is_empty() => {
+            changed = true;
+            notes.push(format!("old secrets removed: {}", pruned.join(", ")));
+        }
+        Ok(_) => {}
+        Err(why) => notes.push(format!("could not remove old secrets: {why}")),
+    }
+    if notes.is_empty() {
+        return done;
+    }
+    let detail = match done.detail {
+        Some(d) => format!("{d}; {}", notes.join("; ")),
+        None => notes.join("; "),
+    };
+    let outcome = if changed && done.outcome == Outcome::Ok {
+        Outcome::Changed
+    } else {
+        done.outcome
+    };
+    Done::new(outcome, Some(detail))
 }
 
 /// The step's result from every service's verdict: failed when one was rolled back by the

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::{Act, Done, Failure, HostView, Kind, ParseCx, PlanCx, Prepared, Templated};
@@ -17,7 +18,13 @@ use crate::transport::ExecOutput;
 /// How long the engine gets to converge when the step gives no `timeout`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// `stack = { file, name, with_registry_auth, timeout, env }`, as written.
+/// The most a Docker secret may hold (the engine's limit: 500 KiB).
+const SECRET_MAX_BYTES: usize = 500 * 1024;
+
+/// The longest object name the engine accepts for a secret.
+const SECRET_NAME_MAX: usize = 64;
+
+/// `stack = { file, name, with_registry_auth, timeout, env, secrets }`, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStack {
@@ -26,6 +33,7 @@ pub struct RawStack {
     with_registry_auth: Option<bool>,
     timeout: Option<Spanned<String>>,
     env: Option<IndexMap<String, Templated>>,
+    secrets: Option<IndexMap<String, Templated>>,
 }
 
 /// The step as written, validated.
@@ -36,6 +44,38 @@ pub struct Stack {
     with_registry_auth: bool,
     timeout: Duration,
     env: Vec<(String, Templated)>,
+    secrets: Vec<(String, Templated)>,
+}
+
+/// One of the step's `secrets`, rendered: a Docker secret whose name carries a digest of its
+/// value, so a new value is a new secret and the services using it are updated.
+#[derive(Clone)]
+pub struct VersionedSecret {
+    /// The key in `secrets` (`django_secret_key`).
+    pub key: String,
+    /// `<stack>_<key>_<first 12 hex digits of sha256(value)>`.
+    pub name: String,
+    pub value: Secret,
+}
+
+impl VersionedSecret {
+    fn new(stack: &str, key: &str, value: String) -> Self {
+        let digest = hex::encode(Sha256::digest(value.as_bytes()));
+        VersionedSecret {
+            key: key.to_string(),
+            name: format!("{stack}_{key}_{}", &digest[..12]),
+            value: Secret::new(value),
+        }
+    }
+
+    /// The variable that gives the stack file this secret's name: `SECRET_<KEY>_NAME`.
+    pub fn name_variable(&self) -> String {
+        secret_name_variable(&self.key)
+    }
+}
+
+fn secret_name_variable(key: &str) -> String {
+    format!("SECRET_{}_NAME", key.to_ascii_uppercase())
 }
 
 /// The step rendered for one host.
@@ -50,6 +90,8 @@ pub struct StackDeploy {
     pub timeout: Duration,
     /// The environment of `docker stack deploy` (the file's `${VAR}`s), sent on stdin.
     pub env: Vec<(String, Secret)>,
+    /// Docker secrets made (when missing) before the deploy, their values sent on stdin.
+    pub secrets: Vec<VersionedSecret>,
 }
 
 impl std::fmt::Debug for StackDeploy {
@@ -61,16 +103,28 @@ impl std::fmt::Debug for StackDeploy {
             .field("with_registry_auth", &self.with_registry_auth)
             .field("timeout", &self.timeout)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "secrets",
+                &self.secrets.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 impl StackDeploy {
-    /// The deploy script's stdin: one `KEY=VALUE` line per variable.
-    pub fn env_lines(&self) -> Vec<u8> {
+    /// The deploy script's stdin: each secret's value (exactly its bytes, in order), then one
+    /// `KEY=VALUE` line per variable, the secrets' `SECRET_<KEY>_NAME`s last.
+    pub fn stdin(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        for secret in &self.secrets {
+            out.extend_from_slice(secret.value.expose().as_bytes());
+        }
         for (key, value) in &self.env {
             out.extend_from_slice(format!("{key}={}\n", value.expose()).as_bytes());
+        }
+        for secret in &self.secrets {
+            let line = format!("{}={}\n", secret.name_variable(), secret.name);
+            out.extend_from_slice(line.as_bytes());
         }
         out
     }
@@ -84,6 +138,15 @@ pub fn valid_stack_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// A key of `secrets`: lowercase letters, digits and `_`, starting with a letter (it goes
+/// into the secret's name and, upper-cased, into a variable's).
+fn valid_secret_key(key: &str) -> bool {
+    key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// An environment variable's name: letters, digits and `_`, not starting with a digit.
@@ -125,12 +188,34 @@ impl Kind for Stack {
             }
             env.push((key, value));
         }
+        let mut secrets = Vec::new();
+        for (key, value) in raw.secrets.unwrap_or_default() {
+            if !valid_secret_key(&key) {
+                return Err(file
+                    .error_at(
+                        span.clone(),
+                        format!("bad secret name `{key}` in `secrets`"),
+                    )
+                    .with_hint("lowercase letters, digits and `_`, starting with a letter"));
+            }
+            let variable = secret_name_variable(&key);
+            if env.iter().any(|(k, _)| *k == variable) {
+                return Err(file
+                    .error_at(
+                        span.clone(),
+                        format!("`env` sets `{variable}`, which gives the stack file the name of secret `{key}`"),
+                    )
+                    .with_hint("rename that variable: dropship sets it"));
+            }
+            secrets.push((key, value));
+        }
         Ok(Stack {
             file: raw.file,
             name: raw.name,
             with_registry_auth: raw.with_registry_auth.unwrap_or(true),
             timeout,
             env,
+            secrets,
         })
     }
 
@@ -141,6 +226,7 @@ impl Kind for Stack {
     fn templated_fields(&self) -> Vec<&Templated> {
         let mut fields = vec![&self.file, &self.name];
         fields.extend(self.env.iter().map(|(_, v)| v));
+        fields.extend(self.secrets.iter().map(|(_, v)| v));
         fields
     }
 
@@ -179,21 +265,63 @@ impl Kind for Stack {
             }
             env.push((key.clone(), Secret::new(value)));
         }
+        let mut secrets = Vec::new();
+        for (key, field) in &self.secrets {
+            // Sent on stdin: rendered without being noted for the command line.
+            let value = cx.renderer.render_field(field, cx.ctx, cx.file)?;
+            if value.is_empty() || value.len() > SECRET_MAX_BYTES {
+                return Err(cx
+                    .file
+                    .error_at(
+                        field.span(),
+                        format!(
+                            "the secret `{key}` holds {} bytes (the value is not shown)",
+                            value.len()
+                        ),
+                    )
+                    .with_hint("a Docker secret holds 1 byte to 500 KiB"));
+            }
+            let secret = VersionedSecret::new(&name, key, value);
+            if secret.name.len() > SECRET_NAME_MAX {
+                return Err(cx
+                    .file
+                    .error_at(
+                        self.name.span(),
+                        format!(
+                            "the secret name `{}` is longer than the {SECRET_NAME_MAX} characters Docker allows",
+                            secret.name
+                        ),
+                    )
+                    .with_hint("shorten the stack's name or the secret's key"));
+            }
+            secrets.push(secret);
+        }
         Ok(StackDeploy {
             file,
             name,
             with_registry_auth: self.with_registry_auth,
             timeout: self.timeout,
             env,
+            secrets,
         })
     }
 }
 
 impl Act for StackDeploy {
     fn describe(&self) -> String {
-        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        let mut env: Vec<String> = self.env.iter().map(|(k, _)| k.clone()).collect();
+        env.extend(self.secrets.iter().map(VersionedSecret::name_variable));
+        let secrets = if self.secrets.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = self.secrets.iter().map(|s| s.name.as_str()).collect();
+            format!(
+                "docker secret create (when missing, value on stdin) {}; then ",
+                names.join(", ")
+            )
+        };
         format!(
-            "docker stack deploy -c {}{} {} (environment on stdin: {}), then wait up to {} for every service to converge; rollback: docker service rollback of each",
+            "{secrets}docker stack deploy -c {}{} {} (environment on stdin: {}), then wait up to {} for every service to converge{}; rollback: docker service rollback of each",
             self.file,
             if self.with_registry_auth {
                 " --with-registry-auth"
@@ -206,7 +334,12 @@ impl Act for StackDeploy {
             } else {
                 env.join(", ")
             },
-            humantime::format_duration(self.timeout)
+            humantime::format_duration(self.timeout),
+            if self.secrets.is_empty() {
+                ""
+            } else {
+                ", then remove this stack's older secret versions no service uses"
+            }
         )
     }
 
@@ -231,9 +364,23 @@ mod tests {
             assert!(!valid_stack_name(bad), "{bad:?}");
         }
         assert!(valid_env_name("DB_PASSWORD") && valid_env_name("_x1"));
+        assert!(valid_secret_key("django_secret_key") && valid_secret_key("k8"));
+        for bad in ["", "_x", "8k", "Key", "a-b", "a.b", "a b"] {
+            assert!(!valid_secret_key(bad), "{bad:?}");
+        }
         for bad in ["", "1A", "A-B", "A B", "A=B"] {
             assert!(!valid_env_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_secret_is_named_by_stack_key_and_a_digest_of_its_value() {
+        let v1 = VersionedSecret::new("pixel", "django_secret_key", "one".into());
+        let v2 = VersionedSecret::new("pixel", "django_secret_key", "two".into());
+        // sha256("one") = 7692c3ad3540bb80...
+        assert_eq!(v1.name, "pixel_django_secret_key_7692c3ad3540");
+        assert_ne!(v1.name, v2.name);
+        assert_eq!(v1.name_variable(), "SECRET_DJANGO_SECRET_KEY_NAME");
     }
 
     #[test]
@@ -247,9 +394,19 @@ mod tests {
                 ("A".into(), Secret::new("s3cr3t $(x)")),
                 ("B".into(), Secret::new("")),
             ],
+            secrets: vec![VersionedSecret::new(
+                "pixel",
+                "key",
+                "multi\nline s3cr3t".into(),
+            )],
         };
-        assert_eq!(step.env_lines(), b"A=s3cr3t $(x)\nB=\n");
+        let name = &step.secrets[0].name;
+        assert_eq!(
+            step.stdin(),
+            format!("multi\nline s3cr3tA=s3cr3t $(x)\nB=\nSECRET_KEY_NAME={name}\n").as_bytes()
+        );
         assert!(!format!("{step:?}").contains("s3cr3t"));
         assert!(!step.describe().contains("s3cr3t"));
+        assert!(step.describe().contains(name.as_str()));
     }
 }
