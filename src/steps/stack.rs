@@ -33,7 +33,7 @@ pub struct RawStack {
     with_registry_auth: Option<bool>,
     timeout: Option<Spanned<String>>,
     env: Option<IndexMap<String, Templated>>,
-    secrets: Option<IndexMap<String, Templated>>,
+    secrets: Option<IndexMap<Spanned<String>, Templated>>,
 }
 
 /// The step as written, validated.
@@ -189,11 +189,13 @@ impl Kind for Stack {
             env.push((key, value));
         }
         let mut secrets = Vec::new();
-        for (key, value) in raw.secrets.unwrap_or_default() {
+        for (spanned_key, value) in raw.secrets.unwrap_or_default() {
+            let key_span = spanned_key.span();
+            let key = spanned_key.into_inner();
             if !valid_secret_key(&key) {
                 return Err(file
                     .error_at(
-                        span.clone(),
+                        key_span,
                         format!("bad secret name `{key}` in `secrets`"),
                     )
                     .with_hint("lowercase letters, digits and `_`, starting with a letter"));
@@ -202,7 +204,7 @@ impl Kind for Stack {
             if env.iter().any(|(k, _)| *k == variable) {
                 return Err(file
                     .error_at(
-                        span.clone(),
+                        key_span,
                         format!("`env` sets `{variable}`, which gives the stack file the name of secret `{key}`"),
                     )
                     .with_hint("rename that variable: dropship sets it"));

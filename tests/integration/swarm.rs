@@ -302,12 +302,76 @@ fn bad_stack_keys_exit_2_at_the_key_before_any_connection() {
             "\"{{ 'x",
             "the value of `A` holds a line break (the value is not shown)",
         ),
+        (
+            r#"stack = { file = "/srv/stack.yml", name = "pixel", secrets = { Key = "v" } }"#,
+            "Key =",
+            "bad secret name `Key` in `secrets`",
+        ),
+        (
+            r#"stack = { file = "/srv/stack.yml", name = "pixel", secrets = { key = "{{ '' }}" } }"#,
+            "\"{{ '' }}\"",
+            "the secret `key` holds 0 bytes (the value is not shown)",
+        ),
+        (
+            r#"stack = { file = "/srv/stack.yml", name = "pixel", env = { SECRET_KEY_NAME = "x" }, secrets = { key = "v" } }"#,
+            "key = \"v\"",
+            "`env` sets `SECRET_KEY_NAME`, which gives the stack file the name of secret `key`",
+        ),
     ];
     for (i, (step, needle, message)) in cases.iter().enumerate() {
         let playbook = dir.path().join(format!("p{i}.toml"));
         std::fs::write(
             &playbook,
             format!("name = \"t\"\napp = \"t\"\nhosts = \"all\"\n\n[[steps]]\n{step}\n"),
+        )
+        .unwrap();
+        let run = dropship(
+            &[
+                "check",
+                "-i",
+                inventory.to_str().unwrap(),
+                playbook.to_str().unwrap(),
+            ],
+            None,
+        );
+        run.assert_code(2);
+        assert_error_at(&run, &location_of(&playbook, needle), message);
+        assert!(run.stderr.contains("\n  hint: "), "{}", run.all());
+    }
+}
+
+#[test]
+fn swarm_managers_naming_no_group_or_beside_hosts_exit_2_at_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        "[groups.managers]\n\n[hosts.m1]\naddress = \"127.0.0.1\"\ngroups = [\"managers\"]\nssh = { port = 9 }\n",
+    )
+    .unwrap();
+    let step = "[[steps]]\nstack = { file = \"/srv/stack.yml\", name = \"pixel\" }\n";
+    let cases = [
+        (
+            "[swarm]\nmanagers = \"managerz\"\n",
+            "\"managerz\"",
+            "[swarm] managers: ",
+        ),
+        (
+            "hosts = \"managers\"\n\n[swarm]\nmanagers = \"managers\"\n",
+            "\"managers\"\n\n",
+            "`hosts` and `[swarm] managers` both say where to deploy",
+        ),
+        (
+            "[swarm]\nmanagers = \" , \"\n",
+            "\" , \"",
+            "`managers` names no host",
+        ),
+    ];
+    for (i, (head, needle, message)) in cases.iter().enumerate() {
+        let playbook = dir.path().join(format!("p{i}.toml"));
+        std::fs::write(
+            &playbook,
+            format!("name = \"t\"\napp = \"t\"\n{head}\n{step}"),
         )
         .unwrap();
         let run = dropship(
