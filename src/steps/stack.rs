@@ -194,10 +194,7 @@ impl Kind for Stack {
             let key = spanned_key.into_inner();
             if !valid_secret_key(&key) {
                 return Err(file
-                    .error_at(
-                        key_span,
-                        format!("bad secret name `{key}` in `secrets`"),
-                    )
+                    .error_at(key_span, format!("bad secret name `{key}` in `secrets`"))
                     .with_hint("lowercase letters, digits and `_`, starting with a letter"));
             }
             let variable = secret_name_variable(&key);

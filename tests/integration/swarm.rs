@@ -5,6 +5,9 @@
 //! The swarm is initialised only when the engine is in none and left as it was found; swarm
 //! tests of concurrent runs take turns through a lock file under /tmp.
 
+mod managers;
+mod secrets;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -68,6 +71,16 @@ impl Swarm {
 impl Drop for Swarm {
     fn drop(&mut self) {
         let _ = docker(&["stack", "rm", &self.stack]);
+        // `stack rm` leaves the secrets its tasks still used then: gone once the tasks are.
+        let label = format!("label=com.docker.stack.namespace={}", self.stack);
+        for _ in 0..30 {
+            let (_, names) = docker(&["secret", "ls", "--quiet", "--filter", &label]);
+            let names: Vec<&str> = names.split_whitespace().collect();
+            if names.is_empty() || docker(&[&["secret", "rm"][..], &names].concat()).0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
         if self.initialised {
             let _ = docker(&["swarm", "leave", "--force"]);
         }

@@ -1,0 +1,148 @@
+//! Versioned Docker secrets of a `stack` step on a real single-node swarm: made from the value
+//! on stdin, seen by the service at /run/secrets/, a new value a new secret the service is
+//! updated to, the old version kept while a previous spec names it, then removed; no value on
+//! any command line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{PLAYBOOK, STEP, Swarm, detail, docker};
+use crate::harness::{Flavor, LocalFleet, all_cmdlines};
+
+fn fingerprint(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))[..12].to_string()
+}
+
+/// The stack's secrets, by name, sorted.
+fn secrets_of(stack: &str) -> Vec<String> {
+    let label = format!("label=com.docker.stack.namespace={stack}");
+    let (ok, names) = docker(&["secret", "ls", "--filter", &label, "--format", "{{.Name}}"]);
+    assert!(ok, "{names}");
+    let mut names: Vec<String> = names.lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+/// Waits up to 60 s until every running container of `service` reads a secret file whose
+/// sha256 starts with `expected`.
+fn assert_containers_read(service: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, ids) = docker(&[
+            "ps",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+            "--format",
+            "{{.ID}}",
+        ]);
+        assert!(ok, "{ids}");
+        let seen: Vec<String> = ids
+            .lines()
+            .map(|id| {
+                docker(&[
+                    "exec",
+                    id,
+                    "python3",
+                    "-c",
+                    "import hashlib; print(hashlib.sha256(open('/run/secrets/django_secret_key','rb').read()).hexdigest()[:12])",
+                ])
+                .1
+                .trim()
+                .to_string()
+            })
+            .collect();
+        if !seen.is_empty() && seen.iter().all(|s| s == expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service}'s containers read {seen:?}, not {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "changes the shared engine's swarm state: run alone with `--ignored swarm::`"]
+fn a_rotated_secret_becomes_a_new_docker_secret_and_the_unused_old_one_is_removed() {
+    let fleet = LocalFleet::start("swarm-secrets", 1, Flavor::V2);
+    let host = fleet.host(1);
+    let stack = format!("pixel-{host}");
+    let service = format!("{stack}_web");
+    let _swarm = Swarm::join(&stack);
+    let first = fleet
+        .secret("django_secret_key")
+        .trim_end_matches('\n')
+        .to_string();
+    let pwned = format!("/tmp/dropship-swarm-pwned-{}", std::process::id());
+    let rotated = format!("rotated {} $(touch {pwned})", fingerprint(&first));
+    let name = |value: &str| format!("{stack}_django_secret_key_{}", fingerprint(value));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let stop = stop.clone();
+        let needles = [first.clone(), rotated.clone()];
+        std::thread::spawn(move || {
+            let mut leaks = Vec::new();
+            let mut seen_deploy = false;
+            while !stop.load(Ordering::Relaxed) {
+                for (pid, cmdline) in all_cmdlines() {
+                    seen_deploy |= cmdline.contains("docker stack deploy");
+                    if needles.iter().any(|n| cmdline.contains(n.as_str())) {
+                        leaks.push((pid, cmdline));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (leaks, seen_deploy)
+        })
+    };
+
+    // v1: the secret made under its versioned name, read by both replicas.
+    let run = fleet.deploy(PLAYBOOK, &["--var", "version=A"]);
+    run.assert_code(0);
+    run.assert_outcome(&host, STEP, "changed");
+    assert!(
+        detail(&run, &host, STEP).contains(&format!("secrets made: {}", name(&first))),
+        "{}",
+        run.all()
+    );
+    assert_eq!(secrets_of(&stack), vec![name(&first)]);
+    assert_containers_read(&service, &fingerprint(&first));
+
+    // Rotation: a new secret, the service updated to it; the old one stays while the
+    // service's previous spec (what `docker service rollback` goes back to) names it.
+    fleet.set_secret("django_secret_key", &rotated);
+    let run = fleet.deploy(PLAYBOOK, &["--var", "version=A"]);
+    run.assert_code(0);
+    run.assert_outcome(&host, STEP, "changed");
+    assert!(
+        detail(&run, &host, STEP).contains(&format!("{service}: updated")),
+        "{}",
+        run.all()
+    );
+    assert_containers_read(&service, &fingerprint(&rotated));
+    let mut both = vec![name(&first), name(&rotated)];
+    both.sort();
+    assert_eq!(secrets_of(&stack), both);
+
+    // The next deploy leaves no spec naming the first: it is removed.
+    let run = fleet.deploy(PLAYBOOK, &["--var", "version=B"]);
+    run.assert_code(0);
+    assert!(
+        detail(&run, &host, STEP).contains(&format!("old secrets removed: {}", name(&first))),
+        "{}",
+        run.all()
+    );
+    assert_eq!(secrets_of(&stack), vec![name(&rotated)]);
+    assert_containers_read(&service, &fingerprint(&rotated));
+    assert!(!std::path::Path::new(&pwned).exists());
+
+    stop.store(true, Ordering::Relaxed);
+    let (leaks, seen_deploy) = watch.join().unwrap();
+    assert!(seen_deploy, "the watch never saw `docker stack deploy` run");
+    assert!(leaks.is_empty(), "a secret on a command line: {leaks:?}");
+}
