@@ -65,11 +65,13 @@ struct Stops {
 enum Reach {
     /// Every host, at once.
     Every,
-    /// A swarm playbook's deploy or rollback: the first usable manager (`swarm`).
+    /// A swarm playbook's deploy or rollback (or its dry run): the first usable manager
+    /// (`swarm`).
     OneManager,
 }
 
 impl Reach {
+    /// What a deploy or rollback of `plan` reaches.
     fn changing(plan: &Plan) -> Reach {
         if plan.swarm {
             Reach::OneManager
@@ -198,7 +200,8 @@ pub async fn preview<C: Connector>(
     exec: ExecOptions,
     cancel: Cancel,
 ) -> Vec<HostPreview> {
-    let (_, ctx, mut sessions) = open(connector, plan, exec, Reach::Every, &Silent, cancel).await;
+    let reach = Reach::changing(plan);
+    let (_, ctx, mut sessions) = open(connector, plan, exec, reach, &Silent, cancel).await;
     let previews = join_all(sessions.iter_mut().map(|s| s.preview(&ctx, look))).await;
     join_all(sessions.into_iter().map(|s| s.finish(&Silent))).await;
     previews

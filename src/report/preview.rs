@@ -63,6 +63,9 @@ pub struct HostPreview {
     /// With `[release]`: the release (`current`) the new release's files were compared with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compared_with: Option<String>,
+    /// Why the run would leave the host alone (a swarm manager other than the one used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub steps: Vec<StepPreview>,
 }
 
@@ -73,6 +76,7 @@ impl HostPreview {
             error: None,
             rollback_to: None,
             compared_with: None,
+            note: None,
             steps: Vec::new(),
         }
     }
@@ -127,6 +131,10 @@ impl DryRun {
                 out.push_str(&format!("  FAILED: {}\n", indent_rest(error, "    ")));
                 continue;
             }
+            if let Some(note) = &host.note {
+                out.push_str(&format!("  left alone: {note}\n"));
+                continue;
+            }
             if let Some(to) = &host.rollback_to {
                 out.push_str(&format!("  would roll back: current → {to}\n"));
             }
@@ -157,11 +165,16 @@ impl DryRun {
 
     pub fn summary(&self) -> String {
         let failed = self.hosts.iter().filter(|h| h.error.is_some()).count();
+        let aside = self
+            .hosts
+            .iter()
+            .filter(|h| h.error.is_none() && h.note.is_some())
+            .count();
         let mut line = format!(
             "dry run: {} file(s) would change, {} command(s) would run on {} host(s); nothing was changed",
             self.files_changing,
             self.commands_running,
-            self.hosts.len() - failed
+            self.hosts.len() - failed - aside
         );
         if failed > 0 {
             line.push_str(&format!("; {failed} host(s) could not be looked at"));

@@ -60,6 +60,10 @@ impl<T: Connection> HostSession<T> {
     /// Looks at the host (within the fork cap) and says what `look` would do there.
     pub async fn preview(&mut self, ctx: &RunContext<'_>, look: Look<'_>) -> HostPreview {
         let mut preview = HostPreview::new(&self.host_name);
+        if self.set_aside && self.result.error.is_none() {
+            preview.note = self.result.note.clone();
+            return preview;
+        }
         if let Err(error) = self.look(ctx, look, &mut preview).await {
             preview.error = Some(ctx.plan.redactor.redact(&error));
             preview.steps.clear();

@@ -122,6 +122,16 @@ fn a_swarm_run_skips_hosts_in_no_swarm_and_workers_and_deploys_on_the_first_mana
         "active true",
         "active true",
     ]);
+    // A dry run looks at the manager it would use only.
+    let dry = fleet.deploy(&playbook, &["--dry-run"]);
+    dry.assert_code(0);
+    assert!(
+        dry.stdout.contains("h2\n  left alone: skipped: a swarm worker, not a manager\nh3\n  - deploy stack: would run: ")
+            && dry.stdout.contains("h4\n  left alone: not used: the swarm is deployed through h3\n")
+            && dry.stdout.contains("would run on 1 host(s)"),
+        "{}",
+        dry.all()
+    );
     let run = fleet.deploy(&playbook, &[]);
     run.assert_code(0);
     // `once` does not keep the step from the third host: there it is the first to deploy.
@@ -137,9 +147,12 @@ fn a_swarm_run_skips_hosts_in_no_swarm_and_workers_and_deploys_on_the_first_mana
         run.all()
     );
     for host in ["h1", "h2"] {
+        // Asked once by the dry run, once by the deploy: nothing else.
         let commands = fleet.host(host).docker_commands();
-        assert_eq!(commands.len(), 1, "{host}: {commands:?}");
-        assert!(commands[0].starts_with("info --format"), "{commands:?}");
+        assert!(
+            commands.len() == 2 && commands.iter().all(|c| c.starts_with("info --format")),
+            "{host}: {commands:?}"
+        );
     }
     assert!(
         fleet
