@@ -5,6 +5,8 @@
 //! The swarm is initialised only when the engine is in none and left as it was found; swarm
 //! tests of concurrent runs take turns through a lock file under /tmp.
 
+mod example;
+mod init;
 mod managers;
 mod secrets;
 
@@ -20,9 +22,6 @@ use sha2::{Digest, Sha256};
 use crate::harness::{
     Flavor, LocalFleet, Run, all_cmdlines, assert_error_at, dropship, location_of,
 };
-
-mod example;
-mod init;
 
 const PLAYBOOK: &str = "swarm.toml";
 const STEP: &str = "deploy stack";
