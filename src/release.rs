@@ -93,6 +93,64 @@ fn not_before_epoch(now: std::time::SystemTime) -> std::time::SystemTime {
     now.max(std::time::UNIX_EPOCH)
 }
 
+/// What a release records of itself at activation (`remote::release::activate`) and
+/// `dropship releases` shows beside it: the deploy's `version` variable, else the image
+/// references of the release's compose files, as one line of printable ASCII (anything else
+/// escaped as `\xNN`, a backslash as `\\`), at most `VERSION_MAX` bytes: a hostile value cannot
+/// forge a line of the listing or send escape codes to a terminal.
+pub const VERSION_MAX: usize = 200;
+
+pub fn version_line(version: Option<&str>, compose_files: &[&[u8]]) -> Option<String> {
+    let text = match version.filter(|v| !v.trim().is_empty()) {
+        Some(version) => format!("version {version}"),
+        None => {
+            let mut images: Vec<String> = Vec::new();
+            for file in compose_files {
+                for image in image_references(&String::from_utf8_lossy(file)) {
+                    if !images.contains(&image) {
+                        images.push(image);
+                    }
+                }
+            }
+            if images.is_empty() {
+                return None;
+            }
+            format!("images {}", images.join(" "))
+        }
+    };
+    let mut line = String::new();
+    for c in text.chars() {
+        let escaped = match c {
+            '\\' => "\\\\".to_string(),
+            ' '..='~' => c.to_string(),
+            _ => {
+                let mut buf = [0; 4];
+                c.encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("\\x{b:02x}"))
+                    .collect()
+            }
+        };
+        if line.len() + escaped.len() > VERSION_MAX {
+            break;
+        }
+        line.push_str(&escaped);
+    }
+    Some(line)
+}
+
+/// The values of a compose file's `image:` keys, read line by line (quotes removed).
+fn image_references(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.trim_start().strip_prefix("image:"))
+        .map(|value| {
+            let value = value.split(" #").next().unwrap_or("").trim();
+            value.trim_matches(|c| c == '"' || c == '\'').to_string()
+        })
+        .filter(|value| !value.is_empty())
+        .collect()
+}
+
 /// Whether `text` has the form of a release id (`20261122T175512.042Z-3f9a1c2e`). Names read
 /// back from a host (directories under `releases/`, the `current` link) are data: anything
 /// else there is ignored, never pasted into a script or taken as a rollback target.
@@ -115,6 +173,27 @@ pub fn is_release_id(text: &str) -> bool {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_version_line_is_the_version_variable_else_the_images_and_always_one_printable_line() {
+        let compose = b"services:\n  web:\n    image: \"reg/app:B\"  # the app\n  db:\n    image: postgres:15\n  other:\n    image: reg/app:B\n";
+        assert_eq!(
+            version_line(None, &[compose]).as_deref(),
+            Some("images reg/app:B postgres:15")
+        );
+        assert_eq!(
+            version_line(Some("B"), &[compose]).as_deref(),
+            Some("version B")
+        );
+        assert_eq!(version_line(Some(""), &[b"services: {}\n"]), None);
+        let hostile = version_line(Some("1\n* 2026 (current)\x1b[2J\\ é"), &[]).unwrap();
+        assert_eq!(
+            hostile,
+            "version 1\\x0a* 2026 (current)\\x1b[2J\\\\ \\xc3\\xa9"
+        );
+        let long = version_line(Some(&"x".repeat(500)), &[]).unwrap();
+        assert_eq!(long.len(), VERSION_MAX);
+    }
 
     #[test]
     fn a_dir_is_through_current_when_it_is_the_link_or_below_it_as_paths() {

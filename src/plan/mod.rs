@@ -266,7 +266,16 @@ pub fn build(
         command_lines.push(planned.command_line);
         let mut steps = planned.steps;
         let post_activate = match (&site, &release_id) {
-            (Some(site), Some(id)) => render::insert_activation(&mut steps, site, id),
+            (Some(site), Some(id)) => {
+                let at = render::insert_activation(&mut steps, site, id);
+                let version = release_version(&ctx, &guard, &steps, &site.dir(id));
+                if let Some(Action::Activate(activation)) =
+                    steps.get_mut(at - 1).map(|s| &mut s.action)
+                {
+                    activation.version = version;
+                }
+                at
+            }
             _ => 0,
         };
         if let (Some(site), Some(config)) = (&site, &playbook.release) {
@@ -317,6 +326,38 @@ pub fn build(
         swarm: playbook.swarm,
         redactor,
     })
+}
+
+/// What the new release records of itself (`release::version_line`): the `version` variable
+/// (unless it holds secret content), else the images of the compose files placed in it.
+fn release_version(
+    ctx: &minijinja::Value,
+    guard: &Redactor,
+    steps: &[PlannedStep],
+    release_dir: &str,
+) -> Option<String> {
+    let version = ctx
+        .get_attr("version")
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_none())
+        .map(|v| v.to_string())
+        .filter(|v| guard.redact(v) == *v);
+    let prefix = format!("{release_dir}/");
+    let compose_files: Vec<&[u8]> = steps
+        .iter()
+        .flat_map(|s| s.action.uploads())
+        .filter(|u| {
+            u.dest.strip_prefix(&prefix).is_some_and(|rel| {
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                matches!(
+                    name,
+                    "compose.yaml" | "compose.yml" | "docker-compose.yml" | "docker-compose.yaml"
+                )
+            })
+        })
+        .map(|u| &u.content[..])
+        .collect();
+    release::version_line(version.as_deref(), &compose_files)
 }
 
 /// The targeted hosts with where each keeps releases and its lock, without rendering any step

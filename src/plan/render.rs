@@ -278,6 +278,7 @@ pub(super) fn insert_activation(
             Action::Activate(Activation {
                 site: site.clone(),
                 id: id.to_string(),
+                version: None,
             }),
         ),
     );

@@ -9,6 +9,7 @@ pub mod blue_green;
 pub mod compose;
 pub mod compose_build;
 pub mod compose_command;
+pub mod compose_preview;
 pub mod diagnose;
 pub mod driver;
 pub mod ensure;

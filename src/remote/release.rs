@@ -36,16 +36,26 @@ const FAILED_MARK: &str = ".dropship-failed";
 /// clears a failed mark `id` may carry (it is chosen again), and prints `previous=<id>` (empty
 /// when there was none). Nothing is pruned here: `prune` runs once the host's steps succeeded.
 pub fn activate(site: &ReleaseSite, id: &str) -> String {
-    switch(site, id, None)
+    switch(site, id, None, None)
+}
+
+/// Where a release keeps its `release::version_line`, written at activation.
+const VERSION_FILE: &str = ".dropship-version";
+
+/// `activate` for a deploy's new release, recording `version` (a `release::version_line`:
+/// one printable line) in it first, in the same round trip. A release that cannot take the
+/// file is activated all the same.
+pub fn activate_recording(site: &ReleaseSite, id: &str, version: Option<&str>) -> String {
+    switch(site, id, None, version)
 }
 
 /// Puts a host of a failed batch back on `to` like `activate`, and marks `failed` (the release
 /// this run activated there) as failed, in the same round trip.
 pub fn undo(site: &ReleaseSite, to: &str, failed: &str) -> String {
-    switch(site, to, Some(failed))
+    switch(site, to, Some(failed), None)
 }
 
-fn switch(site: &ReleaseSite, id: &str, failed: Option<&str>) -> String {
+fn switch(site: &ReleaseSite, id: &str, failed: Option<&str>, version: Option<&str>) -> String {
     let link = format!("releases/{id}");
     let mark = match failed.filter(|f| is_release_id(f) && *f != id) {
         Some(failed) => sh!(
@@ -55,14 +65,23 @@ fn switch(site: &ReleaseSite, id: &str, failed: Option<&str>) -> String {
         ),
         None => sh!(""),
     };
+    let record = match version {
+        Some(line) => sh!(
+            "{{ printf '%s\\n' {} > {}; }} 2>/dev/null || true; ",
+            line,
+            format!("{link}/{VERSION_FILE}")
+        ),
+        None => sh!(""),
+    };
     sh!(
         "set -e; cd -- {}; test -d {} || {{ printf 'release %s is not on this host\\n' {} >&2; exit 1; }}; \
-         prev=$(readlink current 2>/dev/null || true); prev=${prev#releases/}; rm -f -- {}; \
+         {}prev=$(readlink current 2>/dev/null || true); prev=${prev#releases/}; rm -f -- {}; \
          ln -sfn -- {} .current.dropship && mv -Tf -- .current.dropship current; \
          {}printf 'previous=%s\\n' \"$prev\"",
         site.root,
         link,
         id,
+        record,
         format!("{link}/{FAILED_MARK}"),
         link,
         mark
@@ -144,16 +163,22 @@ pub fn show(site: Option<&ReleaseSite>, state: &StateDir) -> Script {
     )
 }
 
-/// Human-readable release list: one line per release, oldest first, `*` on the current one.
+/// Human-readable release list: one line per release, oldest first, `*` on the current one,
+/// each with what it recorded at activation (`VERSION_FILE`: its first line, printable
+/// characters only however it was written).
 fn human_list(site: &ReleaseSite) -> Script {
     sh!(
         "if cd -- {} 2>/dev/null && [ -d releases ]; then {}; for r in \"$@\"; do r=${r#releases/}; \
          if [ -e \"releases/$r\"/{} ]; then f=' (failed)'; else f=; fi; \
-         if [ \"$r\" = \"$cur\" ]; then printf '* %s (current)%s\\n' \"$r\" \"$f\"; else printf '  %s%s\\n' \"$r\" \"$f\"; fi; done; \
+         v=; if [ -f \"releases/$r\"/{} ]; then v=$(head -n 1 -- \"releases/$r\"/{} | head -c {} | LC_ALL=C tr -cd '\\040-\\176'); fi; [ -z \"$v\" ] || v=\"  $v\"; \
+         if [ \"$r\" = \"$cur\" ]; then printf '* %s (current)%s%s\\n' \"$r\" \"$f\" \"$v\"; else printf '  %s%s%s\\n' \"$r\" \"$f\" \"$v\"; fi; done; \
          else echo '(no releases yet)'; fi",
         site.root,
         scan(),
-        FAILED_MARK
+        FAILED_MARK,
+        VERSION_FILE,
+        VERSION_FILE,
+        crate::release::VERSION_MAX.to_string()
     )
 }
 

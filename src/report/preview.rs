@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+pub use crate::remote::compose_preview::ServicePreview;
+
 use super::{Event, Reporter, RunReport};
 
 /// What a step would do on a host.
@@ -49,6 +51,9 @@ pub struct StepPreview {
     pub note: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FilePreview>,
+    /// A compose `up` step: what it would do to each service.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServicePreview>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +162,20 @@ impl DryRun {
                 out.push('\n');
                 for file in step.files.iter().filter(|f| f.change != "unchanged") {
                     file_text(file, &mut out);
+                }
+                for service in &step.services {
+                    let would = match service.would_be {
+                        "unchanged" => "unchanged",
+                        "unknown" => "may be recreated",
+                        "created" => "would be created",
+                        "removed" => "would be removed",
+                        _ => "would be recreated",
+                    };
+                    out.push_str(&format!("      {}: {would}", service.service));
+                    if let Some(why) = &service.why {
+                        out.push_str(&format!(" ({why})"));
+                    }
+                    out.push('\n');
                 }
             }
         }

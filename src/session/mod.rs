@@ -6,6 +6,7 @@
 
 mod blue_green;
 mod cancel;
+mod compose_preview;
 mod diagnose;
 mod gate;
 mod health;

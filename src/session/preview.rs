@@ -32,14 +32,14 @@ pub enum Look<'a> {
 /// With `[release]`: where the files of the release this run would create are compared. The
 /// new release's directory does not exist yet, so every file there would look new; the same
 /// path in `current` is what the release would replace.
-struct Compared {
+pub(super) struct Compared {
     new_dir: String,
     current_dir: String,
 }
 
 impl Compared {
     /// The path `dest` is compared with: in `current` when it is in the new release.
-    fn path<'a>(&self, dest: &'a str) -> std::borrow::Cow<'a, str> {
+    pub(super) fn path<'a>(&self, dest: &'a str) -> std::borrow::Cow<'a, str> {
         match dest.strip_prefix(&self.new_dir) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => {
                 format!("{}{rest}", self.current_dir).into()
@@ -107,6 +107,12 @@ impl<T: Connection> HostSession<T> {
         }
         let found = self.read_back(ctx, steps, compared.as_ref()).await?;
         preview.steps = self.judge_steps(ctx, steps, &found);
+        // A rollback's `up` runs on the files of a release already on the host, which the
+        // look below does not read: its note stays the general one.
+        if matches!(look, Look::Deploy) {
+            self.preview_compose(ctx, steps, &mut preview.steps, compared.as_ref())
+                .await;
+        }
         Ok(())
     }
 
@@ -236,6 +242,7 @@ impl<T: Connection> HostSession<T> {
                     describe: redact(&step.action.describe()),
                     note: None,
                     files: Vec::new(),
+                    services: Vec::new(),
                 };
                 match &step.action {
                     Action::Skip { .. } => preview.would = Would::Skip,

@@ -23,6 +23,8 @@ pub struct Activate;
 pub struct Activation {
     pub site: ReleaseSite,
     pub id: String,
+    /// What the release records of itself (`release::version_line`), set by the plan.
+    pub version: Option<String>,
 }
 
 impl Kind for Activate {
@@ -52,6 +54,7 @@ impl Kind for Activate {
             Some((site, id)) => Ok(Activation {
                 site: site.clone(),
                 id: id.to_string(),
+                version: None,
             }),
             None => Err(cx
                 .step_error("`activate` needs a `[release]` section", "activate")
@@ -67,7 +70,7 @@ impl Act for Activation {
 
     fn prepare(&self, _host: &HostView<'_>, label: &str, _tag: usize) -> Prepared {
         Prepared::Remote(Segment::isolated(
-            &release::activate(&self.site, &self.id),
+            &release::activate_recording(&self.site, &self.id, self.version.as_deref()),
             label,
         ))
     }
