@@ -21,6 +21,27 @@ fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
     EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("warn"))
 }
 
+/// Every host of a run holds a socket until the run ends (its lock is held until then), so the
+/// usual soft limit of 1,024 open files would cap a run near 1,000 hosts. The hard limit is
+/// what the administrator allows; raise the soft one to it, as servers do. Failure is not an
+/// error: a host that then finds no descriptor says so (with the `ulimit -n` hint).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("cannot raise the open files limit");
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -31,6 +52,7 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none(),
         )
         .init();
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,7 +73,34 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{log_filter, raise_open_files_limit};
+
+    #[test]
+    fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
+        let read = || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit only writes the struct passed by reference.
+            assert_eq!(
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+                0
+            );
+            limit
+        };
+        let before = read();
+        let lowered = libc::rlimit {
+            rlim_cur: before.rlim_max.min(256),
+            rlim_max: before.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct; lowering the soft limit is always allowed.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        raise_open_files_limit();
+        let after = read();
+        assert_eq!(after.rlim_cur, before.rlim_max);
+        assert_eq!(after.rlim_max, before.rlim_max);
+    }
 
     #[test]
     fn a_bare_level_is_dropships_own_and_trace_shows_everything() {

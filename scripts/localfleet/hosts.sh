@@ -274,19 +274,27 @@ start() {
     fi
 
     if [ "${FLEET_SSH_CHECK:-1}" = 1 ]; then
-        local pids=() failed=0 p
-        for k in $(seq 1 "$n"); do
-            ssh_to "$k" true </dev/null >/dev/null 2>"$HOSTS_DIR/$NAME-$k/ssh-check.err" &
-            pids+=($!)
-        done
-        k=0
-        for p in "${pids[@]}"; do
-            k=$((k + 1))
-            if ! wait "$p"; then
-                failed=1
-                warn "$NAME-$k: ssh check failed: $(cat "$HOSTS_DIR/$NAME-$k/ssh-check.err")"
-            fi
-            rm -f "$HOSTS_DIR/$NAME-$k/ssh-check.err"
+        # In waves: thousands of handshakes at once time out in the banner exchange on a small
+        # machine (and bash forgets the status of the oldest of that many finished children).
+        local pids=() failed=0 p first=1 last wave=${FLEET_SSH_CHECK_WAVE:-100}
+        while [ "$first" -le "$n" ]; do
+            last=$((first + wave - 1))
+            [ "$last" -le "$n" ] || last=$n
+            pids=()
+            for k in $(seq "$first" "$last"); do
+                ssh_to "$k" true </dev/null >/dev/null 2>"$HOSTS_DIR/$NAME-$k/ssh-check.err" &
+                pids+=($!)
+            done
+            k=$((first - 1))
+            for p in "${pids[@]}"; do
+                k=$((k + 1))
+                if ! wait "$p"; then
+                    failed=1
+                    warn "$NAME-$k: ssh check failed: $(cat "$HOSTS_DIR/$NAME-$k/ssh-check.err")"
+                fi
+                rm -f "$HOSTS_DIR/$NAME-$k/ssh-check.err"
+            done
+            first=$((last + 1))
         done
         [ "$failed" = 0 ] || die "ssh into some hosts failed"
         log "ssh check: all $n host(s) accept $KEY with strict host key checking"

@@ -462,6 +462,24 @@ fn dropped(e: &std::io::Error) -> bool {
 
 fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
+    match e.raw_os_error() {
+        // Every host of a run holds a socket until the end: a big fleet can exhaust dropship's
+        // own descriptors (its soft limit is raised to the hard one at start, not past it).
+        Some(libc::EMFILE) => {
+            return format!(
+                "dropship has no file descriptor left for this host's socket ({e}); \
+                 each host of a run holds one: raise the hard limit (`ulimit -Hn`, \
+                 LimitNOFILE=, /etc/security/limits.conf) or deploy fewer hosts at once"
+            );
+        }
+        Some(libc::ENFILE) => {
+            return format!(
+                "the system has no file descriptor left for this host's socket ({e}); \
+                 raise fs.file-max or deploy fewer hosts at once"
+            );
+        }
+        _ => {}
+    }
     match e.kind() {
         ConnectionRefused => "connection refused".into(),
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
@@ -491,5 +509,27 @@ fn handshake_error(spec: &ConnectSpec, e: HandlerError) -> Failure {
             "handshake with {}:{} failed: {e}",
             spec.address, spec.port
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::io_reason;
+
+    #[test]
+    fn running_out_of_descriptors_says_which_limit_to_raise() {
+        let ours = io_reason(&std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(
+            ours.contains("dropship has no file descriptor left"),
+            "{ours}"
+        );
+        assert!(ours.contains("ulimit -Hn"), "{ours}");
+        let system = io_reason(&std::io::Error::from_raw_os_error(libc::ENFILE));
+        assert!(
+            system.contains("the system has no file descriptor left"),
+            "{system}"
+        );
+        let refused = io_reason(&std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert_eq!(refused, "connection refused");
     }
 }
