@@ -10,6 +10,9 @@ pub struct ReleaseSite {
     /// `releases/<id>/` and the `current` symlink live here.
     pub root: String,
     pub keep: usize,
+    /// Which playbook deploys here, as one printable line (`maker_line`): recorded in each
+    /// release it activates, so `rollback` never goes back to another playbook's release.
+    pub maker: String,
 }
 
 impl ReleaseSite {
@@ -118,6 +121,18 @@ pub fn version_line(version: Option<&str>, compose_files: &[&[u8]]) -> Option<St
             format!("images {}", images.join(" "))
         }
     };
+    Some(printable_line(&text))
+}
+
+/// The playbook a release was made by, as a release records it (`ReleaseSite::maker`): its
+/// `name`, one printable line like `version_line`.
+pub fn maker_line(playbook_name: &str) -> String {
+    printable_line(playbook_name)
+}
+
+/// `text` as one line of printable ASCII: anything else escaped as `\xNN`, a backslash as
+/// `\\`, at most `VERSION_MAX` bytes.
+fn printable_line(text: &str) -> String {
     let mut line = String::new();
     for c in text.chars() {
         let escaped = match c {
@@ -136,7 +151,7 @@ pub fn version_line(version: Option<&str>, compose_files: &[&[u8]]) -> Option<St
         }
         line.push_str(&escaped);
     }
-    Some(line)
+    line
 }
 
 /// The values of a compose file's `image:` keys, read line by line (quotes removed).
@@ -200,6 +215,7 @@ mod tests {
         let site = ReleaseSite {
             root: "/srv//app/".into(),
             keep: 1,
+            maker: String::new(),
         };
         assert_eq!(site.clean_root(), "/srv/app");
         for dir in [

@@ -476,6 +476,7 @@ fn release_sites(
             Ok(Some(ReleaseSite {
                 root,
                 keep: config.keep,
+                maker: release::maker_line(&playbook.name),
             }))
         })
         .collect()

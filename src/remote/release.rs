@@ -42,11 +42,14 @@ pub fn activate(site: &ReleaseSite, id: &str) -> String {
 /// Where a release keeps its `release::version_line`, written at activation.
 const VERSION_FILE: &str = ".dropship-version";
 
+/// Where a release keeps the playbook that made it (`ReleaseSite::maker`), written at activation.
+const MAKER_FILE: &str = ".dropship-playbook";
+
 /// `activate` for a deploy's new release, recording `version` (a `release::version_line`:
-/// one printable line) in it first, in the same round trip. A release that cannot take the
-/// file is activated all the same.
+/// one printable line) and the playbook that made it (`site.maker`) in it first, in the same
+/// round trip. A release that cannot take the files is activated all the same.
 pub fn activate_recording(site: &ReleaseSite, id: &str, version: Option<&str>) -> String {
-    switch(site, id, None, version)
+    switch(site, id, None, Some(version))
 }
 
 /// Puts a host of a failed batch back on `to` like `activate`, and marks `failed` (the release
@@ -55,7 +58,14 @@ pub fn undo(site: &ReleaseSite, to: &str, failed: &str) -> String {
     switch(site, to, Some(failed), None)
 }
 
-fn switch(site: &ReleaseSite, id: &str, failed: Option<&str>, version: Option<&str>) -> String {
+/// `record`: `Some(version)` for a new release, whose version (when known) and maker are
+/// written into it; `None` to switch without writing anything in the release.
+fn switch(
+    site: &ReleaseSite,
+    id: &str,
+    failed: Option<&str>,
+    record: Option<Option<&str>>,
+) -> String {
     let link = format!("releases/{id}");
     let mark = match failed.filter(|f| is_release_id(f) && *f != id) {
         Some(failed) => sh!(
@@ -65,13 +75,21 @@ fn switch(site: &ReleaseSite, id: &str, failed: Option<&str>, version: Option<&s
         ),
         None => sh!(""),
     };
-    let record = match version {
+    let version = match record.flatten() {
         Some(line) => sh!(
             "{{ printf '%s\\n' {} > {}; }} 2>/dev/null || true; ",
             line,
             format!("{link}/{VERSION_FILE}")
         ),
         None => sh!(""),
+    };
+    let maker = match record {
+        Some(_) if !site.maker.is_empty() => sh!(
+            "{{ printf '%s\\n' {} > {}; }} 2>/dev/null || true; ",
+            site.maker.as_str(),
+            format!("{link}/{MAKER_FILE}")
+        ),
+        _ => sh!(""),
     };
     sh!(
         "set -e; cd -- {}; test -d {} || {{ printf 'release %s is not on this host\\n' {} >&2; exit 1; }}; \
@@ -81,7 +99,7 @@ fn switch(site: &ReleaseSite, id: &str, failed: Option<&str>, version: Option<&s
         site.root,
         link,
         id,
-        record,
+        sh!("{}{}", version, maker),
         format!("{link}/{FAILED_MARK}"),
         link,
         mark
@@ -135,16 +153,20 @@ fn printed_ids<'a>(stdout: &'a str, key: &'a str) -> impl Iterator<Item = String
         .map(str::to_string)
 }
 
-/// Lists releases (one `release=<id>` line each, oldest first, and `failed=<id>` after a
-/// failed one) and `current=<id>`.
+/// Lists releases (one `release=<id>` line each, oldest first, `failed=<id>` after a failed
+/// one, `maker=<id> <playbook>` after one that recorded its playbook) and `current=<id>`.
 pub fn list(site: &ReleaseSite) -> String {
     sh!(
         "cd -- {} 2>/dev/null || exit 0; {}; for r in \"$@\"; do printf 'release=%s\\n' \"${r#releases/}\"; \
-         if [ -e \"$r\"/{} ]; then printf 'failed=%s\\n' \"${r#releases/}\"; fi; done; \
+         if [ -e \"$r\"/{} ]; then printf 'failed=%s\\n' \"${r#releases/}\"; fi; \
+         if [ -f \"$r\"/{} ]; then printf 'maker=%s %s\\n' \"${r#releases/}\" \"$(head -n 1 -- \"$r\"/{} | head -c {} | LC_ALL=C tr -cd '\\040-\\176')\"; fi; done; \
          printf 'current=%s\\n' \"$cur\"",
         site.root,
         scan(),
-        FAILED_MARK
+        FAILED_MARK,
+        MAKER_FILE,
+        MAKER_FILE,
+        crate::release::VERSION_MAX.to_string()
     )
     .into_string()
 }
@@ -189,15 +211,41 @@ pub struct Listing {
     pub current: Option<String>,
     /// Releases a run rolled a host back from.
     pub failed: Vec<String>,
-    /// The newest release older than the current one that did not fail: `rollback`'s target.
+    /// The newest release older than the current one that did not fail and was not made by
+    /// another playbook: `rollback`'s target.
     pub previous: Option<String>,
+    /// The playbook each release recorded (`ReleaseSite::maker`); older releases have none.
+    pub makers: Vec<(String, String)>,
+}
+
+impl Listing {
+    /// The playbook `release` recorded, when it recorded one.
+    pub fn maker_of(&self, release: &str) -> Option<&str> {
+        self.makers
+            .iter()
+            .find(|(r, _)| r == release)
+            .map(|(_, m)| m.as_str())
+    }
+
+    /// Whether `release` was made by another playbook than `maker` (releases that recorded
+    /// none, made before dropship recorded it, belong to every playbook).
+    pub fn made_by_other(&self, release: &str, maker: &str) -> bool {
+        self.maker_of(release).is_some_and(|m| m != maker)
+    }
 }
 
 /// Parses `list`'s output; only names with the form of a release id count. `previous` is the
-/// newest release older than the current one that is not marked failed.
-pub fn parse_list(stdout: &str) -> Listing {
+/// newest release older than the current one that is not marked failed and was not made by
+/// another playbook than `maker`.
+pub fn parse_list(stdout: &str, maker: &str) -> Listing {
     let mut listing = Listing::default();
     for line in stdout.lines() {
+        if let Some((r, m)) = line.strip_prefix("maker=").and_then(|l| l.split_once(' ')) {
+            if is_release_id(r) {
+                listing.makers.push((r.to_string(), m.to_string()));
+            }
+            continue;
+        }
         if let Some(r) = line.strip_prefix("release=") {
             if is_release_id(r) {
                 listing.releases.push(r.to_string());
@@ -215,7 +263,11 @@ pub fn parse_list(stdout: &str) -> Listing {
         listing
             .releases
             .iter()
-            .rfind(|r| r.as_str() < cur.as_str() && !listing.failed.contains(r))
+            .rfind(|r| {
+                r.as_str() < cur.as_str()
+                    && !listing.failed.contains(r)
+                    && !listing.made_by_other(r, maker)
+            })
             .cloned()
     });
     listing
@@ -238,14 +290,17 @@ mod tests {
 
     #[test]
     fn listing_is_parsed_and_only_release_ids_count() {
-        let l = parse_list(&format!(
-            "release={R1}\nrelease=$(touch pwned)\nrelease=-rf\nrelease={R2}\ncurrent={R2}\n"
-        ));
+        let l = parse_list(
+            &format!(
+                "release={R1}\nrelease=$(touch pwned)\nrelease=-rf\nrelease={R2}\ncurrent={R2}\n"
+            ),
+            "",
+        );
         assert_eq!(l.releases, [R1, R2]);
         assert_eq!(l.current.as_deref(), Some(R2));
         assert_eq!(l.previous.as_deref(), Some(R1));
-        assert_eq!(parse_list("current=\n"), Listing::default());
-        assert_eq!(parse_list("current=$(x)\n").current, None);
+        assert_eq!(parse_list("current=\n", ""), Listing::default());
+        assert_eq!(parse_list("current=$(x)\n", "").current, None);
         assert_eq!(
             parse_previous(&format!("previous={R1}\npruned=y\n")).as_deref(),
             Some(R1)
@@ -267,6 +322,7 @@ mod tests {
         let site = ReleaseSite {
             root: root.clone(),
             keep: 2,
+            maker: "p".into(),
         };
         let sh = |script: &str| {
             let out = crate::remote::run_in_sh(script, b"");
@@ -294,17 +350,17 @@ mod tests {
             // Activation alone prunes nothing: a deploy that fails later keeps them all.
             assert!(parse_pruned(&out).is_empty(), "{out}");
         }
-        assert_eq!(parse_list(&sh(&list(&site))).releases, [R1, R2, R3]);
+        assert_eq!(parse_list(&sh(&list(&site)), "p").releases, [R1, R2, R3]);
         // keep = 2, after success: R1 pruned; R2 (previous) and R3 (current) remain.
         assert_eq!(parse_pruned(&sh(&prune(&site))), [R1]);
-        let listing = parse_list(&sh(&list(&site)));
+        let listing = parse_list(&sh(&list(&site)), "p");
         assert_eq!(listing.releases, [R2, R3]);
         assert_eq!(listing.current.as_deref(), Some(R3));
         assert_eq!(listing.previous.as_deref(), Some(R2));
         // Rolling back to R2 keeps R3 (newest) and R2 (current).
         sh(&activate(&site, R2));
         assert!(parse_pruned(&sh(&prune(&site))).is_empty());
-        let listing = parse_list(&sh(&list(&site)));
+        let listing = parse_list(&sh(&list(&site)), "p");
         assert_eq!(listing.current.as_deref(), Some(R2));
         assert_eq!(listing.releases, [R2, R3]);
         assert!(
@@ -333,6 +389,54 @@ mod tests {
     }
 
     #[test]
+    fn rollback_never_goes_back_to_a_release_another_playbook_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = |maker: &str| ReleaseSite {
+            root: dir.path().to_str().unwrap().to_string(),
+            keep: 5,
+            maker: crate::release::maker_line(maker),
+        };
+        let sh = |script: &str| {
+            let out = crate::remote::run_in_sh(script, b"");
+            assert_eq!(
+                out.status,
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        // R1 by "Deploy Pixel", R2 by the zero-downtime playbook (a hostile name: one line,
+        // printable), R3 by "Deploy Pixel" again.
+        let hostile = "Zero-downtime\nmaker=x y\x1b[2J";
+        for (id, maker) in [(R1, "Deploy Pixel"), (R2, hostile), (R3, "Deploy Pixel")] {
+            std::fs::create_dir_all(dir.path().join("releases").join(id)).unwrap();
+            sh(&activate_recording(&site(maker), id, Some("version A")));
+        }
+        let listing = parse_list(
+            &sh(&list(&site("Deploy Pixel"))),
+            &site("Deploy Pixel").maker,
+        );
+        assert_eq!(listing.current.as_deref(), Some(R3));
+        // R2 is newer but another playbook's: rollback goes to R1.
+        assert_eq!(listing.previous.as_deref(), Some(R1));
+        assert!(listing.made_by_other(R2, "Deploy Pixel"));
+        assert_eq!(
+            listing.maker_of(R2),
+            Some("Zero-downtime\\x0amaker=x y\\x1b[2J")
+        );
+        // Releases that recorded no playbook (older dropship) belong to every playbook.
+        std::fs::remove_file(dir.path().join("releases").join(R1).join(MAKER_FILE)).unwrap();
+        let listing = parse_list(&sh(&list(&site("Other"))), "Other");
+        assert_eq!(listing.previous.as_deref(), Some(R1));
+        // Switching back without recording (a rollback) leaves what the release recorded.
+        sh(&activate(&site("Somebody else"), R2));
+        let listing = parse_list(&sh(&list(&site("x"))), "x");
+        assert_eq!(listing.maker_of(R3), Some("Deploy Pixel"));
+        assert_eq!(listing.current.as_deref(), Some(R2));
+    }
+
+    #[test]
     fn failed_releases_never_push_out_the_last_good_one() {
         const R4: &str = "20261124T000000.000Z-00000004";
         const R5: &str = "20261125T000000.000Z-00000005";
@@ -340,6 +444,7 @@ mod tests {
         let site = ReleaseSite {
             root: dir.path().to_str().unwrap().to_string(),
             keep: 2,
+            maker: "p".into(),
         };
         let sh = |script: &str| {
             let out = crate::remote::run_in_sh(script, b"");
@@ -371,7 +476,7 @@ mod tests {
                 Some(failed)
             );
         }
-        let listing = parse_list(&sh(&list(&site)));
+        let listing = parse_list(&sh(&list(&site)), "p");
         assert_eq!(listing.releases, [R1, R2, R3, R4]);
         assert_eq!(listing.failed, [R3, R4]);
         assert_eq!(listing.current.as_deref(), Some(R2));
@@ -385,14 +490,14 @@ mod tests {
         stage(R5);
         sh(&activate(&site, R5));
         assert_eq!(parse_pruned(&sh(&prune(&site))), [R3, R4, R1]);
-        let listing = parse_list(&sh(&list(&site)));
+        let listing = parse_list(&sh(&list(&site)), "p");
         assert_eq!(listing.releases, [R2, R5]);
         assert_eq!(listing.previous.as_deref(), Some(R2));
         // Choosing a failed release again (rollback --to) clears its mark.
         stage(R3);
         std::fs::write(dir.path().join("releases").join(R3).join(FAILED_MARK), "").unwrap();
         sh(&activate(&site, R3));
-        assert!(parse_list(&sh(&list(&site))).failed.is_empty());
+        assert!(parse_list(&sh(&list(&site)), "p").failed.is_empty());
         // A hostile id is never marked or pasted: only release ids are.
         let out = sh(&undo(&site, R5, "$(touch pwned)"));
         assert_eq!(parse_previous(&out).as_deref(), Some(R3));

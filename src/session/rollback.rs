@@ -38,7 +38,9 @@ impl<T: Connection> HostSession<T> {
         to: Option<&str>,
     ) -> Result<String, String> {
         let listing = match self.exec(&release::list(site), &[]).await {
-            Ok(out) if out.success() => release::parse_list(&String::from_utf8_lossy(&out.stdout)),
+            Ok(out) if out.success() => {
+                release::parse_list(&String::from_utf8_lossy(&out.stdout), &site.maker)
+            }
             Ok(out) => {
                 return Err(format!(
                     "cannot list releases: {}",
@@ -47,7 +49,17 @@ impl<T: Connection> HostSession<T> {
             }
             Err(e) => return Err(e),
         };
+        // Another playbook's release has other files and steps: re-running this playbook's
+        // steps after activation on it would start a stack neither playbook deploys.
+        let other = |id: &str| {
+            format!(
+                "release {id} was made by playbook \"{}\", not \"{}\": roll it back with that playbook",
+                listing.maker_of(id).unwrap_or_default(),
+                site.maker
+            )
+        };
         match to {
+            Some(id) if listing.made_by_other(id, &site.maker) => Err(other(id)),
             Some(id) if listing.releases.iter().any(|r| r == id) => Ok(id.to_string()),
             Some(id) => Err(format!(
                 "release {id} is not on this host (it has: {})",
@@ -57,9 +69,22 @@ impl<T: Connection> HostSession<T> {
                     listing.releases.join(", ")
                 }
             )),
-            None => listing
-                .previous
-                .ok_or_else(|| "no previous release on this host".to_string()),
+            None => listing.previous.clone().ok_or_else(|| {
+                let before = listing.current.as_ref().and_then(|cur| {
+                    listing
+                        .releases
+                        .iter()
+                        .rfind(|r| r.as_str() < cur.as_str() && !listing.failed.contains(r))
+                });
+                match before {
+                    Some(id) if listing.made_by_other(id, &site.maker) => format!(
+                        "no earlier release of playbook \"{}\" on this host; the one before, {}",
+                        site.maker,
+                        other(id)
+                    ),
+                    _ => "no previous release on this host".to_string(),
+                }
+            }),
         }
     }
 
