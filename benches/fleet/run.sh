@@ -219,6 +219,7 @@ cleanup() {
 }
 
 mkdir -p "$STATE" "$LOGS"
+rm -f "$LOGS"/*.json # a kept fleet's earlier reports: the timeline summarises this run only
 chmod 700 "$STATE"
 # How idle the machine is before we load it (the fleet's start itself is busy).
 IDLE_START=$(idle_pct)
@@ -409,7 +410,8 @@ dropship_once() { # kind round
     t0=$EPOCHREALTIME
     (
         set +e
-        "$TIME_BIN" -f '%e %U %S %M' -o "$tf" "$DROPSHIP" "${DEPLOY_ARGS[@]}" >"$out" 2>&1
+        "$TIME_BIN" -f '%e %U %S %M' -o "$tf" "$DROPSHIP" "${DEPLOY_ARGS[@]}" \
+            --json "$LOGS/$kind-$round.json" >"$out" 2>&1
         echo "$?" >"$tf.rc"
         times >"$tf.times" # not in a pipe or $(…): a forked `times` would see no children
     )
@@ -484,6 +486,49 @@ agg() {
 }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 
+# dropship's own timeline (the `timeline` of each host in its --json report): per phase the
+# median over all hosts and rounds of the phase's duration, in ms and (with --rtt) in RTTs; and
+# the longest wait for a handshake slot (the connect phase's start: a later wave's hosts).
+timeline_table() {
+    command -v python3 >/dev/null || { note "no python3: dropship's timeline not summarised"; return 0; }
+    python3 - "$LOGS" "$RTT_MS" <<'PY'
+import glob, json, statistics, sys
+logs, rtt = sys.argv[1], float(sys.argv[2])
+phases = ["connect", "lock", "steps", "release", "disconnect"]
+def medians(kind):
+    got = {p: [] for p in phases + ["queued", "host"]}
+    for path in sorted(glob.glob(f"{logs}/{kind}-[0-9]*.json")):
+        for h in json.load(open(path))["hosts"]:
+            t = h.get("timeline", {})
+            for p in phases:
+                if p in t:
+                    got[p].append(t[p]["ms"])
+            if "connect" in t:
+                got["queued"].append(t["connect"]["start_ms"])
+            got["host"].append(h["elapsed_ms"])
+    out = {p: statistics.median(v) if v else None for p, v in got.items()}
+    # The hosts that waited at all are the later handshake waves: the longest wait shows them.
+    out["queued"] = max(got["queued"]) if got["queued"] else None
+    return out
+kinds = {k: medians(k) for k in ("steady", "cold")}
+unit = f"ms; RTTs of {rtt:g} ms" if rtt else "ms"
+print(f"{'dropship timeline (median ' + unit + ')':<38} {'steady':>16} {'cold':>16}")
+label = {"queued": "longest wait for a handshake slot", "host": "whole host run"}
+for p in ["queued"] + phases + ["host"]:
+    cells = []
+    for k in ("steady", "cold"):
+        v = kinds[k][p]
+        if v is None:
+            cells.append("-")
+        elif rtt:
+            cells.append(f"{v:.0f} ({v / rtt:.1f})")
+        else:
+            cells.append(f"{v:.1f}")
+    print(f"  {label.get(p, p):<36} {cells[0]:>16} {cells[1]:>16}")
+print()
+PY
+}
+
 F_MED=$(agg floor 3 median) F_MIN=$(agg floor 3 min) F_MAX=$(agg floor 3 max)
 S_MED=$(agg steady 3 median) S_MIN=$(agg steady 3 min) S_MAX=$(agg steady 3 max)
 C_MED=$(agg cold 3 median) C_MIN=$(agg cold 3 min) C_MAX=$(agg cold 3 max)
@@ -531,6 +576,7 @@ if [ "$RTT_MS" != 0 ]; then
         "$(calc %+.1f "($C_MED - $F_MED) / $RTT_MS")"
     echo
 fi
+timeline_table
 printf '%-30s %10s %10s\n' "dropship" steady cold
 printf '%-30s %9sx %9sx\n' "wall / floor (medians)" "$S_RATIO" "$C_RATIO"
 printf '%-30s %10s %10s\n' "CPU ms per host (median)" "$S_CPU" "$C_CPU"

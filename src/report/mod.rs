@@ -4,9 +4,12 @@ pub mod json;
 pub mod ordered;
 pub mod plain;
 pub mod preview;
+pub mod timeline;
 pub mod tty;
 
 use serde::Serialize;
+
+use timeline::Timeline;
 
 /// How one step ended on one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -121,6 +124,9 @@ pub struct HostResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub elapsed_ms: u64,
+    /// When each phase of the host's run started and how long it took.
+    #[serde(skip_serializing_if = "Timeline::is_empty")]
+    pub timeline: Timeline,
 }
 
 impl HostResult {
@@ -133,6 +139,7 @@ impl HostResult {
             rolled_back: None,
             note: None,
             elapsed_ms: 0,
+            timeline: Timeline::new(std::time::Instant::now()),
         }
     }
 

@@ -196,8 +196,10 @@ pub fn summary_table(report: &RunReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::timeline::Timeline;
     use super::super::{Counts, HostResult, StepResult};
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn table_lists_each_host_with_counts() {
@@ -227,6 +229,7 @@ mod tests {
                     rolled_back: None,
                     note: None,
                     elapsed_ms: 1200,
+                    timeline: Timeline::new(Instant::now()),
                 },
                 HostResult {
                     host: "web-2".into(),
@@ -236,6 +239,7 @@ mod tests {
                     rolled_back: None,
                     note: None,
                     elapsed_ms: 10,
+                    timeline: Timeline::new(Instant::now()),
                 },
             ],
         };

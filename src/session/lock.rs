@@ -1,10 +1,11 @@
 //! A host's part in the fleet's lock: taking it (the files probe riding along), giving it
 //! back, and the audit line written as it is given back. The scripts are `remote::lock`'s.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{HostSession, RunContext, failure_text};
 use crate::remote::lock::{self, Holder, LockAnswer};
+use crate::report::timeline::Phase;
 use crate::transport::{Connection, TransportError};
 
 /// What `take_lock` found on the host.
@@ -49,6 +50,13 @@ impl<T: Connection> HostSession<T> {
     /// trip instead of two. A host that cannot be asked fails.
     pub async fn take_lock(&mut self, ctx: &RunContext<'_>, holder: &Holder) -> LockOutcome {
         let _turn = ctx.gate.turn().await;
+        let started = Instant::now();
+        let outcome = self.ask_for_lock(ctx, holder).await;
+        self.result.timeline.record(Phase::Lock, started);
+        outcome
+    }
+
+    async fn ask_for_lock(&mut self, ctx: &RunContext<'_>, holder: &Holder) -> LockOutcome {
         self.lock_shared = false;
         let state = &ctx.plan.hosts[self.index].state;
         let probe = self.piggyback_probe(ctx.plan);
@@ -95,10 +103,12 @@ impl<T: Connection> HostSession<T> {
             return;
         }
         let _turn = ctx.gate.turn().await;
+        let started = Instant::now();
         let state = &ctx.plan.hosts[self.index].state;
         if self.exec(&lock::release(state, holder), &[]).await.is_ok() {
             self.locked = false;
         }
+        self.result.timeline.record(Phase::Release, started);
     }
 
     /// Appends the audit line (`result`) and gives the lock back, waiting at most `wait` for
@@ -115,6 +125,19 @@ impl<T: Connection> HostSession<T> {
             return Ok(());
         }
         let _turn = ctx.gate.turn().await;
+        let started = Instant::now();
+        let released = self.release_and_audit(ctx, holder, result, wait).await;
+        self.result.timeline.record(Phase::Release, started);
+        released
+    }
+
+    async fn release_and_audit(
+        &mut self,
+        ctx: &RunContext<'_>,
+        holder: &Holder,
+        result: &str,
+        wait: Option<Duration>,
+    ) -> Result<(), ReleaseError> {
         let state = &ctx.plan.hosts[self.index].state;
         let script = if self.locked {
             lock::release_and_audit(state, holder, self.name(), result)

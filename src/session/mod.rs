@@ -40,6 +40,7 @@ use crate::remote::frame::Reply;
 use crate::remote::script::Script;
 use crate::remote::tree::Listing;
 use crate::remote::{self, long_script, sudo};
+use crate::report::timeline::{Phase, Timeline};
 use crate::report::{ContainerWords, Event, HostResult, Outcome, Reporter, StepResult};
 use crate::secrets::Redactor;
 use crate::transport::{
@@ -122,7 +123,6 @@ pub struct HostSession<T: Connection> {
 }
 
 /// Connects to every host of the plan at once, at most `handshakes` handshakes in flight.
-/// A host that cannot be reached gets a session without connection and an error.
 pub async fn connect_all<C: Connector>(
     connector: &C,
     plan: &Plan,
@@ -130,21 +130,31 @@ pub async fn connect_all<C: Connector>(
     reporter: &dyn Reporter,
 ) -> Vec<HostSession<C::Conn>> {
     let gate = Semaphore::new(handshakes.max(1));
-    join_all((0..plan.hosts.len()).map(|index| {
-        let gate = &gate;
-        async move {
-            let connected = {
-                let _permit = gate.acquire().await;
-                connect_host(connector, plan, index, reporter).await
-            };
-            let (mut session, connected) = connected;
-            if let Err(e) = connected {
-                session.fail(reporter, &e);
-            }
-            session
-        }
-    }))
+    join_all(
+        (0..plan.hosts.len()).map(|index| connect_paced(connector, plan, index, &gate, reporter)),
+    )
     .await
+}
+
+/// Connects to host `index` of the plan once a permit of `handshakes` (the handshakes in
+/// flight at once) is free; a host that cannot be reached comes back failed, not connected.
+/// Its timeline starts before the wait for the permit.
+pub async fn connect_paced<C: Connector>(
+    connector: &C,
+    plan: &Plan,
+    index: usize,
+    handshakes: &Semaphore,
+    reporter: &dyn Reporter,
+) -> HostSession<C::Conn> {
+    let queued = Instant::now();
+    let (mut session, connected) = {
+        let _permit = handshakes.acquire().await;
+        connect_host_since(connector, plan, index, reporter, queued).await
+    };
+    if let Err(e) = connected {
+        session.fail(reporter, &e);
+    }
+    session
 }
 
 /// Connects to host `index` of the plan; the session, and the connection's error when there
@@ -155,9 +165,21 @@ pub async fn connect_host<C: Connector>(
     index: usize,
     reporter: &dyn Reporter,
 ) -> (HostSession<C::Conn>, Result<(), String>) {
-    let started = Instant::now();
+    connect_host_since(connector, plan, index, reporter, Instant::now()).await
+}
+
+/// `connect_host` for a host whose run (and timeline) began at `started`.
+async fn connect_host_since<C: Connector>(
+    connector: &C,
+    plan: &Plan,
+    index: usize,
+    reporter: &dyn Reporter,
+    started: Instant,
+) -> (HostSession<C::Conn>, Result<(), String>) {
+    let connecting = Instant::now();
     let connected = connector.connect(&plan.hosts[index].connect).await;
     let mut session = unconnected(plan, index, reporter, started);
+    session.result.timeline.record(Phase::Connect, connecting);
     match connected {
         Ok(conn) => {
             session.conn = Some(conn);
@@ -194,7 +216,10 @@ pub fn unconnected<T: Connection>(
         lock_shared: false,
         set_aside: false,
         notified: HashSet::new(),
-        result: HostResult::new(&hp.host.name, &hp.host.address),
+        result: HostResult {
+            timeline: Timeline::new(started),
+            ..HostResult::new(&hp.host.name, &hp.host.address)
+        },
         started,
     }
 }
@@ -363,11 +388,13 @@ impl<T: Connection> HostSession<T> {
             return;
         }
         let _turn = ctx.gate.turn().await;
+        let started = Instant::now();
         if !self.probed {
             self.probed = true;
             if let Err(e) = self.probe(ctx.plan).await {
                 self.fail(ctx.reporter, &e);
                 self.skip(ctx, steps.iter().map(|s| s.name.as_str()), "host failed");
+                self.result.timeline.record(Phase::Steps, started);
                 return;
             }
         }
@@ -377,6 +404,7 @@ impl<T: Connection> HostSession<T> {
         {
             self.locked = false;
         }
+        self.result.timeline.record(Phase::Steps, started);
     }
 
     /// Points `current` back at `to` and re-runs the steps that follow activation; `failed`
@@ -592,7 +620,9 @@ impl<T: Connection> HostSession<T> {
     /// Closes the connection and hands back the host's result.
     pub async fn finish(mut self, reporter: &dyn Reporter) -> HostResult {
         if let Some(conn) = self.conn.take() {
+            let closing = Instant::now();
             conn.close().await;
+            self.result.timeline.record(Phase::Disconnect, closing);
         }
         self.result.elapsed_ms = self.started.elapsed().as_millis() as u64;
         reporter.event(&Event::HostFinished {

@@ -528,6 +528,30 @@ fn json_report_lists_hosts_and_steps() {
             assert_eq!(steps[6]["detail"], "once: runs on the first host");
         }
         assert!(steps.iter().all(|s| s["elapsed_ms"].is_u64()));
+        // The timeline: each phase a deploy goes through, one after the other (serde_json's
+        // map sorts the keys: order them by start), none longer than the host's run.
+        let timeline = h["timeline"].as_object().expect("timeline");
+        let host_ms = h["elapsed_ms"].as_f64().unwrap();
+        let mut spans: Vec<(&str, f64, f64)> = timeline
+            .iter()
+            .map(|(phase, span)| {
+                let start = span["start_ms"].as_f64().unwrap();
+                (phase.as_str(), start, span["ms"].as_f64().unwrap())
+            })
+            .collect();
+        spans.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let phases: Vec<&str> = spans.iter().map(|s| s.0).collect();
+        assert_eq!(phases, ["connect", "lock", "steps", "disconnect"], "{name}");
+        for pair in spans.windows(2) {
+            let (_, start, ms) = pair[0];
+            assert!(start + ms <= pair[1].1 + 0.2, "{name}: {spans:?}");
+        }
+        let (_, start, ms) = spans[3];
+        assert!(
+            start + ms <= host_ms + 1.0,
+            "{name}: {spans:?} in {host_ms} ms"
+        );
+        assert!(timeline["connect"]["ms"].as_f64().unwrap() > 0.0);
     }
 
     // A failed run says so.
