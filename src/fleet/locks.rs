@@ -1,17 +1,19 @@
 //! The locks of a fleet run: who holds them, taking them on every host (the first host alone
-//! first), releasing them, and the audit line written as each is released.
+//! first, while the others connect), releasing them, and the audit line written as each is
+//! released.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
+use tokio::sync::{Semaphore, watch};
 
 use crate::fleet::LockOptions;
 use crate::plan::Plan;
 use crate::release::utc_rfc3339;
 use crate::remote::lock::{self, Holder};
 use crate::report::{Event, HostResult};
-use crate::session::{HostSession, LockOutcome, RunContext};
-use crate::transport::Connection;
+use crate::session::{HostSession, LockOutcome, RunContext, connect_paced};
+use crate::transport::{Connection, Connector};
 
 /// A lock held by someone else refused the run.
 #[derive(Debug, thiserror::Error)]
@@ -50,19 +52,104 @@ pub(super) fn holder(command: &str, plan: &Plan, release: Option<&str>) -> Holde
     }
 }
 
+/// The first host that holds the others back (`connect_locking`) and what it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lead {
+    /// Not answered yet.
+    Waiting,
+    /// The lock is ours there (or could not be asked for: that host failed); the others go on.
+    Passed,
+    /// Someone else holds it: the others stay unlocked.
+    Held,
+    /// The plan's first host could not be reached: nobody locks while connecting.
+    Unreachable,
+}
+
+/// What the locking while connecting came to.
+pub(super) enum FirstAttempt {
+    /// Every connected host was asked; the first conflicting host and its holder, if any.
+    Tried(Option<(usize, Holder)>),
+    /// The plan's first host was not reachable: no host was asked (`take_locks` tries then).
+    NotTried,
+}
+
+/// Connects every host (at most `handshakes` in flight) and takes their locks as they come up:
+/// the plan's first host asks for its lock as soon as it is connected, while the others are
+/// still connecting, and each other host asks as soon as it is connected and the first host's
+/// lock is ours. That is the first-host-alone order of `try_locks` (no host is asked before the
+/// first host answered), without waiting for the slowest handshake in between.
+pub(super) async fn connect_locking<C: Connector>(
+    connector: &C,
+    ctx: &RunContext<'_>,
+    handshakes: usize,
+    holder: &Holder,
+) -> (Vec<HostSession<C::Conn>>, FirstAttempt) {
+    let gate = Semaphore::new(handshakes.max(1));
+    let (lead_tx, lead_rx) = watch::channel(Lead::Waiting);
+    let hosts = (0..ctx.plan.hosts.len()).map(|index| {
+        let (gate, lead_tx, mut lead_rx) = (&gate, &lead_tx, lead_rx.clone());
+        async move {
+            let mut s = connect_paced(connector, ctx.plan, index, gate, ctx.reporter).await;
+            if index == 0 {
+                let lead = if !s.is_connected() {
+                    Lead::Unreachable
+                } else if let LockOutcome::Held(other) = s.take_lock(ctx, holder).await {
+                    lead_tx.send_replace(Lead::Held);
+                    return (s, Some(other));
+                } else {
+                    Lead::Passed
+                };
+                lead_tx.send_replace(lead);
+                return (s, None);
+            }
+            let lead = *lead_rx
+                .wait_for(|l| *l != Lead::Waiting)
+                .await
+                .expect("the first host's future answers before it ends");
+            if lead == Lead::Passed
+                && s.is_connected()
+                && let LockOutcome::Held(other) = s.take_lock(ctx, holder).await
+            {
+                return (s, Some(other));
+            }
+            (s, None)
+        }
+    });
+    let outcomes = join_all(hosts).await;
+    let lead = *lead_rx.borrow();
+    let mut conflict = None;
+    let mut sessions = Vec::with_capacity(outcomes.len());
+    for (s, held) in outcomes {
+        if let (None, Some(other)) = (&conflict, held) {
+            conflict = Some((s.index(), other));
+        }
+        sessions.push(s);
+    }
+    let attempt = match lead {
+        Lead::Unreachable => FirstAttempt::NotTried,
+        _ => FirstAttempt::Tried(conflict),
+    };
+    (sessions, attempt)
+}
+
 /// Takes the lock on every connected host: the first host alone first, so that of two runs
-/// started at once exactly one gets past it; then all the others at once. A lock held by
-/// someone else refuses the whole run (after `--wait-lock`, if given) and releases ours.
+/// started at once exactly one gets past it; then all the others at once (`first`: that
+/// attempt already made while connecting). A lock held by someone else refuses the whole run
+/// (after `--wait-lock`, if given) and releases ours.
 pub(super) async fn take_locks<T: Connection>(
     sessions: &mut [HostSession<T>],
     ctx: &RunContext<'_>,
     holder: &Holder,
     options: &LockOptions,
+    first: FirstAttempt,
 ) -> Result<(), LockRefused> {
     let deadline = options.wait.map(|w| Instant::now() + w);
     let mut waited = false;
+    let mut conflict = match first {
+        FirstAttempt::Tried(conflict) => conflict,
+        FirstAttempt::NotTried => try_locks(sessions, ctx, holder).await,
+    };
     loop {
-        let conflict = try_locks(sessions, ctx, holder).await;
         let Some((index, other)) = conflict else {
             return Ok(());
         };
@@ -96,6 +183,7 @@ pub(super) async fn take_locks<T: Connection>(
                 });
             }
         }
+        conflict = try_locks(sessions, ctx, holder).await;
     }
 }
 

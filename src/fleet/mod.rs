@@ -1,4 +1,4 @@
-//! The fleet run: connect every host, take their locks, deploy batch by batch under the
+//! The fleet run: connect every host, take their locks (as hosts come up), deploy batch by batch under the
 //! rollout policy (halting, rolling a failed batch back), then write the audit log, release the
 //! locks and report. Talks to a host only through `HostSession`'s methods, each of which waits
 //! for the run's fork gate. May import session, plan, rollout, remote::lock (the holder, the
@@ -20,7 +20,7 @@ use crate::report::preview::{HostPreview, Silent};
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::session::{HostSession, Look, Query, RunContext, connect_all};
 use crate::transport::{Connection, Connector};
-use locks::{LockRefused, finish, holder, take_locks};
+use locks::{FirstAttempt, LockRefused, connect_locking, finish, holder, take_locks};
 
 pub use crate::session::{Cancel, CancelHandle, ViewEnd};
 pub use views::{ViewScript, view};
@@ -90,14 +90,25 @@ async fn open<'a, C: Connector>(
     reporter: &'a dyn Reporter,
     cancel: Cancel,
 ) -> (Instant, RunContext<'a>, Vec<HostSession<C::Conn>>) {
-    let started = Instant::now();
-    let mut ctx = RunContext::new(plan, reporter, exec.forks, cancel);
-    ctx.stream_output = exec.stream_output;
+    let (started, ctx) = begin(plan, exec, reporter, cancel);
     let sessions = match reach {
         Reach::Every => connect_all(connector, plan, exec.handshakes, reporter).await,
         Reach::OneManager => swarm::connect_first_manager(connector, &ctx, reporter).await,
     };
     (started, ctx, sessions)
+}
+
+/// The run's clock and the context its hosts share.
+fn begin<'a>(
+    plan: &'a Plan,
+    exec: ExecOptions,
+    reporter: &'a dyn Reporter,
+    cancel: Cancel,
+) -> (Instant, RunContext<'a>) {
+    let started = Instant::now();
+    let mut ctx = RunContext::new(plan, reporter, exec.forks, cancel);
+    ctx.stream_output = exec.stream_output;
+    (started, ctx)
 }
 
 /// `dropship deploy`: locks, batches, rollback on failure, audit.
@@ -109,19 +120,21 @@ pub async fn deploy<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let reach = Reach::changing(plan);
-    let (started, ctx, sessions) = open(connector, plan, exec, reach, reporter, cancel).await;
+    let (started, ctx) = begin(plan, exec, reporter, cancel);
     let holder = holder("deploy", plan, plan.release_id.as_deref());
     let run = Locked {
         command: "deploy",
         holder: &holder,
         refused: "not deployed",
         started,
+        reach: Reach::changing(plan),
+        handshakes: exec.handshakes,
     };
     let work = async |sessions: &mut [HostSession<C::Conn>], stops: &mut Stops| {
         batches::run_batches(sessions, &ctx, &holder, stops).await
     };
-    let report = run.run(sessions, &ctx, lock_options, plan.release_id.clone(), work);
+    let release = plan.release_id.clone();
+    let report = run.run(connector, &ctx, lock_options, release, work);
     report.await
 }
 
@@ -175,19 +188,21 @@ pub async fn rollback<C: Connector>(
     reporter: &dyn Reporter,
     cancel: Cancel,
 ) -> RunReport {
-    let reach = Reach::changing(plan);
-    let (started, ctx, sessions) = open(connector, plan, exec, reach, reporter, cancel).await;
+    let (started, ctx) = begin(plan, exec, reporter, cancel);
     let holder = holder("rollback", plan, Some(to.unwrap_or("previous")));
     let run = Locked {
         command: "rollback",
         holder: &holder,
         refused: "not rolled back",
         started,
+        reach: Reach::changing(plan),
+        handshakes: exec.handshakes,
     };
     let work = async |sessions: &mut [HostSession<C::Conn>], _: &mut Stops| {
         join_all(sessions.iter_mut().map(|s| s.roll_back_to(&ctx, to))).await;
     };
-    let report = run.run(sessions, &ctx, lock_options, to.map(str::to_string), work);
+    let release = to.map(str::to_string);
+    let report = run.run(connector, &ctx, lock_options, release, work);
     report.await
 }
 
@@ -207,27 +222,37 @@ pub async fn preview<C: Connector>(
     previews
 }
 
-/// A run that changes hosts: every host's lock taken (or the whole run refused), its work done,
-/// then the audit, the unlock and the report.
+/// A run that changes hosts: every host connected and its lock taken (or the whole run
+/// refused), its work done, then the audit, the unlock and the report.
 struct Locked<'h> {
     command: &'static str,
     holder: &'h Holder,
     /// What each host is noted as when a lock held elsewhere refuses the run.
     refused: &'static str,
     started: Instant,
+    reach: Reach,
+    /// SSH handshakes in flight at once.
+    handshakes: usize,
 }
 
 impl Locked<'_> {
-    async fn run<T: Connection>(
+    async fn run<C: Connector>(
         self,
-        mut sessions: Vec<HostSession<T>>,
+        connector: &C,
         ctx: &RunContext<'_>,
         lock_options: &LockOptions,
         release: Option<String>,
-        work: impl AsyncFnOnce(&mut [HostSession<T>], &mut Stops),
+        work: impl AsyncFnOnce(&mut [HostSession<C::Conn>], &mut Stops),
     ) -> RunReport {
         let mut stops = Stops::default();
-        match take_locks(&mut sessions, ctx, self.holder, lock_options).await {
+        let (mut sessions, first) = match self.reach {
+            Reach::Every => connect_locking(connector, ctx, self.handshakes, self.holder).await,
+            Reach::OneManager => {
+                let manager = swarm::connect_first_manager(connector, ctx, ctx.reporter).await;
+                (manager, FirstAttempt::NotTried)
+            }
+        };
+        match take_locks(&mut sessions, ctx, self.holder, lock_options, first).await {
             Err(refusal) => refuse(&mut sessions, ctx, &mut stops, refusal, self.refused),
             Ok(()) => work(&mut sessions, &mut stops).await,
         }

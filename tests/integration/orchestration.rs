@@ -164,6 +164,31 @@ impl Rig {
         .await
     }
 
+    /// `deploy` with at most `handshakes` connects in flight at once.
+    async fn deploy_with_handshakes(&self, plan: &Plan, handshakes: usize) -> RunReport {
+        let exec = ExecOptions {
+            handshakes,
+            ..ExecOptions::default()
+        };
+        let lock = LockOptions { wait: None };
+        let events = Events::default();
+        fleet::deploy(&self.connector, plan, exec, &lock, &events, Cancel::never()).await
+    }
+
+    /// Appends `<what> <host>` to `log` whenever a command containing `pattern` starts on
+    /// `host`.
+    fn log_exec(&self, host: &str, pattern: &str, what: &str, log: &Log) {
+        let (log, line) = (Arc::clone(log), format!("{what} {host}"));
+        let hook = Arc::new(move |_: &str| log.lock().unwrap().push(line.clone()));
+        self.connector.inject(
+            host,
+            Fault::OnExec {
+                pattern: pattern.into(),
+                hook,
+            },
+        );
+    }
+
     /// Deploys `version` of the release playbook with `rollout`, asserting every host ends ok.
     async fn deployed(&self, rollout: &str, version: &str) -> RunReport {
         let plan = self.plan(&release_playbook(rollout), &[("version", version)]);
@@ -212,6 +237,12 @@ impl Rig {
         fs::read_dir(self.app(host).join("releases")).map_or(0, |rd| rd.count())
     }
 }
+
+/// Lines a test's hooks append, in the order things happened.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// What a lock request's script contains (and no other script does).
+const LOCK_SCRIPT: &str = "lock:acquired";
 
 /// A reporter keeping every event as a line (`batch 1/3 h1`, `step h1 start changed`,
 /// `failed h2 ...`, `note ...`), calling `on_event` with each.
@@ -421,6 +452,147 @@ async fn lock_held_elsewhere_refuses_the_whole_run() {
             .unwrap()
             .contains("token=other")
     );
+}
+
+#[tokio::test]
+async fn the_first_host_takes_its_lock_while_the_others_still_connect() {
+    let rig = Rig::new(3);
+    let log = Log::default();
+    for h in ["h2", "h3"] {
+        rig.connector
+            .inject(h, Fault::ConnectDelay(Duration::from_millis(300)));
+    }
+    for h in &rig.hosts {
+        rig.log_exec(h, LOCK_SCRIPT, "lock", &log);
+    }
+    let connected = Arc::clone(&log);
+    let events = Events::calling(move |line| {
+        if let Some(host) = line.strip_prefix("started ") {
+            connected.lock().unwrap().push(format!("connected {host}"));
+        }
+    });
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);
+    let report = rig.deploy(&plan, &events, Cancel::never()).await;
+    assert!(report.ok, "{report:#?}");
+    let log = log.lock().unwrap().clone();
+    let at = |line: &str| {
+        log.iter()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("no {line} in {log:?}"))
+    };
+    assert!(at("lock h1") < at("connected h2"), "{log:?}");
+    assert!(at("lock h1") < at("connected h3"), "{log:?}");
+    // Each other host asks once it is connected.
+    assert!(at("connected h2") < at("lock h2"), "{log:?}");
+    assert!(at("connected h3") < at("lock h3"), "{log:?}");
+}
+
+#[tokio::test]
+async fn no_host_is_asked_for_its_lock_when_the_first_host_is_locked_elsewhere() {
+    let rig = Rig::new(3);
+    let log = Log::default();
+    rig.hold_lock("h1", "alice@laptop");
+    // h1's answer comes late: the others, connected long before, still wait for it.
+    rig.connector.inject(
+        "h1",
+        Fault::Delay {
+            pattern: LOCK_SCRIPT.into(),
+            delay: Duration::from_millis(200),
+        },
+    );
+    for h in ["h2", "h3"] {
+        rig.log_exec(h, LOCK_SCRIPT, "lock", &log);
+    }
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);
+    let report = rig.deploy(&plan, &Events::default(), Cancel::never()).await;
+    assert!(!report.ok);
+    let conflict = report.lock_conflict.as_deref().unwrap_or_default();
+    assert!(
+        conflict.contains("h1 is locked by alice@laptop"),
+        "{conflict}"
+    );
+    assert_eq!(*log.lock().unwrap(), Vec::<String>::new());
+    for h in ["h2", "h3"] {
+        assert!(!rig.locked(h), "{h} locked");
+        assert_eq!(rig.releases(h), 0, "{h} was changed");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_first_host_leaves_the_lock_to_the_next_one() {
+    let rig = Rig::new(3);
+    let log = Log::default();
+    rig.connector
+        .inject("h1", Fault::Refuse("connection refused".into()));
+    rig.log_exec("h2", LOCK_SCRIPT, "lock", &log);
+    rig.log_exec("h3", LOCK_SCRIPT, "lock", &log);
+    // h2 now goes first and alone: h3 is asked only after h2 answered.
+    rig.connector.inject(
+        "h2",
+        Fault::Delay {
+            pattern: LOCK_SCRIPT.into(),
+            delay: Duration::from_millis(200),
+        },
+    );
+    let (h3_log, h2_dir) = (Arc::clone(&log), rig.app("h2").join(".dropship/lock"));
+    let hook = Arc::new(move |_: &str| {
+        let h2_locked = h2_dir.exists();
+        h3_log
+            .lock()
+            .unwrap()
+            .push(format!("h2 locked: {h2_locked}"));
+    });
+    rig.connector.inject(
+        "h3",
+        Fault::OnExec {
+            pattern: LOCK_SCRIPT.into(),
+            hook,
+        },
+    );
+    let plan = rig.plan(&release_playbook(ALL_AT_ONCE), &[]);
+    let report = rig.deploy(&plan, &Events::default(), Cancel::never()).await;
+    assert_eq!(host(&report, "h1").status(), HostStatus::Failed);
+    for h in ["h2", "h3"] {
+        assert_eq!(host(&report, h).status(), HostStatus::Ok, "{report:#?}");
+        assert!(!rig.locked(h), "{h} still locked");
+    }
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log, ["lock h2", "lock h3", "h2 locked: true"], "{log:?}");
+}
+
+#[tokio::test]
+async fn a_hundred_hosts_with_eight_handshakes_each_connect_and_lock_once() {
+    let rig = Rig::new(100);
+    let connects = Log::default();
+    let locks = Log::default();
+    for h in &rig.hosts {
+        let (log, host) = (Arc::clone(&connects), h.clone());
+        let hook = Arc::new(move |_: &str| log.lock().unwrap().push(host.clone()));
+        rig.connector.inject(h, Fault::OnConnect(hook));
+        rig.connector
+            .inject(h, Fault::ConnectDelay(Duration::from_millis(5)));
+        rig.log_exec(h, LOCK_SCRIPT, "lock", &locks);
+    }
+    let plan = rig.plan(&plain_playbook("echo second >> {{ app_dir }}/log"), &[]);
+    let report = rig.deploy_with_handshakes(&plan, 8).await;
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.counts.ok, 100);
+    let mut connected = connects.lock().unwrap().clone();
+    connected.sort();
+    let mut hosts = rig.hosts.clone();
+    hosts.sort();
+    assert_eq!(connected, hosts, "every host connected exactly once");
+    let mut locked = locks.lock().unwrap().clone();
+    locked.sort();
+    let mut wanted: Vec<String> = hosts.iter().map(|h| format!("lock {h}")).collect();
+    wanted.sort();
+    assert_eq!(locked, wanted, "every host asked for its lock exactly once");
+    // The first host asked before any other.
+    assert_eq!(locks.lock().unwrap()[0], "lock h1");
+    for h in &rig.hosts {
+        assert_eq!(rig.read(h, "log"), "first\nsecond\nthird\n", "{h}");
+        assert!(!rig.locked(h), "{h} still locked");
+    }
 }
 
 #[tokio::test]
