@@ -37,32 +37,65 @@ fn survey(name: &str) -> Script {
 /// label also makes `docker stack rm` remove it with the stack).
 const SECRET_KEY_LABEL: &str = "dropship.secret";
 
-/// A Docker secret of the step, as the deploy script makes it: its versioned name, its key and
-/// how many bytes of stdin its value is.
+/// A Docker secret of the step, as the deploy script makes it: its key and how many bytes of
+/// stdin its value is. Its name is `<stack>_<key>_<version>`, the version named on the manager.
 pub struct SecretToMake<'a> {
-    pub name: &'a str,
     pub key: &'a str,
+    /// The variable that gives the stack file the name (`SECRET_<KEY>_NAME`).
+    pub name_variable: String,
     pub size: usize,
 }
 
-/// Reads each secret's value (exactly its bytes) from stdin and makes the secret with it
-/// unless one of that name exists (a `stack:secret` frame and its name for each made).
+/// The Docker config that holds the stack's salt for naming secret versions.
+pub fn salt_config(stack: &str) -> String {
+    format!("{stack}_dropship-salt")
+}
+
+/// Reads the stack's salt (a Docker config of 32 random bytes, made the first time; Swarm
+/// holds it on every manager, so any of them names a version the same) into `dsst_salt`.
+/// Labelled with the stack's namespace: `docker stack rm` removes it, and a new salt later only
+/// means new names, one rotation. A concurrent first run may make it first: read it again.
+fn read_salt(stack: &str) -> Script {
+    let inspect = sh!(
+        "docker config inspect --format {} -- {}",
+        "{{json .Spec.Data}}",
+        salt_config(stack)
+    );
+    sh!(
+        "command -v sha256sum >/dev/null 2>&1 || {{ echo 'the manager has no sha256sum (coreutils), which names secret versions' >&2; exit 5; }}\nif ! dsst_salt=$({} 2>/dev/null); then\nhead -c 32 /dev/urandom | base64 | docker config create --label {} -- {} - >/dev/null 2>&1\ndsst_salt=$({}) || exit 5\nfi\n[ -n \"$dsst_salt\" ] || {{ echo 'the secret-naming salt config is empty' >&2; exit 5; }}\n",
+        inspect,
+        format!("com.docker.stack.namespace={stack}"),
+        salt_config(stack),
+        inspect
+    )
+}
+
+/// Reads each secret's value (exactly its bytes) from stdin into a variable and names its
+/// version `<stack>_<key>_<first 12 hex of sha256(salt || value)>` (the salt never leaves the
+/// swarm: the name says nothing of the value); exports the name as `SECRET_<KEY>_NAME` for the
+/// stack file and makes the secret (value on stdin, never an argument) unless one of that name
+/// exists. A `stack:version` frame and the name for each, a `stack:secret` frame and its key
+/// for each made.
 fn make_secrets(stack: &str, secrets: &[SecretToMake<'_>]) -> Script {
-    let mut script = Script::default();
+    if secrets.is_empty() {
+        return Script::default();
+    }
+    let mut script = read_salt(stack);
     for secret in secrets {
         script.push(&sh!(
-            "if docker secret inspect --format {} -- {} >/dev/null 2>&1; then head -c {} >/dev/null || exit 5\nelse head -c {} | docker secret create --label {} --label {} -- {} - >/dev/null || exit 5\n{}\nprintf '%s\\n' {}\nfi\n",
+            "dsst_value=$(head -c {} && printf x) || exit 5\ndsst_value=${{dsst_value%x}}\n[ ${{#dsst_value}} -gt 0 ] || {{ echo 'a secret value ended early on stdin' >&2; exit 5; }}\ndsst_hash=$({{ printf '%s' \"$dsst_salt\"; printf '%s' \"$dsst_value\"; }} | sha256sum) || exit 5\ndsst_name={}${{dsst_hash%\"${{dsst_hash#????????????}}\"}}\nexport {}=\"$dsst_name\"\n{}\nprintf '%s\\n' \"$dsst_name\"\nif ! docker secret inspect --format {} -- \"$dsst_name\" >/dev/null 2>&1; then\nprintf '%s' \"$dsst_value\" | docker secret create --label {} --label {} -- \"$dsst_name\" - >/dev/null || exit 5\n{}\nprintf '%s\\n' {}\nfi\n",
+            secret.size.to_string(),
+            format!("{stack}_{}_", secret.key),
+            secret.name_variable.as_str(),
+            frame::report(Kind::Stack, &"version"),
             "{{.ID}}",
-            secret.name,
-            secret.size.to_string(),
-            secret.size.to_string(),
             format!("com.docker.stack.namespace={stack}"),
             format!("{SECRET_KEY_LABEL}={}", secret.key),
-            secret.name,
             frame::report(Kind::Stack, &"secret"),
-            secret.name
+            secret.key
         ));
     }
+    script.push(&sh!("unset dsst_value dsst_salt\n"));
     script
 }
 
@@ -439,40 +472,146 @@ esac
         )
     }
 
-    #[test]
-    fn secrets_are_made_from_exactly_their_bytes_of_stdin_only_when_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let setup = fake_docker(
-            dir.path(),
-            r#"case "$1 $2" in
-"secret inspect") [ "$6" = p_old_1 ] ;;
+    /// A fake `docker` for the secrets: every call's arguments logged to `$LOG.argv`; the salt
+    /// config kept in `salt` (made from stdin by `config create`, printed quoted like
+    /// `{{json .Spec.Data}}`); a secret exists when its name is in `existing`; `secret create`
+    /// logs its arguments and exact stdin, `stack deploy` the names it is given.
+    fn fake_secret_docker(dir: &std::path::Path) -> String {
+        fake_docker(
+            dir,
+            r#"D=$(dirname "$LOG")
+printf '%s\n' "$*" >>"$LOG.argv"
+case "$1 $2" in
+"config inspect") [ -f "$D/salt" ] && printf '"%s"\n' "$(cat "$D/salt")" ;;
+"config create") printf '%s\n' "$*" >>"$LOG"; tr -d '\n' >"$D/salt" ;;
+"secret inspect") grep -qx -- "$6" "$D/existing" 2>/dev/null ;;
 "secret create") printf '%s|' "$*" >>"$LOG"; cat >>"$LOG"; echo >>"$LOG" ;;
-"stack deploy") printf 'deploy A=%s\n' "$A" >>"$LOG" ;;
+"stack deploy") printf 'deploy A=%s OLD=%s NEW=%s\n' "$A" "$SECRET_OLD_NAME" "$SECRET_NEW_NAME" >>"$LOG" ;;
 *) ;;
 esac
 "#,
-        );
-        let secrets = [
+        )
+    }
+
+    /// The version a manager names: 12 hex digits of sha256(salt as read || value).
+    fn keyed_version(salt: &str, value: &str) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(format!("{salt}{value}").as_bytes()))[..12].to_string()
+    }
+
+    fn secrets_to_make(sizes: [usize; 2]) -> [SecretToMake<'static>; 2] {
+        [
             SecretToMake {
-                name: "p_old_1",
                 key: "old",
-                size: 3,
+                name_variable: "SECRET_OLD_NAME".into(),
+                size: sizes[0],
             },
             SecretToMake {
-                name: "p_new_2",
                 key: "new",
-                size: 11,
+                name_variable: "SECRET_NEW_NAME".into(),
+                size: sizes[1],
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn secret_versions_are_named_by_a_salted_digest_and_made_from_exact_stdin_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = fake_secret_docker(dir.path());
+        let log = dir.path().join("log");
+        let (old, new) = ("xyz", "-$(touch pwned)\n\n");
+        let secrets = secrets_to_make([old.len(), new.len()]);
         let framed = Framed::new(&deploy("/s.yml", "p", false, &secrets));
-        let script = format!("{setup}{}", framed.script());
-        let out = run_in_sh(&script, b"xyz$(x)\n-line2A=v\n");
-        assert_eq!(out.status, Some(0), "{out:?}");
-        assert_eq!(named(&framed.reply(&out.stdout), "secret"), vec!["p_new_2"]);
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("log")).unwrap(),
-            "secret create --label com.docker.stack.namespace=p --label dropship.secret=new -- p_new_2 -|$(x)\n-line2\ndeploy A=v\n"
+        let script = format!(
+            "cd {} || exit 9\n{setup}{}",
+            dir.path().display(),
+            framed.script()
         );
+        let stdin = format!("{old}{new}A=v\n");
+
+        // First run: the salt config is made (32 random bytes, base64), then both secrets.
+        let out = run_in_sh(&script, stdin.as_bytes());
+        assert_eq!(out.status, Some(0), "{out:?}");
+        let salt = format!(
+            "\"{}\"",
+            std::fs::read_to_string(dir.path().join("salt")).unwrap()
+        );
+        assert_eq!(salt.len(), 2 + 44, "{salt}");
+        let old_name = format!("p_old_{}", keyed_version(&salt, old));
+        let new_name = format!("p_new_{}", keyed_version(&salt, new));
+        let reply = framed.reply(&out.stdout);
+        assert_eq!(
+            named(&reply, "version"),
+            vec![old_name.clone(), new_name.clone()]
+        );
+        assert_eq!(named(&reply, "secret"), vec!["old", "new"]);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!(
+                "config create --label com.docker.stack.namespace=p -- p_dropship-salt -\n\
+                 secret create --label com.docker.stack.namespace=p --label dropship.secret=old -- {old_name} -|{old}\n\
+                 secret create --label com.docker.stack.namespace=p --label dropship.secret=new -- {new_name} -|{new}\n\
+                 deploy A=v OLD={old_name} NEW={new_name}\n"
+            )
+        );
+        // The unsalted digest of the value is not the name.
+        let unsalted = keyed_version("", old);
+        assert!(!old_name.ends_with(&unsalted), "{old_name}");
+        assert!(!dir.path().join("pwned").exists());
+
+        // Again, the secrets existing: the same salt, the same names, nothing made.
+        std::fs::write(
+            dir.path().join("existing"),
+            format!("{old_name}\n{new_name}\n"),
+        )
+        .unwrap();
+        std::fs::write(&log, "").unwrap();
+        let out = run_in_sh(&script, stdin.as_bytes());
+        assert_eq!(out.status, Some(0), "{out:?}");
+        let reply = framed.reply(&out.stdout);
+        assert_eq!(
+            named(&reply, "version"),
+            vec![old_name.clone(), new_name.clone()]
+        );
+        assert!(named(&reply, "secret").is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!("deploy A=v OLD={old_name} NEW={new_name}\n")
+        );
+
+        // Another salt (a new swarm, or after `docker stack rm`): other names.
+        std::fs::write(dir.path().join("salt"), "b3RoZXI=").unwrap();
+        let out = run_in_sh(&script, stdin.as_bytes());
+        let versions = named(&framed.reply(&out.stdout), "version");
+        assert_eq!(
+            versions[0],
+            format!("p_old_{}", keyed_version("\"b3RoZXI=\"", old))
+        );
+        assert_ne!(versions[0], old_name);
+
+        // No value was ever an argument.
+        let argv = std::fs::read_to_string(dir.path().join("log.argv")).unwrap();
+        assert!(argv.contains("secret create"), "{argv}");
+        assert!(
+            !argv.contains(old) && !argv.contains("touch pwned"),
+            "{argv}"
+        );
+    }
+
+    #[test]
+    fn a_stdin_that_ends_before_a_secret_value_stops_before_making_it_or_deploying() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = fake_secret_docker(dir.path());
+        std::fs::write(dir.path().join("salt"), "c2FsdA==").unwrap();
+        let framed = Framed::new(&deploy("/s.yml", "p", false, &secrets_to_make([3, 4])));
+        let out = run_in_sh(&format!("{setup}{}", framed.script()), b"abc");
+        assert_eq!(out.status, Some(5), "{out:?}");
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert!(
+            log.contains("-- p_old_") && !log.contains("p_new_"),
+            "{log}"
+        );
+        assert!(!log.contains("deploy"), "{log}");
     }
 
     #[test]

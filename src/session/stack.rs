@@ -59,17 +59,19 @@ impl<T: Connection> HostSession<T> {
         {
             return done;
         }
-        let pruned = self.prune_secrets(step, become_as).await;
-        secrets_noted(done, &started.made, pruned)
+        let pruned = self.prune_secrets(step, become_as, &started.versions).await;
+        secrets_noted(done, &step.name, &started.made, pruned)
     }
 
-    /// Removes the stack's secret versions no service names any more; their names.
+    /// Removes the stack's secret versions no service names any more (the deploy's `versions`
+    /// kept); their names.
     async fn prune_secrets(
         &mut self,
         step: &StackDeploy,
         become_as: Option<&Become>,
+        versions: &[String],
     ) -> Result<Vec<String>, String> {
-        let keep: Vec<&str> = step.secrets.iter().map(|s| s.name.as_str()).collect();
+        let keep: Vec<&str> = versions.iter().map(String::as_str).collect();
         let request = Framed::new(&stack::prune_secrets(&step.name, &keep));
         let out = self.exec_as(request.script(), &[], become_as).await?;
         if !out.success() {
@@ -88,8 +90,8 @@ impl<T: Connection> HostSession<T> {
             .secrets
             .iter()
             .map(|s| SecretToMake {
-                name: &s.name,
                 key: &s.key,
+                name_variable: s.name_variable(),
                 size: s.value.expose().len(),
             })
             .collect();
@@ -122,6 +124,7 @@ impl<T: Connection> HostSession<T> {
             change: Change::Deploy,
             asked: Vec::new(),
             made: stack::named(&reply, "secret"),
+            versions: stack::named(&reply, "version"),
         })
     }
 
@@ -148,6 +151,7 @@ impl<T: Connection> HostSession<T> {
             change: Change::Rollback,
             asked,
             made: Vec::new(),
+            versions: Vec::new(),
         })
     }
 
@@ -199,22 +203,32 @@ struct Started {
     change: Change,
     /// The services a rollback sent back.
     asked: Vec<String>,
-    /// The Docker secrets the deploy made.
+    /// The keys of the Docker secrets the deploy made.
     made: Vec<String>,
+    /// The names of the secrets' versions the deploy used.
+    versions: Vec<String>,
 }
 
 /// A converged deploy's result with the secrets it made and removed (changed when it did
-/// either); a failed removal is noted, not failed: the deploy itself went through.
-fn secrets_noted(done: Done, made: &[String], pruned: Result<Vec<String>, String>) -> Done {
+/// either), by key (the full names are in `docker secret ls`); a failed removal is noted, not
+/// failed: the deploy itself went through.
+fn secrets_noted(
+    done: Done,
+    stack: &str,
+    made: &[String],
+    pruned: Result<Vec<String>, String>,
+) -> Done {
     let mut notes = Vec::new();
     if !made.is_empty() {
+        let made: Vec<String> = made.iter().map(|k| format!("{k}: new version")).collect();
         notes.push(format!("secrets made: {}", made.join(", ")));
     }
     let mut changed = !made.is_empty();
     match pruned {
         Ok(pruned) if !pruned.is_empty() => {
             changed = true;
-            notes.push(format!("old secrets removed: {}", pruned.join(", ")));
+            let keys: Vec<&str> = pruned.iter().map(|n| version_key(stack, n)).collect();
+            notes.push(format!("old secret versions removed: {}", keys.join(", ")));
         }
         Ok(_) => {}
         Err(why) => notes.push(format!("could not remove old secrets: {why}")),
@@ -232,6 +246,15 @@ fn secrets_noted(done: Done, made: &[String], pruned: Result<Vec<String>, String
         done.outcome
     };
     Done::new(outcome, Some(detail))
+}
+
+/// The key of a version `<stack>_<key>_<version>` of the stack's secret (the name itself if it
+/// is not of that shape).
+fn version_key<'a>(stack: &str, name: &'a str) -> &'a str {
+    name.strip_prefix(stack)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .and_then(|rest| rest.rsplit_once('_'))
+        .map_or(name, |(key, _)| key)
 }
 
 /// The step's result from every service's verdict: failed when one was rolled back by the
@@ -306,5 +329,34 @@ pub(super) fn summary(
                 lines.join("\n")
             )),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_and_removed_secrets_are_named_by_key_not_by_version() {
+        let done = Done::new(
+            Outcome::Ok,
+            Some("stack p-1 (1.0s): p-1_web: unchanged".into()),
+        );
+        let noted = secrets_noted(
+            done,
+            "p-1",
+            &["django_secret_key".to_string()],
+            Ok(vec![
+                "p-1_django_secret_key_0123456789ab".to_string(),
+                "other".to_string(),
+            ]),
+        );
+        assert_eq!(noted.outcome, Outcome::Changed);
+        assert_eq!(
+            noted.detail.as_deref(),
+            Some(
+                "stack p-1 (1.0s): p-1_web: unchanged; secrets made: django_secret_key: new version; old secret versions removed: django_secret_key, other"
+            )
+        );
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::{Act, Done, Failure, HostView, Kind, ParseCx, PlanCx, Prepared, Templated};
@@ -47,25 +46,31 @@ pub struct Stack {
     secrets: Vec<(String, Templated)>,
 }
 
-/// One of the step's `secrets`, rendered: a Docker secret whose name carries a digest of its
-/// value, so a new value is a new secret and the services using it are updated.
+/// How many hex digits of the keyed digest name a secret's version.
+const VERSION_DIGITS: usize = 12;
+
+/// One of the step's `secrets`, rendered: a Docker secret named
+/// `<stack>_<key>_<version>`, the version a digest of the value keyed with a salt that never
+/// leaves the swarm (named on the manager: see `remote::stack`), so a new value is a new
+/// secret the services are updated to, and the name tells nothing of the value.
 #[derive(Clone)]
 pub struct VersionedSecret {
     /// The key in `secrets` (`django_secret_key`).
     pub key: String,
-    /// `<stack>_<key>_<first 12 hex digits of sha256(value)>`.
-    pub name: String,
     pub value: Secret,
 }
 
 impl VersionedSecret {
-    fn new(stack: &str, key: &str, value: String) -> Self {
-        let digest = hex::encode(Sha256::digest(value.as_bytes()));
+    fn new(key: &str, value: String) -> Self {
         VersionedSecret {
             key: key.to_string(),
-            name: format!("{stack}_{key}_{}", &digest[..12]),
             value: Secret::new(value),
         }
+    }
+
+    /// The name of a version of this secret of the stack `stack`, the version shown as `what`.
+    fn name_shape(&self, stack: &str, what: &str) -> String {
+        format!("{stack}_{}_{what}", self.key)
     }
 
     /// The variable that gives the stack file this secret's name: `SECRET_<KEY>_NAME`.
@@ -105,7 +110,7 @@ impl std::fmt::Debug for StackDeploy {
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field(
                 "secrets",
-                &self.secrets.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                &self.secrets.iter().map(|s| &s.key).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -113,7 +118,7 @@ impl std::fmt::Debug for StackDeploy {
 
 impl StackDeploy {
     /// The deploy script's stdin: each secret's value (exactly its bytes, in order), then one
-    /// `KEY=VALUE` line per variable, the secrets' `SECRET_<KEY>_NAME`s last.
+    /// `KEY=VALUE` line per variable (the script sets the secrets' `SECRET_<KEY>_NAME`s).
     pub fn stdin(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for secret in &self.secrets {
@@ -121,10 +126,6 @@ impl StackDeploy {
         }
         for (key, value) in &self.env {
             out.extend_from_slice(format!("{key}={}\n", value.expose()).as_bytes());
-        }
-        for secret in &self.secrets {
-            let line = format!("{}={}\n", secret.name_variable(), secret.name);
-            out.extend_from_slice(line.as_bytes());
         }
         out
     }
@@ -268,6 +269,15 @@ impl Kind for Stack {
         for (key, field) in &self.secrets {
             // Sent on stdin: rendered without being noted for the command line.
             let value = cx.renderer.render_field(field, cx.ctx, cx.file)?;
+            if value.contains('\0') {
+                return Err(cx
+                    .file
+                    .error_at(
+                        field.span(),
+                        format!("the secret `{key}` holds a NUL byte (the value is not shown)"),
+                    )
+                    .with_hint("the manager's shell cannot carry a NUL byte; encode binary values (base64)"));
+            }
             if value.is_empty() || value.len() > SECRET_MAX_BYTES {
                 return Err(cx
                     .file
@@ -280,15 +290,18 @@ impl Kind for Stack {
                     )
                     .with_hint("a Docker secret holds 1 byte to 500 KiB"));
             }
-            let secret = VersionedSecret::new(&name, key, value);
-            if secret.name.len() > SECRET_NAME_MAX {
+            let secret = VersionedSecret::new(key, value);
+            // Longer than the salt config's name (`<stack>_dropship-salt`): it fits too.
+            let longest = secret.name_shape(&name, &"0".repeat(VERSION_DIGITS));
+            if longest.len() > SECRET_NAME_MAX {
                 return Err(cx
                     .file
                     .error_at(
                         self.name.span(),
                         format!(
-                            "the secret name `{}` is longer than the {SECRET_NAME_MAX} characters Docker allows",
-                            secret.name
+                            "the secret name `{}` ({} characters) is longer than the {SECRET_NAME_MAX} characters Docker allows",
+                            secret.name_shape(&name, "<12 hex digits>"),
+                            longest.len()
                         ),
                     )
                     .with_hint("shorten the stack's name or the secret's key"));
@@ -313,9 +326,14 @@ impl Act for StackDeploy {
         let secrets = if self.secrets.is_empty() {
             String::new()
         } else {
-            let names: Vec<&str> = self.secrets.iter().map(|s| s.name.as_str()).collect();
+            let names: Vec<String> = self
+                .secrets
+                .iter()
+                .map(|s| s.name_shape(&self.name, "<version>"))
+                .collect();
             format!(
-                "docker secret create (when missing, value on stdin) {}; then ",
+                "docker secret create (when missing, value on stdin; <version>: a digest of the value keyed with the stack's salt config {}) {}; then ",
+                crate::remote::stack::salt_config(&self.name),
                 names.join(", ")
             )
         };
@@ -373,13 +391,13 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_is_named_by_stack_key_and_a_digest_of_its_value() {
-        let v1 = VersionedSecret::new("pixel", "django_secret_key", "one".into());
-        let v2 = VersionedSecret::new("pixel", "django_secret_key", "two".into());
-        // sha256("one") = 7692c3ad3540bb80...
-        assert_eq!(v1.name, "pixel_django_secret_key_7692c3ad3540");
-        assert_ne!(v1.name, v2.name);
-        assert_eq!(v1.name_variable(), "SECRET_DJANGO_SECRET_KEY_NAME");
+    fn a_secret_version_is_named_by_stack_and_key_its_variable_by_key() {
+        let secret = VersionedSecret::new("django_secret_key", "one".into());
+        assert_eq!(
+            secret.name_shape("pixel", "<version>"),
+            "pixel_django_secret_key_<version>"
+        );
+        assert_eq!(secret.name_variable(), "SECRET_DJANGO_SECRET_KEY_NAME");
     }
 
     #[test]
@@ -393,19 +411,15 @@ mod tests {
                 ("A".into(), Secret::new("s3cr3t $(x)")),
                 ("B".into(), Secret::new("")),
             ],
-            secrets: vec![VersionedSecret::new(
-                "pixel",
-                "key",
-                "multi\nline s3cr3t".into(),
-            )],
+            secrets: vec![VersionedSecret::new("key", "multi\nline s3cr3t".into())],
         };
-        let name = &step.secrets[0].name;
         assert_eq!(
             step.stdin(),
-            format!("multi\nline s3cr3tA=s3cr3t $(x)\nB=\nSECRET_KEY_NAME={name}\n").as_bytes()
+            b"multi\nline s3cr3tA=s3cr3t $(x)\nB=\n".as_slice()
         );
         assert!(!format!("{step:?}").contains("s3cr3t"));
         assert!(!step.describe().contains("s3cr3t"));
-        assert!(step.describe().contains(name.as_str()));
+        assert!(step.describe().contains("pixel_key_<version>"));
+        assert!(step.describe().contains("SECRET_KEY_NAME"));
     }
 }

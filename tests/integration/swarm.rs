@@ -329,6 +329,16 @@ fn bad_stack_keys_exit_2_at_the_key_before_any_connection() {
             "key = \"v\"",
             "`env` sets `SECRET_KEY_NAME`, which gives the stack file the name of secret `key`",
         ),
+        (
+            r#"stack = { file = "/srv/stack.yml", name = "pixel", secrets = { key = "a\u0000b" } }"#,
+            "\"a\\u0000b\"",
+            "the secret `key` holds a NUL byte (the value is not shown)",
+        ),
+        (
+            r#"stack = { file = "/srv/stack.yml", name = "pixel-production-europe-west-1a-blue", secrets = { django_secret_key = "v" } }"#,
+            "\"pixel-production",
+            "the secret name `pixel-production-europe-west-1a-blue_django_secret_key_<12 hex digits>` (67 characters)",
+        ),
     ];
     for (i, (step, needle, message)) in cases.iter().enumerate() {
         let playbook = dir.path().join(format!("p{i}.toml"));

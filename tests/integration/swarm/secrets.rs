@@ -1,7 +1,8 @@
 //! Versioned Docker secrets of a `stack` step on a real single-node swarm: made from the value
-//! on stdin, seen by the service at /run/secrets/, a new value a new secret the service is
-//! updated to, the old version kept while a previous spec names it, then removed; no value on
-//! any command line.
+//! on stdin, named by a digest keyed with the stack's salt config (never the bare digest of the
+//! value), seen by the service at /run/secrets/, a new value a new secret the service is
+//! updated to, the old version kept while a previous spec names it, then removed; no value or
+//! bare digest on any command line or in the output; `docker stack rm` removes the salt.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,15 @@ use crate::harness::{Flavor, LocalFleet, all_cmdlines};
 
 fn fingerprint(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))[..12].to_string()
+}
+
+/// The stack's salt config as a manager reads it (`{{json .Spec.Data}}`).
+fn salt_of(stack: &str) -> String {
+    let config = format!("{stack}_dropship-salt");
+    let format = "{{json .Spec.Data}}";
+    let (ok, salt) = docker(&["config", "inspect", "--format", format, &config]);
+    assert!(ok, "{salt}");
+    salt.trim_end_matches('\n').to_string()
 }
 
 /// The stack's secrets, by name, sorted.
@@ -79,12 +89,17 @@ fn a_rotated_secret_becomes_a_new_docker_secret_and_the_unused_old_one_is_remove
         .to_string();
     let pwned = format!("/tmp/dropship-swarm-pwned-{}", std::process::id());
     let rotated = format!("rotated {} $(touch {pwned})", fingerprint(&first));
-    let name = |value: &str| format!("{stack}_django_secret_key_{}", fingerprint(value));
+    let unsalted = |value: &str| format!("{stack}_django_secret_key_{}", fingerprint(value));
 
     let stop = Arc::new(AtomicBool::new(false));
     let watch = {
         let stop = stop.clone();
-        let needles = [first.clone(), rotated.clone()];
+        let needles = [
+            first.clone(),
+            rotated.clone(),
+            unsalted(&first),
+            unsalted(&rotated),
+        ];
         std::thread::spawn(move || {
             let mut leaks = Vec::new();
             let mut seen_deploy = false;
@@ -101,15 +116,23 @@ fn a_rotated_secret_becomes_a_new_docker_secret_and_the_unused_old_one_is_remove
         })
     };
 
-    // v1: the secret made under its versioned name, read by both replicas.
+    // v1: the stack's salt made, the secret under its keyed version, read by both replicas;
+    // the output names the key, not the version, and nowhere the bare digest.
     let run = fleet.deploy(PLAYBOOK, &["--var", "version=A"]);
     run.assert_code(0);
     run.assert_outcome(&host, STEP, "changed");
+    let salt = salt_of(&stack);
+    let name = |value: &str| {
+        let version = hex::encode(Sha256::digest(format!("{salt}{value}").as_bytes()));
+        format!("{stack}_django_secret_key_{}", &version[..12])
+    };
+    assert_ne!(name(&first), unsalted(&first));
     assert!(
-        detail(&run, &host, STEP).contains(&format!("secrets made: {}", name(&first))),
+        detail(&run, &host, STEP).contains("secrets made: django_secret_key: new version"),
         "{}",
         run.all()
     );
+    assert!(!run.all().contains(&fingerprint(&first)), "{}", run.all());
     assert_eq!(secrets_of(&stack), vec![name(&first)]);
     assert_containers_read(&service, &fingerprint(&first));
 
@@ -129,14 +152,18 @@ fn a_rotated_secret_becomes_a_new_docker_secret_and_the_unused_old_one_is_remove
     both.sort();
     assert_eq!(secrets_of(&stack), both);
 
-    // The next deploy leaves no spec naming the first: it is removed.
+    // The next deploy, the value the same: the same name, nothing made; it leaves no spec
+    // naming the first, which is removed.
     let run = fleet.deploy(PLAYBOOK, &["--var", "version=B"]);
     run.assert_code(0);
+    let said = detail(&run, &host, STEP);
     assert!(
-        detail(&run, &host, STEP).contains(&format!("old secrets removed: {}", name(&first))),
+        said.contains("old secret versions removed: django_secret_key"),
         "{}",
         run.all()
     );
+    assert!(!said.contains("secrets made"), "{}", run.all());
+    assert_eq!(salt_of(&stack), salt);
     assert_eq!(secrets_of(&stack), vec![name(&rotated)]);
     assert_containers_read(&service, &fingerprint(&rotated));
     assert!(!std::path::Path::new(&pwned).exists());
@@ -145,4 +172,16 @@ fn a_rotated_secret_becomes_a_new_docker_secret_and_the_unused_old_one_is_remove
     let (leaks, seen_deploy) = watch.join().unwrap();
     assert!(seen_deploy, "the watch never saw `docker stack deploy` run");
     assert!(leaks.is_empty(), "a secret on a command line: {leaks:?}");
+
+    // `docker stack rm` takes the salt with the stack (a later deploy makes a new one).
+    let (ok, said) = docker(&["stack", "rm", &stack]);
+    assert!(ok, "{said}");
+    let (ok, configs) = docker(&["config", "ls", "--format", "{{.Name}}"]);
+    assert!(ok, "{configs}");
+    assert!(
+        !configs
+            .lines()
+            .any(|c| c == format!("{stack}_dropship-salt")),
+        "{configs}"
+    );
 }
