@@ -201,8 +201,8 @@ pub struct RunArgs {
     /// Hosts worked on at once.
     #[arg(long, default_value_t = 64)]
     pub forks: usize,
-    /// SSH handshakes in flight at once.
-    #[arg(long, default_value_t = 32)]
+    /// SSH handshakes in flight at once across the run (and at most 8 to any one server).
+    #[arg(long, default_value_t = 64)]
     pub handshakes: usize,
     /// Write a JSON report to this file (`-` for stdout; human output then goes to stderr).
     #[arg(long, value_name = "PATH")]
@@ -519,7 +519,7 @@ mod tests {
             (hosts.inventory, hosts.limit),
             (PathBuf::from("inv.toml"), None)
         );
-        assert_eq!((run.forks, run.handshakes, run.wait_lock), (64, 32, None));
+        assert_eq!((run.forks, run.handshakes, run.wait_lock), (64, 64, None));
         assert_eq!(run.json, Some(JsonTarget::File("r.json".into())));
         assert!(!run.plain && !run.verbose);
         assert_eq!(command, "uname -a");

@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::fleet::LockOptions;
 use crate::plan::Plan;
 use crate::release::utc_rfc3339;
 use crate::remote::lock::{self, Holder};
 use crate::report::{Event, HostResult};
-use crate::session::{HostSession, LockOutcome, RunContext, connect_paced};
+use crate::session::{HandshakeSlots, HostSession, LockOutcome, RunContext, connect_paced};
 use crate::transport::{Connection, Connector};
 
 /// A lock held by someone else refused the run.
@@ -84,7 +84,7 @@ pub(super) async fn connect_locking<C: Connector>(
     handshakes: usize,
     holder: &Holder,
 ) -> (Vec<HostSession<C::Conn>>, FirstAttempt) {
-    let gate = Semaphore::new(handshakes.max(1));
+    let gate = HandshakeSlots::new(handshakes);
     let (lead_tx, lead_rx) = watch::channel(Lead::Waiting);
     let hosts = (0..ctx.plan.hosts.len()).map(|index| {
         let (gate, lead_tx, mut lead_rx) = (&gate, &lead_tx, lead_rx.clone());

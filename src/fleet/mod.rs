@@ -40,7 +40,7 @@ impl Default for ExecOptions {
     fn default() -> Self {
         Self {
             forks: 64,
-            handshakes: 32,
+            handshakes: 64,
             stream_output: false,
         }
     }

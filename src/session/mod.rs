@@ -9,6 +9,7 @@ mod cancel;
 mod compose_preview;
 mod diagnose;
 mod gate;
+mod handshakes;
 mod health;
 mod images;
 mod lock;
@@ -28,9 +29,9 @@ use std::ops::Range;
 use std::time::Instant;
 
 use futures::future::join_all;
-use tokio::sync::Semaphore;
 
 pub use gate::{Gate, Turn};
+pub use handshakes::{HandshakeSlots, PER_SERVER};
 pub use lock::{LockOutcome, ReleaseError};
 
 use crate::plan::{Action, Become, Plan, PlannedStep};
@@ -122,33 +123,35 @@ pub struct HostSession<T: Connection> {
     started: Instant,
 }
 
-/// Connects to every host of the plan at once, at most `handshakes` handshakes in flight.
+/// Connects to every host of the plan at once, at most `handshakes` handshakes in flight
+/// (and `handshakes::PER_SERVER` to one server).
 pub async fn connect_all<C: Connector>(
     connector: &C,
     plan: &Plan,
     handshakes: usize,
     reporter: &dyn Reporter,
 ) -> Vec<HostSession<C::Conn>> {
-    let gate = Semaphore::new(handshakes.max(1));
+    let gate = HandshakeSlots::new(handshakes);
     join_all(
         (0..plan.hosts.len()).map(|index| connect_paced(connector, plan, index, &gate, reporter)),
     )
     .await
 }
 
-/// Connects to host `index` of the plan once a permit of `handshakes` (the handshakes in
-/// flight at once) is free; a host that cannot be reached comes back failed, not connected.
-/// Its timeline starts before the wait for the permit.
+/// Connects to host `index` of the plan once a handshake slot to its server is free; a host
+/// that cannot be reached comes back failed, not connected. Its timeline starts before the
+/// wait for the slot.
 pub async fn connect_paced<C: Connector>(
     connector: &C,
     plan: &Plan,
     index: usize,
-    handshakes: &Semaphore,
+    handshakes: &HandshakeSlots,
     reporter: &dyn Reporter,
 ) -> HostSession<C::Conn> {
     let queued = Instant::now();
     let (mut session, connected) = {
-        let _permit = handshakes.acquire().await;
+        let spec = &plan.hosts[index].connect;
+        let _slot = handshakes.acquire(&spec.address, spec.port).await;
         connect_host_since(connector, plan, index, reporter, queued).await
     };
     if let Err(e) = connected {
