@@ -17,7 +17,7 @@
 #   --rounds R    measured rounds (default 5, or $BENCH_ROUNDS; --smoke: 1)
 #   --rtt MS      put a delaying TCP forwarder (benches/fleet/delay.py, MS/2 each way) between
 #                 the clients (ssh, dropship) and every host, and report wall times in RTTs
-#   --forks F, --handshakes H   passed to dropship deploy (default: dropship's own, 64 and 32)
+#   --forks F, --handshakes H   passed to dropship deploy (default: dropship's own, 64 and 64)
 #   --wait-idle   before each round, wait until the machine is >= 90% idle (other work skews
 #                 wall times; the JSON lines' other_cpu_ms says how much CPU it took meanwhile)
 #   --keep        leave the fleet running afterwards (a later run with the same N reuses it)
@@ -559,7 +559,7 @@ target() { # label value verdict applies-at
 }
 
 echo
-echo "dropship fleet benchmark: N=$N hosts, $ROUNDS round(s), RTT ${RTT_MS} ms, --forks ${FORKS:-64 (default)} --handshakes ${HANDSHAKES:-32 (default)}"
+echo "dropship fleet benchmark: N=$N hosts, $ROUNDS round(s), RTT ${RTT_MS} ms, --forks ${FORKS:-64 (default)} --handshakes ${HANDSHAKES:-64 (default)}"
 echo "machine: $CORES cores ($CPU_MODEL), ${MEM_GIB} GiB RAM, $(uname -sr), $(ssh -V 2>&1 | cut -d, -f1)"
 echo "CPU idle before the run: ${IDLE_START}% (over 1 s)"
 echo
