@@ -24,6 +24,9 @@ impl<T: Connection> HostSession<T> {
         let started = Instant::now();
         let deadline = started + check.timeout;
         let mut attempts = 0u32;
+        // The last answer seen: when the final attempt is cut by the deadline (a busy host),
+        // the failure still names what the check kept answering.
+        let mut answered: Option<String> = None;
         let aborted = || Err(TransportError::Aborted.to_string());
         loop {
             attempts += 1;
@@ -48,8 +51,16 @@ impl<T: Connection> HostSession<T> {
                         )),
                     ));
                 }
-                Ok(Err(last)) => last,
-                Err(_) => "no answer before the timeout".to_string(),
+                Ok(Err(last)) => {
+                    answered = Some(last.clone());
+                    last
+                }
+                Err(_) => match &answered {
+                    Some(seen) => {
+                        format!("{seen} (the attempt after it had no answer before the timeout)")
+                    }
+                    None => "no answer before the timeout".to_string(),
+                },
             };
             let interval = check.interval.max(health::MIN_INTERVAL);
             if Instant::now() + interval >= deadline {

@@ -75,6 +75,32 @@ fn http_health_check_that_never_passes_reports_the_last_status() {
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
 
+/// Found by CI on a busy machine: the final attempt, cut by the deadline, hid the status the
+/// check had been answering all along.
+#[test]
+fn a_final_attempt_cut_by_the_deadline_still_reports_the_last_answer() {
+    let fleet = Fleet::start(1);
+    let (port, _) = http_server(|n, _| {
+        if n >= 2 {
+            // From the third request on, the server hangs past the check's deadline.
+            std::thread::sleep(std::time::Duration::from_secs(6));
+        }
+        (503, "db down".to_string())
+    });
+    let run = deploy(
+        &fleet,
+        &format!(
+            "{{ url = \"http://127.0.0.1:{port}/\", timeout = \"2s\", interval = \"300ms\" }}"
+        ),
+    );
+    run.assert_code(1);
+    let text = run.host_text("h1");
+    assert!(
+        text.contains("last: HTTP 503 (expected 200): db down (the attempt after it had no answer before the timeout)"),
+        "{text}"
+    );
+}
+
 #[test]
 fn http_health_check_to_a_closed_port_fails_with_the_reason() {
     let fleet = Fleet::start(1);
