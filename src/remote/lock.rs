@@ -515,13 +515,13 @@ mod tests {
         };
         assert_eq!(other.who, "mallory@x");
         // The files probe riding along answers in its own frames, after the lock's.
-        let probe = crate::remote::files::probe(&["/nonexistent/x"], &[]);
+        let probe = crate::remote::probe::probe(&["/nonexistent/x"], &[]);
         let request = acquire(&state, &holder(), Some(&probe));
         let out = crate::remote::run_in_sh(request.script(), b"");
         let reply = request.reply(&out.stdout);
         assert!(matches!(parse_acquire(&reply), Some(LockAnswer::Held(_))));
         assert_eq!(
-            crate::remote::files::parse_probe(&reply, &["/nonexistent/x"], &[]).map(|p| p.files),
+            crate::remote::probe::parse_probe(&reply, &["/nonexistent/x"], &[]).map(|p| p.files),
             Some(vec![None])
         );
     }

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod login;
 pub mod long_script;
 pub mod preview;
+pub mod probe;
 pub mod release;
 pub mod release_binds;
 pub mod run;

@@ -36,8 +36,8 @@ pub use lock::{LockOutcome, ReleaseError};
 
 use crate::plan::{Action, Become, Plan, PlannedStep};
 use crate::remote::compose::{ComposeFlavor, ComposeTool};
-use crate::remote::files::RemoteFile;
 use crate::remote::frame::Reply;
+use crate::remote::probe::RemoteFile;
 use crate::remote::script::Script;
 use crate::remote::tree::Listing;
 use crate::remote::{self, long_script, sudo};
@@ -561,7 +561,7 @@ impl<T: Connection> HostSession<T> {
         if dests.is_empty() && trees.is_empty() {
             return None;
         }
-        Some((remote::files::probe(&dests, &trees), self.file_reader(plan)))
+        Some((remote::probe::probe(&dests, &trees), self.file_reader(plan)))
     }
 
     /// Who reads the host's destination files. Files written as root may be readable by root
@@ -584,7 +584,7 @@ impl<T: Connection> HostSession<T> {
     fn accept_probe(&mut self, plan: &Plan, reply: &Reply, out: &ExecOutput) -> Result<(), String> {
         let dests = upload_dests(plan, self.index);
         let trees = tree_roots(plan, self.index);
-        let Some(probed) = remote::files::parse_probe(reply, &dests, &trees) else {
+        let Some(probed) = remote::probe::parse_probe(reply, &dests, &trees) else {
             return Err(format!(
                 "could not inspect the host's files: {}",
                 failure_text(out, &self.redactor)

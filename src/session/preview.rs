@@ -9,11 +9,11 @@ use super::{HostSession, RunContext, failure_text, tree_roots, upload_dests};
 use crate::output::diff::{ContentView, DIFF_LIMIT, file_diff};
 use crate::plan::{Action, Notify, PlannedStep, Upload};
 use crate::remote::compose::Request;
-use crate::remote::files;
 use crate::remote::frame::Framed;
 use crate::remote::preview::{
     FILES_PER_READ, ReadBack, current_release, parse_current_release, parse_read_back, read_back,
 };
+use crate::remote::probe;
 use crate::report::preview::{FilePreview, HostPreview, StepPreview, Would};
 use crate::steps::compose::ComposeRun;
 use crate::steps::files::Placement;
@@ -137,7 +137,7 @@ impl<T: Connection> HostSession<T> {
             .root;
         let script = crate::sh!(
             "{}{}\n",
-            files::probe(&seen_dests, &seen_trees),
+            probe::probe(&seen_dests, &seen_trees),
             current_release(root)
         );
         let request = Framed::new(&script);
@@ -145,7 +145,7 @@ impl<T: Connection> HostSession<T> {
             .exec_as(request.script(), &[], self.file_reader(plan).as_ref())
             .await?;
         let reply = request.reply(&out.stdout);
-        let Some(probed) = files::parse_probe(&reply, &seen_dests, &seen_trees) else {
+        let Some(probed) = probe::parse_probe(&reply, &seen_dests, &seen_trees) else {
             return Err(format!(
                 "could not inspect the host's files: {}",
                 failure_text(&out, &self.redactor)

@@ -2,7 +2,7 @@
 //! a command's output every kind judges with.
 
 use crate::remote::driver::Segment;
-use crate::remote::files::RemoteFile;
+use crate::remote::probe::RemoteFile;
 use crate::remote::tree::Listing;
 use crate::report::Outcome;
 use crate::secrets::Redactor;

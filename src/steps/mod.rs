@@ -20,7 +20,7 @@ use crate::diagnostic::{InputError, SourceFile};
 use crate::plan::Upload;
 use crate::release::ReleaseSite;
 use crate::remote::compose::ComposeFlavor;
-use crate::remote::files::RemoteFile;
+use crate::remote::probe::RemoteFile;
 use crate::remote::tree::Listing;
 use crate::secrets::{Redactor, Secret};
 use crate::template::Renderer;
