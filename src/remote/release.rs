@@ -284,6 +284,18 @@ mod tests {
     use super::*;
     use crate::release::release_id;
 
+    /// Runs `script` in a real `sh`, which must succeed; its stdout.
+    fn sh(script: &str) -> String {
+        let out = crate::remote::run_in_sh(script, b"");
+        assert_eq!(
+            out.status,
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     const R1: &str = "20261122T175512.042Z-3f9a1c2e";
     const R2: &str = "20261122T175613.000Z-00000000";
     const R3: &str = "20261123T010203.999Z-abcdef01";
@@ -323,16 +335,6 @@ mod tests {
             root: root.clone(),
             keep: 2,
             maker: "p".into(),
-        };
-        let sh = |script: &str| {
-            let out = crate::remote::run_in_sh(script, b"");
-            assert_eq!(
-                out.status,
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
         };
         // Hostile names beside the releases are data: never listed, pruned or run.
         for hostile in ["$(touch pwned)", "-rf", "a b", "x\ny"] {
@@ -396,16 +398,6 @@ mod tests {
             keep: 5,
             maker: crate::release::maker_line(maker),
         };
-        let sh = |script: &str| {
-            let out = crate::remote::run_in_sh(script, b"");
-            assert_eq!(
-                out.status,
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
         // R1 by "Deploy Pixel", R2 by the zero-downtime playbook (a hostile name: one line,
         // printable), R3 by "Deploy Pixel" again.
         let hostile = "Zero-downtime\nmaker=x y\x1b[2J";
@@ -445,16 +437,6 @@ mod tests {
             root: dir.path().to_str().unwrap().to_string(),
             keep: 2,
             maker: "p".into(),
-        };
-        let sh = |script: &str| {
-            let out = crate::remote::run_in_sh(script, b"");
-            assert_eq!(
-                out.status,
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
         };
         let stage =
             |id: &str| std::fs::create_dir_all(dir.path().join("releases").join(id)).unwrap();
