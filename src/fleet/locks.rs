@@ -102,6 +102,8 @@ pub(super) async fn connect_locking<C: Connector>(
                 lead_tx.send_replace(lead);
                 return (s, None);
             }
+            // The lock's channel opens while the first host answers.
+            s.keep_ready(1);
             let lead = *lead_rx
                 .wait_for(|l| *l != Lead::Waiting)
                 .await

@@ -61,6 +61,9 @@ impl<T: Connection> HostSession<T> {
         let state = &ctx.plan.hosts[self.index].state;
         let probe = self.piggyback_probe(ctx.plan);
         let request = lock::acquire(state, holder, probe.as_ref());
+        // One channel for the lock, one for what follows it whatever it answers (the steps,
+        // or giving the lock back): that one opens while the lock script runs.
+        self.keep_ready(2);
         let out = match self.exec(request.script(), &[]).await {
             Ok(out) => out,
             Err(e) => {

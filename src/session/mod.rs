@@ -280,6 +280,15 @@ impl<T: Connection> HostSession<T> {
         &self.result
     }
 
+    /// Starts opening channels for the next `channels` commands this run will surely send the
+    /// host, so that their round trips overlap the wait before them. Not a turn of the fork
+    /// gate: nothing runs on the host until a command takes the channel.
+    pub fn keep_ready(&self, channels: usize) {
+        if let Some(conn) = &self.conn {
+            conn.keep_ready(channels);
+        }
+    }
+
     fn conn(&self) -> Result<&T, String> {
         self.conn
             .as_ref()

@@ -1,22 +1,28 @@
-//! One open SSH connection: exec with stdin on its own channel, forwarded TCP requests, close.
+//! One open SSH connection: exec with stdin on its own channel (opened ahead when asked),
+//! forwarded TCP requests, close.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client::{Handle, Msg};
 use russh::{Channel, ChannelMsg, Disconnect, Sig};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use super::ssh::{Bastion, ClientHandler, MAX_SESSIONS, OPEN_RETRIES, STDIN_CHUNK, SessionState};
 use super::{Connection, ForwardedStream, OutputSink, TransportError};
 
 /// One authenticated connection; commands run on their own channels, possibly concurrently.
 pub struct SshConnection {
-    pub(super) handle: Handle<ClientHandler>,
+    pub(super) handle: Arc<Handle<ClientHandler>>,
     pub(super) state: Arc<SessionState>,
-    /// Keeps concurrent session channels under the server's default MaxSessions.
-    pub(super) sessions: Semaphore,
+    /// Keeps concurrent session channels (ready ones included) under the server's default
+    /// MaxSessions.
+    pub(super) sessions: Arc<Semaphore>,
+    /// Session channels opened ahead of the execs that will run on them (`keep_ready`), oldest
+    /// first.
+    pub(super) ready: Mutex<Vec<ReadyChannel>>,
     /// Signalled whenever one of our commands finishes, freeing a server session slot.
     pub(super) session_ended: Notify,
     /// The bastion this connection is tunnelled through: kept open while we live.
@@ -28,6 +34,32 @@ impl std::fmt::Debug for SshConnection {
         f.debug_struct("SshConnection")
             .field("closed", &self.handle.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+/// A session channel opened ahead for an exec to come, with its MaxSessions slot.
+pub(super) struct ReadyChannel {
+    opening: Opening,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The open of a ready channel, running on its own task so that its round trip overlaps
+/// whatever the host does meanwhile.
+struct Opening(JoinHandle<Result<Channel<Msg>, russh::Error>>);
+
+impl Opening {
+    async fn channel(mut self) -> Result<Channel<Msg>, String> {
+        match (&mut self.0).await {
+            Ok(opened) => opened.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        // Never used (the host failed, or the run ended): sshd closes it with the connection.
+        self.0.abort();
     }
 }
 
@@ -51,6 +83,12 @@ impl SshConnection {
             }
             e => self.connection_lost(&e.to_string()),
         }
+    }
+
+    /// The oldest channel opened ahead, if any.
+    fn take_ready(&self) -> Option<ReadyChannel> {
+        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        (!ready.is_empty()).then(|| ready.remove(0))
     }
 
     fn connection_lost(&self, fallback: &str) -> TransportError {
@@ -95,14 +133,30 @@ impl SshConnection {
         }
     }
 
+    /// The channel opened ahead when there is one and it opened, else a new one.
+    async fn session_for_exec(
+        &self,
+        ready: Option<Opening>,
+    ) -> Result<Channel<Msg>, TransportError> {
+        if let Some(opening) = ready {
+            match opening.channel().await {
+                Ok(channel) => return Ok(channel),
+                // Refused (MaxSessions) or lost: the plain open retries, or says why.
+                Err(e) => tracing::debug!(error = %e, "the channel opened ahead failed"),
+            }
+        }
+        self.open_session().await
+    }
+
     async fn run(
         &self,
+        ready: Option<Opening>,
         command: &str,
         stdin: &[&[u8]],
         sink: &mut dyn OutputSink,
         abort: impl Future<Output = ()>,
     ) -> Result<Option<u32>, TransportError> {
-        let channel = self.open_session().await?;
+        let channel = self.session_for_exec(ready).await?;
         channel
             .exec(true, command)
             .await
@@ -209,14 +263,37 @@ impl Connection for SshConnection {
         sink: &mut dyn OutputSink,
         abort: impl Future<Output = ()> + Send,
     ) -> Result<Option<u32>, TransportError> {
-        let _permit = self
-            .sessions
-            .acquire()
-            .await
-            .map_err(|_| TransportError::Protocol("connection closed".into()))?;
-        let result = self.run(command, stdin, sink, abort).await;
+        // Taken before the first await: an exec started first gets the oldest ready channel.
+        let ready = self.take_ready();
+        let (_permit, ready) = match ready {
+            Some(ReadyChannel { opening, permit }) => (permit, Some(opening)),
+            None => (
+                self.sessions
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| TransportError::Protocol("connection closed".into()))?,
+                None,
+            ),
+        };
+        let result = self.run(ready, command, stdin, sink, abort).await;
         self.session_ended.notify_waiters();
         result
+    }
+
+    fn keep_ready(&self, channels: usize) {
+        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        while ready.len() < channels && !self.handle.is_closed() {
+            // Never at the cost of an exec: only a free slot is used.
+            let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+                return;
+            };
+            let handle = Arc::clone(&self.handle);
+            let opening = Opening(tokio::spawn(
+                async move { handle.channel_open_session().await },
+            ));
+            ready.push(ReadyChannel { opening, permit });
+        }
     }
 
     async fn tcp_request(
@@ -257,6 +334,7 @@ impl Connection for SshConnection {
 
     async fn close(&self) {
         self.sessions.close();
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let _ = self
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")

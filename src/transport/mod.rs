@@ -355,6 +355,13 @@ pub trait Connection: Send + Sync + 'static {
         sink: &mut dyn OutputSink,
         abort: impl Future<Output = ()> + Send,
     ) -> impl Future<Output = Result<Option<u32>, TransportError>> + Send;
+    /// Starts opening session channels for the execs to come, until `channels` are open or
+    /// opening, so that their round trips overlap what happens meanwhile (another host's
+    /// answer, this host's previous command). Each next exec takes the oldest. Never waits,
+    /// and never takes a slot an exec is waiting for. A no-op where there are no channels.
+    fn keep_ready(&self, channels: usize) {
+        let _ = channels;
+    }
     /// `exec_streamed_until` that is never aborted.
     fn exec_streamed(
         &self,

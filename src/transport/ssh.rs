@@ -151,9 +151,10 @@ impl SshConnector {
         };
         authenticate(&mut handle, spec, &self.sources).await?;
         Ok(SshConnection {
-            handle,
+            handle: Arc::new(handle),
             state,
-            sessions: Semaphore::new(MAX_SESSIONS),
+            sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
+            ready: Mutex::default(),
             session_ended: Notify::new(),
             _bastion: bastion,
         })

@@ -30,6 +30,7 @@ mod locks;
 mod orchestration;
 mod output;
 mod provision;
+mod ready_channels;
 mod release_versions;
 mod reports;
 mod reuse;

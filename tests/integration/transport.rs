@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::harness::{Agent, Sshd, free_port, keygen, keygen_typed};
 
 /// What the transport needs to reach `sshd` as root with its client key.
-fn connect_spec(sshd: &Sshd, known_hosts: &Path, policy: HostKeyPolicy) -> ConnectSpec {
+pub(crate) fn connect_spec(sshd: &Sshd, known_hosts: &Path, policy: HostKeyPolicy) -> ConnectSpec {
     ConnectSpec {
         host_name: format!("test-{}", sshd.port),
         address: "127.0.0.1".into(),
@@ -32,7 +32,7 @@ fn connect_spec(sshd: &Sshd, known_hosts: &Path, policy: HostKeyPolicy) -> Conne
 }
 
 /// Only the spec's identity file: the developer's agent and ~/.ssh must not influence tests.
-fn connector() -> SshConnector {
+pub(crate) fn connector() -> SshConnector {
     SshConnector::new()
         .with_agent(false)
         .with_default_keys(false)
