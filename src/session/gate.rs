@@ -7,6 +7,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// takes a `Turn` from it first and holds it until it is done with the host.
 pub struct Gate {
     forks: Semaphore,
+    /// How many turns there are.
+    size: usize,
 }
 
 /// Leave to talk to one host; the fork is free again when it is dropped.
@@ -18,7 +20,13 @@ impl Gate {
     pub fn new(forks: usize) -> Self {
         Self {
             forks: Semaphore::new(forks.max(1)),
+            size: forks.max(1),
         }
+    }
+
+    /// Whether `hosts` hosts can all hold a turn at once (none waits for another's).
+    pub fn admits_all(&self, hosts: usize) -> bool {
+        hosts <= self.size
     }
 
     /// Waits for a free fork. (The semaphore is never closed.)
@@ -53,5 +61,15 @@ mod tests {
     fn zero_forks_still_lets_one_host_through() {
         let gate = Gate::new(0);
         assert_eq!(gate.forks.available_permits(), 1);
+    }
+
+    #[test]
+    fn a_gate_admits_all_hosts_only_up_to_its_forks() {
+        let gate = Gate::new(64);
+        assert!(gate.admits_all(50));
+        assert!(gate.admits_all(64));
+        assert!(!gate.admits_all(65));
+        assert!(Gate::new(0).admits_all(1));
+        assert!(!Gate::new(0).admits_all(2));
     }
 }

@@ -51,7 +51,8 @@ impl<T: Connection> HostSession<T> {
     pub async fn take_lock(&mut self, ctx: &RunContext<'_>, holder: &Holder) -> LockOutcome {
         let _turn = ctx.gate.turn().await;
         let started = Instant::now();
-        let outcome = self.ask_for_lock(ctx, holder).await;
+        // Boxed: allocated for the hosts holding a turn only (see `run_step_range`).
+        let outcome = Box::pin(self.ask_for_lock(ctx, holder)).await;
         self.result.timeline.record(Phase::Lock, started);
         outcome
     }
@@ -61,9 +62,12 @@ impl<T: Connection> HostSession<T> {
         let state = &ctx.plan.hosts[self.index].state;
         let probe = self.piggyback_probe(ctx.plan);
         let request = lock::acquire(state, holder, probe.as_ref());
-        // One channel for the lock, one for what follows it whatever it answers (the steps,
-        // or giving the lock back): that one opens while the lock script runs.
-        self.keep_ready(2);
+        // One channel for the lock, and one for what follows it whatever it answers (the
+        // steps, or giving the lock back), opening while the lock script runs. Not when hosts
+        // will wait for a turn after the lock: thousands of idle channels cost memory and
+        // save those hosts nothing.
+        let next = usize::from(ctx.gate.admits_all(ctx.plan.hosts.len()));
+        self.keep_ready(1 + next);
         let out = match self.exec(request.script(), &[]).await {
             Ok(out) => out,
             Err(e) => {
@@ -129,7 +133,7 @@ impl<T: Connection> HostSession<T> {
         }
         let _turn = ctx.gate.turn().await;
         let started = Instant::now();
-        let released = self.release_and_audit(ctx, holder, result, wait).await;
+        let released = Box::pin(self.release_and_audit(ctx, holder, result, wait)).await;
         self.result.timeline.record(Phase::Release, started);
         released
     }

@@ -152,7 +152,8 @@ pub async fn connect_paced<C: Connector>(
     let (mut session, connected) = {
         let spec = &plan.hosts[index].connect;
         let _slot = handshakes.acquire(&spec.address, spec.port).await;
-        connect_host_since(connector, plan, index, reporter, queued).await
+        // Boxed: the handshake's state exists for the hosts holding a slot only.
+        Box::pin(connect_host_since(connector, plan, index, reporter, queued)).await
     };
     if let Err(e) = connected {
         session.fail(reporter, &e);
@@ -400,6 +401,17 @@ impl<T: Connection> HostSession<T> {
             return;
         }
         let _turn = ctx.gate.turn().await;
+        // Boxed: the steps' state is allocated for the hosts holding a turn only, not for
+        // each of the thousands of hosts that wait for one.
+        Box::pin(self.run_step_range_now(ctx, steps, unlock)).await;
+    }
+
+    async fn run_step_range_now(
+        &mut self,
+        ctx: &RunContext<'_>,
+        steps: &[PlannedStep],
+        unlock: Option<&str>,
+    ) {
         let started = Instant::now();
         if !self.probed {
             self.probed = true;
