@@ -75,8 +75,15 @@ pub(super) async fn run_batches<T: Connection>(
                             || host_plan.release.is_none()))
                     .then(|| lock::release_and_audit_epilogue(&host_plan.state, holder, s.name()));
                     async move {
-                        s.run_steps(ctx, 0..host_plan.steps.len(), unlock.as_deref())
-                            .await
+                        let outcome = s
+                            .run_steps(ctx, 0..host_plan.steps.len(), unlock.as_deref())
+                            .await;
+                        // Its lock given back with its audit line, nothing later in the run
+                        // (a halt, a rollback of another batch) concerns this host again.
+                        if !s.is_locked() && !s.shares_lock() {
+                            s.disconnect().await;
+                        }
+                        outcome
                     }
                 }),
         )

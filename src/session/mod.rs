@@ -276,6 +276,16 @@ impl<T: Connection> HostSession<T> {
         self.note(why);
     }
 
+    /// Closes the connection now, when this run will send the host nothing more: what it
+    /// held (sockets, buffers, the server's session) is freed while other hosts still work.
+    pub async fn disconnect(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let closing = Instant::now();
+            conn.close().await;
+            self.result.timeline.record(Phase::Disconnect, closing);
+        }
+    }
+
     /// What the run did on this host so far.
     pub fn result(&self) -> &HostResult {
         &self.result
@@ -643,11 +653,7 @@ impl<T: Connection> HostSession<T> {
 
     /// Closes the connection and hands back the host's result.
     pub async fn finish(mut self, reporter: &dyn Reporter) -> HostResult {
-        if let Some(conn) = self.conn.take() {
-            let closing = Instant::now();
-            conn.close().await;
-            self.result.timeline.record(Phase::Disconnect, closing);
-        }
+        self.disconnect().await;
         self.result.elapsed_ms = self.started.elapsed().as_millis() as u64;
         reporter.event(&Event::HostFinished {
             result: &self.result,

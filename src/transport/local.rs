@@ -29,6 +29,8 @@ pub enum Fault {
     ConnectDelay(Duration),
     /// `hook` runs when a connect to the host starts.
     OnConnect(Hook),
+    /// `hook` runs (with the host's name) when the run closes its connection to the host.
+    OnClose(Hook),
     /// The connection drops once its commands sent this many bytes (stdout and stderr,
     /// counted over the connection's life): the running command is killed, it and every
     /// later command fail with "connection lost".
@@ -466,6 +468,11 @@ impl Connection for LocalConnection {
     }
 
     async fn close(&self) {
+        for fault in &self.faults.of(&self.host) {
+            if let Fault::OnClose(hook) = fault {
+                hook(&self.host);
+            }
+        }
         let _ = self.lose("closed");
     }
 }

@@ -713,6 +713,43 @@ async fn the_last_session_releases_the_lock_in_its_epilogue() {
 }
 
 #[tokio::test]
+async fn a_host_done_with_its_lock_given_back_is_disconnected_while_the_others_still_work() {
+    let rig = Rig::new(2);
+    let log: Log = Arc::default();
+    let closed = Arc::clone(&log);
+    rig.connector.inject(
+        "h1",
+        Fault::OnClose(Arc::new(move |host: &str| {
+            closed.lock().unwrap().push(format!("closed {host}"))
+        })),
+    );
+    // h2's last step starts only well after h1 is done.
+    rig.connector.inject(
+        "h2",
+        Fault::Delay {
+            pattern: "@@dropship:".into(),
+            delay: Duration::from_millis(300),
+        },
+    );
+    let events_log = Arc::clone(&log);
+    let events = Events::calling(move |line| {
+        if line.starts_with("step h2 third") {
+            events_log.lock().unwrap().push(line.to_string());
+        }
+    });
+    let plan = rig.plan(&plain_playbook("true"), &[]);
+    let report = rig.deploy(&plan, &events, Cancel::never()).await;
+    assert!(report.ok, "{:#?}", report.hosts);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log.first().map(String::as_str),
+        Some("closed h1"),
+        "h1 was not disconnected before h2 finished: {log:#?}"
+    );
+    assert!(!rig.locked("h1") && !rig.locked("h2"));
+}
+
+#[tokio::test]
 async fn a_connection_dropped_mid_step_fails_the_host() {
     let rig = Rig::new(2);
     rig.connector
