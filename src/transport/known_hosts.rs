@@ -3,16 +3,43 @@
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use russh::keys::{Algorithm, HashAlg, PublicKey, PublicKeyBase64};
 
-use super::known_hosts_format::{HostEntry, Marker, entries_for};
+use super::known_hosts_format::{HostEntry, KnownHostsIndex, Marker};
 use super::{HostKeyPolicy, TransportError};
 
 /// Serializes learning within this process; the flock below covers other processes.
 static LEARNING: Mutex<()> = Mutex::new(());
+
+/// The known_hosts files this process read, each with its content and that content indexed:
+/// a fleet's thousands of lookups parse the file once. Each lookup still reads the file and
+/// compares its bytes, so any change (a key learned, an edit by someone else) is seen at once,
+/// whatever the file system's timestamps say.
+static READ: Mutex<Vec<ReadFile>> = Mutex::new(Vec::new());
+
+/// A known_hosts file as read: its path, its content, that content indexed.
+type ReadFile = (PathBuf, Vec<u8>, Arc<KnownHostsIndex>);
+
+/// `path` indexed (from what this process parsed before when the content is the same), or
+/// `None` when there is no such file.
+fn indexed(path: &Path) -> std::io::Result<Option<Arc<KnownHostsIndex>>> {
+    let content = match std::fs::read(path) {
+        Ok(content) => content,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut read = READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, _, index)) = read.iter().find(|(p, c, _)| p == path && *c == content) {
+        return Ok(Some(Arc::clone(index)));
+    }
+    let index = Arc::new(KnownHostsIndex::parse(&content));
+    read.retain(|(p, _, _)| p != path);
+    read.push((path.to_path_buf(), content, Arc::clone(&index)));
+    Ok(Some(index))
+}
 
 /// Where a host's key stands in known_hosts.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,9 +131,9 @@ impl HostKeyCheck<'_> {
 
     /// The lines of known_hosts that apply to this host; none when the file does not exist.
     fn entries(&self) -> Result<Vec<HostEntry>, TransportError> {
-        match std::fs::read(self.known_hosts) {
-            Ok(content) => Ok(entries_for(&content, &self.entry_name())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        match indexed(self.known_hosts) {
+            Ok(Some(index)) => Ok(index.entries_for(&self.entry_name())),
+            Ok(None) => Ok(Vec::new()),
             Err(e) => Err(TransportError::Protocol(format!(
                 "cannot read known_hosts {}: {e}",
                 self.known_hosts.display()
@@ -251,6 +278,7 @@ impl Drop for Flock<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::known_hosts_format::entries_for;
 
     const ED_A: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
@@ -353,5 +381,40 @@ mod tests {
             content,
             "[10.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n"
         );
+    }
+
+    #[test]
+    fn a_file_changed_between_lookups_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let check = HostKeyCheck {
+            known_hosts: &path,
+            address: "web",
+            port: 22,
+            policy: HostKeyPolicy::Strict,
+        };
+        let (a, b) = (
+            PublicKey::from_openssh(ED_A).unwrap(),
+            PublicKey::from_openssh(ED_B).unwrap(),
+        );
+        std::fs::write(&path, format!("web {ED_A}\n")).unwrap();
+        assert!(check.verify(&a).is_ok());
+        // Same length, rewritten in place (maybe within the file system's timestamp tick).
+        std::fs::write(&path, format!("web {ED_B}\n")).unwrap();
+        assert!(check.verify(&b).is_ok());
+        assert!(matches!(
+            check.verify(&a),
+            Err(TransportError::ChangedHostKey { line: 1, .. })
+        ));
+        // Replaced by another file (a rename over it, as editors do).
+        let other = dir.path().join("known_hosts.new");
+        std::fs::write(&other, format!("# moved\nweb {ED_A}\n")).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(check.verify(&a).is_ok());
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            check.verify(&a),
+            Err(TransportError::UnknownHostKey { .. })
+        ));
     }
 }

@@ -6,6 +6,8 @@
 //! cannot be read is skipped, and a pattern list matches when some pattern does and no
 //! negated one does.
 
+use std::collections::HashMap;
+
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::PublicKey;
 use russh::keys::ssh_key::known_hosts::HostPatterns;
@@ -36,25 +38,93 @@ pub(crate) struct HostEntry {
 /// The entries of a known_hosts file's `content` whose host names match `name` (`host`, or
 /// `[host]:port` off port 22), in file order. Lines that cannot be read are skipped, as
 /// `ssh` skips them.
+#[cfg(test)]
 pub(crate) fn entries_for(content: &[u8], name: &str) -> Vec<HostEntry> {
-    // `ssh` lowercases the name before matching, hashed names included.
-    let name = name.to_ascii_lowercase();
-    content
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .filter_map(|(index, line)| {
-            let (marker, key) = read_line(&String::from_utf8_lossy(line), &name)?;
-            Some(HostEntry {
-                line: index + 1,
-                marker,
-                key,
-            })
-        })
-        .collect()
+    KnownHostsIndex::parse(content).entries_for(name)
 }
 
-/// The marker and key of `line` when it is a readable entry for `name`.
-fn read_line(line: &str, name: &str) -> Option<(Marker, PublicKey)> {
+/// A known_hosts file read once. A lookup tries the lines naming exactly that host (found by
+/// name) and the lines of patterns, lists and hashed names, not every line of the file: a
+/// fleet's file of thousands of plain lines is not scanned once per host.
+#[derive(Debug, Default)]
+pub(crate) struct KnownHostsIndex {
+    lines: Vec<Line>,
+    /// Lines whose host field is one plain name, by that name lowercased.
+    by_name: HashMap<String, Vec<usize>>,
+    /// Every other line (patterns, lists, negations, hashed names), in file order.
+    others: Vec<usize>,
+}
+
+/// A readable line: its marker, host names field and key (`type base64`), not decoded yet.
+#[derive(Debug)]
+struct Line {
+    number: usize,
+    marker: Marker,
+    hosts: String,
+    key: String,
+}
+
+impl KnownHostsIndex {
+    pub(crate) fn parse(content: &[u8]) -> Self {
+        let mut index = KnownHostsIndex::default();
+        for (number, line) in content.split(|&b| b == b'\n').enumerate() {
+            let Some(line) = read_line(&String::from_utf8_lossy(line), number + 1) else {
+                continue;
+            };
+            let at = index.lines.len();
+            if is_plain_name(&line.hosts) {
+                index
+                    .by_name
+                    .entry(line.hosts.to_lowercase())
+                    .or_default()
+                    .push(at);
+            } else {
+                index.others.push(at);
+            }
+            index.lines.push(line);
+        }
+        index
+    }
+
+    /// The entries whose host names match `name` (`host`, or `[host]:port` off port 22), in
+    /// file order. Lines whose key cannot be read are skipped, as `ssh` skips them.
+    pub(crate) fn entries_for(&self, name: &str) -> Vec<HostEntry> {
+        // `ssh` lowercases the name before matching, hashed names included.
+        let name = name.to_ascii_lowercase();
+        let mut hits = self
+            .by_name
+            .get(&name.to_lowercase())
+            .cloned()
+            .unwrap_or_default();
+        hits.extend(
+            self.others
+                .iter()
+                .copied()
+                .filter(|&at| hosts_match(&self.lines[at].hosts, &name)),
+        );
+        hits.sort_unstable();
+        hits.into_iter()
+            .filter_map(|at| {
+                let line = &self.lines[at];
+                let key = PublicKey::from_openssh(&line.key).ok()?;
+                Some(HostEntry {
+                    line: line.number,
+                    marker: line.marker,
+                    key,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether a host names field is one name matched as itself: no list, pattern, negation or
+/// hash.
+fn is_plain_name(field: &str) -> bool {
+    !field.starts_with('|') && !field.contains([',', '*', '?', '!'])
+}
+
+/// Line `number` when it is a readable entry: a marker, host names and a key type and blob.
+fn read_line(line: &str, number: usize) -> Option<Line> {
     let mut fields = line.split([' ', '\t', '\r']).filter(|f| !f.is_empty());
     let mut first = fields.next()?;
     if first.starts_with('#') {
@@ -70,12 +140,13 @@ fn read_line(line: &str, name: &str) -> Option<(Marker, PublicKey)> {
     if marker != Marker::HostKey {
         first = fields.next()?;
     }
-    if !hosts_match(first, name) {
-        return None;
-    }
     let (key_type, blob) = (fields.next()?, fields.next()?);
-    let key = PublicKey::from_openssh(&format!("{key_type} {blob}")).ok()?;
-    Some((marker, key))
+    Some(Line {
+        number,
+        marker,
+        hosts: first.to_string(),
+        key: format!("{key_type} {blob}"),
+    })
 }
 
 /// Whether the host names field of a line covers `name` (case-insensitively): one hashed
@@ -190,5 +261,29 @@ mod tests {
             .map(|e| e.key.to_openssh().unwrap())
             .collect();
         assert_eq!(keys, [KEY_B, KEY_A, KEY_B]);
+    }
+
+    #[test]
+    fn a_plain_name_is_found_by_itself_whatever_its_case_among_thousands() {
+        let mut content = String::new();
+        for k in 1..=2000 {
+            content.push_str(&format!("[127.0.0.1]:{k} {KEY_A}\n"));
+        }
+        content.push_str(&format!(
+            "WEB-7 {KEY_B}\n*.internal {KEY_A}\nweb-7x {KEY_A}\n"
+        ));
+        let index = KnownHostsIndex::parse(content.as_bytes());
+        let lines = |name: &str| -> Vec<usize> {
+            index
+                .entries_for(name)
+                .into_iter()
+                .map(|e| e.line)
+                .collect()
+        };
+        assert_eq!(lines("[127.0.0.1]:1234"), [1234]);
+        assert_eq!(lines("web-7"), [2001]);
+        assert_eq!(lines("db.internal"), [2002]);
+        assert_eq!(lines("web-7x"), [2003]);
+        assert!(lines("[127.0.0.1]:2001").is_empty());
     }
 }
