@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{
-    FILE_STEPS, Fleet, Secrets, all_cmdlines, command, deploy_shop, dropship, dropship_cmd,
-    dropship_reporting, files_in, finish, logins, mode, read, shop_playbook, spawn, start_fleet,
+    ArgvWatch, FILE_STEPS, Fleet, Secrets, command, deploy_shop, dropship, dropship_cmd,
+    dropship_reporting, files_in, finish_within, logins, mode, read, shop_playbook, spawn,
+    start_fleet,
 };
 
 const LOGIN: &str = "login --username=deployer --password-stdin -- registry.test:5000";
@@ -213,35 +214,18 @@ fn registry_password_travels_on_stdin_only() {
     // dropship, the sshd sessions and the shells and docker stand-ins they run.
     let inv_s = inv.to_str().unwrap();
     let pb = shop_playbook();
-    let mut child = spawn(
+    let watch = ArgvWatch::start();
+    let child = spawn(
         &["deploy", "-i", inv_s, pb.to_str().unwrap()],
         Some(&secrets),
     );
-    let started = Instant::now();
-    let mut leaks: Vec<(u32, String)> = Vec::new();
-    let mut saw_compose = false;
-    let mut polls = 0;
-    while child.try_wait().expect("poll dropship").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(60), "deploy hangs");
-        for (pid, cmdline) in all_cmdlines() {
-            if secrets.values().iter().any(|s| cmdline.contains(s)) {
-                leaks.push((pid, cmdline));
-            } else if cmdline.contains("compose -p shop ") {
-                saw_compose = true;
-            }
-        }
-        polls += 1;
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let run = finish(child);
+    let run = finish_within(child, Duration::from_secs(60));
+    let seen = watch.stop();
     run.assert_code(0);
-    assert!(leaks.is_empty(), "secrets on command lines: {leaks:#?}");
+    seen.assert_hidden(&secrets.values(), "a secret");
     // The watch did see the remote side (the sleeping compose calls), so it could have
     // seen a leak.
-    assert!(
-        saw_compose,
-        "never saw a remote compose command in {polls} polls"
-    );
+    seen.assert_saw("compose -p shop ");
 
     for h in &fleet.hosts {
         assert_eq!(

@@ -5,10 +5,10 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::harness::{
-    FreshServer, SudoUser, all_cmdlines, command, dropship_cmd, dropship_reporting, finish, keygen,
+    ArgvWatch, FreshServer, SudoUser, command, dropship_cmd, dropship_reporting, finish, keygen,
     run_playbook, run_playbook_with, start_fleet,
 };
 
@@ -102,28 +102,16 @@ become_password = "{{{{ secrets.sudo_pw }}}}"
         None,
     );
     cmd.env("DROPSHIP_TEST_SUDO_PW", &user.password);
-    let child = cmd.spawn().expect("spawn dropship");
-    let pid = child.id();
-    let started = Instant::now();
-    let mut scans = 0;
-    while Path::new(&format!("/proc/{pid}")).exists()
-        && fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
-        && started.elapsed() < Duration::from_secs(60)
-    {
-        for (p, line) in all_cmdlines() {
-            assert!(
-                !line.contains(&user.password),
-                "the sudo password is in the argv of pid {p}: {line}"
-            );
-        }
-        scans += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let run = finish(child);
+    let watch = ArgvWatch::start();
+    let run = finish(cmd.spawn().expect("spawn dropship"));
+    let seen = watch.stop();
+    seen.assert_hidden(&[&user.password], "the sudo password");
     run.assert_code(0);
-    assert!(scans > 10, "only {scans} scans of /proc during the run");
+    assert!(
+        seen.scans > 10,
+        "only {} scans of /proc during the run",
+        seen.scans
+    );
     assert!(!run.all().contains(&user.password), "{}", run.all());
     for step in ["as the user", "as root", "slow", "root file"] {
         run.assert_outcome("h1", step, "changed");

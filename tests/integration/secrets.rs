@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Run, Secrets, Watched, all_cmdlines, assert_error_at, assert_untouched, command, dropship,
-    dropship_cmd, location_of, run_playbook, run_playbook_secrets, shop_playbook, start_fleet,
-    unique, write,
+    ArgvSeen, ArgvWatch, Run, Secrets, all_cmdlines, assert_error_at, assert_untouched, command,
+    dropship, dropship_cmd, finish_within, location_of, run_playbook, run_playbook_secrets,
+    shop_playbook, start_fleet, unique, write,
 };
 
 /// Writes `playbook.toml` (and `templates`, by name) into `dir`; returns the playbook's path.
@@ -206,8 +206,8 @@ fn secrets_in_conditions_and_file_contents_are_fine() {
 }
 
 /// Deploys the main playbook with `DROPSHIP_LOG=level` while watching every command line on
-/// the machine; returns the run and the command lines that held a secret.
-fn watched_deploy(level: &str) -> (Run, Vec<(u32, String)>, Secrets) {
+/// the machine; returns the run and what the watch saw.
+fn watched_deploy(level: &str) -> (Run, ArgvSeen, Secrets) {
     let fleet = start_fleet(1);
     let inv = fleet.write_inventory("");
     let secrets = Secrets::fresh();
@@ -223,35 +223,25 @@ fn watched_deploy(level: &str) -> (Run, Vec<(u32, String)>, Secrets) {
         Some(&secrets),
     );
     cmd.env("DROPSHIP_LOG", level);
-    // Read the pipes while watching: a chatty log must not block the child.
-    let mut child = Watched::start(cmd.spawn().expect("spawn dropship"));
-    let started = Instant::now();
-    let mut leaks = Vec::new();
-    let mut saw_remote = false;
-    while !child.ended() {
-        assert!(started.elapsed() < Duration::from_secs(60), "deploy hangs");
-        for (pid, cmdline) in all_cmdlines() {
-            if secrets.values().iter().any(|s| cmdline.contains(s)) {
-                leaks.push((pid, cmdline));
-            } else if cmdline.contains("compose -p shop ") {
-                saw_remote = true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let run = child.finish();
-    assert!(saw_remote, "the watch never saw a remote compose command");
+    let watch = ArgvWatch::start();
+    // The pipes are read while it runs: a chatty log must not block the child.
+    let run = finish_within(
+        cmd.spawn().expect("spawn dropship"),
+        Duration::from_secs(60),
+    );
+    let seen = watch.stop();
+    seen.assert_saw("compose -p shop ");
     let h = &fleet.hosts[0];
     assert_eq!(h.docker_stdin_log(), secrets.registry_password);
-    (run, leaks, secrets)
+    (run, seen, secrets)
 }
 
 #[test]
 fn debug_log_and_host_command_lines_never_show_a_secret() {
     for level in ["debug", "trace"] {
-        let (run, leaks, secrets) = watched_deploy(level);
+        let (run, seen, secrets) = watched_deploy(level);
         run.assert_code(0);
-        assert!(leaks.is_empty(), "secrets on command lines: {leaks:#?}");
+        seen.assert_hidden(&secrets.values(), "a secret");
         // The log did show the scripts run on the hosts (the upload and the login among them).
         assert!(
             run.stderr.contains("DEBUG") && run.stderr.contains("--password-stdin"),

@@ -13,15 +13,11 @@ mod secrets;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{
-    Flavor, LocalFleet, Run, all_cmdlines, assert_error_at, dropship, location_of,
-};
+use crate::harness::{ArgvWatch, Flavor, LocalFleet, Run, assert_error_at, dropship, location_of};
 
 const PLAYBOOK: &str = "swarm.toml";
 const STEP: &str = "deploy stack";
@@ -184,25 +180,7 @@ fn a_stack_deploys_updates_rolls_back_and_fails_when_the_engine_rolls_back() {
     let registry_password = registry_password.trim_end_matches('\n').to_string();
 
     // Every command line on the machine while dropship runs: no secret on any.
-    let stop = Arc::new(AtomicBool::new(false));
-    let watch = {
-        let stop = stop.clone();
-        let needles = [secret.clone(), registry_password.clone()];
-        std::thread::spawn(move || {
-            let mut leaks = Vec::new();
-            let mut seen_deploy = false;
-            while !stop.load(Ordering::Relaxed) {
-                for (pid, cmdline) in all_cmdlines() {
-                    seen_deploy |= cmdline.contains("docker stack deploy");
-                    if needles.iter().any(|n| cmdline.contains(n.as_str())) {
-                        leaks.push((pid, cmdline));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (leaks, seen_deploy)
-        })
-    };
+    let watch = ArgvWatch::start();
 
     // v1: a new stack, updated once both replicas run A with the secret from the environment.
     let run = fleet.deploy(PLAYBOOK, &["--var", "version=A"]);
@@ -277,10 +255,9 @@ fn a_stack_deploys_updates_rolls_back_and_fails_when_the_engine_rolls_back() {
     );
     assert_serves(&service, "B", &fingerprint);
 
-    stop.store(true, Ordering::Relaxed);
-    let (leaks, seen_deploy) = watch.join().unwrap();
-    assert!(seen_deploy, "the watch never saw `docker stack deploy` run");
-    assert!(leaks.is_empty(), "a secret on a command line: {leaks:?}");
+    let seen = watch.stop();
+    seen.assert_saw("docker stack deploy");
+    seen.assert_hidden(&[&secret, &registry_password], "a secret");
 }
 
 #[test]

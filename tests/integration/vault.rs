@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Run, Watched, all_cmdlines, assert_untouched, command, dropship_cmd, location_of, read,
+    ArgvWatch, Run, Watched, assert_untouched, command, dropship_cmd, location_of, read,
     read_or_empty, start_fleet, unique, wait_until, write,
 };
 
@@ -171,20 +171,15 @@ fn every_secrets_subcommand_keeps_the_value_out_of_output_and_command_lines() {
     stdin.write_all(format!("{value}\n").as_bytes()).unwrap();
     let pid = child.id();
     let mut watched = Watched::start(child);
-    let started = Instant::now();
-    let mut saw_set = false;
-    while started.elapsed() < Duration::from_millis(300) {
-        for (other, line) in all_cmdlines() {
-            assert!(
-                !line.contains(&value),
-                "value on the command line of {other}: {line}"
-            );
-            saw_set |= other == pid && line.contains("secrets set db_password");
-        }
-        assert!(!watched.ended(), "set ended before stdin was closed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(saw_set, "never saw `secrets set` running");
+    let watch = ArgvWatch::start();
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = watch.stop();
+    assert!(!watched.ended(), "set ended before stdin was closed");
+    seen.assert_hidden(&[&value], "the value");
+    assert!(
+        seen.saw_in(pid, "secrets set db_password"),
+        "never saw `secrets set` running"
+    );
     drop(stdin);
     let set = watched.finish();
     set.assert_code(0);

@@ -8,16 +8,15 @@
 //! left as it was found (the lock file makes concurrent runs' swarm tests take turns). Bad
 //! input: a role that is neither is refused before any connection.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::harness::{Fleet, Run, all_cmdlines, assert_error_at, location_of, run_playbook_with};
+use crate::harness::{
+    ArgvSeen, ArgvWatch, Fleet, Run, assert_error_at, location_of, run_playbook_with,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const STEP: &str = "swarm membership";
@@ -108,7 +107,7 @@ fn the_first_manager_initialises_the_swarm_once_and_hands_its_ticket_to_the_next
     let fleet = Fleet::start(2);
     real_docker(&fleet);
     let both = inventory(&fleet, &["h1", "h2"], "both.toml");
-    let watch = CmdlineWatch::start();
+    let watch = ArgvWatch::start();
 
     // The first manager (h1) initialises; h2 waits for its ticket and finds it manages it.
     let first = run_playbook_with("deploy", &both, &playbook(), &[]);
@@ -179,38 +178,9 @@ fn real_docker(fleet: &Fleet) {
     }
 }
 
-/// Every command line on the machine while dropship runs, to look for the tokens after.
-struct CmdlineWatch {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<BTreeSet<String>>,
-}
-
-impl CmdlineWatch {
-    fn start() -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut seen = BTreeSet::new();
-                while !stop.load(Ordering::Relaxed) {
-                    seen.extend(all_cmdlines().into_iter().map(|(_, c)| c));
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                seen
-            })
-        };
-        Self { stop, thread }
-    }
-
-    fn stop(self) -> BTreeSet<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
-}
-
 /// Neither join token of the engine's swarm is on any of `cmdlines` or in the runs' output
 /// and reports.
-fn assert_tokens_hidden(cmdlines: BTreeSet<String>, runs: &[&Run]) {
+fn assert_tokens_hidden(cmdlines: ArgvSeen, runs: &[&Run]) {
     for which in ["worker", "manager"] {
         let (ok, token) = docker(&["swarm", "join-token", "-q", which]);
         assert!(ok, "{token}");
@@ -222,16 +192,10 @@ fn assert_tokens_hidden(cmdlines: BTreeSet<String>, runs: &[&Run]) {
             assert!(!report.contains(token), "the {which} token in the report");
         }
         // (The test's own `docker swarm join-token` above ran after the watch stopped.)
-        let leaks: Vec<&String> = cmdlines.iter().filter(|c| c.contains(token)).collect();
-        assert!(
-            leaks.is_empty(),
-            "the {which} token on a command line: {leaks:?}"
-        );
+        cmdlines.assert_hidden(&[token], &format!("the {which} token"));
     }
     assert!(
-        cmdlines
-            .iter()
-            .any(|c| c.contains("deploy -i") && c.contains("swarm-init.toml")),
+        cmdlines.saw_line(|c| c.contains("deploy -i") && c.contains("swarm-init.toml")),
         "the watch saw the run"
     );
 }
@@ -390,7 +354,7 @@ fn a_worker_on_a_second_engine_joins_through_the_engine_api_and_then_is_left_alo
         &[("h1", HERE_ADDR), ("h2", THERE_ADDR)],
         "two.toml",
     );
-    let watch = CmdlineWatch::start();
+    let watch = ArgvWatch::start();
 
     let first = run_playbook_with("deploy", &inventory, &playbook(), &[]);
     first.assert_code(0);

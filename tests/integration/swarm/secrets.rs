@@ -4,14 +4,12 @@
 //! updated to, the old version kept while a previous spec names it, then removed; no value or
 //! bare digest on any command line or in the output; `docker stack rm` removes the salt.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use super::{PLAYBOOK, STEP, Swarm, detail, docker};
-use crate::harness::{Flavor, LocalFleet, all_cmdlines};
+use crate::harness::{ArgvWatch, Flavor, LocalFleet};
 
 fn fingerprint(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))[..12].to_string()
@@ -91,30 +89,7 @@ fn a_rotated_secret_becomes_a_new_docker_secret_and_the_unused_old_one_is_remove
     let rotated = format!("rotated {} $(touch {pwned})", fingerprint(&first));
     let unsalted = |value: &str| format!("{stack}_django_secret_key_{}", fingerprint(value));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let watch = {
-        let stop = stop.clone();
-        let needles = [
-            first.clone(),
-            rotated.clone(),
-            unsalted(&first),
-            unsalted(&rotated),
-        ];
-        std::thread::spawn(move || {
-            let mut leaks = Vec::new();
-            let mut seen_deploy = false;
-            while !stop.load(Ordering::Relaxed) {
-                for (pid, cmdline) in all_cmdlines() {
-                    seen_deploy |= cmdline.contains("docker stack deploy");
-                    if needles.iter().any(|n| cmdline.contains(n.as_str())) {
-                        leaks.push((pid, cmdline));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (leaks, seen_deploy)
-        })
-    };
+    let watch = ArgvWatch::start();
 
     // v1: the stack's salt made, the secret under its keyed version, read by both replicas;
     // the output names the key, not the version, and nowhere the bare digest.
@@ -168,10 +143,10 @@ fn a_rotated_secret_becomes_a_new_docker_secret_and_the_unused_old_one_is_remove
     assert_containers_read(&service, &fingerprint(&rotated));
     assert!(!std::path::Path::new(&pwned).exists());
 
-    stop.store(true, Ordering::Relaxed);
-    let (leaks, seen_deploy) = watch.join().unwrap();
-    assert!(seen_deploy, "the watch never saw `docker stack deploy` run");
-    assert!(leaks.is_empty(), "a secret on a command line: {leaks:?}");
+    let seen = watch.stop();
+    seen.assert_saw("docker stack deploy");
+    let needles = [&first, &rotated, &unsalted(&first), &unsalted(&rotated)];
+    seen.assert_hidden(&needles, "a secret");
 
     // `docker stack rm` takes the salt with the stack (a later deploy makes a new one).
     let (ok, said) = docker(&["stack", "rm", &stack]);
