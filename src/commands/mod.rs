@@ -264,6 +264,7 @@ pub fn exec_options(run: &RunSettings) -> ExecOptions {
         forks: run.forks,
         handshakes: run.handshakes,
         stream_output: run.verbose,
+        ..ExecOptions::default()
     }
 }
 

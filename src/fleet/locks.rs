@@ -2,6 +2,8 @@
 //! first, while the others connect), releasing them, and the audit line written as each is
 //! released.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
@@ -12,7 +14,9 @@ use crate::plan::Plan;
 use crate::release::utc_rfc3339;
 use crate::remote::lock::{self, Holder};
 use crate::report::{Event, HostResult};
-use crate::session::{HandshakeSlots, HostSession, LockOutcome, RunContext, connect_paced};
+use crate::session::{
+    HandshakeSlots, HostSession, LockOutcome, Reconnect, RunContext, connect_paced,
+};
 use crate::transport::{Connection, Connector};
 
 /// A lock held by someone else refused the run.
@@ -65,6 +69,16 @@ enum Lead {
     Unreachable,
 }
 
+/// How `connect_locking` spends this machine's resources.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pacing {
+    /// SSH handshakes in flight at once.
+    pub handshakes: usize,
+    /// Connections kept once their host's lock is ours; the hosts past this many are parked:
+    /// connection closed, lock kept, reconnected at their turn. `None`: all kept.
+    pub held: Option<usize>,
+}
+
 /// What the locking while connecting came to.
 pub(super) enum FirstAttempt {
     /// Every connected host was asked; the first conflicting host and its holder, if any.
@@ -81,13 +95,15 @@ pub(super) enum FirstAttempt {
 pub(super) async fn connect_locking<C: Connector>(
     connector: &C,
     ctx: &RunContext<'_>,
-    handshakes: usize,
+    pacing: Pacing,
     holder: &Holder,
 ) -> (Vec<HostSession<C::Conn>>, FirstAttempt) {
-    let gate = HandshakeSlots::new(handshakes);
+    let gate = HandshakeSlots::new(pacing.handshakes);
     let (lead_tx, lead_rx) = watch::channel(Lead::Waiting);
+    // Hosts connected with their lock ours: past `pacing.held`, the next ones park.
+    let held = AtomicUsize::new(1);
     let hosts = (0..ctx.plan.hosts.len()).map(|index| {
-        let (gate, lead_tx, mut lead_rx) = (&gate, &lead_tx, lead_rx.clone());
+        let (gate, lead_tx, mut lead_rx, held) = (&gate, &lead_tx, lead_rx.clone(), &held);
         async move {
             let mut s = connect_paced(connector, ctx.plan, index, gate, ctx.reporter).await;
             if index == 0 {
@@ -108,11 +124,20 @@ pub(super) async fn connect_locking<C: Connector>(
                 .wait_for(|l| *l != Lead::Waiting)
                 .await
                 .expect("the first host's future answers before it ends");
-            if lead == Lead::Passed
-                && s.is_connected()
-                && let LockOutcome::Held(other) = s.take_lock(ctx, holder).await
-            {
-                return (s, Some(other));
+            if lead != Lead::Passed || !s.is_connected() {
+                return (s, None);
+            }
+            match s.take_lock(ctx, holder).await {
+                LockOutcome::Held(other) => return (s, Some(other)),
+                LockOutcome::Taken | LockOutcome::OursElsewhere => {
+                    if pacing
+                        .held
+                        .is_some_and(|cap| held.fetch_add(1, Ordering::Relaxed) >= cap)
+                    {
+                        s.park(reconnect(connector, ctx.plan, index)).await;
+                    }
+                }
+                LockOutcome::Failed => {}
             }
             (s, None)
         }
@@ -132,6 +157,15 @@ pub(super) async fn connect_locking<C: Connector>(
         _ => FirstAttempt::Tried(conflict),
     };
     (sessions, attempt)
+}
+
+/// How a parked host connects again: the run's connector, the host's connect spec.
+fn reconnect<C: Connector>(connector: &C, plan: &Plan, index: usize) -> Reconnect<C::Conn> {
+    let (connector, spec) = (connector.clone(), plan.hosts[index].connect.clone());
+    Arc::new(move || {
+        let (connector, spec) = (connector.clone(), spec.clone());
+        Box::pin(async move { connector.connect(&spec).await })
+    })
 }
 
 /// Takes the lock on every connected host: the first host alone first, so that of two runs

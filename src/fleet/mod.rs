@@ -20,7 +20,7 @@ use crate::report::preview::{HostPreview, Silent};
 use crate::report::{Counts, Event, HostResult, Reporter, RunReport};
 use crate::session::{HostSession, Look, Query, RunContext, connect_all};
 use crate::transport::{Connection, Connector};
-use locks::{FirstAttempt, LockRefused, connect_locking, finish, holder, take_locks};
+use locks::{FirstAttempt, LockRefused, Pacing, connect_locking, finish, holder, take_locks};
 
 pub use crate::session::{Cancel, CancelHandle, ViewEnd};
 pub use views::{ViewScript, view};
@@ -34,7 +34,13 @@ pub struct ExecOptions {
     pub handshakes: usize,
     /// Report each line the steps' commands print as it comes (`-v`).
     pub stream_output: bool,
+    /// Connections a deploy holds at once while it waits for every host's lock; past this, a
+    /// host that took its lock closes its connection and opens another at its turn.
+    pub held_connections: usize,
 }
+
+/// ~100 KiB each inside russh: a 2,000-host deploy stays near 100 MiB of connections.
+pub const HELD_CONNECTIONS: usize = 1000;
 
 impl Default for ExecOptions {
     fn default() -> Self {
@@ -42,6 +48,7 @@ impl Default for ExecOptions {
             forks: 64,
             handshakes: 64,
             stream_output: false,
+            held_connections: HELD_CONNECTIONS,
         }
     }
 }
@@ -129,6 +136,7 @@ pub async fn deploy<C: Connector>(
         started,
         reach: Reach::changing(plan),
         handshakes: exec.handshakes,
+        held: Some(exec.held_connections),
     };
     let work = async |sessions: &mut [HostSession<C::Conn>], stops: &mut Stops| {
         batches::run_batches(sessions, &ctx, &holder, stops).await
@@ -197,6 +205,7 @@ pub async fn rollback<C: Connector>(
         started,
         reach: Reach::changing(plan),
         handshakes: exec.handshakes,
+        held: None,
     };
     let work = async |sessions: &mut [HostSession<C::Conn>], _: &mut Stops| {
         join_all(sessions.iter_mut().map(|s| s.roll_back_to(&ctx, to))).await;
@@ -233,6 +242,8 @@ struct Locked<'h> {
     reach: Reach,
     /// SSH handshakes in flight at once.
     handshakes: usize,
+    /// Connections held at once while waiting for every lock (the rest parked), if any cap.
+    held: Option<usize>,
 }
 
 impl Locked<'_> {
@@ -246,7 +257,13 @@ impl Locked<'_> {
     ) -> RunReport {
         let mut stops = Stops::default();
         let (mut sessions, first) = match self.reach {
-            Reach::Every => connect_locking(connector, ctx, self.handshakes, self.holder).await,
+            Reach::Every => {
+                let pacing = Pacing {
+                    handshakes: self.handshakes,
+                    held: self.held,
+                };
+                connect_locking(connector, ctx, pacing, self.holder).await
+            }
             Reach::OneManager => {
                 let manager = swarm::connect_first_manager(connector, ctx, ctx.reporter).await;
                 (manager, FirstAttempt::NotTried)

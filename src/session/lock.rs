@@ -112,7 +112,9 @@ impl<T: Connection> HostSession<T> {
         let _turn = ctx.gate.turn().await;
         let started = Instant::now();
         let state = &ctx.plan.hosts[self.index].state;
-        if self.exec(&lock::release(state, holder), &[]).await.is_ok() {
+        if self.unpark(ctx.reporter).await
+            && self.exec(&lock::release(state, holder), &[]).await.is_ok()
+        {
             self.locked = false;
         }
         self.result.timeline.record(Phase::Release, started);
@@ -133,7 +135,21 @@ impl<T: Connection> HostSession<T> {
         }
         let _turn = ctx.gate.turn().await;
         let started = Instant::now();
-        let released = Box::pin(self.release_and_audit(ctx, holder, result, wait)).await;
+        let reporter = ctx.reporter;
+        let released = Box::pin(async {
+            // A parked host is connected again first, within the same wait.
+            let connected = match wait {
+                Some(wait) => tokio::time::timeout(wait, self.unpark(reporter))
+                    .await
+                    .map_err(|_| ReleaseError::NoAnswer(wait))?,
+                None => self.unpark(reporter).await,
+            };
+            if !connected {
+                return Err(ReleaseError::Refused("not connected".into()));
+            }
+            self.release_and_audit(ctx, holder, result, wait).await
+        })
+        .await;
         self.result.timeline.record(Phase::Release, started);
         released
     }

@@ -26,6 +26,8 @@ mod view;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
@@ -92,10 +94,17 @@ pub enum StepsOutcome {
     Failed,
 }
 
+/// How a parked host connects again (the run's connector and the host's spec, bound).
+pub type Reconnect<T> =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send>> + Send + Sync>;
+
 /// One host's connection and what this run learned and did there.
 pub struct HostSession<T: Connection> {
     index: usize,
     conn: Option<T>,
+    /// Parked: the connection closed while the run waits (the lock stays held on the host);
+    /// this opens another when the host is next talked to.
+    parked: Option<Reconnect<T>>,
     host_name: String,
     /// Masks secrets in the scripts logged at debug level.
     redactor: Redactor,
@@ -207,6 +216,7 @@ pub fn unconnected<T: Connection>(
     HostSession {
         index,
         conn: None,
+        parked: None,
         host_name: hp.host.name.clone(),
         redactor: plan.redactor.clone(),
         remote_files: HashMap::new(),
@@ -274,6 +284,33 @@ impl<T: Connection> HostSession<T> {
         }
         self.set_aside = true;
         self.note(why);
+    }
+
+    /// Closes the connection while the run waits for other hosts (its memory is what a run of
+    /// thousands of hosts cannot hold at once); `reconnect` opens another when the host is
+    /// next talked to. What the run holds on the host (its lock) stays held.
+    pub async fn park(&mut self, reconnect: Reconnect<T>) {
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+            self.parked = Some(reconnect);
+        }
+    }
+
+    /// Whether the connection was closed to be opened again (`park`).
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Connects a parked host again (a host that cannot be reached then fails); whether the
+    /// host is connected.
+    async fn unpark(&mut self, reporter: &dyn Reporter) -> bool {
+        if let Some(reconnect) = self.parked.take() {
+            match reconnect().await {
+                Ok(conn) => self.conn = Some(conn),
+                Err(e) => self.fail(reporter, &format!("cannot connect again: {e}")),
+            }
+        }
+        self.conn.is_some()
     }
 
     /// Closes the connection now, when this run will send the host nothing more: what it
@@ -406,11 +443,15 @@ impl<T: Connection> HostSession<T> {
         if steps.is_empty() || self.set_aside {
             return;
         }
-        if !self.is_connected() || self.failed() {
+        if (!self.is_connected() && !self.is_parked()) || self.failed() {
             self.skip(ctx, steps.iter().map(|s| s.name.as_str()), "host failed");
             return;
         }
         let _turn = ctx.gate.turn().await;
+        if !self.unpark(ctx.reporter).await {
+            self.skip(ctx, steps.iter().map(|s| s.name.as_str()), "host failed");
+            return;
+        }
         // Boxed: the steps' state is allocated for the hosts holding a turn only, not for
         // each of the thousands of hosts that wait for one.
         Box::pin(self.run_step_range_now(ctx, steps, unlock)).await;

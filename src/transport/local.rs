@@ -67,6 +67,7 @@ pub enum Tcp {
 /// Opens `LocalConnection`s: the host named `NAME` in the plan lives in `<root>/NAME`
 /// (made at connect), where its scripts run with that directory as `$HOME` and working
 /// directory. Playbooks for it name their directories inside that one (`host_dir`).
+#[derive(Clone)]
 pub struct LocalConnector {
     root: PathBuf,
     faults: Faults,

@@ -256,7 +256,7 @@ impl TransportError {
 }
 
 /// Opens connections. Shared by every host task, so it must be cheap to share.
-pub trait Connector: Send + Sync + 'static {
+pub trait Connector: Clone + Send + Sync + 'static {
     type Conn: Connection;
     fn connect(
         &self,

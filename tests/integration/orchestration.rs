@@ -15,6 +15,8 @@ use dropship::playbook::Playbook;
 use dropship::report::{Event, HostResult, HostStatus, Outcome, Reporter, RunReport};
 use dropship::transport::local::{Fault, Hook, LocalConnector, Tcp};
 
+mod parking;
+
 /// Rollout policies.
 const ONE_BY_ONE_PAUSED: &str = "[rollout]\ncanary = 1\nbatch = 1\npause = \"50ms\"\n";
 const CANARY_BATCH_2_ROLLBACK: &str =
