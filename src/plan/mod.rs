@@ -306,6 +306,13 @@ pub fn build(
         )
         .map(|(label, value)| exposure::Guarded { label, value })
         .collect();
+    // One entry per value (the first label kept): a password rendered for each of 2,000
+    // hosts is one value to look for, not 2,000 to look for on each host.
+    let mut seen = std::collections::HashSet::new();
+    let guarded: Vec<exposure::Guarded> = guarded
+        .into_iter()
+        .filter(|g| seen.insert(g.value.expose()))
+        .collect();
     let redactor = Redactor::new(guarded.iter().map(|g| g.value));
     for (hp, values) in host_plans.iter_mut().zip(&command_lines) {
         exposure::check_command_lines(&playbook.file, &hp.host.name, values, &guarded)?;

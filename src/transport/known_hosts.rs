@@ -2,9 +2,10 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use russh::keys::{Algorithm, HashAlg, PublicKey, PublicKeyBase64};
 
@@ -15,29 +16,98 @@ use super::{HostKeyPolicy, TransportError};
 static LEARNING: Mutex<()> = Mutex::new(());
 
 /// The known_hosts files this process read, each with its content and that content indexed:
-/// a fleet's thousands of lookups parse the file once. Each lookup still reads the file and
-/// compares its bytes, so any change (a key learned, an edit by someone else) is seen at once,
-/// whatever the file system's timestamps say.
+/// a fleet's thousands of lookups parse the file once. A lookup reuses them when the file's
+/// stamp is unchanged and was already old when it was read (as git's racy-clean check: a
+/// change within the file system's timestamp tick could keep the stamp); otherwise it reads
+/// the file and compares its bytes. Any change (a key learned, an edit) is seen at once.
 static READ: Mutex<Vec<ReadFile>> = Mutex::new(Vec::new());
 
-/// A known_hosts file as read: its path, its content, that content indexed.
-type ReadFile = (PathBuf, Vec<u8>, Arc<KnownHostsIndex>);
+/// A known_hosts file as read: its path, its stamp and content then, that content indexed.
+struct ReadFile {
+    path: PathBuf,
+    stamp: Stamp,
+    /// The stamp was older than `SETTLED` when the file was read.
+    settled: bool,
+    content: Vec<u8>,
+    index: Arc<KnownHostsIndex>,
+}
+
+/// How old a modification must be for its stamp alone to vouch for the content: far more
+/// than any file system's timestamp granularity.
+const SETTLED: Duration = Duration::from_secs(2);
+
+/// What identifies a file's content without reading it: the file, its size and its
+/// modification and change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.size(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether both times are more than `SETTLED` before `now`.
+    fn settled(&self, now: SystemTime) -> bool {
+        let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let horizon = now.saturating_sub(SETTLED);
+        let before = |(secs, nanos): (i64, i64)| {
+            u64::try_from(secs)
+                .is_ok_and(|secs| Duration::new(secs, u32::try_from(nanos).unwrap_or(0)) < horizon)
+        };
+        before(self.modified) && before(self.changed)
+    }
+}
 
 /// `path` indexed (from what this process parsed before when the content is the same), or
 /// `None` when there is no such file.
 fn indexed(path: &Path) -> std::io::Result<Option<Arc<KnownHostsIndex>>> {
-    let content = match std::fs::read(path) {
-        Ok(content) => content,
+    let mut file = match File::open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    let now = SystemTime::now();
+    let stamp = Stamp::of(&file.metadata()?);
     let mut read = READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((_, _, index)) = read.iter().find(|(p, c, _)| p == path && *c == content) {
-        return Ok(Some(Arc::clone(index)));
+    if let Some(known) = read
+        .iter()
+        .find(|r| r.path == path && r.settled && r.stamp == stamp)
+    {
+        return Ok(Some(Arc::clone(&known.index)));
+    }
+    let mut content = Vec::new();
+    file.read_to_end(&mut content)?;
+    if let Some(known) = read
+        .iter_mut()
+        .find(|r| r.path == path && r.content == content)
+    {
+        known.stamp = stamp;
+        known.settled = stamp.settled(now);
+        return Ok(Some(Arc::clone(&known.index)));
     }
     let index = Arc::new(KnownHostsIndex::parse(&content));
-    read.retain(|(p, _, _)| p != path);
-    read.push((path.to_path_buf(), content, Arc::clone(&index)));
+    read.retain(|r| r.path != path);
+    read.push(ReadFile {
+        path: path.to_path_buf(),
+        stamp,
+        settled: stamp.settled(now),
+        content,
+        index: Arc::clone(&index),
+    });
     Ok(Some(index))
 }
 
@@ -404,6 +474,27 @@ mod tests {
         assert!(check.verify(&b).is_ok());
         assert!(matches!(
             check.verify(&a),
+            Err(TransportError::ChangedHostKey { line: 1, .. })
+        ));
+        // Settled (written an hour ago): its stamp alone vouches for it, until anything
+        // changes, even a rewrite that puts the old modification time back.
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let set_mtime = |at| {
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap()
+        };
+        set_mtime(an_hour_ago);
+        assert!(check.verify(&b).is_ok());
+        assert!(check.verify(&b).is_ok());
+        std::fs::write(&path, format!("web {ED_A}\n")).unwrap();
+        set_mtime(an_hour_ago);
+        assert!(check.verify(&a).is_ok());
+        assert!(matches!(
+            check.verify(&b),
             Err(TransportError::ChangedHostKey { line: 1, .. })
         ));
         // Replaced by another file (a rename over it, as editors do).
