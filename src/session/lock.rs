@@ -135,21 +135,7 @@ impl<T: Connection> HostSession<T> {
         }
         let _turn = ctx.gate.turn().await;
         let started = Instant::now();
-        let reporter = ctx.reporter;
-        let released = Box::pin(async {
-            // A parked host is connected again first, within the same wait.
-            let connected = match wait {
-                Some(wait) => tokio::time::timeout(wait, self.unpark(reporter))
-                    .await
-                    .map_err(|_| ReleaseError::NoAnswer(wait))?,
-                None => self.unpark(reporter).await,
-            };
-            if !connected {
-                return Err(ReleaseError::Refused("not connected".into()));
-            }
-            self.release_and_audit(ctx, holder, result, wait).await
-        })
-        .await;
+        let released = Box::pin(self.release_and_audit(ctx, holder, result, wait)).await;
         self.result.timeline.record(Phase::Release, started);
         released
     }
@@ -161,6 +147,10 @@ impl<T: Connection> HostSession<T> {
         result: &str,
         wait: Option<Duration>,
     ) -> Result<(), ReleaseError> {
+        // A parked host is connected again first (given at most `wait` too).
+        if !within(wait, self.unpark(ctx.reporter)).await? {
+            return Err(ReleaseError::Refused("not connected".into()));
+        }
         let state = &ctx.plan.hosts[self.index].state;
         let script = if self.locked {
             lock::release_and_audit(state, holder, self.name(), result)
@@ -168,12 +158,7 @@ impl<T: Connection> HostSession<T> {
             lock::audit(state, holder, self.name(), result)
         };
         let release = self.exec_cut(&script, &[], None, std::future::pending());
-        let answer = match wait {
-            Some(wait) => tokio::time::timeout(wait, release)
-                .await
-                .map_err(|_| ReleaseError::NoAnswer(wait))?,
-            None => release.await,
-        };
+        let answer = within(wait, release).await?;
         let out = answer.map_err(|cut| ReleaseError::Transport(cut.error))?;
         if !out.success() {
             return Err(ReleaseError::Refused(failure_text(
@@ -184,5 +169,18 @@ impl<T: Connection> HostSession<T> {
         self.locked = false;
         self.lock_shared = false;
         Ok(())
+    }
+}
+
+/// `work`'s output, or `NoAnswer` once `wait` (when given) has passed.
+async fn within<F: std::future::Future>(
+    wait: Option<Duration>,
+    work: F,
+) -> Result<F::Output, ReleaseError> {
+    match wait {
+        Some(wait) => tokio::time::timeout(wait, work)
+            .await
+            .map_err(|_| ReleaseError::NoAnswer(wait)),
+        None => Ok(work.await),
     }
 }
