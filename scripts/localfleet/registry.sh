@@ -111,11 +111,14 @@ start() {
         setsid "$BIN" serve "$CONFIG" >>"$LOGFILE" 2>&1 </dev/null 9>&- &
         echo $! >"$PIDFILE"
     fi
-    local code=000
+    local code=000 pid
+    pid=$(cat "$PIDFILE")
     for _ in $(seq 1 100); do
         code=$(lf_http_code "$URL")
         [ "$code" = 401 ] && break
-        running || break
+        # Alive is enough here: until it has exec'd, its command line is still this script's
+        # (`running` would say no on a busy machine, and the start was given up at once).
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if [ "$code" != 401 ]; then
