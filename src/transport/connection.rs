@@ -138,12 +138,16 @@ impl SshConnection {
         &self,
         ready: Option<Opening>,
     ) -> Result<Channel<Msg>, TransportError> {
-        if let Some(opening) = ready {
+        let mut next = ready;
+        while let Some(opening) = next {
             match opening.channel().await {
                 Ok(channel) => return Ok(channel),
-                // Refused (MaxSessions) or lost: the plain open retries, or says why.
+                // Refused (a server's MaxSessions below ours) or lost: try the other channels
+                // opened ahead before a plain open, so that none that did open is left holding
+                // the server's session while this command waits for one.
                 Err(e) => tracing::debug!(error = %e, "the channel opened ahead failed"),
             }
+            next = self.take_ready().map(|r| r.opening);
         }
         self.open_session().await
     }
